@@ -1,0 +1,72 @@
+# Two commands matter: `make demo` and `make test` (see README.md). Both install first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3.11
+
+# Airflow runs on SQLite with its home inside the repo (ignored by git); no example DAGs.
+export AIRFLOW_HOME                 := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER   := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__PARALLELISM   := 4
+export GX_ANALYTICS_ENABLED         := False
+
+.PHONY: help install system-deps airflow-db demo test test-unit test-integration lint lock bench clean
+
+help:
+	@echo "make demo   - set up, then run the export against the sandbox storefront and embedded SFTP"
+	@echo "make test   - set up, then run the whole test suite (DAG integrity, unit, integration)"
+	@echo "make lint   - ruff (incl. Airflow AIR rules)"
+	@echo "make lock   - recompile requirements.txt from requirements.in"
+	@echo "make bench  - export benchmarks (bench/README.md)"
+
+install: $(VENV)/.installed
+
+# uv installs the pinned lock, then the project itself (editable) so `order_integration`
+# imports from anywhere with no PYTHONPATH.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(PY) || uv venv --quiet --python $(PYTHON) $(VENV)
+	uv pip install --quiet --python $(PY) -r requirements.txt
+	uv pip install --quiet --python $(PY) --no-deps -e .
+	@touch $@
+
+# OpenSSH's sshd backs the integration tests (a real SFTP server); install it where missing.
+system-deps:
+	@if [ ! -x /usr/sbin/sshd ]; then \
+	  echo "installing openssh-server (needed by the integration tests)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y -qq openssh-server >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openssh-server >/dev/null; }; \
+	fi
+
+airflow-db: install
+	@mkdir -p $(AIRFLOW_HOME)
+	@$(VENV)/bin/airflow db migrate >$(AIRFLOW_HOME)/db-migrate.log 2>&1 || \
+	  { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+
+demo: airflow-db
+	$(PY) -m sandbox.demo
+
+test: install system-deps
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest -m "unit or dags"
+
+test-integration: install system-deps
+	$(PY) -m pytest -m integration
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+lock:
+	uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
+
+bench: install
+	$(PY) bench/export_bench.py
+
+clean:
+	rm -rf .airflow .sandbox .pytest_cache .ruff_cache

@@ -1,0 +1,210 @@
+"""Store config: YAML -> frozen, validated objects.
+
+Read at DAG parse time, so this module imports only the standard library and PyYAML and
+does no I/O beyond reading the one file. Unknown keys and bad values are refused with a
+message that names the key (``stores[0].backend.format: 'xml' is not one of csv, jsonl``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+
+from order_integration.exceptions import ConfigError
+
+FileFormat = Literal["csv", "jsonl"]
+Platform = Literal["woocommerce"]
+
+CONFIG_ENV = "ORDER_INTEGRATION_CONFIG"
+STAGING_ENV = "ORDER_INTEGRATION_STAGING"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "stores.yaml"
+
+_STORE_ID = re.compile(r"[a-z0-9_]{1,32}")
+_CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
+_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
+_REMOTE_DIR = re.compile(r"[^\x00]+")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    inbound_dir: str = "inbound"
+    outbound_dir: str = "outbound"
+    stock_dir: str = "stock"
+    format: FileFormat = "csv"
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationConfig:
+    max_quarantine_ratio: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    id: str
+    storefront_conn_id: str
+    backend_conn_id: str
+    platform: Platform = "woocommerce"
+    schedule: str = "@hourly"
+    lookback_minutes: int = 10
+    export_statuses: tuple[str, ...] = ("processing", "on-hold")
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    stores: tuple[StoreConfig, ...]
+
+    def store(self, store_id: str) -> StoreConfig:
+        for store in self.stores:
+            if store.id == store_id:
+                return store
+        known = ", ".join(s.id for s in self.stores) or "none"
+        raise ConfigError(f"store {store_id!r} is not in the config (stores: {known})")
+
+
+def config_path() -> Path:
+    """The config file: ``$ORDER_INTEGRATION_CONFIG`` or the packaged ``include/stores.yaml``."""
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate the store config."""
+    path = Path(path) if path is not None else config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read store config {path} ({CONFIG_ENV}): {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"store config {path} is not valid YAML: {exc}") from exc
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: Any, *, source: str = "config") -> Config:
+    """Validate an already-loaded YAML document."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping with a 'stores' list")
+    _refuse_unknown(data, {"stores"}, source)
+    raw_stores = data.get("stores")
+    if not isinstance(raw_stores, list) or not raw_stores:
+        raise ConfigError(f"{source}: 'stores' must be a non-empty list")
+    stores = tuple(_store(raw, f"stores[{i}]") for i, raw in enumerate(raw_stores))
+    seen: set[str] = set()
+    for i, store in enumerate(stores):
+        if store.id in seen:
+            raise ConfigError(f"stores[{i}].id: {store.id!r} appears twice")
+        seen.add(store.id)
+    return Config(stores=stores)
+
+
+def _refuse_unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(map(str, raw)) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {', '.join(repr(k) for k in unknown)} "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _str(raw: Mapping[str, Any], key: str, where: str, pattern: re.Pattern[str], default: Any) -> str:
+    value = raw.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where}.{key}: required")
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ConfigError(f"{where}.{key}: {value!r} does not match {pattern.pattern}")
+    return value
+
+
+def _store(raw: Any, where: str) -> StoreConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a mapping")
+    store_id = _str(raw, "id", where, _STORE_ID, None)
+    where = f"{where} ({store_id})"
+    _refuse_unknown(raw, _names(StoreConfig), where)
+    platform = raw.get("platform", "woocommerce")
+    if platform not in get_args(Platform):
+        raise ConfigError(f"{where}.platform: {platform!r} is not one of {', '.join(get_args(Platform))}")
+    schedule = raw.get("schedule", "@hourly")
+    if not isinstance(schedule, str) or not _valid_schedule(schedule):
+        raise ConfigError(f"{where}.schedule: {schedule!r} is not a cron expression or preset")
+    lookback = raw.get("lookback_minutes", 10)
+    if isinstance(lookback, bool) or not isinstance(lookback, int) or not 0 <= lookback <= 7 * 24 * 60:
+        raise ConfigError(f"{where}.lookback_minutes: {lookback!r} is not an integer in 0..10080")
+    statuses = raw.get("export_statuses", ["processing", "on-hold"])
+    if (
+        not isinstance(statuses, list)
+        or not statuses
+        or not all(isinstance(s, str) and s.strip() for s in statuses)
+    ):
+        raise ConfigError(f"{where}.export_statuses: {statuses!r} is not a non-empty list of statuses")
+    return StoreConfig(
+        id=store_id,
+        platform=platform,
+        storefront_conn_id=_str(raw, "storefront_conn_id", where, _CONN_ID, None),
+        backend_conn_id=_str(raw, "backend_conn_id", where, _CONN_ID, None),
+        schedule=schedule,
+        lookback_minutes=lookback,
+        export_statuses=tuple(statuses),
+        backend=_backend(raw.get("backend") or {}, f"{where}.backend"),
+        validation=_validation(raw.get("validation") or {}, f"{where}.validation"),
+    )
+
+
+def _backend(raw: Any, where: str) -> BackendConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a mapping")
+    _refuse_unknown(raw, _names(BackendConfig), where)
+    fmt = raw.get("format", "csv")
+    if fmt not in get_args(FileFormat):
+        raise ConfigError(f"{where}.format: {fmt!r} is not one of {', '.join(get_args(FileFormat))}")
+    dirs = {k: _str(raw, k, where, _REMOTE_DIR, d) for k, d in
+            (("inbound_dir", "inbound"), ("outbound_dir", "outbound"), ("stock_dir", "stock"))}
+    return BackendConfig(format=fmt, **dirs)
+
+
+def _validation(raw: Any, where: str) -> ValidationConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a mapping")
+    _refuse_unknown(raw, _names(ValidationConfig), where)
+    ratio = raw.get("max_quarantine_ratio", 0.05)
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+        raise ConfigError(f"{where}.max_quarantine_ratio: {ratio!r} is not a number in 0..1")
+    return ValidationConfig(max_quarantine_ratio=float(ratio))
+
+
+def _valid_schedule(schedule: str) -> bool:
+    if schedule in _PRESETS:
+        return True
+    parts = schedule.split()
+    return len(parts) == 5 and all(re.fullmatch(r"[0-9A-Za-z*/,\-?LW#]+", p) for p in parts)
+
+
+def cron_of(schedule: str) -> str:
+    """A cron expression for a preset (``@hourly`` -> ``0 * * * *``); cron passes through."""
+    presets = {
+        "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+        "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *",
+        "@annually": "0 0 1 1 *",
+    }
+    return presets.get(schedule, schedule)
+
+
+def staging_base() -> str:
+    """Staging base URL: ``$ORDER_INTEGRATION_STAGING`` or ``file://$AIRFLOW_HOME/order_staging``."""
+    explicit = os.environ.get(STAGING_ENV)
+    if explicit:
+        return explicit.rstrip("/")
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow").resolve()
+    return f"file://{home / 'order_staging'}"

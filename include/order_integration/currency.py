@@ -1,0 +1,50 @@
+"""ISO 4217 currency codes and their minor units (the number of decimals money is written with)."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+_ZERO = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+_THREE = "BHD IQD JOD KWD LYD OMR TND"
+_FOUR = "CLF UYW"
+_TWO = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP BYN "
+    "BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP "
+    "GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP "
+    "LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR "
+    "NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN "
+    "SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR "
+    "ZMW ZWG"
+)
+
+MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(_TWO.split(), 2),
+    **dict.fromkeys(_ZERO.split(), 0),
+    **dict.fromkeys(_THREE.split(), 3),
+    **dict.fromkeys(_FOUR.split(), 4),
+}
+
+
+def is_valid_currency(code: object) -> bool:
+    """True for an active ISO 4217 alphabetic code (upper case, as platforms send it)."""
+    return isinstance(code, str) and code in MINOR_UNITS
+
+
+def minor_units(code: str) -> int:
+    """Decimals of ``code``; raises ``KeyError`` for a code that is not ISO 4217."""
+    return MINOR_UNITS[code]
+
+
+def quantize(amount: Decimal, code: str) -> Decimal:
+    """``amount`` rounded half-up to the currency's minor units."""
+    return amount.quantize(Decimal(1).scaleb(-MINOR_UNITS[code]), rounding=ROUND_HALF_UP)
+
+
+def format_money(amount: Decimal, code: str) -> str:
+    """Exact decimal string with the currency's minor units: ``12.30``, JPY ``1200``, KWD ``12.300``."""
+    return f"{quantize(amount, code):f}"
+
+
+def to_minor(amount: Decimal, code: str) -> int:
+    """``amount`` in integer minor units (cents), for exact comparisons."""
+    return int(quantize(amount, code).scaleb(MINOR_UNITS[code]))

@@ -1,0 +1,52 @@
+"""Domain errors.
+
+The library never imports Airflow for its errors: tasks translate :class:`PermanentError`
+into ``AirflowFailException`` (no retries: it will not fix itself) and let every other
+exception go through Airflow's normal retry policy.
+"""
+
+from __future__ import annotations
+
+
+class OrderIntegrationError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class PermanentError(OrderIntegrationError):
+    """Retrying cannot help (bad credentials, refused host key, bad config)."""
+
+
+class ConfigError(PermanentError):
+    """The store config or a connection is malformed; the message names the key."""
+
+
+class StorefrontError(OrderIntegrationError):
+    """The storefront misbehaved in a way that may pass (5xx, 429, HTML or truncated body)."""
+
+
+class StorefrontAuthError(PermanentError, StorefrontError):
+    """The storefront refused the credentials or the certificate."""
+
+
+class BackendError(OrderIntegrationError):
+    """The backend's SFTP server failed in a way that may pass."""
+
+
+class BackendAuthError(PermanentError, BackendError):
+    """The backend refused the credentials, or its host key is unknown or changed."""
+
+
+class QuarantineRatioExceeded(PermanentError):
+    """Too many orders of one run failed validation: smells of an API change, not of bad orders."""
+
+    def __init__(self, store_id: str, quarantined: int, validated: int, max_ratio: float) -> None:
+        self.store_id = store_id
+        self.quarantined = quarantined
+        self.validated = validated
+        self.max_ratio = max_ratio
+        ratio = quarantined / validated if validated else 0.0
+        super().__init__(
+            f"store {store_id}: {quarantined} of {validated} validated orders were quarantined "
+            f"({ratio:.1%}), above max_quarantine_ratio {max_ratio:.1%}. The quarantine is recorded "
+            "(see order_quarantine); check the storefront API for a change before releasing."
+        )

@@ -1,0 +1,248 @@
+"""The one-way export of one store and one window: extract -> validate -> load -> summary.
+
+Plain functions over staging paths; Airflow appears only in :mod:`order_integration.tasks`.
+Each step reads what the previous one staged (``ObjectStoragePath``, so ``file://`` and
+``s3://`` behave alike) and returns a small JSON-able dict of counts and paths.
+
+Every order the storefront returns ends in exactly one bucket, and the summary proves it::
+
+    extracted = delivered + quarantined + already_delivered + not_ready
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from order_integration.backend.formats import write_orders
+from order_integration.config import StoreConfig
+from order_integration.exceptions import QuarantineRatioExceeded
+from order_integration.windows import Window
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from order_integration.backend.sftp import SftpBackend
+    from order_integration.ledger import Batch, Ledger
+    from order_integration.storefronts.base import StorefrontClient
+
+log = logging.getLogger(__name__)
+
+RAW_FILE = "raw_orders.jsonl"
+DELIVERABLE_FILE = "deliverable.jsonl"
+QUARANTINE_FILE = "quarantine.json"
+VALIDATION_FILE = "validation_result.json"
+
+
+def run_dir(base: ObjectStoragePath, store_id: str, window: Window, run_id: str) -> ObjectStoragePath:
+    """Staging folder of one run: ``<base>/<store>/<window>/<run id>/``."""
+    safe_run = re.sub(r"[^A-Za-z0-9_.\-]+", "_", run_id)
+    path = base / store_id / window.label / safe_run
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _read_jsonl(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
+    with path.open("r", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+# -- extract -------------------------------------------------------------------------------
+def extract(
+    store: StoreConfig, window: Window, staging: ObjectStoragePath, client: StorefrontClient
+) -> dict[str, Any]:
+    """Stage every order modified in ``[window.start - lookback, window.end)``, once each."""
+    span = window.with_lookback(store.lookback_minutes)
+    log.info("store %s: extracting orders modified in %s (window %s, lookback %d min)",
+             store.id, span, window, store.lookback_minutes)
+    target = staging / RAW_FILE
+    count = 0
+    with target.open("w", encoding="utf-8") as fh:
+        for raw in client.iter_orders(span.start, span.end):
+            fh.write(json.dumps(raw, ensure_ascii=False, separators=(",", ":")) + "\n")
+            count += 1
+    log.info("store %s: extracted %d orders to %s", store.id, count, target)
+    return {"raw_path": str(target), "extracted": count}
+
+
+# -- validate ------------------------------------------------------------------------------
+@dataclass
+class ValidateCounts:
+    extracted: int = 0
+    already_delivered: int = 0
+    not_ready: int = 0
+    validated: int = 0
+    quarantined: int = 0
+    newly_quarantined: int = 0
+    deliverable: int = 0
+    not_ready_by_status: dict[str, int] = field(default_factory=dict)
+
+
+def validate(
+    store: StoreConfig, staging: ObjectStoragePath, raw_path: ObjectStoragePath,
+    client: StorefrontClient, ledger: Ledger,
+) -> dict[str, Any]:
+    """Normalise, classify against the ledger, validate the rest and stage what may go out.
+
+    * a version already claimed for delivery is ``already_delivered`` (not validated again);
+    * an order never delivered whose status is not in ``export_statuses`` is ``not_ready``;
+    * everything else is validated; invalid orders go to quarantine with every reason.
+
+    The quarantine is recorded before the circuit breaker may fail the run."""
+    from order_integration.validation.gx_runner import validate_orders
+
+    counts = ValidateCounts()
+    orders = [client.normalise(raw, store.id) for raw in _read_jsonl(raw_path)]
+    counts.extracted = len(orders)
+    claimed = ledger.claimed_versions(store.id, (o.order_id for o in orders))
+    exportable = set(store.export_statuses)
+    records: dict[int, dict[str, Any]] = {}
+    candidates = []
+    for order in orders:
+        record = order.record()
+        versions = claimed.get(order.order_id)
+        if versions and record["order_version"] in versions:
+            counts.already_delivered += 1
+        elif not versions and order.status not in exportable:
+            counts.not_ready += 1
+            counts.not_ready_by_status[order.status] = counts.not_ready_by_status.get(order.status, 0) + 1
+        else:
+            records[id(order)] = record
+            candidates.append(order)
+    counts.validated = len(candidates)
+
+    outcome = validate_orders(candidates)
+    invalid = [o for o in candidates if o.order_id in outcome.invalid]
+    valid_ids = {id(o) for o in outcome.valid}
+    before = ledger.quarantined_versions(store.id, (o.order_id for o in invalid))
+    entries = [
+        (o.order_id, records[id(o)]["order_version"], [p.as_dict() for p in outcome.invalid[o.order_id]])
+        for o in invalid
+    ]
+    ledger.record_quarantine(store.id, entries)
+    counts.quarantined = len(invalid)
+    counts.newly_quarantined = sum(1 for oid, ver, _ in entries if (oid, ver) not in before)
+
+    deliverable_path = staging / DELIVERABLE_FILE
+    with deliverable_path.open("w", encoding="utf-8") as fh:
+        for order in candidates:
+            if id(order) in valid_ids and order.order_id not in outcome.invalid:
+                fh.write(json.dumps(records[id(order)], ensure_ascii=False, separators=(",", ":")) + "\n")
+                counts.deliverable += 1
+    quarantine_path = staging / QUARANTINE_FILE
+    quarantine_path.write_text(json.dumps(
+        [{"order_id": oid, "order_version": ver, "reasons": reasons} for oid, ver, reasons in entries],
+        ensure_ascii=False, indent=1,
+    ))
+    (staging / VALIDATION_FILE).write_text(json.dumps(outcome.gx_result, default=str, indent=1))
+    for oid, ver, reasons in entries:
+        log.warning("store %s: order %s (version %s) quarantined: %s", store.id, oid, ver,
+                    "; ".join(f"{r['rule']}: {r['detail']}" for r in reasons))
+    log.info("store %s: %s", store.id, ", ".join(f"{k}={v}" for k, v in asdict(counts).items()))
+
+    ratio_limit = store.validation.max_quarantine_ratio
+    if counts.validated and counts.newly_quarantined / counts.validated > ratio_limit:
+        raise QuarantineRatioExceeded(store.id, counts.newly_quarantined, counts.validated, ratio_limit)
+    return {"deliverable_path": str(deliverable_path), "quarantine_path": str(quarantine_path),
+            **asdict(counts)}
+
+
+# -- load ----------------------------------------------------------------------------------
+def load(
+    store: StoreConfig, window: Window, run_id: str, staging: ObjectStoragePath,
+    deliverable_path: ObjectStoragePath, ledger: Ledger, backend: SftpBackend,
+) -> dict[str, Any]:
+    """Deliver the staged orders not delivered yet, crash-safe (see :mod:`order_integration.ledger`).
+
+    Batches left pending by an earlier attempt (of this run or another) are finished first;
+    then the versions still unclaimed are claimed, rendered, uploaded and recorded."""
+    from airflow.sdk import ObjectStoragePath
+
+    files: list[str] = []
+    with backend.session() as sftp:
+        for batch in ledger.pending_batches(store.id):
+            log.info("store %s: finishing batch %s left by run %s", store.id, batch.batch_id, batch.run_id)
+            name = _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
+            if name:
+                files.append(name)
+
+        records = list(_read_jsonl(deliverable_path))
+        versions = [(r["order_id"], r["order_version"]) for r in records]
+        if versions:
+            batch, _won = ledger.open_batch(store.id, run_id, window.label, str(deliverable_path), versions)
+            name = _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
+            if name:
+                files.append(name)
+    owners = ledger.claim_runs(store.id, versions)
+    delivered = sum(1 for v in versions if owners.get(v) == run_id)
+    result = {"delivered": delivered, "already_delivered": len(versions) - delivered, "files": files}
+    log.info("store %s: delivered %d orders in %d file(s) %s; %d were claimed by another run",
+             store.id, delivered, len(files), files, len(versions) - delivered)
+    return result
+
+
+def _finish_batch(
+    store: StoreConfig, staging: ObjectStoragePath, ledger: Ledger, sftp: Any,
+    batch: Batch, path_cls: type[ObjectStoragePath],
+) -> str | None:
+    """Render (if not yet), upload and record one batch; returns its file name, or None if empty."""
+    claims = ledger.batch_claims(batch.batch_id)
+    if not claims:
+        ledger.drop_batch(batch.batch_id)
+        return None
+    fmt = store.backend.format
+    if batch.staged_path is None or batch.file_name is None:
+        staged = staging / f"batch-{batch.batch_id}.{fmt}"
+        records = (
+            r for r in _read_jsonl(path_cls(batch.source_path))
+            if (r["order_id"], r["order_version"]) in claims
+        )
+        with staged.open("wb") as fh:
+            written = write_orders(records, fmt, fh)
+        # The batch's own window names the file, whichever run finishes it.
+        name = f"orders_{store.id}_{batch.window_label}_{written.digest}.{fmt}"
+        ledger.set_batch_file(batch.batch_id, str(staged), name, written.orders)
+        batch = ledger.batch(batch.batch_id)
+    assert batch.staged_path is not None and batch.file_name is not None
+    with path_cls(batch.staged_path).open("rb") as fh:
+        remote = sftp.upload_atomic(fh, store.backend.inbound_dir, batch.file_name)
+    count = ledger.complete_batch(batch)
+    log.info("store %s: uploaded %s (%d orders)", store.id, remote, count)
+    return batch.file_name
+
+
+# -- summary -------------------------------------------------------------------------------
+def summarise(
+    store_id: str, window: Window, validated: dict[str, Any], loaded: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's counts; raises if they do not add up (that would be a lost or doubled order)."""
+    summary = {
+        "store_id": store_id,
+        "window_start": window.start.to_iso8601_string(),
+        "window_end": window.end.to_iso8601_string(),
+        "extracted": validated["extracted"],
+        "delivered": loaded["delivered"],
+        "quarantined": validated["quarantined"],
+        "already_delivered": validated["already_delivered"] + loaded["already_delivered"],
+        "not_ready": validated["not_ready"],
+        "files": loaded["files"],
+    }
+    buckets = ("delivered", "quarantined", "already_delivered", "not_ready")
+    if sum(summary[k] for k in buckets) != summary["extracted"]:
+        raise AssertionError(f"store {store_id} {window}: counts do not add up: {summary}")
+    return summary
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    return (
+        f"order export {summary['store_id']} [{summary['window_start']}, {summary['window_end']}): "
+        f"extracted={summary['extracted']} = delivered={summary['delivered']} + "
+        f"quarantined={summary['quarantined']} + already_delivered={summary['already_delivered']} + "
+        f"not_ready={summary['not_ready']}; files={','.join(summary['files']) or '-'}"
+    )

@@ -1,0 +1,375 @@
+"""The delivery / quarantine / status-event ledger (SQLAlchemy Core).
+
+Contract tables (operators query them): ``order_deliveries``, ``order_quarantine``,
+``status_events``, ``stock_levels``. Two internal tables make a delivery crash-safe:
+
+* ``delivery_batches`` — one row per orders file a load task prepares: where its orders
+  come from (``source_path``), the rendered file in staging, and ``uploaded_at`` once the
+  file is on the SFTP server;
+* ``delivery_claims`` — ``(store_id, order_id, order_version)`` unique, pointing at a batch.
+
+A load claims versions first (the unique key decides races between overlapping runs),
+renders and uploads the claimed versions, then marks the batch uploaded and writes
+``order_deliveries`` in one transaction. A batch left pending by a crash is finished by
+the next load of the store (same content, same file name), so nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    event,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+LEDGER_CONN_ID = "order_ledger"
+log = logging.getLogger(__name__)
+metadata = MetaData()
+
+order_deliveries = Table(
+    "order_deliveries", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("order_version", String(32), nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("store_id", "order_id", "order_version", name="uq_order_deliveries"),
+)
+order_quarantine = Table(
+    "order_quarantine", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("order_version", String(32), nullable=False),
+    Column("reasons", Text, nullable=False),  # JSON list of {"rule", "detail"}
+    Column("quarantined_at", DateTime(timezone=True), nullable=False),
+    Column("released_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("store_id", "order_id", "order_version", name="uq_order_quarantine"),
+)
+status_events = Table(
+    "status_events", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("source_file", String(255), nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+stock_levels = Table(
+    "stock_levels", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("sku", String(128), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("source_file", String(255), nullable=False),
+    UniqueConstraint("store_id", "sku", name="uq_stock_levels"),
+)
+delivery_batches = Table(
+    "delivery_batches", metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("store_id", String(32), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("window_label", String(40), nullable=False),  # the run's window, as file names carry it
+    Column("source_path", Text, nullable=False),
+    Column("staged_path", Text, nullable=True),
+    Column("file_name", String(255), nullable=True),
+    Column("orders", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("uploaded_at", DateTime(timezone=True), nullable=True),
+)
+delivery_claims = Table(
+    "delivery_claims", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("order_version", String(32), nullable=False),
+    Column("batch_id", String(36), nullable=False, index=True),
+    UniqueConstraint("store_id", "order_id", "order_version", name="uq_delivery_claims"),
+)
+
+OrderVersion = tuple[str, str]  # (order_id, order_version)
+_CHUNK = 500  # keeps IN (...) lists under every database's parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    batch_id: str
+    store_id: str
+    run_id: str
+    window_label: str
+    source_path: str
+    staged_path: str | None
+    file_name: str | None
+    orders: int | None
+
+
+def _now() -> pendulum.DateTime:
+    return pendulum.now("UTC")
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def sqlite_engine(path: str | Path) -> Engine:
+    """A SQLite engine in WAL mode with a busy timeout, safe for several task processes."""
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return engine
+
+
+def engine_from_airflow() -> Engine:
+    """The ``order_ledger`` connection's engine, else SQLite at ``$AIRFLOW_HOME/order_ledger.db``."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(LEDGER_CONN_ID)
+    except AirflowNotFoundException:
+        home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+        path = home / "order_ledger.db"
+        log.info("no %r connection: ledger is SQLite at %s", LEDGER_CONN_ID, path)
+        return sqlite_engine(path)
+    return conn.get_hook().get_sqlalchemy_engine()
+
+
+class Ledger:
+    """Reads and writes the ledger tables; every write is one short transaction."""
+
+    def __init__(self, engine: Engine, *, create: bool = True) -> None:
+        self.engine = engine
+        if create:
+            metadata.create_all(engine)
+
+    # -- reads ---------------------------------------------------------------------------
+    def claimed_versions(self, store_id: str, order_ids: Iterable[str]) -> dict[str, set[str]]:
+        """order_id -> versions claimed (delivered or being delivered) for those orders."""
+        ids = sorted(set(order_ids))
+        found: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    select(delivery_claims.c.order_id, delivery_claims.c.order_version).where(
+                        delivery_claims.c.store_id == store_id, delivery_claims.c.order_id.in_(chunk)
+                    )
+                )
+                for order_id, version in rows:
+                    found.setdefault(order_id, set()).add(version)
+        return found
+
+    def quarantined_versions(self, store_id: str, order_ids: Iterable[str]) -> set[OrderVersion]:
+        """Versions of those orders in quarantine and not released."""
+        ids = sorted(set(order_ids))
+        found: set[OrderVersion] = set()
+        q = order_quarantine.c
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    select(q.order_id, q.order_version).where(
+                        q.store_id == store_id, q.order_id.in_(chunk), q.released_at.is_(None)
+                    )
+                )
+                found.update((r[0], r[1]) for r in rows)
+        return found
+
+    def deliveries(self, store_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(order_deliveries).where(order_deliveries.c.store_id == store_id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def quarantine(self, store_id: str, *, include_released: bool = False) -> list[dict[str, Any]]:
+        q = order_quarantine.c
+        cond = q.store_id == store_id
+        if not include_released:
+            cond = and_(cond, q.released_at.is_(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(order_quarantine).where(cond).order_by(q.order_id)).mappings()
+            return [{**r, "reasons": json.loads(r["reasons"])} for r in rows]
+
+    def pending_batches(self, store_id: str) -> list[Batch]:
+        b = delivery_batches.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(delivery_batches)
+                .where(b.store_id == store_id, b.uploaded_at.is_(None))
+                .order_by(b.created_at)
+            ).mappings()
+            return [Batch(**{k: r[k] for k in Batch.__slots__}) for r in rows]
+
+    def batch(self, batch_id: str) -> Batch:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(delivery_batches).where(delivery_batches.c.batch_id == batch_id)
+            ).mappings().one()
+            return Batch(**{k: row[k] for k in Batch.__slots__})
+
+    def claim_runs(self, store_id: str, versions: Sequence[OrderVersion]) -> dict[OrderVersion, str]:
+        """(order_id, version) -> run id of the batch that claimed it."""
+        c, b = delivery_claims.c, delivery_batches.c
+        key = tuple_(c.order_id, c.order_version)
+        found: dict[OrderVersion, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(versions)):
+                rows = conn.execute(
+                    select(c.order_id, c.order_version, b.run_id)
+                    .join(delivery_batches, b.batch_id == c.batch_id)
+                    .where(c.store_id == store_id, key.in_(chunk))
+                )
+                found.update(((o, v), run) for o, v, run in rows)
+        return found
+
+    def batch_claims(self, batch_id: str) -> set[OrderVersion]:
+        c = delivery_claims.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.order_id, c.order_version).where(c.batch_id == batch_id))
+            return {(r[0], r[1]) for r in rows}
+
+    # -- writes --------------------------------------------------------------------------
+    def record_quarantine(
+        self, store_id: str, entries: Iterable[tuple[str, str, list[dict[str, str]]]]
+    ) -> int:
+        """Quarantine (order_id, version, reasons); a version already there is left alone.
+
+        Returns how many entries were new."""
+        rows = [
+            {"store_id": store_id, "order_id": oid, "order_version": ver,
+             "reasons": json.dumps(reasons, ensure_ascii=False), "quarantined_at": _now()}
+            for oid, ver, reasons in entries
+        ]
+        return self._insert_ignore(order_quarantine, rows)
+
+    def open_batch(
+        self, store_id: str, run_id: str, window_label: str, source_path: str,
+        versions: Sequence[OrderVersion],
+    ) -> tuple[Batch, set[OrderVersion]]:
+        """Create a batch and claim ``versions`` for it; returns the versions it won.
+
+        A version claimed by another batch (an overlapping run) is not claimed again."""
+        batch = Batch(str(uuid.uuid4()), store_id, run_id, window_label, source_path, None, None, None)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(delivery_batches).values(
+                    batch_id=batch.batch_id, store_id=store_id, run_id=run_id,
+                    window_label=window_label, source_path=source_path, created_at=_now(),
+                )
+            )
+        rows = [
+            {"store_id": store_id, "order_id": oid, "order_version": ver, "batch_id": batch.batch_id}
+            for oid, ver in versions
+        ]
+        self._insert_ignore(delivery_claims, rows)
+        return batch, self.batch_claims(batch.batch_id)
+
+    def set_batch_file(self, batch_id: str, staged_path: str, file_name: str, orders: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(delivery_batches)
+                .where(delivery_batches.c.batch_id == batch_id)
+                .values(staged_path=staged_path, file_name=file_name, orders=orders)
+            )
+
+    def drop_batch(self, batch_id: str) -> None:
+        """Forget a batch that claimed nothing (an empty batch never becomes a file)."""
+        with self.engine.begin() as conn:
+            conn.execute(delivery_claims.delete().where(delivery_claims.c.batch_id == batch_id))
+            conn.execute(delivery_batches.delete().where(delivery_batches.c.batch_id == batch_id))
+
+    def complete_batch(self, batch: Batch) -> int:
+        """Mark the batch's file uploaded and record its deliveries, in one transaction."""
+        if batch.file_name is None:
+            raise ValueError(f"batch {batch.batch_id} has no file yet")
+        now = _now()
+        c = delivery_claims.c
+        with self.engine.begin() as conn:
+            claims = conn.execute(
+                select(c.store_id, c.order_id, c.order_version).where(c.batch_id == batch.batch_id)
+            ).all()
+            rows = [
+                {"store_id": s, "order_id": o, "order_version": v,
+                 "file_name": batch.file_name, "delivered_at": now}
+                for s, o, v in claims
+            ]
+            rows = self._fresh(conn, order_deliveries, rows)
+            if rows:
+                conn.execute(insert(order_deliveries), rows)
+            conn.execute(
+                update(delivery_batches)
+                .where(delivery_batches.c.batch_id == batch.batch_id)
+                .values(uploaded_at=now)
+            )
+        return len(claims)
+
+    # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _fresh(conn: Any, table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows whose (store_id, order_id, order_version) is not in ``table`` yet."""
+        if not rows:
+            return []
+        key = tuple_(table.c.order_id, table.c.order_version)
+        found: set[OrderVersion] = set()
+        for chunk in _chunks([(r["order_id"], r["order_version"]) for r in rows]):
+            found.update(
+                (o, v) for o, v in conn.execute(
+                    select(table.c.order_id, table.c.order_version).where(
+                        table.c.store_id == rows[0]["store_id"], key.in_(chunk)
+                    )
+                )
+            )
+        return [r for r in rows if (r["order_id"], r["order_version"]) not in found]
+
+    def _insert_ignore(self, table: Table, rows: list[dict[str, Any]]) -> int:
+        """Insert rows, skipping those that hit the (store_id, order_id, order_version) key.
+
+        Portable across SQLite and PostgreSQL: filter what exists, insert the rest, and on a
+        race (another transaction won between the two) fall back to row-by-row inserts."""
+        inserted = 0
+        for chunk in _chunks(rows):
+            try:
+                with self.engine.begin() as conn:
+                    fresh = self._fresh(conn, table, chunk)
+                    if fresh:
+                        conn.execute(insert(table), fresh)
+                    inserted += len(fresh)
+            except IntegrityError:
+                for row in chunk:
+                    try:
+                        with self.engine.begin() as conn:
+                            conn.execute(insert(table), [row])
+                        inserted += 1
+                    except IntegrityError:
+                        continue
+        return inserted

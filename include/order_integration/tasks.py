@@ -1,0 +1,126 @@
+"""Airflow edge of the export: context in, library calls, Airflow exceptions out.
+
+The DAG files call these from ``@task`` functions; everything they do is plain library code
+in :mod:`order_integration.export`. A :class:`~order_integration.exceptions.PermanentError`
+(refused credentials or host key, bad config, the quarantine breaker) becomes
+``AirflowFailException`` so no retry is wasted on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+from order_integration.config import StoreConfig, load_config, staging_base
+from order_integration.exceptions import PermanentError
+from order_integration.windows import Window, window_from_context
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail_fast(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a :class:`PermanentError` into ``AirflowFailException`` (no retries)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except PermanentError as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+def _store(store_id: str) -> StoreConfig:
+    return load_config().store(store_id)
+
+
+def _staging(store: StoreConfig, window: Window, context: Mapping[str, Any]) -> Any:
+    from airflow.sdk import ObjectStoragePath
+
+    from order_integration.export import run_dir
+
+    return run_dir(ObjectStoragePath(staging_base()), store.id, window, str(context["run_id"]))
+
+
+def _progress(store_id: str) -> Callable[[int, int, int | None], None]:
+    """Log extraction progress: every page for the first few, then every 10th."""
+
+    def on_page(pages: int, orders: int, total_estimate: int | None) -> None:
+        if pages <= 5 or pages % 10 == 0:
+            of = f" of ~{total_estimate}" if total_estimate is not None else ""
+            log.info("store %s: extract page %d, %d orders so far%s", store_id, pages, orders, of)
+
+    return on_page
+
+
+def _ledger() -> Any:
+    from order_integration.ledger import Ledger, engine_from_airflow
+
+    return Ledger(engine_from_airflow())
+
+
+@fail_fast
+def extract(store_id: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    from order_integration import export
+    from order_integration.storefronts import get_client
+
+    store = _store(store_id)
+    window = window_from_context(context)
+    client = get_client(store.platform, store.storefront_conn_id, on_page=_progress(store.id))
+    return export.extract(store, window, _staging(store, window, context), client)
+
+
+@fail_fast
+def validate(store_id: str, extracted: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    from airflow.sdk import ObjectStoragePath
+
+    from order_integration import export
+    from order_integration.storefronts import get_client
+
+    store = _store(store_id)
+    window = window_from_context(context)
+    client = get_client(store.platform, store.storefront_conn_id)
+    return export.validate(
+        store, _staging(store, window, context), ObjectStoragePath(extracted["raw_path"]), client, _ledger()
+    )
+
+
+@fail_fast
+def load(store_id: str, validated: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    from airflow.sdk import ObjectStoragePath
+
+    from order_integration import export
+    from order_integration.backend.sftp import SftpBackend
+
+    store = _store(store_id)
+    window = window_from_context(context)
+    return export.load(
+        store, window, str(context["run_id"]), _staging(store, window, context),
+        ObjectStoragePath(validated["deliverable_path"]), _ledger(), SftpBackend(store.backend_conn_id),
+    )
+
+
+@fail_fast
+def publish(
+    store_id: str, validated: Mapping[str, Any], loaded: Mapping[str, Any], context: Mapping[str, Any]
+) -> dict[str, Any]:
+    from order_integration import export
+
+    window = window_from_context(context)
+    summary = export.summarise(store_id, window, dict(validated), dict(loaded))
+    line = export.summary_line(summary)
+    log.info("%s", line)
+    print(line)  # the one line operators grep for; also in `airflow dags test` output
+    outlet_events = context.get("outlet_events")
+    task = context.get("task")
+    if outlet_events is not None and task is not None:
+        for outlet in getattr(task, "outlets", []) or []:
+            outlet_events[outlet].extra = summary
+    return summary

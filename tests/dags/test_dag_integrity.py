@@ -1,0 +1,120 @@
+"""DAG integrity: the DAG files import cleanly, cheaply and without touching connections."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.dags
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_one_export_dag_per_configured_store(dagbag):
+    assert "order_export__demo" in dagbag.dag_ids
+
+
+def test_tags_owner_retries_and_timeouts(dagbag):
+    dag = dagbag.get_dag("order_export__demo")
+    assert {"order-integration", "store:demo"} <= set(dag.tags)
+    assert [t.task_id for t in dag.topological_sort()] == ["extract", "validate", "load", "publish"]
+    for t in dag.tasks:
+        assert t.owner == "order-integration"
+        assert t.retries >= 2, t.task_id
+        assert t.retry_exponential_backoff, t.task_id
+        assert t.execution_timeout is not None and t.execution_timeout <= timedelta(hours=2), t.task_id
+    assert dag.get_task("publish").outlets, "publish emits the store's Asset"
+
+
+def test_schedule_is_an_interval_timetable(dagbag):
+    """A run must cover the period before it ([10:00, 11:00) for the 11:00 run), not [L, L)
+    as a plain "@hourly" string would give; the integration tests check the window itself."""
+    dag = dagbag.get_dag("order_export__demo")
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+    assert dag.timetable.expression == "0 * * * *"
+    assert str(dag.timetable.timezone) == "UTC"
+
+
+_PROBE = textwrap.dedent(
+    """
+    import json, runpy, sys
+    import airflow.sdk
+    from airflow.sdk import BaseHook, Variable
+    calls = []
+    def refuse(kind):
+        def _f(*a, **k):
+            calls.append(kind)
+            raise AssertionError(f"{kind} looked up at parse time: {a}")
+        return _f
+    BaseHook.get_connection = classmethod(refuse("connection"))
+    Variable.get = staticmethod(refuse("variable"))
+    import socket
+    socket.socket.connect = refuse("network")
+    before = set(sys.modules)
+    for path in sys.argv[1:]:
+        runpy.run_path(path)
+    heavy = sorted(m for m in set(sys.modules) - before
+                   if m.split(".")[0] in {"pandas", "numpy", "great_expectations", "paramiko", "asyncssh", "requests"})
+    print(json.dumps({"calls": calls, "heavy": heavy}))
+    """
+)
+
+
+def _probe(tmp_path, config_text=None):
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    env.pop("AIRFLOW_CONN_STOREFRONT_DEMO", None)
+    if config_text is not None:
+        cfg = tmp_path / "stores.yaml"
+        cfg.write_text(config_text)
+        env["ORDER_INTEGRATION_CONFIG"] = str(cfg)
+    files = sorted(str(p) for p in DAGS.glob("*.py"))
+    proc = subprocess.run([sys.executable, "-c", _PROBE, *files], env=env, capture_output=True, text=True,
+                          check=False, timeout=120)
+    return proc
+
+
+def test_parse_does_no_lookups_and_no_heavy_imports(tmp_path):
+    import json
+
+    proc = _probe(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"calls": [], "heavy": []}
+
+
+def test_fifty_stores_parse_without_lookups(tmp_path):
+    import json
+
+    stores = [{"id": f"shop_{i:02d}", "storefront_conn_id": f"sf_{i}", "backend_conn_id": f"be_{i}",
+               "schedule": "*/30 * * * *" if i % 2 else "@hourly"} for i in range(50)]
+    proc = _probe(tmp_path, yaml.safe_dump({"stores": stores}))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"calls": [], "heavy": []}
+
+
+def test_bad_config_is_an_import_error_naming_the_key(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    cfg = tmp_path / "stores.yaml"
+    cfg.write_text("stores:\n  - id: demo\n    storefront_conn_id: a\n    backend_conn_id: b\n    lookback: 5\n")
+    monkeypatch.setenv("ORDER_INTEGRATION_CONFIG", str(cfg))
+    bag = DagBag(dag_folder=str(DAGS))
+    errors = "\n".join(bag.import_errors.values())
+    assert "stores[0] (demo): unknown key 'lookback'" in errors

@@ -1,0 +1,101 @@
+import textwrap
+
+import pytest
+
+from order_integration.config import cron_of, load_config, parse_config, staging_base
+from order_integration.exceptions import ConfigError
+
+pytestmark = pytest.mark.unit
+
+MINIMAL = {"stores": [{"id": "demo", "storefront_conn_id": "sf", "backend_conn_id": "be"}]}
+
+
+def test_packaged_default_config_loads():
+    config = load_config()
+    store = config.store("demo")
+    assert store.platform == "woocommerce"
+    assert store.export_statuses == ("processing", "on-hold")
+    assert store.backend.format == "csv"
+
+
+def test_defaults_fill_optional_keys():
+    store = parse_config(MINIMAL).stores[0]
+    assert (store.schedule, store.lookback_minutes, store.validation.max_quarantine_ratio) == ("@hourly", 10, 0.05)
+    assert (store.backend.inbound_dir, store.backend.outbound_dir, store.backend.stock_dir) == (
+        "inbound", "outbound", "stock")
+
+
+@pytest.mark.parametrize(
+    ("patch", "names"),
+    [
+        ({"colour": "red"}, "stores[0] (demo): unknown key 'colour'"),
+        ({"backend": {"format": "xml"}}, "stores[0] (demo).backend.format: 'xml'"),
+        ({"backend": {"inbox": "x"}}, "stores[0] (demo).backend: unknown key 'inbox'"),
+        ({"validation": {"max_quarantine_ratio": 1.5}}, "validation.max_quarantine_ratio: 1.5"),
+        ({"lookback_minutes": -1}, "lookback_minutes: -1"),
+        ({"lookback_minutes": True}, "lookback_minutes: True"),
+        ({"schedule": "every hour"}, "schedule: 'every hour'"),
+        ({"platform": "magento"}, "platform: 'magento'"),
+        ({"export_statuses": []}, "export_statuses"),
+        ({"id": "Bad-Id"}, "stores[0].id: 'Bad-Id'"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(patch, names):
+    raw = {"stores": [{**MINIMAL["stores"][0], **patch}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert names in str(err.value)
+
+
+def test_missing_required_key_is_named():
+    with pytest.raises(ConfigError, match=r"stores\[0\] \(demo\)\.backend_conn_id: required"):
+        parse_config({"stores": [{"id": "demo", "storefront_conn_id": "sf"}]})
+
+
+def test_duplicate_store_ids_are_refused():
+    with pytest.raises(ConfigError, match="appears twice"):
+        parse_config({"stores": [MINIMAL["stores"][0], MINIMAL["stores"][0]]})
+
+
+def test_unknown_top_level_key_and_empty_stores():
+    with pytest.raises(ConfigError, match="unknown key 'store'"):
+        parse_config({"store": []})
+    with pytest.raises(ConfigError, match="non-empty list"):
+        parse_config({"stores": []})
+
+
+def test_unknown_store_lookup_lists_known_ones():
+    with pytest.raises(ConfigError, match=r"store 'nope' is not in the config \(stores: demo\)"):
+        parse_config(MINIMAL).store("nope")
+
+
+def test_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "stores.yaml"
+    bad.write_text("stores: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read store config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_env_var_selects_config(tmp_path, monkeypatch):
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent("""
+        stores:
+          - id: shop_b
+            storefront_conn_id: sf_b
+            backend_conn_id: be_b
+            schedule: "*/30 * * * *"
+    """))
+    monkeypatch.setenv("ORDER_INTEGRATION_CONFIG", str(path))
+    assert [s.id for s in load_config().stores] == ["shop_b"]
+
+
+def test_cron_presets_and_staging_default(monkeypatch, tmp_path):
+    assert cron_of("@hourly") == "0 * * * *"
+    assert cron_of("*/30 * * * *") == "*/30 * * * *"
+    monkeypatch.delenv("ORDER_INTEGRATION_STAGING", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    assert staging_base() == f"file://{tmp_path.resolve()}/order_staging"
+    monkeypatch.setenv("ORDER_INTEGRATION_STAGING", "s3://bucket/staging/")
+    assert staging_base() == "s3://bucket/staging"

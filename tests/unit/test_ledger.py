@@ -1,0 +1,98 @@
+import dataclasses
+import threading
+
+import pytest
+from sqlalchemy import inspect
+
+from order_integration.ledger import Ledger, sqlite_engine
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    return Ledger(sqlite_engine(tmp_path / "ledger.db"))
+
+
+def test_contract_tables_exist_with_contract_columns(ledger):
+    insp = inspect(ledger.engine)
+    cols = {t: [c["name"] for c in insp.get_columns(t)] for t in insp.get_table_names()}
+    assert cols["order_deliveries"] == ["store_id", "order_id", "order_version", "file_name", "delivered_at"]
+    assert cols["order_quarantine"] == ["store_id", "order_id", "order_version", "reasons", "quarantined_at",
+                                        "released_at"]
+    assert cols["status_events"] == ["store_id", "source_file", "line_number", "order_id", "event", "outcome",
+                                     "applied_at"]
+    assert cols["stock_levels"][:6] == ["store_id", "sku", "quantity", "as_of", "applied_at", "source_file"]
+
+
+def test_claims_decide_overlapping_batches(ledger):
+    _, won1 = ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
+    _, won2 = ledger.open_batch("demo", "run2", "W", "file:///b", [("2", "v1"), ("3", "v1")])
+    assert won1 == {("1", "v1"), ("2", "v1")}
+    assert won2 == {("3", "v1")}
+    # A new version of an order is claimable; another store's ids are independent.
+    _, won3 = ledger.open_batch("demo", "run3", "W", "file:///c", [("1", "v2")])
+    _, won4 = ledger.open_batch("other", "run3", "W", "file:///c", [("1", "v1")])
+    assert won3 == {("1", "v2")} and won4 == {("1", "v1")}
+    assert ledger.claimed_versions("demo", ["1", "2", "9"]) == {"1": {"v1", "v2"}, "2": {"v1"}}
+    assert ledger.claim_runs("demo", [("1", "v1"), ("3", "v1")]) == {("1", "v1"): "run1", ("3", "v1"): "run2"}
+
+
+def test_batch_lifecycle_records_deliveries_once(ledger):
+    batch, _ = ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
+    assert [b.batch_id for b in ledger.pending_batches("demo")] == [batch.batch_id]
+    ledger.set_batch_file(batch.batch_id, "file:///staged.csv", "orders_demo_W_abc.csv", 2)
+    stored = ledger.batch(batch.batch_id)
+    assert (stored.file_name, stored.orders) == ("orders_demo_W_abc.csv", 2)
+    assert ledger.complete_batch(stored) == 2
+    assert ledger.complete_batch(stored) == 2  # a repeated completion writes nothing twice
+    rows = ledger.deliveries("demo")
+    assert sorted((r["order_id"], r["file_name"]) for r in rows) == [("1", "orders_demo_W_abc.csv"),
+                                                                      ("2", "orders_demo_W_abc.csv")]
+    assert ledger.pending_batches("demo") == []
+
+
+def test_empty_batch_is_dropped(ledger):
+    ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1")])
+    batch, won = ledger.open_batch("demo", "run2", "W", "file:///a", [("1", "v1")])
+    assert won == set()
+    ledger.drop_batch(batch.batch_id)
+    assert [b.run_id for b in ledger.pending_batches("demo")] == ["run1"]
+
+
+def test_complete_needs_a_file(ledger):
+    batch, _ = ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1")])
+    with pytest.raises(ValueError, match="has no file"):
+        ledger.complete_batch(batch)
+    with pytest.raises(ValueError):
+        ledger.complete_batch(dataclasses.replace(batch, file_name=None))
+
+
+def test_quarantine_is_recorded_once_per_version(ledger):
+    reasons = [{"rule": "email_valid", "detail": "customer_email 'x' is not an email address"}]
+    assert ledger.record_quarantine("demo", [("1", "v1", reasons), ("2", "v1", reasons)]) == 2
+    assert ledger.record_quarantine("demo", [("1", "v1", reasons), ("1", "v2", reasons)]) == 1
+    rows = ledger.quarantine("demo")
+    assert [(r["order_id"], r["order_version"]) for r in rows] == [("1", "v1"), ("1", "v2"), ("2", "v1")]
+    assert rows[0]["reasons"] == reasons and rows[0]["released_at"] is None
+    assert ledger.quarantined_versions("demo", ["1"]) == {("1", "v1"), ("1", "v2")}
+
+
+def test_concurrent_claims_never_double(tmp_path):
+    """Two writers racing for the same versions: every version is won exactly once."""
+    path = tmp_path / "ledger.db"
+    Ledger(sqlite_engine(path))
+    versions = [(str(i), "v") for i in range(300)]
+    results: list[set] = []
+
+    def claim(run):
+        _, won = Ledger(sqlite_engine(path), create=False).open_batch("demo", run, "W", "x", versions)
+        results.append(won)
+
+    threads = [threading.Thread(target=claim, args=(f"run{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(r) for r in results) == 300
+    assert set().union(*results) == set(versions)
