@@ -78,7 +78,11 @@ def main() -> int:
         orders[index] = make_invalid(orders[index], kind)
 
     _banner("starting the sandbox storefront and the embedded SFTP server")
-    with SandboxStorefront(orders) as shop, EmbeddedSftpServer(STATE / "sftp", STATE / "keys") as sftp:
+    key, secret = "ck_demo_0123456789", "cs_demo_0123456789"
+    with (
+        SandboxStorefront(orders, consumer_key=key, consumer_secret=secret) as shop,
+        EmbeddedSftpServer(STATE / "sftp", STATE / "keys") as sftp,
+    ):
         print(f"storefront  {shop.base_url}  ({len(orders)} orders modified in "
               f"[{first_start.to_iso8601_string()}, {last_end.to_iso8601_string()}); "
               f"orders {', '.join(str(orders[i]['id']) for i in broken)} broken on purpose)")
@@ -88,7 +92,7 @@ def main() -> int:
             "GX_ANALYTICS_ENABLED": "False",
             f"AIRFLOW_CONN_{store.storefront_conn_id.upper()}": json.dumps({
                 "conn_type": "http", "host": shop.base_url,
-                "login": shop.consumer_key, "password": shop.consumer_secret}),
+                "login": key, "password": secret}),
             f"AIRFLOW_CONN_{store.backend_conn_id.upper()}": json.dumps(sftp.airflow_connection()),
         }
 

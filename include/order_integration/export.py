@@ -118,23 +118,23 @@ def validate(
     counts.validated = len(candidates)
 
     outcome = validate_orders(candidates)
-    invalid = [o for o in candidates if o.order_id in outcome.invalid]
-    valid_ids = {id(o) for o in outcome.valid}
-    before = ledger.quarantined_versions(store.id, (o.order_id for o in invalid))
+    if len(outcome.valid) + len(outcome.invalid_orders) != len(candidates):
+        raise AssertionError(f"store {store.id}: validation returned {len(outcome.valid)} valid + "
+                             f"{len(outcome.invalid_orders)} invalid of {len(candidates)} orders")
+    before = ledger.quarantined_versions(store.id, (bad.order.order_id for bad in outcome.invalid_orders))
     entries = [
-        (o.order_id, records[id(o)]["order_version"], [p.as_dict() for p in outcome.invalid[o.order_id]])
-        for o in invalid
+        (bad.order.order_id, records[id(bad.order)]["order_version"], [p.as_dict() for p in bad.problems])
+        for bad in outcome.invalid_orders
     ]
     ledger.record_quarantine(store.id, entries)
-    counts.quarantined = len(invalid)
+    counts.quarantined = len(entries)
     counts.newly_quarantined = sum(1 for oid, ver, _ in entries if (oid, ver) not in before)
 
     deliverable_path = staging / DELIVERABLE_FILE
     with deliverable_path.open("w", encoding="utf-8") as fh:
-        for order in candidates:
-            if id(order) in valid_ids and order.order_id not in outcome.invalid:
-                fh.write(json.dumps(records[id(order)], ensure_ascii=False, separators=(",", ":")) + "\n")
-                counts.deliverable += 1
+        for order in outcome.valid:
+            fh.write(json.dumps(records[id(order)], ensure_ascii=False, separators=(",", ":")) + "\n")
+            counts.deliverable += 1
     quarantine_path = staging / QUARANTINE_FILE
     quarantine_path.write_text(json.dumps(
         [{"order_id": oid, "order_version": ver, "reasons": reasons} for oid, ver, reasons in entries],
@@ -164,38 +164,32 @@ def load(
     then the versions still unclaimed are claimed, rendered, uploaded and recorded."""
     from airflow.sdk import ObjectStoragePath
 
-    files: list[str] = []
+    versions = [(r["order_id"], r["order_version"]) for r in _read_jsonl(deliverable_path)]
     with backend.session() as sftp:
         for batch in ledger.pending_batches(store.id):
             log.info("store %s: finishing batch %s left by run %s", store.id, batch.batch_id, batch.run_id)
-            name = _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
-            if name:
-                files.append(name)
-
-        records = list(_read_jsonl(deliverable_path))
-        versions = [(r["order_id"], r["order_version"]) for r in records]
+            _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
         if versions:
             batch, _won = ledger.open_batch(store.id, run_id, window.label, str(deliverable_path), versions)
-            name = _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
-            if name:
-                files.append(name)
+            _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
+    # Counted from the ledger, so a retry after a crash reports what the run delivered in all.
     owners = ledger.claim_runs(store.id, versions)
     delivered = sum(1 for v in versions if owners.get(v) == run_id)
-    result = {"delivered": delivered, "already_delivered": len(versions) - delivered, "files": files}
-    log.info("store %s: delivered %d orders in %d file(s) %s; %d were claimed by another run",
-             store.id, delivered, len(files), files, len(versions) - delivered)
-    return result
+    files = ledger.run_files(store.id, run_id)
+    log.info("store %s: delivered %d orders in %s; %d were delivered by other runs",
+             store.id, delivered, ", ".join(files) or "no file", len(versions) - delivered)
+    return {"delivered": delivered, "already_delivered": len(versions) - delivered, "files": files}
 
 
 def _finish_batch(
     store: StoreConfig, staging: ObjectStoragePath, ledger: Ledger, sftp: Any,
     batch: Batch, path_cls: type[ObjectStoragePath],
-) -> str | None:
-    """Render (if not yet), upload and record one batch; returns its file name, or None if empty."""
+) -> None:
+    """Render (if not yet), upload and record one batch; an empty batch is dropped."""
     claims = ledger.batch_claims(batch.batch_id)
     if not claims:
         ledger.drop_batch(batch.batch_id)
-        return None
+        return
     fmt = store.backend.format
     if batch.staged_path is None or batch.file_name is None:
         staged = staging / f"batch-{batch.batch_id}.{fmt}"
@@ -214,7 +208,6 @@ def _finish_batch(
         remote = sftp.upload_atomic(fh, store.backend.inbound_dir, batch.file_name)
     count = ledger.complete_batch(batch)
     log.info("store %s: uploaded %s (%d orders)", store.id, remote, count)
-    return batch.file_name
 
 
 # -- summary -------------------------------------------------------------------------------

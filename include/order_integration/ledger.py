@@ -252,6 +252,17 @@ class Ledger:
                 found.update(((o, v), run) for o, v, run in rows)
         return found
 
+    def run_files(self, store_id: str, run_id: str) -> list[str]:
+        """Names of the files a run has delivered (completed batches), oldest first."""
+        b = delivery_batches.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(b.file_name)
+                .where(b.store_id == store_id, b.run_id == run_id, b.uploaded_at.is_not(None))
+                .order_by(b.created_at)
+            )
+            return [r[0] for r in rows]
+
     def batch_claims(self, batch_id: str) -> set[OrderVersion]:
         c = delivery_claims.c
         with self.engine.connect() as conn:

@@ -1,0 +1,444 @@
+"""Validate a batch of orders with Great Expectations 1.x and split it into valid and invalid.
+
+The expectation suite is data (``suite.yaml`` next to this module, editable by operators): each
+entry names a rule id, a row-level GX expectation class, its kwargs and a detail template. The
+orders are flattened into an order frame and a line frame (:mod:`.frames`), each frame is
+validated in one GX run on an ephemeral context with ``COMPLETE`` results keyed by a positional
+column, and every unexpected row is mapped back to its order. An invalid order gets EVERY failed
+rule (its ``parse_problems`` first), each with a detail naming the value.
+
+GX and pandas are imported inside the functions: the library is imported at DAG parse time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import string
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from order_integration.currency import MINOR_UNITS
+from order_integration.exceptions import ConfigError
+from order_integration.model import Order, Problem
+from order_integration.validation.frames import (
+    LINE_FRAME_COLUMNS,
+    ORDER_FRAME_COLUMNS,
+    OrderFrames,
+    build_frames,
+    detail_context,
+    template_fields,
+)
+
+#: The suite shipped with the package.
+DEFAULT_SUITE_PATH = Path(__file__).with_name("suite.yaml")
+
+#: Frame name -> (its columns, the positional key column GX reports unexpected rows by).
+FRAMES: dict[str, tuple[tuple[str, ...], str]] = {
+    "orders": (ORDER_FRAME_COLUMNS, "row_key"),
+    "lines": (LINE_FRAME_COLUMNS, "line_key"),
+}
+
+#: Value sets every suite may reference by name without defining them.
+BUILTIN_VALUE_SETS: dict[str, tuple[str, ...]] = {
+    "iso4217": tuple(sorted(MINOR_UNITS)),
+}
+
+_ENTRY_KEYS = frozenset({"rule", "expectation", "kwargs", "detail", "value_set", "row_condition"})
+_REQUIRED_KEYS = ("rule", "expectation", "kwargs", "detail")
+# Set by the runner itself, or legacy spellings we refuse (string row conditions are deprecated
+# in GX 1.9+: the entry's row_condition mapping is built into a Condition object instead).
+_RESERVED_KWARGS = frozenset({"row_condition", "condition_parser", "meta", "result_format"})
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """One expectation of the suite, checked and ready to build."""
+
+    rule: str
+    frame: str                     # "orders" or "lines"
+    expectation: str               # GX class name, e.g. ExpectColumnValuesToBeBetween
+    kwargs: Mapping[str, Any]      # value_set references resolved
+    detail: str                    # str.format template over the failing row
+    row_condition: Any = None      # a GX Condition object, or None
+    fields: tuple[str, ...] = ()   # the template's field names
+
+    def build(self, index: int) -> Any:
+        """A fresh GX expectation; ``meta`` carries our index to map its result back."""
+        import great_expectations.expectations as gxe
+
+        cls = getattr(gxe, self.expectation)
+        extra: dict[str, Any] = {"meta": {"rule": self.rule, "index": index}}
+        if self.row_condition is not None:
+            extra["row_condition"] = self.row_condition
+        return cls(**self.kwargs, **extra)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidOrder:
+    """An order that failed validation, with every reason."""
+
+    order: Order
+    problems: tuple[Problem, ...]
+
+
+@dataclass(slots=True)
+class ValidationOutcome:
+    """Result of :func:`validate_orders`.
+
+    ``invalid`` maps :func:`quarantine_key` (the order_id) to every failed rule; two orders
+    sharing an order_id share one entry. ``invalid_orders`` keeps each invalid order with its own
+    problems, in input order, for writers that need the order itself.
+    """
+
+    valid: list[Order]
+    invalid: dict[str, list[Problem]]
+    statistics: dict[str, Any]
+    gx_result: dict[str, Any]
+    invalid_orders: list[InvalidOrder] = field(default_factory=list)
+
+
+def quarantine_key(order: Order, position: int) -> str:
+    """The key of ``order`` in :attr:`ValidationOutcome.invalid`: its order_id, or a
+    placeholder naming its position in the batch when the order_id is missing."""
+    if order.order_id and str(order.order_id).strip():
+        return order.order_id
+    return f"<missing order_id #{position}>"
+
+
+# --------------------------------------------------------------------------- suite loading
+
+
+def load_suite(path: Path | None = None) -> tuple[RuleSpec, ...]:
+    """Read and check the suite YAML; raises :class:`ConfigError` naming the rule at fault."""
+    import yaml
+
+    path = Path(path) if path is not None else DEFAULT_SUITE_PATH
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"validation suite {path}: cannot be read ({exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"validation suite {path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"validation suite {path}: must be a mapping with 'orders' and 'lines'")
+    unknown = set(raw) - {"version", "value_sets", *FRAMES}
+    if unknown:
+        raise ConfigError(f"validation suite {path}: unknown top-level keys {sorted(unknown)}")
+    value_sets = _value_sets(raw.get("value_sets") or {}, path)
+    specs: list[RuleSpec] = []
+    for frame in FRAMES:
+        entries = raw.get(frame) or []
+        if not isinstance(entries, list):
+            raise ConfigError(f"validation suite {path}: '{frame}' must be a list of rules")
+        for n, entry in enumerate(entries):
+            specs.append(_rule_spec(entry, frame, f"validation suite {path}: {frame}[{n}]", value_sets))
+    if not specs:
+        raise ConfigError(f"validation suite {path}: has no rules")
+    return tuple(specs)
+
+
+def _value_sets(raw: Any, path: Path) -> dict[str, tuple[Any, ...]]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"validation suite {path}: 'value_sets' must be a mapping")
+    sets: dict[str, tuple[Any, ...]] = dict(BUILTIN_VALUE_SETS)
+    for name, values in raw.items():
+        where = f"validation suite {path}: value_sets.{name}"
+        if name in BUILTIN_VALUE_SETS:
+            raise ConfigError(f"{where}: '{name}' is built in and cannot be redefined")
+        if isinstance(values, str):
+            values = values.split()
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: must be a non-empty list or a space-separated string")
+        # A bare NO in a YAML list is the boolean false (Norway): refuse anything but text.
+        bad = [v for v in values if not isinstance(v, str)]
+        if bad:
+            raise ConfigError(f"{where}: {bad!r} are not strings (quote them)")
+        sets[str(name)] = tuple(values)
+    return sets
+
+
+def _rule_spec(entry: Any, frame: str, where: str, value_sets: Mapping[str, tuple[Any, ...]]) -> RuleSpec:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: must be a mapping")
+    rule = entry.get("rule")
+    if not isinstance(rule, str) or not rule.isidentifier():
+        raise ConfigError(f"{where}: 'rule' must be an identifier like order_adds_up, got {rule!r}")
+    where = f"{where} (rule {rule})"
+    missing = [k for k in _REQUIRED_KEYS if k not in entry]
+    if missing:
+        raise ConfigError(f"{where}: missing keys {missing}")
+    unknown = set(entry) - _ENTRY_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    columns, _key = FRAMES[frame]
+
+    kwargs = _kwargs(entry, columns, frame, where, value_sets)
+
+    detail = entry["detail"]
+    if not isinstance(detail, str) or not detail.strip():
+        raise ConfigError(f"{where}: 'detail' must be a non-empty text")
+    fields = _template_fields(detail, template_fields(columns), frame, where)
+
+    condition = None
+    if entry.get("row_condition") is not None:
+        condition = _row_condition(entry["row_condition"], columns, frame, where)
+
+    spec = RuleSpec(
+        rule=rule, frame=frame, expectation=_expectation_class(entry["expectation"], where),
+        kwargs=kwargs, detail=detail, row_condition=condition, fields=fields,
+    )
+    try:  # building it once lets GX's own pydantic checks name bad kwargs now, not mid-run
+        spec.build(0)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: invalid kwargs for {spec.expectation}: {exc}") from exc
+    return spec
+
+
+def _kwargs(
+    entry: Mapping[str, Any], columns: Sequence[str], frame: str, where: str,
+    value_sets: Mapping[str, tuple[Any, ...]],
+) -> dict[str, Any]:
+    """The expectation kwargs of ``entry``, columns checked and the value_set reference resolved."""
+    kwargs = entry["kwargs"]
+    if not isinstance(kwargs, Mapping):
+        raise ConfigError(f"{where}: 'kwargs' must be a mapping")
+    kwargs = dict(kwargs)
+    reserved = _RESERVED_KWARGS & set(kwargs)
+    if reserved:
+        raise ConfigError(f"{where}: kwargs {sorted(reserved)} are not allowed here")
+    _check_columns(kwargs, columns, frame, where)
+    if "value_set" in entry:
+        name = entry["value_set"]
+        if name not in value_sets:
+            raise ConfigError(f"{where}: unknown value_set {name!r} (known: {sorted(value_sets)})")
+        if "value_set" in kwargs:
+            raise ConfigError(f"{where}: give value_set either by name or in kwargs, not both")
+        kwargs["value_set"] = list(value_sets[name])
+    return kwargs
+
+
+def _expectation_class(name: Any, where: str) -> str:
+    """The GX class name for ``name`` (class name or snake_case type), checked to be row-level."""
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: 'expectation' must be a GX expectation name, got {name!r}")
+    class_name = "".join(p.capitalize() for p in name.split("_")) if "_" in name else name
+    cls = getattr(gxe, class_name, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"{where}: unknown expectation {name!r} (not a GX 1.x expectation class)")
+    if not issubclass(cls, ColumnMapExpectation | ColumnPairMapExpectation | MulticolumnMapExpectation):
+        raise ConfigError(
+            f"{where}: expectation {class_name} is not row-level: its failures cannot be traced to orders"
+        )
+    return class_name
+
+
+def _check_columns(kwargs: Mapping[str, Any], columns: Sequence[str], frame: str, where: str) -> None:
+    named = [kwargs[k] for k in _COLUMN_KWARGS if k in kwargs]
+    named += list(kwargs.get("column_list") or [])
+    if not named:
+        raise ConfigError(f"{where}: kwargs name no column")
+    unknown = [c for c in named if c not in columns]
+    if unknown:
+        raise ConfigError(f"{where}: unknown {frame} column(s) {unknown}")
+
+
+def _template_fields(detail: str, allowed: frozenset[str], frame: str, where: str) -> tuple[str, ...]:
+    try:
+        names = {f for _lit, f, _spec, _conv in string.Formatter().parse(detail) if f is not None}
+    except ValueError as exc:
+        raise ConfigError(f"{where}: 'detail' is not a valid template ({exc})") from exc
+    bad = sorted(n for n in names if n not in allowed)
+    if bad:
+        raise ConfigError(f"{where}: 'detail' uses unknown {frame} field(s) {bad}")
+    return tuple(sorted(names))
+
+
+def _row_condition(raw: Any, columns: Sequence[str], frame: str, where: str) -> Any:
+    """Build a GX Condition from ``{column: c, operator: "==", parameter: v}`` or ``{column: c,
+    is_null: b}`` (GX's own serialised form, ``type`` and ``column: {name: c}``, works too)."""
+    from great_expectations.expectations.row_conditions import deserialize_row_condition
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: 'row_condition' must be a mapping")
+    data = dict(raw)
+    column = data.get("column")
+    if isinstance(column, str):
+        data["column"] = {"name": column}
+        if column not in columns:
+            raise ConfigError(f"{where}: row_condition uses unknown {frame} column {column!r}")
+    data.setdefault("type", "nullity" if "is_null" in data else "comparison")
+    try:
+        return deserialize_row_condition(data)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: invalid row_condition {dict(raw)!r}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- running
+
+
+def validate_orders(orders: Sequence[Order], *, suite_path: Path | None = None) -> ValidationOutcome:
+    """Split ``orders`` into valid ones and invalid ones with every failed rule.
+
+    Raises :class:`ConfigError` when the suite is broken (bad YAML, unknown expectation, an
+    expectation that errors while running): retrying cannot fix it.
+    """
+    specs = load_suite(suite_path)
+    started = time.perf_counter()
+    frames = build_frames(orders)
+    frames_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    failures, gx_result = _run_gx(frames, specs)
+    gx_seconds = time.perf_counter() - started
+    gx_result["suite"] = str(suite_path or DEFAULT_SUITE_PATH)
+
+    # position -> problems found by GX, in suite order (line rules by line order).
+    found: dict[int, list[Problem]] = {}
+    for index, spec in enumerate(specs):
+        positions = failures.get(index)
+        if not positions:
+            continue
+        frame = frames.orders if spec.frame == "orders" else frames.lines
+        contexts = detail_context(frame, positions, spec.fields)
+        if spec.frame == "lines":
+            owners = frame["row_key"].to_numpy()[list(positions)].tolist()
+        else:
+            owners = list(positions)
+        for owner, ctx in zip(owners, contexts, strict=True):
+            found.setdefault(int(owner), []).append(Problem(spec.rule, spec.detail.format_map(ctx)))
+
+    valid: list[Order] = []
+    invalid: dict[str, list[Problem]] = {}
+    invalid_orders: list[InvalidOrder] = []
+    orders_by_rule: dict[str, int] = {}
+    for position, order in enumerate(orders):
+        problems = _unique([*order.parse_problems, *found.get(position, ())])
+        if not problems:
+            valid.append(order)
+            continue
+        invalid_orders.append(InvalidOrder(order, tuple(problems)))
+        merged = invalid.setdefault(quarantine_key(order, position), [])
+        merged[:] = _unique([*merged, *problems])
+        for rule in dict.fromkeys(p.rule for p in problems):
+            orders_by_rule[rule] = orders_by_rule.get(rule, 0) + 1
+
+    statistics = {
+        "orders": len(orders),
+        "lines": len(frames.lines),
+        "valid": len(valid),
+        "invalid": len(invalid_orders),
+        "problems": sum(len(i.problems) for i in invalid_orders),
+        "orders_by_rule": dict(sorted(orders_by_rule.items())),
+        "expectations": len(specs),
+        "build_frames_seconds": round(frames_seconds, 3),
+        "gx_seconds": round(gx_seconds, 3),
+    }
+    return ValidationOutcome(valid, invalid, statistics, gx_result, invalid_orders)
+
+
+def _unique(problems: Sequence[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+def _run_gx(frames: OrderFrames, specs: Sequence[RuleSpec]) -> tuple[dict[int, list[int]], dict[str, Any]]:
+    """Run the suite; returns spec index -> failing row positions of its frame, and a summary."""
+    # Before the first import: GX must not phone home from a production worker.
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"
+    # GX logs hundreds of "Skipping registering function ..." lines at import: not for task logs.
+    logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("order_validation")
+
+    failures: dict[int, list[int]] = {}
+    summary: dict[str, Any] = {
+        "success": True, "gx_version": gx.__version__, "frames": {}, "expectations": [],
+    }
+    for frame_name, (_columns, key) in FRAMES.items():
+        frame = frames.orders if frame_name == "orders" else frames.lines
+        indexed = [(i, s) for i, s in enumerate(specs) if s.frame == frame_name]
+        if not indexed or frame.empty:
+            summary["frames"][frame_name] = {"rows": len(frame), "success": True, "skipped": True}
+            for i, s in indexed:
+                summary["expectations"].append(_summary_row(i, s, success=True, elements=0, unexpected=0))
+            continue
+        batch = (
+            source.add_dataframe_asset(frame_name)
+            .add_batch_definition_whole_dataframe("whole_batch")
+            .get_batch(batch_parameters={"dataframe": frame})
+        )
+        suite = gx.ExpectationSuite(
+            name=f"order_validation_{frame_name}", expectations=[s.build(i) for i, s in indexed]
+        )
+        result = batch.validate(
+            suite,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [key]},
+        )
+        summary["frames"][frame_name] = {"rows": len(frame), "success": bool(result.success)}
+        summary["success"] = summary["success"] and bool(result.success)
+        for res in result.results:
+            index = int(res.expectation_config.meta["index"])
+            spec = specs[index]
+            _raise_on_exception(res, spec)
+            positions = _positions(res.result, key, spec)
+            if positions:
+                failures[index] = positions
+            summary["expectations"].append(
+                _summary_row(
+                    index, spec, success=bool(res.success),
+                    elements=int(res.result.get("element_count") or 0), unexpected=len(positions),
+                )
+            )
+    summary["expectations"].sort(key=lambda row: row["index"])
+    return failures, summary
+
+
+def _summary_row(
+    index: int, spec: RuleSpec, *, success: bool, elements: int, unexpected: int
+) -> dict[str, Any]:
+    return {
+        "index": index, "rule": spec.rule, "frame": spec.frame, "expectation": spec.expectation,
+        "column": spec.kwargs.get("column"), "success": success,
+        "element_count": elements, "unexpected_count": unexpected,
+    }
+
+
+def _raise_on_exception(res: Any, spec: RuleSpec) -> None:
+    """An expectation that errored has no rows to blame: passing its orders would be silent
+    data loss of the check, so the whole run stops (it is a suite problem, not an order one)."""
+    info = res.exception_info or {}
+    infos = [info] if "raised_exception" in info else list(info.values())
+    for item in infos:
+        if isinstance(item, Mapping) and item.get("raised_exception"):
+            raise ConfigError(
+                f"validation rule {spec.rule} ({spec.expectation} on {spec.frame}) failed to run: "
+                f"{item.get('exception_message')}"
+            )
+
+
+def _positions(result: Mapping[str, Any], key: str, spec: RuleSpec) -> list[int]:
+    """Failing row positions from a COMPLETE result, checked against the unexpected count."""
+    rows = result.get("unexpected_index_list") or []
+    positions = sorted({int(r[key]) if isinstance(r, Mapping) else int(r) for r in rows})
+    expected = int(result.get("unexpected_count") or 0)
+    if len(positions) != expected:
+        raise ConfigError(
+            f"validation rule {spec.rule}: GX reported {expected} unexpected rows but named "
+            f"{len(positions)}; cannot tell which orders failed"
+        )
+    return positions

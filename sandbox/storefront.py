@@ -1,0 +1,1206 @@
+"""A WooCommerce REST API v3 stand-in for local runs, integration tests and benchmarks.
+
+It serves the real paths (``/wp-json/wc/v3/orders`` ...) and behaves like WooCommerce where
+our client depends on it:
+
+* ``GET /orders`` takes ``page``, ``per_page`` (1..100, default 10; out of range -> 400
+  ``rest_invalid_param``), ``offset``, ``after``/``before``/``modified_after``/``modified_before``
+  (RFC 3339, exclusive bounds at one-second granularity), ``dates_are_gmt``, ``status`` (``any``
+  or a comma list), ``include``/``exclude``, ``orderby`` (date, id, include, title, slug,
+  modified; ties broken by id like WooCommerce's ``"date ID"``) and ``order`` (desc default);
+  answers with ``X-WP-Total``, ``X-WP-TotalPages`` and a WordPress ``Link`` header.
+* Date bounds follow ``WP_Date_Query::build_mysql_datetime``: a value without offset is a wall
+  time, compared with the ``*_gmt`` fields when ``dates_are_gmt=true`` and with the store's local
+  times otherwise. A value WITH ``Z`` or an offset is first converted to the store's local wall
+  time - so with ``dates_are_gmt=true`` it is compared shifted by the store's UTC offset, exactly
+  the WooCommerce pitfall: send naive UTC values together with ``dates_are_gmt=true``.
+* Bodies are encoded like ``wp_json_encode`` (non-ASCII as ``\\uXXXX``, ``/`` as ``\\/``).
+* Auth: HTTP Basic with the consumer key/secret, or ``consumer_key``/``consumer_secret`` query
+  parameters; otherwise 401 ``woocommerce_rest_cannot_view``.
+
+Orders are kept as their encoded JSON bytes next to sorted ``(gmt time, id)`` indexes, so a list
+request on the usual ``orderby=modified|date|id`` queries costs O(log n + page size).
+
+Control endpoints (no auth, not WooCommerce): ``POST /__sandbox/faults``, ``GET /__sandbox/faults``,
+``POST /__sandbox/orders``, ``GET /__sandbox/orders/{id}``, ``POST /__sandbox/touch``,
+``POST /__sandbox/reset``, ``GET /__sandbox/requests``. Faults (FIFO, one per matching API
+request): ``429``/``503`` (with ``Retry-After``), ``500``, ``html``, ``truncated``, ``drift``, ``delay``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import bisect
+import contextlib
+import hmac
+import json
+import math
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+from zoneinfo import ZoneInfo
+
+API_PREFIX = "/wp-json/wc/v3"
+ORDERS_PATH = f"{API_PREFIX}/orders"
+CONTROL_PREFIX = "/__sandbox"
+MAX_PER_PAGE = 100
+BATCH_LIMIT = 100
+ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", "refunded", "failed",
+                  "checkout-draft")
+#: Statuses ``status=any`` leaves out (WordPress hides them from "any").
+HIDDEN_STATUSES = frozenset({"trash", "auto-draft"})
+ORDERBY = ("date", "id", "include", "title", "slug", "modified")
+FAULT_TYPES = frozenset({"429", "500", "503", "html", "truncated", "drift", "delay"})
+JSON_TYPE = "application/json; charset=UTF-8"
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(Z|z|[+-]\d{2}(?::?\d{2})?)?$")
+_WALL = "%Y-%m-%dT%H:%M:%S"
+_EPOCH_TEXT = "1970-01-01T00:00:00"
+_LOW_KEY = -sys.maxsize
+_HIGH_KEY = sys.maxsize
+_SERVED_SIGNATURES = 64
+_DATE_FIELDS = ("date_created", "date_modified", "date_paid", "date_completed")
+
+_MAINTENANCE_HTML = (
+    b"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Maintenance</title></head>"
+    b"<body><h1>Briefly unavailable for scheduled maintenance.</h1><p>Check back in a minute.</p>"
+    b"</body></html>\n"
+)
+_WAF_HTML = (
+    b"<!DOCTYPE html>\n<html><head><title>Attention Required! | Web Application Firewall</title></head>"
+    b"<body><h1>Sorry, you have been blocked</h1><p>This website is using a security service to protect "
+    b"itself from online attacks.</p><p>Ray ID: 7d2a9c1f0e3b4a21</p></body></html>\n"
+)
+
+
+# --- encoding and errors ---------------------------------------------------------------------------
+
+
+def wp_json(value: Any) -> bytes:
+    """JSON bytes as ``wp_json_encode`` writes them: ASCII only (``\\u`` escapes) and ``\\/``.
+
+    Replacing ``/`` is safe because outside strings JSON text never contains a slash.
+    """
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":")).replace("/", "\\/").encode()
+
+
+@dataclass
+class Response:
+    """One HTTP answer; handlers build it, the request handler writes it."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = JSON_TYPE
+
+
+def wp_error(status: int, code: str, message: str, **data: Any) -> Response:
+    """A WordPress ``WP_Error`` answer: ``{"code", "message", "data": {"status", ...}}``."""
+    return Response(status, wp_json({"code": code, "message": message, "data": {"status": status, **data}}))
+
+
+def _invalid_params(problems: dict[str, tuple[str, str]]) -> Response:
+    """``rest_invalid_param`` listing every bad parameter, like ``WP_REST_Request::has_valid_params``."""
+    return wp_error(
+        400, "rest_invalid_param", "Invalid parameter(s): " + ", ".join(problems),
+        params={name: msg for name, (_code, msg) in problems.items()},
+        details={name: {"code": code, "message": msg, "data": None}
+                 for name, (code, msg) in problems.items()},
+    )
+
+
+def _wp_list(words: Iterable[str]) -> str:
+    """``wp_sprintf_l``: ``a, b, and c`` / ``a and b``."""
+    items = list(words)
+    if len(items) < 3:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + ", and " + items[-1]
+
+
+# --- times -----------------------------------------------------------------------------------------
+
+
+def _wall(dt: datetime) -> str:
+    """Naive ``YYYY-MM-DDTHH:MM:SS`` of ``dt`` in its own zone (whole seconds)."""
+    return dt.replace(tzinfo=None, microsecond=0).isoformat()
+
+
+def _parse_wall(text: Any) -> datetime | None:
+    """A stored naive ``YYYY-MM-DDTHH:MM:SS`` as an aware UTC datetime (None when unusable)."""
+    if not isinstance(text, str) or len(text) < 19 or text[10] not in "Tt ":
+        return None
+    try:
+        return datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def parse_bound(value: str, *, dates_are_gmt: bool, store_tz: tzinfo) -> str | None:
+    """The exclusive bound, as a naive GMT ``YYYY-MM-DDTHH:MM:SS``, the way WooCommerce uses it.
+
+    ``None`` when the value is not RFC 3339 (``rest_parse_date`` refuses it). A value with an
+    offset is converted to store-local wall time first (``build_mysql_datetime``); that wall
+    time is then taken as GMT when ``dates_are_gmt`` (WooCommerce's quirk), else as local time
+    and converted to GMT (what the HPOS order query does). Fractions of a second are dropped.
+    """
+    m = _RFC3339.match(value)
+    if not m:
+        return None
+    try:
+        wall = datetime(*(int(g) for g in m.groups()[:6]))  # noqa: DTZ001 - a wall time on purpose
+    except ValueError:
+        return None
+    offset = m.group(7)
+    if offset:
+        wall = wall.replace(tzinfo=_offset_tz(offset)).astimezone(store_tz).replace(tzinfo=None)
+    if dates_are_gmt:
+        return _wall(wall)
+    return _wall(wall.replace(tzinfo=store_tz).astimezone(UTC))
+
+
+def _offset_tz(text: str) -> tzinfo:
+    if text in ("Z", "z"):
+        return UTC
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + (int(digits[2:4]) if len(digits) >= 4 else 0)
+    return timezone(sign * timedelta(minutes=minutes))
+
+
+# --- the order store -------------------------------------------------------------------------------
+
+
+class _Record:
+    """One stored order: index keys plus its encoded bytes. Never mutated, always replaced."""
+
+    __slots__ = ("blob", "created", "key", "modified", "status")
+
+    def __init__(self, key: int, status: str, created: str, modified: str, blob: bytes) -> None:
+        self.key = key
+        self.status = status
+        self.created = created
+        self.modified = modified
+        self.blob = blob
+
+
+@dataclass
+class ListQuery:
+    """A validated ``GET /orders`` request."""
+
+    page: int = 1
+    per_page: int = 10
+    offset: int | None = None
+    orderby: str = "date"
+    order: str = "desc"
+    statuses: frozenset[str] | None = None  # None = "any"
+    include: list[int] | None = None
+    exclude: frozenset[int] | None = None
+    created_after: str | None = None
+    created_before: str | None = None
+    modified_after: str | None = None
+    modified_before: str | None = None
+    fields: list[str] | None = None
+
+    @property
+    def start(self) -> int:
+        return self.offset if self.offset is not None else (self.page - 1) * self.per_page
+
+
+class OrderStore:
+    """Orders, notes, faults and the request log behind one lock (handlers run in threads)."""
+
+    def __init__(self, store_tz: tzinfo, clock: Callable[[], datetime]) -> None:
+        self.tz = store_tz
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.records: dict[int, _Record] = {}
+        self.by_created: list[tuple[str, int]] = []
+        self.by_modified: list[tuple[str, int]] = []
+        self.ids: list[int] = []
+        self.hidden = 0  # orders whose status "any" leaves out: while 0 the fast paths hold
+        self.version = 0
+        self.notes: dict[int, list[dict[str, Any]]] = {}
+        self.next_note_id = 1
+        self.next_internal_key = -1
+        self.faults: list[dict[str, Any]] = []
+        self.log: list[tuple[str, str, int]] = []
+        self.served: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+        self.drifted: dict[tuple[Any, ...], set[int]] = {}
+        self.filtered_cache: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+        self.baseline: tuple[Any, ...] | None = None
+
+    # -- ingest / replace
+
+    def _now(self) -> datetime:
+        return self.clock().astimezone(UTC).replace(microsecond=0)
+
+    def _local(self, gmt: datetime) -> str:
+        return _wall(gmt.astimezone(self.tz))
+
+    def _normalise_dates(self, order: dict[str, Any]) -> tuple[str, str]:
+        """Make local ``date_*`` agree with ``*_gmt`` (the truth); return (created, modified) GMT."""
+        for name in _DATE_FIELDS:
+            gmt = _parse_wall(order.get(f"{name}_gmt"))
+            if gmt is None and isinstance(order.get(name), str):
+                local = _parse_wall(order[name])
+                if local is not None:  # only a local time given: derive its GMT twin
+                    gmt = local.replace(tzinfo=self.tz).astimezone(UTC)
+                    order[f"{name}_gmt"] = _wall(gmt)
+            if gmt is not None:
+                order[name] = self._local(gmt)
+        created = order.get("date_created_gmt") if _parse_wall(order.get("date_created_gmt")) else None
+        modified = order.get("date_modified_gmt") if _parse_wall(order.get("date_modified_gmt")) else None
+        if modified is None:
+            modified = created or _wall(self._now())
+            order["date_modified_gmt"] = modified
+            order["date_modified"] = self._local(_parse_wall(modified))  # type: ignore[arg-type]
+        return (created or modified)[:19], modified[:19]
+
+    def _key_for(self, order: dict[str, Any]) -> int:
+        oid = order.get("id")
+        if isinstance(oid, int) and not isinstance(oid, bool):
+            return oid
+        # An order without a usable id (a broken test order) still gets listed, under a private key.
+        self.next_internal_key -= 1
+        return self.next_internal_key
+
+    def _put(self, key: int, order: dict[str, Any]) -> _Record:
+        created, modified = self._normalise_dates(order)
+        status = str(order.get("status", ""))
+        rec = _Record(key, status, created, modified, wp_json(order))
+        old = self.records.get(key)
+        if old is not None:
+            self._unindex(old)
+        else:
+            bisect.insort(self.ids, key)
+        self.records[key] = rec
+        bisect.insort(self.by_created, (rec.created, key))
+        bisect.insort(self.by_modified, (rec.modified, key))
+        self.hidden += rec.status in HIDDEN_STATUSES
+        self.version += 1
+        return rec
+
+    def _unindex(self, rec: _Record) -> None:
+        for index, value in ((self.by_created, rec.created), (self.by_modified, rec.modified)):
+            pos = bisect.bisect_left(index, (value, rec.key))
+            del index[pos]
+        self.hidden -= rec.status in HIDDEN_STATUSES
+
+    def upsert(self, order: dict[str, Any]) -> int:
+        """Store (or replace, by id) one order; returns its key."""
+        if not isinstance(order, dict):
+            raise TypeError("an order must be a JSON object")
+        order = dict(order)  # shallow: nested values are never mutated, only replaced
+        with self.lock:
+            return self._put(self._key_for(order), order).key
+
+    def load(self, orders: Iterable[dict[str, Any]]) -> int:
+        count = 0
+        for order in orders:
+            self.upsert(order)
+            count += 1
+        return count
+
+    def decode(self, key: int) -> dict[str, Any] | None:
+        rec = self.records.get(key)
+        return None if rec is None else json.loads(rec.blob)
+
+    def modify(self, key: int, change: Callable[[dict[str, Any]], None], *,
+               bump: datetime | None) -> dict[str, Any]:
+        """Apply ``change`` to a decoded copy, optionally set date_modified to ``bump``, store it."""
+        with self.lock:
+            order = self.decode(key)
+            if order is None:
+                raise KeyError(key)
+            change(order)
+            if bump is not None:
+                order["date_modified_gmt"] = _wall(bump)
+            self._put(key, order)
+            return order
+
+    def touch(self, order_id: int, when: datetime) -> dict[str, Any]:
+        """Set an order's date_modified(_gmt) to ``when`` (aware)."""
+        gmt = when.astimezone(UTC).replace(microsecond=0)
+        return self.modify(order_id, lambda _o: None, bump=gmt)
+
+    # -- snapshot / reset
+
+    def snapshot(self) -> None:
+        """Remember the current orders as the state ``reset()`` returns to (records are immutable)."""
+        with self.lock:
+            self.baseline = (dict(self.records), list(self.by_created), list(self.by_modified),
+                             list(self.ids), self.hidden)
+
+    def reset(self, orders: list[dict[str, Any]] | None = None) -> None:
+        with self.lock:
+            if orders is not None:
+                self.records, self.by_created, self.by_modified, self.ids, self.hidden = {}, [], [], [], 0
+                self.load(orders)
+            elif self.baseline is not None:
+                records, created, modified, ids, hidden = self.baseline
+                self.records, self.by_created, self.by_modified = dict(records), list(created), list(modified)
+                self.ids, self.hidden = list(ids), hidden
+            self.version += 1
+            self.notes.clear()
+            self.faults.clear()
+            self.log.clear()
+            self.served.clear()
+            self.drifted.clear()
+            self.filtered_cache.clear()
+
+    # -- listing
+
+    def _fast_ok(self, q: ListQuery) -> bool:
+        """True when only the ordering field itself is filtered: a bisect answers the query."""
+        if q.statuses is not None or q.include is not None or q.exclude or self.hidden:
+            return False
+        if q.orderby == "modified":
+            return q.created_after is None and q.created_before is None
+        if q.orderby == "date":
+            return q.modified_after is None and q.modified_before is None
+        return q.orderby in ("id", "title", "slug") and not _has_bounds(q)
+
+    def _index_range(self, q: ListQuery) -> tuple[list[Any], int, int]:
+        if q.orderby == "modified":
+            index, after, before = self.by_modified, q.modified_after, q.modified_before
+        elif q.orderby == "date":
+            index, after, before = self.by_created, q.created_after, q.created_before
+        else:
+            return self.ids, 0, len(self.ids)
+        lo = 0 if after is None else bisect.bisect_right(index, (after, _HIGH_KEY))
+        hi = len(index) if before is None else bisect.bisect_left(index, (before, _LOW_KEY))
+        return index, lo, max(lo, hi)
+
+    def _matches(self, rec: _Record, q: ListQuery, include: set[int] | None) -> bool:
+        if (rec.status in HIDDEN_STATUSES) if q.statuses is None else (rec.status not in q.statuses):
+            return False
+        if include is not None and rec.key not in include:
+            return False
+        if q.exclude and rec.key in q.exclude:
+            return False
+        return _inside(rec.created, q.created_after, q.created_before) and _inside(
+            rec.modified, q.modified_after, q.modified_before)
+
+    def _filtered(self, q: ListQuery) -> list[int]:
+        """All matching keys in ascending order (or the include order); cached per data version."""
+        cache_key = (q.orderby, q.statuses, tuple(q.include or ()), q.exclude, q.created_after,
+                     q.created_before, q.modified_after, q.modified_before, self.version)
+        hit = self.filtered_cache.get(cache_key)
+        if hit is not None:
+            return hit
+        include = set(q.include) if q.include is not None else None
+        if q.orderby == "include" and q.include is not None:
+            candidates: Iterable[int] = dict.fromkeys(k for k in q.include if k in self.records)
+        else:
+            index, lo, hi = self._index_range(q)
+            candidates = (item[1] for item in index[lo:hi]) if index is not self.ids else iter(self.ids)
+        keys = [k for k in candidates if self._matches(self.records[k], q, include)]
+        self.filtered_cache[cache_key] = keys
+        while len(self.filtered_cache) > 8:
+            self.filtered_cache.popitem(last=False)
+        return keys
+
+    def select(self, q: ListQuery) -> tuple[int, list[int]]:
+        """(total matching, keys of the requested page in answer order)."""
+        start, size = q.start, q.per_page
+        ascending = q.order == "asc" or q.orderby == "include"
+        if self._fast_ok(q):
+            index, lo, hi = self._index_range(q)
+            total = hi - lo
+            if ascending:
+                window = index[lo + start: min(hi, lo + start + size)]
+            else:
+                window = index[max(lo, hi - start - size): max(lo, hi - start)][::-1]
+            keys = window if index is self.ids else [item[1] for item in window]
+            return total, keys
+        keys = self._filtered(q)
+        if ascending:
+            return len(keys), keys[start:start + size]
+        total = len(keys)
+        return total, keys[max(0, total - start - size): max(0, total - start)][::-1]
+
+    # -- faults and drift
+
+    def add_faults(self, faults: list[dict[str, Any]]) -> None:
+        cleaned = []
+        for fault in faults:
+            if not isinstance(fault, dict) or str(fault.get("type")) not in FAULT_TYPES:
+                raise ValueError(f"unknown fault {fault!r}; types: {', '.join(sorted(FAULT_TYPES))}")
+            times = int(fault.get("times", 1))
+            if times < 1:
+                raise ValueError(f"fault times must be >= 1: {fault!r}")
+            cleaned.append({**fault, "type": str(fault["type"]), "times": times})
+        with self.lock:
+            self.faults.extend(cleaned)
+
+    def take_fault(self, method: str, path: str, *, can_drift: bool) -> dict[str, Any] | None:
+        """Consume (one ``times`` of) the first queued fault that matches this API request."""
+        with self.lock:
+            for i, fault in enumerate(self.faults):
+                if fault["type"] == "drift" and not can_drift:
+                    continue
+                if fault.get("method") and str(fault["method"]).upper() != method:
+                    continue
+                if fault.get("path") and str(fault["path"]) not in path:
+                    continue
+                fault["times"] -= 1
+                if fault["times"] <= 0:
+                    del self.faults[i]
+                return dict(fault)
+        return None
+
+    def has_served(self, signature: tuple[Any, ...]) -> bool:
+        with self.lock:
+            return bool(self.served.get(signature))
+
+    def remember_served(self, signature: tuple[Any, ...], keys: list[int]) -> None:
+        served = self.served.setdefault(signature, [])
+        served.extend(keys)
+        self.served.move_to_end(signature)
+        while len(self.served) > _SERVED_SIGNATURES:
+            old, _ = self.served.popitem(last=False)
+            self.drifted.pop(old, None)
+
+    def drift(self, signature: tuple[Any, ...], q: ListQuery, count: int) -> list[int]:
+        """Bump ``count`` already-served orders of this query to just inside its upper bound."""
+        with self.lock:
+            if q.modified_before is not None:
+                target = _parse_wall(q.modified_before) - timedelta(seconds=1)  # type: ignore[operator]
+            else:
+                target = self._now()
+            done = self.drifted.setdefault(signature, set())
+            picked = [k for k in dict.fromkeys(self.served.get(signature, ())) if k not in done
+                      and k in self.records][:count]
+            for key in picked:
+                self.modify(key, lambda _o: None, bump=target)
+                done.add(key)
+            return picked
+
+
+def _inside(value: str, after: str | None, before: str | None) -> bool:
+    return (after is None or value > after) and (before is None or value < before)
+
+
+def _has_bounds(q: ListQuery) -> bool:
+    bounds = (q.created_after, q.created_before, q.modified_after, q.modified_before)
+    return any(v is not None for v in bounds)
+
+
+# --- request parsing -------------------------------------------------------------------------------
+
+
+def _query_params(query: str) -> dict[str, str]:
+    """Last value wins like PHP's ``$_GET``; ``status[]=a&status[]=b`` is joined to ``a,b``."""
+    params: dict[str, str] = {}
+    arrays: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name.endswith("[]"):
+            arrays.setdefault(name[:-2], []).append(value)
+        else:
+            params[name] = value
+    for name, values in arrays.items():
+        params[name] = ",".join(values)
+    return params
+
+
+def _int_param(params: dict[str, str], name: str, default: int, low: int, high: int | None,
+               problems: dict[str, tuple[str, str]]) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        problems[name] = ("rest_invalid_type", f"{name} is not of type integer.")
+        return default
+    if high is not None and not low <= value <= high:
+        problems[name] = ("rest_out_of_bounds",
+                          f"{name} must be between {low} (inclusive) and {high} (inclusive)")
+    elif value < low:
+        problems[name] = ("rest_out_of_bounds", f"{name} must be greater than or equal to {low}")
+    return value
+
+
+def _bool_param(params: dict[str, str], name: str, problems: dict[str, tuple[str, str]]) -> bool:
+    raw = params.get(name)
+    if raw is None or raw.lower() in ("false", "0", ""):
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    problems[name] = ("rest_invalid_type", f"{name} is not of type boolean.")
+    return False
+
+
+def _enum_param(params: dict[str, str], name: str, default: str, allowed: tuple[str, ...],
+                problems: dict[str, tuple[str, str]]) -> str:
+    value = params.get(name, default)
+    if value not in allowed:
+        problems[name] = ("rest_not_in_enum", f"{name} is not one of {_wp_list(allowed)}.")
+        return default
+    return value
+
+
+def _id_list(raw: str | None) -> list[int] | None:
+    """``wp_parse_id_list``: comma/space separated, absint, unique, zeros dropped."""
+    if raw is None or not raw.strip():
+        return None
+    ids = []
+    for part in re.split(r"[\s,]+", raw.strip()):
+        try:
+            ids.append(abs(int(part)))
+        except ValueError:
+            ids.append(0)
+    return [i for i in dict.fromkeys(ids) if i] or None
+
+
+def _status_param(raw: str | None, problems: dict[str, tuple[str, str]]) -> frozenset[str] | None:
+    if raw is None or raw == "":
+        return None
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    allowed = ("any", "trash", *ORDER_STATUSES)
+    for i, value in enumerate(values):
+        if value not in allowed:
+            problems["status"] = ("rest_not_in_enum", f"status[{i}] is not one of {_wp_list(allowed)}.")
+            return None
+    if "any" in values:
+        return None
+    return frozenset(values)
+
+
+def parse_list_query(params: dict[str, str], store_tz: tzinfo) -> ListQuery | Response:
+    """Validate ``GET /orders`` parameters as WordPress would; a ``Response`` means 400."""
+    problems: dict[str, tuple[str, str]] = {}
+    q = ListQuery(
+        page=_int_param(params, "page", 1, 1, None, problems),
+        per_page=_int_param(params, "per_page", 10, 1, MAX_PER_PAGE, problems),
+        orderby=_enum_param(params, "orderby", "date", ORDERBY, problems),
+        order=_enum_param(params, "order", "desc", ("asc", "desc"), problems),
+        statuses=_status_param(params.get("status"), problems),
+        include=_id_list(params.get("include")),
+    )
+    if "offset" in params:
+        q.offset = _int_param(params, "offset", 0, 0, None, problems)
+    exclude = _id_list(params.get("exclude"))
+    q.exclude = frozenset(exclude) if exclude else None
+    use_gmt = _bool_param(params, "dates_are_gmt", problems)
+    for name, attr in (("after", "created_after"), ("before", "created_before"),
+                       ("modified_after", "modified_after"), ("modified_before", "modified_before")):
+        if name in params:
+            bound = parse_bound(params[name], dates_are_gmt=use_gmt, store_tz=store_tz)
+            if bound is None:
+                problems[name] = ("rest_invalid_date", "Invalid date.")
+            setattr(q, attr, bound)
+    if params.get("_fields"):
+        q.fields = [f.strip() for f in params["_fields"].split(",") if f.strip()]
+    return _invalid_params(problems) if problems else q
+
+
+def list_signature(params: dict[str, str]) -> tuple[Any, ...]:
+    """The query minus paging and credentials: 'the same query' for drift bookkeeping."""
+    skip = {"page", "offset", "consumer_key", "consumer_secret"}
+    return tuple(sorted((k, v) for k, v in params.items() if k not in skip))
+
+
+def _pick_fields(order: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """``_fields`` filtering (top level and ``a.b`` nested keys), like ``rest_filter_response_fields``."""
+    out: dict[str, Any] = {}
+    for name in fields:
+        head, _, rest = name.partition(".")
+        if head not in order:
+            continue
+        if rest and isinstance(order[head], dict):
+            sub = _pick_fields(order[head], [rest])
+            out.setdefault(head, {}).update(sub)
+        else:
+            out[head] = order[head]
+    return out
+
+
+# --- the API ---------------------------------------------------------------------------------------
+
+
+class StorefrontApp:
+    """Routes, auth and WooCommerce semantics on top of an ``OrderStore``; HTTP-agnostic."""
+
+    def __init__(self, store: OrderStore, consumer_key: str, consumer_secret: str) -> None:
+        self.store = store
+        self.key = consumer_key
+        self.secret = consumer_secret
+
+    # -- auth
+
+    def authorised(self, headers: Any, params: dict[str, str]) -> bool:
+        user = password = None
+        auth = headers.get("Authorization") or ""
+        if auth[:6].lower() == "basic ":
+            try:
+                user, _, password = base64.b64decode(auth[6:].strip()).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+        elif "consumer_key" in params:
+            user, password = params.get("consumer_key"), params.get("consumer_secret", "")
+        if user is None or password is None:
+            return False
+        return hmac.compare_digest(user.encode(), self.key.encode()) and hmac.compare_digest(
+            password.encode(), self.secret.encode())
+
+    # -- dispatch
+
+    def handle(self, method: str, path: str, params: dict[str, str], headers: Any, body: bytes,
+               host: str) -> tuple[Response, dict[str, Any] | None]:
+        """Answer one ``/wp-json`` request; returns the response and the fault that shaped it."""
+        path = path.rstrip("/") or "/"
+        is_list = method == "GET" and path == ORDERS_PATH
+        signature = list_signature(params) if is_list else ()
+        can_drift = is_list and self.store.has_served(signature)
+        fault = self.store.take_fault(method, path, can_drift=can_drift)
+        early = _early_fault(fault)
+        if early is not None:
+            return early, fault
+        if not self.authorised(headers, params):
+            return wp_error(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources."), fault
+        if is_list:
+            resp = self.list_orders(params, signature, host, fault)
+        else:
+            resp = self.route(method, path, params, body)
+        if fault is not None and fault["type"] == "truncated":
+            resp = Response(200, resp.body[: len(resp.body) // 2], resp.headers, JSON_TYPE)
+        return resp, fault
+
+    def route(self, method: str, path: str, params: dict[str, str], body: bytes) -> Response:
+        if not path.startswith(ORDERS_PATH + "/"):
+            return _no_route()
+        parts = path[len(ORDERS_PATH) + 1:].split("/")
+        editable = method in ("POST", "PUT", "PATCH")
+        if parts == ["batch"] and editable:
+            return self.with_json(body, self.batch)
+        if not parts[0].isdigit():
+            return _no_route()
+        order_id = int(parts[0])
+        if len(parts) == 1 and method == "GET":
+            return self.get_order(order_id, params)
+        if len(parts) == 1 and editable:
+            return self.with_json(body, lambda data: self.update_order(order_id, data))
+        if len(parts) == 2 and parts[1] == "notes" and method == "GET":
+            return self.list_notes(order_id, params)
+        if len(parts) == 2 and parts[1] == "notes" and method == "POST":
+            return self.with_json(body, lambda data: self.add_note(order_id, data))
+        return _no_route()
+
+    @staticmethod
+    def with_json(body: bytes, handler: Callable[[Any], Response]) -> Response:
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return wp_error(400, "rest_invalid_json", "Invalid JSON body passed.")
+        if not isinstance(data, dict):
+            return wp_error(400, "rest_invalid_json", "Invalid JSON body passed.")
+        return handler(data)
+
+    # -- orders
+
+    def list_orders(self, params: dict[str, str], signature: tuple[Any, ...], host: str,
+                    fault: dict[str, Any] | None) -> Response:
+        q = parse_list_query(params, self.store.tz)
+        if isinstance(q, Response):
+            return q
+        store = self.store
+        with store.lock:
+            if fault is not None and fault["type"] == "drift":
+                store.drift(signature, q, int(fault.get("count", 3)))
+            total, keys = store.select(q)
+            store.remember_served(signature, keys)
+            if q.fields:
+                body = wp_json([_pick_fields(json.loads(store.records[k].blob), q.fields) for k in keys])
+            else:
+                body = b"[" + b",".join(store.records[k].blob for k in keys) + b"]"
+        pages = math.ceil(total / q.per_page) if total else 0
+        headers = [("X-WP-Total", str(total)), ("X-WP-TotalPages", str(pages)),
+                   ("Access-Control-Expose-Headers", "X-WP-Total, X-WP-TotalPages, Link")]
+        link = _link_header(host, params, q.page, pages)
+        if link:
+            headers.append(("Link", link))
+        return Response(200, body, headers)
+
+    def get_order(self, order_id: int, params: dict[str, str]) -> Response:
+        with self.store.lock:
+            rec = self.store.records.get(order_id)
+            blob = None if rec is None else rec.blob
+        if blob is None:
+            return _invalid_id()
+        if params.get("_fields"):
+            fields = [f.strip() for f in params["_fields"].split(",") if f.strip()]
+            return Response(200, wp_json(_pick_fields(json.loads(blob), fields)))
+        return Response(200, blob)
+
+    def update_order(self, order_id: int, data: dict[str, Any]) -> Response:
+        status = data.get("status")
+        if status is not None and status not in ORDER_STATUSES:
+            return _invalid_params({"status": ("rest_not_in_enum",
+                                               f"status is not one of {_wp_list(ORDER_STATUSES)}.")})
+        now = self.store._now()
+        try:
+            order = self.store.modify(order_id, lambda o: _apply_update(o, data, now), bump=now)
+        except KeyError:
+            return _invalid_id()
+        return Response(200, wp_json(order))
+
+    def batch(self, data: dict[str, Any]) -> Response:
+        ops = {op: data.get(op) or [] for op in ("create", "update", "delete")}
+        if sum(len(v) for v in ops.values() if isinstance(v, list)) > BATCH_LIMIT:
+            return wp_error(413, "woocommerce_rest_request_entity_too_large",
+                            f"Unable to accept more than {BATCH_LIMIT} items for this request.")
+        result: dict[str, list[Any]] = {}
+        if ops["update"]:
+            result["update"] = [self._batch_update(item) for item in ops["update"]]
+        for op in ("create", "delete"):
+            if ops[op]:
+                result[op] = [{"id": item.get("id", 0) if isinstance(item, dict) else item,
+                               "error": {"code": "woocommerce_rest_sandbox_unsupported",
+                                         "message": f"The sandbox does not {op} orders.",
+                                         "data": {"status": 400}}} for item in ops[op]]
+        return Response(200, wp_json(result))
+
+    def _batch_update(self, item: Any) -> Any:
+        oid = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(oid, int) or isinstance(oid, bool):
+            oid = int(oid) if isinstance(oid, str) and oid.isdigit() else 0
+        resp = self.update_order(oid, item) if oid else _invalid_id(400)
+        data = json.loads(resp.body)
+        if resp.status == 200:
+            return data
+        return {"id": oid, "error": {"code": data["code"], "message": data["message"],
+                                     "data": {"status": 400 if resp.status == 404 else resp.status}}}
+
+    # -- notes
+
+    def add_note(self, order_id: int, data: dict[str, Any]) -> Response:
+        note = data.get("note")
+        if not isinstance(note, str) or not note.strip():
+            return wp_error(400, "rest_missing_callback_param", "Missing parameter(s): note",
+                            params=["note"])
+        store = self.store
+        with store.lock:
+            if order_id not in store.records:
+                return _invalid_id()
+            now = store._now()
+            by_user = bool(data.get("added_by_user"))
+            entry = {
+                "id": store.next_note_id, "author": "admin" if by_user else "WooCommerce",
+                "date_created": store._local(now), "date_created_gmt": _wall(now),
+                "note": note, "customer_note": bool(data.get("customer_note")),
+                "_links": {"up": [{"href": f"{ORDERS_PATH}/{order_id}"}]},
+            }
+            store.next_note_id += 1
+            store.notes.setdefault(order_id, []).append(entry)
+        location = f"{ORDERS_PATH}/{order_id}/notes/{entry['id']}"
+        return Response(201, wp_json(entry), [("Location", location)])
+
+    def list_notes(self, order_id: int, params: dict[str, str]) -> Response:
+        kind = params.get("type", "any")
+        with self.store.lock:
+            if order_id not in self.store.records:
+                return _invalid_id()
+            notes = list(self.store.notes.get(order_id, ()))
+        notes.reverse()  # newest first, like get_comments(orderby comment_ID DESC)
+        if kind in ("customer", "internal"):
+            notes = [n for n in notes if n["customer_note"] == (kind == "customer")]
+        return Response(200, wp_json(notes))
+
+
+def _apply_update(order: dict[str, Any], data: dict[str, Any], now: datetime) -> None:
+    """The writable order properties the sandbox honours (WooCommerce ignores read-only ones)."""
+    for name in ("customer_note", "payment_method", "payment_method_title", "transaction_id", "customer_id",
+                 "currency"):
+        if name in data:
+            order[name] = data[name]
+    for name in ("billing", "shipping"):
+        if isinstance(data.get(name), dict):
+            order[name] = {**(order.get(name) or {}), **data[name]}
+    if isinstance(data.get("meta_data"), list):
+        order["meta_data"] = _merge_meta(order.get("meta_data") or [], data["meta_data"])
+    status = data.get("status")
+    if status:
+        order["status"] = status
+        if status in ("processing", "completed") and not order.get("date_paid_gmt"):
+            order["date_paid_gmt"] = _wall(now)
+        if status == "completed":
+            order["date_completed_gmt"] = _wall(now)
+        order["needs_processing"] = status == "processing"
+        order["needs_payment"] = status in ("pending", "failed")
+        order["is_editable"] = status in ("pending", "on-hold", "auto-draft")
+    if data.get("set_paid") is True and not order.get("date_paid_gmt"):
+        order["date_paid_gmt"] = _wall(now)
+
+
+def _merge_meta(current: list[dict[str, Any]], changes: list[Any]) -> list[dict[str, Any]]:
+    merged = [dict(m) for m in current]
+    next_id = max((int(m.get("id") or 0) for m in merged), default=0) + 1
+    for change in changes:
+        if not isinstance(change, dict) or "key" not in change:
+            continue
+        existing = next((m for m in merged if m.get("key") == change["key"]), None)
+        if existing is not None:
+            existing["value"] = change.get("value")
+        else:
+            merged.append({"id": next_id, "key": change["key"], "value": change.get("value")})
+            next_id += 1
+    return merged
+
+
+def _no_route() -> Response:
+    return wp_error(404, "rest_no_route", "No route was found matching the URL and request method.")
+
+
+def _invalid_id(status: int = 404) -> Response:
+    return wp_error(status, "woocommerce_rest_shop_order_invalid_id", "Invalid ID.")
+
+
+def _early_fault(fault: dict[str, Any] | None) -> Response | None:
+    """Faults answered before WordPress runs (a proxy, WAF, rate limiter or maintenance mode)."""
+    if fault is None:
+        return None
+    kind = fault["type"]
+    retry = [("Retry-After", str(fault.get("retry_after", 1)))]
+    if kind == "429":
+        return Response(429, wp_json({"code": "rest_too_many_requests", "message": "Too many requests.",
+                                      "data": {"status": 429}}), retry)
+    if kind == "503":
+        return Response(503, _MAINTENANCE_HTML, retry, "text/html; charset=UTF-8")
+    if kind == "500":
+        message = ("<p>There has been a critical error on this website.</p><p><a href=\"https://wordpress.org/"
+                   "documentation/article/faq-troubleshooting/\">Learn more about troubleshooting WordPress."
+                   "</a></p>")
+        return Response(500, wp_json({"code": "internal_server_error", "message": message,
+                                      "data": {"status": 500}, "additional_errors": []}))
+    if kind == "html":
+        return Response(200, _WAF_HTML, [], "text/html; charset=UTF-8")
+    if kind == "delay":
+        time.sleep(float(fault.get("seconds", 1)))
+    return None
+
+
+def _link_header(host: str, params: dict[str, str], page: int, pages: int) -> str:
+    """``<url?...&page=n>; rel="prev", <...>; rel="next"`` as ``WP_REST_Response::link_header`` joins them."""
+    links = []
+
+    def url(target: int) -> str:
+        query = {**params, "page": str(target)}
+        pairs = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in query.items())
+        return f"http://{host}{ORDERS_PATH}?{pairs}"
+
+    if page > 1:
+        links.append(f'<{url(min(page - 1, pages) if pages else page - 1)}>; rel="prev"')
+    if pages > page:
+        links.append(f'<{url(page + 1)}>; rel="next"')
+    return ", ".join(links)
+
+
+# --- HTTP ------------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], owner: SandboxStorefront) -> None:
+        self.owner = owner
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Cut kept-alive connections so a stopped sandbox really stops answering."""
+        with self.sockets_lock:
+            sockets = list(self.open_sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: every answer carries Content-Length
+    disable_nagle_algorithm = True  # header and body are separate writes; don't wait for ACKs
+    server: _Server
+
+    def version_string(self) -> str:
+        return "Apache"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence per-request stderr lines (benchmarks make hundreds of thousands)."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self, method: str) -> None:
+        owner = self.server.owner
+        parts = urlsplit(self.path)
+        try:
+            body = self._read_body()
+            params = _query_params(parts.query)
+            if parts.path.startswith(CONTROL_PREFIX):
+                resp = owner.control(method, parts.path, body)
+            elif parts.path.startswith("/wp-json/"):
+                host = self.headers.get("Host") or f"{owner.host}:{owner.port}"
+                resp, _fault = owner.app.handle(method, parts.path, params, self.headers, body, host)
+            else:
+                resp = Response(404, b"<html><body><h1>Not Found</h1></body></html>", [],
+                                "text/html; charset=UTF-8")
+        except Exception as exc:  # a sandbox bug must still answer, and loudly
+            print(f"sandbox storefront: error on {method} {self.path}: {exc!r}", file=sys.stderr, flush=True)
+            resp = wp_error(500, "sandbox_internal_error", repr(exc))
+        if not parts.path.startswith(CONTROL_PREFIX):
+            with owner.store.lock:
+                owner.store.log.append((method, self.path, resp.status))
+        self._send(resp)
+
+    def _send(self, resp: Response) -> None:
+        self.send_response(resp.status)
+        for name, value in resp.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(resp.body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(resp.body)
+
+
+# --- the public object -----------------------------------------------------------------------------
+
+
+class SandboxStorefront:
+    """A WooCommerce REST API v3 stand-in on a background thread.
+
+    >>> with SandboxStorefront(orders) as shop:          # port 0 picks a free port
+    ...     requests.get(shop.base_url + "/wp-json/wc/v3/orders", auth=("ck_sandbox", "cs_sandbox"))
+
+    ``clock`` (aware ``datetime``) is the server's "now" for PUT bumps, notes and drift.
+    """
+
+    def __init__(
+        self,
+        orders: list[dict[str, Any]] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        consumer_key: str = "ck_sandbox",
+        consumer_secret: str = "cs_sandbox",
+        store_timezone: str = "Europe/Berlin",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.store_timezone = store_timezone
+        self.store = OrderStore(ZoneInfo(store_timezone), clock or (lambda: datetime.now(UTC)))
+        self.app = StorefrontApp(self.store, consumer_key, consumer_secret)
+        if orders:
+            self.store.load(orders)
+        self.store.snapshot()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    def start(self) -> SandboxStorefront:
+        """Bind (port 0 = any free port) and serve on a daemon thread."""
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name=f"sandbox-storefront-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.close_connections()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> SandboxStorefront:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the sandbox storefront is not started")
+        return f"http://{self.host}:{self.port}"
+
+    # -- in-process helpers
+
+    def add_orders(self, orders: Iterable[dict[str, Any]]) -> int:
+        """Upsert many orders (by id); returns how many."""
+        return self.store.load(orders)
+
+    def upsert_order(self, order: dict[str, Any]) -> None:
+        self.store.upsert(order)
+
+    def get_order(self, order_id: int) -> dict[str, Any] | None:
+        """The stored order as the API would return it (a fresh copy), or None."""
+        with self.store.lock:
+            return self.store.decode(order_id)
+
+    def touch_order(self, order_id: int, when: datetime) -> dict[str, Any]:
+        """Set date_modified(_gmt) to ``when`` (aware); raises ``KeyError`` for an unknown id."""
+        return self.store.touch(order_id, when)
+
+    def inject_faults(self, faults: list[dict[str, Any]]) -> None:
+        """Queue faults (FIFO), e.g. ``[{"type": "429", "retry_after": 2, "times": 3}]``."""
+        self.store.add_faults(faults)
+
+    @property
+    def pending_faults(self) -> list[dict[str, Any]]:
+        with self.store.lock:
+            return [dict(f) for f in self.store.faults]
+
+    @property
+    def request_log(self) -> list[tuple[str, str, int]]:
+        """``(method, path + query, status)`` of every API request so far."""
+        with self.store.lock:
+            return list(self.store.log)
+
+    def notes(self, order_id: int) -> list[dict[str, Any]]:
+        with self.store.lock:
+            return [dict(n) for n in self.store.notes.get(order_id, ())]
+
+    def reset(self, orders: list[dict[str, Any]] | None = None) -> None:
+        """Back to the orders given at construction (or exactly ``orders``); clears faults, notes, log."""
+        self.store.reset(orders)
+
+    # -- control endpoints (out-of-process tests)
+
+    def control(self, method: str, path: str, body: bytes) -> Response:
+        route = path[len(CONTROL_PREFIX):].rstrip("/")
+        try:
+            data = json.loads(body) if body.strip() else None
+        except ValueError:
+            return wp_error(400, "sandbox_bad_json", "The body is not JSON.")
+        try:
+            return self._control(method, route, data)
+        except (TypeError, ValueError, KeyError) as exc:
+            return wp_error(400, "sandbox_bad_request", str(exc))
+
+    def _control(self, method: str, route: str, data: Any) -> Response:
+        if method == "POST" and route == "/faults":
+            self.inject_faults(data if isinstance(data, list) else [data])
+            return Response(200, wp_json({"queued": len(self.pending_faults)}))
+        if method == "GET" and route == "/faults":
+            return Response(200, wp_json(self.pending_faults))
+        if method == "POST" and route == "/orders":
+            count = self.add_orders(data if isinstance(data, list) else [data])
+            return Response(200, wp_json({"upserted": count}))
+        if method == "GET" and route.startswith("/orders/") and route[8:].isdigit():
+            order = self.get_order(int(route[8:]))
+            return _invalid_id() if order is None else Response(200, wp_json(order))
+        if method == "POST" and route == "/touch":
+            when = datetime.fromisoformat(str(data["when"]).replace("Z", "+00:00"))
+            if when.tzinfo is None:
+                raise ValueError("'when' needs an offset or Z")
+            return Response(200, wp_json(self.touch_order(int(data["id"]), when)))
+        if method == "POST" and route == "/reset":
+            self.reset(data.get("orders") if isinstance(data, dict) else None)
+            return Response(200, wp_json({"orders": len(self.store.records)}))
+        if method == "GET" and route == "/requests":
+            return Response(200, wp_json([list(entry) for entry in self.request_log]))
+        return wp_error(404, "sandbox_no_route", f"No sandbox route {method} {route}.")
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+
+def _aware(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.storefront --port 8081 --orders 300 --seed 42``; serves until SIGTERM/SIGINT."""
+    import pendulum
+
+    from sandbox.generator import generate_orders
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    parser = argparse.ArgumentParser(prog="python -m sandbox.storefront", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--orders", type=int, default=300, help="how many orders to generate")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--start", type=_aware, default=now - timedelta(days=7),
+                        help="ISO 8601; date_modified_gmt spreads over [start, end) (default: 7 days ago)")
+    parser.add_argument("--end", type=_aware, default=now, help="ISO 8601 (default: now)")
+    parser.add_argument("--first-id", type=int, default=1001)
+    parser.add_argument("--key", default="ck_sandbox")
+    parser.add_argument("--secret", default="cs_sandbox")
+    parser.add_argument("--timezone", default="Europe/Berlin",
+                        help="the store's timezone (local date_* fields)")
+    args = parser.parse_args(argv)
+
+    orders = generate_orders(args.orders, start=pendulum.instance(args.start),
+                             end=pendulum.instance(args.end), seed=args.seed, first_id=args.first_id,
+                             store_timezone=args.timezone)
+    shop = SandboxStorefront(orders, host=args.host, port=args.port, consumer_key=args.key,
+                             consumer_secret=args.secret, store_timezone=args.timezone)
+    del orders
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    shop.start()
+    print(f"sandbox storefront listening on {shop.base_url}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        shop.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
