@@ -42,6 +42,7 @@ import pstats
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -130,9 +131,10 @@ class Measured:
 class Meter:
     """Measures steps: wall, CPU of both sides, request count, per-step RSS and tracemalloc peaks."""
 
-    def __init__(self, shop: StorefrontProcess, *, trace: bool = False) -> None:
+    def __init__(self, shop: StorefrontProcess, *, trace: bool = False, gc_off: bool = False) -> None:
         self.shop = shop
         self.trace = trace
+        self.gc_off = gc_off
 
     def run(self, step: str, fn: Callable[[], dict[str, Any]], *,
             profile: Path | None = None) -> Measured:
@@ -146,6 +148,8 @@ class Meter:
             tracemalloc.reset_peak()
             traced0 = tracemalloc.get_traced_memory()[0]
         profiler = cProfile.Profile() if profile is not None else None
+        if self.gc_off:  # what-if: the cyclic GC off during the step (refcounting still frees)
+            gc.disable()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -154,6 +158,7 @@ class Meter:
         finally:
             if profiler is not None:
                 profiler.disable()
+            gc.enable()
         wall = time.perf_counter() - wall0
         cpu = time.process_time() - cpu0
         server = _cpu_seconds(self.shop.psutil_proc) - server0
@@ -438,6 +443,16 @@ def _uptime() -> str:
         return f"loadavg {os.getloadavg()}"
 
 
+def _interrupted(signum: int, _frame: Any) -> None:
+    raise SystemExit(f"interrupted by signal {signum}")
+
+
+def _quiet() -> None:
+    """Per-connection chatter of the SSH and GX libraries would drown the report."""
+    for noisy in ("paramiko", "great_expectations", "airflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def _time_imports() -> dict[str, float]:
     """Seconds to import each module the steps need, in order (each includes what it pulls in first)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -487,7 +502,7 @@ def bench_n(n: int, args: argparse.Namespace, work: Path, window: Any) -> dict[s
             label = f"n{n}_{kind}{number}"
             if trace:
                 tracemalloc.start()
-            meter = Meter(shop, trace=trace)
+            meter = Meter(shop, trace=trace, gc_off=args.gc_off)
             run = _new_run(store, window, work, label)
             prof = {s: RESULTS_DIR / f"profile_{args.stamp}_{s}_{n}.prof" for s in profiled}
             floor_csv = work / label / "floor.csv"
@@ -604,9 +619,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the extra pass that measures tracemalloc peaks")
     parser.add_argument("--profile", nargs="*", choices=STEPS, default=[],
                         help="one extra pass with cProfile around these steps (.prof in bench/results)")
+    parser.add_argument("--gc-off", action="store_true",
+                        help="what-if: disable the cyclic garbage collector during every step (floor too)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     args = parser.parse_args(argv)
     args.stamp = time.strftime("%Y%m%dT%H%M%S")
+    # SIGTERM (and SIGINT, which a shell's background job ignores) must still stop the servers.
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
 
     os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -620,15 +640,14 @@ def main(argv: list[str] | None = None) -> int:
         lib.setLevel(logging.INFO)
         lib.addHandler(handler)
         lib.propagate = False
-    # Per-connection chatter of the SSH and GX libraries would drown the report.
-    for noisy in ("paramiko", "great_expectations", "airflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     load_before = _uptime()
     print(f"export bench {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()} "
           f"({os.cpu_count()} CPUs, Python {platform.python_version()})")
     print(f"load before: {load_before}", flush=True)
+    _quiet()
     imports = _time_imports()
+    _quiet()  # again: GX sets its loggers' levels when imported
 
     import pendulum
 
@@ -648,7 +667,11 @@ def main(argv: list[str] | None = None) -> int:
     load_after = _uptime()
     _print_table(results, imports)
     maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nru_maxrss of the whole bench process (all N, all passes): {maxrss_mb:.0f} MB")
+    step_peak = max(s["rss_peak_mb"] for r in results for s in r["steps"].values())
+    # Resetting VmHWM (clear_refs) also resets the high-water mark ru_maxrss reads, so
+    # ru_maxrss alone would only cover the last step: the process peak is the larger of both.
+    print(f"\nprocess peak RSS (all N, all passes): {max(maxrss_mb, step_peak):.0f} MB "
+          f"(ru_maxrss at exit {maxrss_mb:.0f} MB covers only the time since the last per-step reset)")
     print(f"load after: {load_after}")
 
     out = RESULTS_DIR / f"export_bench_{args.stamp}.json"
@@ -656,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "load_before": load_before, "load_after": load_after,
         "argv": sys.argv[1:], "window": str(window), "imports_s": imports,
-        "ru_maxrss_mb": maxrss_mb, "results": results,
+        "ru_maxrss_mb": maxrss_mb, "process_peak_rss_mb": max(maxrss_mb, step_peak), "results": results,
     }, indent=1, default=str))
     print(f"results: {out.relative_to(ROOT)}")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -172,6 +173,10 @@ class EmbeddedSftpServer:
 
     async def _listen(self, host_key: Any, client_key: Any) -> None:
         import asyncssh
+
+        # asyncssh logs every channel open/close at INFO: noise in demo and test output.
+        asyncssh.set_log_level(logging.WARNING)
+        asyncssh.set_sftp_log_level(logging.WARNING)
 
         authorized = asyncssh.import_authorized_keys(_public_line(client_key))
         username = self.username

@@ -608,8 +608,12 @@ def parse_list_query(params: dict[str, str], store_tz: tzinfo) -> ListQuery | Re
 
 
 def list_signature(params: dict[str, str]) -> tuple[Any, ...]:
-    """The query minus paging and credentials: 'the same query' for drift bookkeeping."""
-    skip = {"page", "offset", "consumer_key", "consumer_secret"}
+    """The query minus paging, credentials and lower bounds: 'the same scan' for drift bookkeeping.
+
+    Lower bounds are left out so a keyset client, which moves ``modified_after`` page by page,
+    counts as one scan too: drift then bumps orders it already read to just inside the upper
+    bound, i.e. ahead of its cursor (it must re-read them; an offset client skips others)."""
+    skip = {"page", "offset", "consumer_key", "consumer_secret", "modified_after", "after"}
     return tuple(sorted((k, v) for k, v in params.items() if k not in skip))
 
 

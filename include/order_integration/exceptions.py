@@ -28,6 +28,11 @@ class StorefrontAuthError(PermanentError, StorefrontError):
     """The storefront refused the credentials or the certificate."""
 
 
+class StorefrontRequestRejected(PermanentError, StorefrontError):
+    """The storefront refused our request as malformed (400) or unknown (404, other 4xx):
+    a bug in the request or a wrong base URL; retrying the same request cannot help."""
+
+
 class BackendError(OrderIntegrationError):
     """The backend's SFTP server failed in a way that may pass."""
 

@@ -122,8 +122,16 @@ def test_faults_while_paging_deliver_the_same_set_as_a_clean_run(export_harness)
     date = "2026-11-02T11:00:00+00:00"
     a, b = clean.run(date), faulty.run(date)
     assert a.ok and b.ok, (a.output + b.output)[-4000:]
-    assert sorted(clean.delivered_versions()) == sorted(faulty.delivered_versions())
-    assert a.summary["delivered"] == b.summary["delivered"] > 100  # several pages' worth
+    # store ids differ (so do versions) and drift bumps updated_at: compare the rest
+    def rows(h):
+        return sorted(tuple(v for k, v in r.items() if k not in ("store_id", "order_version", "updated_at"))
+                      for r in h.delivered_rows())
+
+    assert rows(clean) == rows(faulty)
+    ids = [oid for oid, _ in faulty.delivered_versions()]
+    assert len(ids) == len(set(ids))
+    assert a.summary["delivered"] == b.summary["delivered"] > 0
+    assert a.summary["extracted"] == b.summary["extracted"] > 100  # more than one page
     statuses = [status for _method, _path, status in shop.request_log]
     assert {429, 500, 503} <= set(statuses), "the faults were really served"
 

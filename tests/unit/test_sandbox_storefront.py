@@ -459,10 +459,18 @@ def test_drift_waits_until_the_query_has_served_a_page(fresh: SandboxStorefront,
     fresh.inject_faults([{"type": "drift"}])
     _list(fresh, http, orderby="modified", order="asc", page=1)
     assert len(fresh.pending_faults) == 1
-    _list(fresh, http, orderby="modified", order="asc", modified_after="2026-03-21T00:00:00", page=2)
+    _list(fresh, http, orderby="modified", order="desc", page=2)
     assert len(fresh.pending_faults) == 1  # another query: nothing of it served yet
     _list(fresh, http, orderby="modified", order="asc", page=2)
     assert fresh.pending_faults == []
+
+
+def test_drift_also_hits_a_keyset_client_moving_its_lower_bound(fresh: SandboxStorefront, http: requests.Session) -> None:
+    fresh.inject_faults([{"type": "drift", "count": 2}])
+    _list(fresh, http, orderby="modified", order="asc", page=1)
+    assert len(fresh.pending_faults) == 1
+    _list(fresh, http, orderby="modified", order="asc", modified_after="2026-03-21T00:00:00", page=1)
+    assert fresh.pending_faults == []  # same scan, cursor moved: the fault fired
 
 
 # --- writes ----------------------------------------------------------------------------------------

@@ -242,3 +242,13 @@ def test_non_object_order_is_a_problem(raw: object) -> None:
 def test_client_normalise_is_normalise_order() -> None:
     raw = load("order_kwd")
     assert WooCommerceClient("unused").normalise(raw, "s") == normalise_order(raw, "s")
+
+
+def test_absurd_magnitudes_are_problems_not_hangs() -> None:
+    raw = load("order_usd")
+    raw["total"] = "1e999999"
+    raw["line_items"][0]["quantity"] = "1e999999"  # int() of this would take minutes
+    order = normalise_order(raw, "s")
+    assert order.total is None and order.lines[0].quantity is None
+    assert ("parseable_money", "total '1e999999' is out of range") in rules(order)
+    assert ("parseable_quantity", "line 1 quantity '1e999999' is not an integer") in rules(order)

@@ -13,17 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import pendulum
 
-from order_integration.exceptions import PermanentError, StorefrontError
+from order_integration.exceptions import StorefrontRequestRejected
 from order_integration.model import Order
 
-
-class StorefrontRequestRejected(PermanentError, StorefrontError):
-    """The storefront refused our request as malformed (400) or unknown (404, other 4xx).
-
-    Retrying the same request cannot help: it is a bug in the request or a wrong base URL.
-    (Kept here rather than in ``exceptions.py`` because that module is shared; it subclasses
-    both ``PermanentError`` and ``StorefrontError`` so either ``except`` catches it.)
-    """
+__all__ = ["PageProgress", "StorefrontClient", "StorefrontRequestRejected"]
 
 
 class PageProgress(Protocol):

@@ -118,6 +118,8 @@ ORDERS_ENDPOINT = "wp-json/wc/v3/orders"
 MAX_PER_PAGE = 100
 _SNIPPET = 120
 _WC_TIME = "%Y-%m-%dT%H:%M:%S"
+#: Largest decimal exponent accepted for money and quantities (a quadrillion): beyond is garbage.
+_MAX_DIGITS = 15
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,6 +596,9 @@ def _money(value: object, label: str, problems: _Problems, *, required: bool = T
     if amount is None or not amount.is_finite():
         problems.add("parseable_money", f"{label} {value!r} is not a decimal amount")
         return None
+    if amount and amount.adjusted() > _MAX_DIGITS:  # '1e999999' parses but breaks rounding later
+        problems.add("parseable_money", f"{label} {value!r} is out of range")
+        return None
     return amount
 
 
@@ -606,7 +611,11 @@ def _quantity(value: object, label: str, problems: _Problems) -> int | None:
             number = Decimal(str(value).strip())
         except InvalidOperation:
             number = None
-    if number is not None and number.is_finite() and number == number.to_integral_value():
+    # bounded before int(): int(Decimal('1e999999')) would build a million-digit number
+    if (
+        number is not None and number.is_finite() and (not number or number.adjusted() <= _MAX_DIGITS)
+        and number == number.to_integral_value()
+    ):
         return int(number)
     problems.add("parseable_quantity", f"{label} {value!r} is not an integer")
     return None
