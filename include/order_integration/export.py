@@ -105,13 +105,14 @@ def validate(
     records: dict[int, dict[str, Any]] = {}
     candidates = []
     for order in orders:
-        record = order.record()
         versions = claimed.get(order.order_id)
-        if versions and record["order_version"] in versions:
-            counts.already_delivered += 1
-        elif not versions and order.status not in exportable:
+        if not versions and order.status not in exportable:
             counts.not_ready += 1
             counts.not_ready_by_status[order.status] = counts.not_ready_by_status.get(order.status, 0) + 1
+            continue
+        record = order.record()  # only now: rendering the content is the costly part
+        if versions and record["order_version"] in versions:
+            counts.already_delivered += 1
         else:
             records[id(order)] = record
             candidates.append(order)
@@ -164,14 +165,15 @@ def load(
     then the versions still unclaimed are claimed, rendered, uploaded and recorded."""
     from airflow.sdk import ObjectStoragePath
 
-    versions = [(r["order_id"], r["order_version"]) for r in _read_jsonl(deliverable_path)]
+    records = list(_read_jsonl(deliverable_path))
+    versions = [(r["order_id"], r["order_version"]) for r in records]
     with backend.session() as sftp:
         for batch in ledger.pending_batches(store.id):
             log.info("store %s: finishing batch %s left by run %s", store.id, batch.batch_id, batch.run_id)
             _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
         if versions:
             batch, _won = ledger.open_batch(store.id, run_id, window.label, str(deliverable_path), versions)
-            _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
+            _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath, records)
     # Counted from the ledger, so a retry after a crash reports what the run delivered in all.
     owners = ledger.claim_runs(store.id, versions)
     delivered = sum(1 for v in versions if owners.get(v) == run_id)
@@ -183,9 +185,11 @@ def load(
 
 def _finish_batch(
     store: StoreConfig, staging: ObjectStoragePath, ledger: Ledger, sftp: Any,
-    batch: Batch, path_cls: type[ObjectStoragePath],
+    batch: Batch, path_cls: type[ObjectStoragePath], source: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Render (if not yet), upload and record one batch; an empty batch is dropped."""
+    """Render (if not yet), upload and record one batch; an empty batch is dropped.
+
+    ``source``: the batch's source records when the caller has them already in memory."""
     claims = ledger.batch_claims(batch.batch_id)
     if not claims:
         ledger.drop_batch(batch.batch_id)
@@ -193,10 +197,8 @@ def _finish_batch(
     fmt = store.backend.format
     if batch.staged_path is None or batch.file_name is None:
         staged = staging / f"batch-{batch.batch_id}.{fmt}"
-        records = (
-            r for r in _read_jsonl(path_cls(batch.source_path))
-            if (r["order_id"], r["order_version"]) in claims
-        )
+        rows = source if source is not None else _read_jsonl(path_cls(batch.source_path))
+        records = (r for r in rows if (r["order_id"], r["order_version"]) in claims)
         with staged.open("wb") as fh:
             written = write_orders(records, fmt, fh)
         # The batch's own window names the file, whichever run finishes it.

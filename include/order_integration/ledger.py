@@ -41,7 +41,6 @@ from sqlalchemy import (
     event,
     insert,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -240,16 +239,16 @@ class Ledger:
     def claim_runs(self, store_id: str, versions: Sequence[OrderVersion]) -> dict[OrderVersion, str]:
         """(order_id, version) -> run id of the batch that claimed it."""
         c, b = delivery_claims.c, delivery_batches.c
-        key = tuple_(c.order_id, c.order_version)
+        wanted = set(versions)
         found: dict[OrderVersion, str] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(versions)):
+            for chunk in _chunks(sorted({oid for oid, _ in wanted})):
                 rows = conn.execute(
                     select(c.order_id, c.order_version, b.run_id)
                     .join(delivery_batches, b.batch_id == c.batch_id)
-                    .where(c.store_id == store_id, key.in_(chunk))
+                    .where(c.store_id == store_id, c.order_id.in_(chunk))
                 )
-                found.update(((o, v), run) for o, v, run in rows)
+                found.update(((o, v), run) for o, v, run in rows if (o, v) in wanted)
         return found
 
     def run_files(self, store_id: str, run_id: str) -> list[str]:
@@ -347,16 +346,19 @@ class Ledger:
     # -- helpers -------------------------------------------------------------------------
     @staticmethod
     def _fresh(conn: Any, table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The rows whose (store_id, order_id, order_version) is not in ``table`` yet."""
+        """The rows whose (store_id, order_id, order_version) is not in ``table`` yet.
+
+        Filters on ``order_id IN (...)`` (indexed by the unique key's prefix) and matches the
+        versions here: a tuple IN makes SQLite scan the whole store's history per chunk."""
         if not rows:
             return []
-        key = tuple_(table.c.order_id, table.c.order_version)
         found: set[OrderVersion] = set()
-        for chunk in _chunks([(r["order_id"], r["order_version"]) for r in rows]):
+        ids = sorted({r["order_id"] for r in rows})
+        for chunk in _chunks(ids):
             found.update(
                 (o, v) for o, v in conn.execute(
                     select(table.c.order_id, table.c.order_version).where(
-                        table.c.store_id == rows[0]["store_id"], key.in_(chunk)
+                        table.c.store_id == rows[0]["store_id"], table.c.order_id.in_(chunk)
                     )
                 )
             )

@@ -32,7 +32,7 @@ def test_one_export_dag_per_configured_store(dagbag):
 
 
 def test_tags_owner_retries_and_timeouts(dagbag):
-    dag = dagbag.get_dag("order_export__demo")
+    dag = dagbag.dags["order_export__demo"]
     assert {"order-integration", "store:demo"} <= set(dag.tags)
     assert [t.task_id for t in dag.topological_sort()] == ["extract", "validate", "load", "publish"]
     for t in dag.tasks:
@@ -46,7 +46,7 @@ def test_tags_owner_retries_and_timeouts(dagbag):
 def test_schedule_is_an_interval_timetable(dagbag):
     """A run must cover the period before it ([10:00, 11:00) for the 11:00 run), not [L, L)
     as a plain "@hourly" string would give; the integration tests check the window itself."""
-    dag = dagbag.get_dag("order_export__demo")
+    dag = dagbag.dags["order_export__demo"]
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert dag.timetable.expression == "0 * * * *"
     assert str(dag.timetable.timezone) == "UTC"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from order_integration.config import FileFormat
-from order_integration.model import CSV_COLUMNS
+from order_integration.model import CSV_COLUMNS, LINE_COLUMNS, ORDER_COLUMNS, TOTAL_COLUMNS
 
 #: Cells that hold numbers or times, never free text: the injection guard leaves them alone
 #: (a negative fee ``-5.00`` must stay a number).
@@ -40,38 +40,27 @@ class WrittenFile:
     digest: str  # short sha256 of the bytes written
 
 
+def _cells(source: Mapping[str, Any], columns: tuple[str, ...]) -> list[str]:
+    return [source[c] if c in _NOT_TEXT else guard_cell(source[c]) for c in columns]
+
+
 def _csv_rows(record: Mapping[str, Any]) -> Iterable[list[str]]:
+    # Order-level cells are guarded once per order, not once per line.
+    head, tail = _cells(record, ORDER_COLUMNS), _cells(record, TOTAL_COLUMNS)
     for line in record["lines"]:
-        row = {**record, **line}
-        yield [row[c] if c in _NOT_TEXT else guard_cell(row[c]) for c in CSV_COLUMNS]
-
-
-def _header(fmt: FileFormat) -> str:
-    if fmt == "csv":
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\r\n").writerow(CSV_COLUMNS)
-        return buffer.getvalue()
-    if fmt == "jsonl":
-        return ""
-    raise ValueError(f"unknown orders file format {fmt!r}")  # config refuses it first
-
-
-def _render(record: Mapping[str, Any], fmt: FileFormat, buffer: io.StringIO) -> int:
-    """Append one order record to ``buffer``; returns the number of rows written."""
-    if fmt == "csv":
-        rows = list(_csv_rows(record))
-        csv.writer(buffer, lineterminator="\r\n").writerows(rows)  # RFC 4180 quoting
-        return len(rows)
-    buffer.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-    return 1
+        yield head + _cells(line, LINE_COLUMNS) + tail
 
 
 def write_orders(records: Iterable[Mapping[str, Any]], fmt: FileFormat, target: BinaryIO) -> WrittenFile:
     """Stream order records (:func:`~order_integration.model.order_record`) to ``target`` in
     ``fmt`` (UTF-8, no BOM); returns counts and the content digest."""
+    if fmt not in ("csv", "jsonl"):  # config refuses other formats first
+        raise ValueError(f"unknown orders file format {fmt!r}")
     sha = hashlib.sha256()
-    buffer = io.StringIO(_header(fmt))
-    buffer.seek(0, io.SEEK_END)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180 quoting
+    if fmt == "csv":
+        writer.writerow(CSV_COLUMNS)
     n_orders = n_rows = 0
 
     def flush() -> None:
@@ -82,7 +71,13 @@ def write_orders(records: Iterable[Mapping[str, Any]], fmt: FileFormat, target: 
         buffer.truncate()
 
     for record in records:
-        n_rows += _render(record, fmt, buffer)
+        if fmt == "csv":
+            rows = list(_csv_rows(record))
+            writer.writerows(rows)
+            n_rows += len(rows)
+        else:
+            buffer.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            n_rows += 1
         n_orders += 1
         if buffer.tell() > 1 << 16:  # 64 KiB writes: object stores dislike tiny ones
             flush()
