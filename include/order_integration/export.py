@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from order_integration.backend.formats import write_orders
 from order_integration.config import StoreConfig
@@ -46,11 +48,24 @@ def run_dir(base: ObjectStoragePath, store_id: str, window: Window, run_id: str)
     return path
 
 
+# Staging files are JSON Lines written and read with msgspec (already an Airflow dependency):
+# about 6x faster to encode and 25% faster to decode than the json module, same bytes format.
 def _read_jsonl(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
-    with path.open("r", encoding="utf-8") as fh:
+    decode = msgspec.json.Decoder().decode
+    with path.open("rb") as fh:
         for line in fh:
             if line.strip():
-                yield json.loads(line)
+                yield decode(line)
+
+
+def _write_jsonl(path: ObjectStoragePath, items: Iterable[Any]) -> int:
+    encode = msgspec.json.Encoder().encode
+    count = 0
+    with path.open("wb") as fh:
+        for item in items:
+            fh.write(encode(item) + b"\n")
+            count += 1
+    return count
 
 
 # -- extract -------------------------------------------------------------------------------
@@ -62,11 +77,7 @@ def extract(
     log.info("store %s: extracting orders modified in %s (window %s, lookback %d min)",
              store.id, span, window, store.lookback_minutes)
     target = staging / RAW_FILE
-    count = 0
-    with target.open("w", encoding="utf-8") as fh:
-        for raw in client.iter_orders(span.start, span.end):
-            fh.write(json.dumps(raw, ensure_ascii=False, separators=(",", ":")) + "\n")
-            count += 1
+    count = _write_jsonl(target, client.iter_orders(span.start, span.end))
     log.info("store %s: extracted %d orders to %s", store.id, count, target)
     return {"raw_path": str(target), "extracted": count}
 
@@ -132,10 +143,7 @@ def validate(
     counts.newly_quarantined = sum(1 for oid, ver, _ in entries if (oid, ver) not in before)
 
     deliverable_path = staging / DELIVERABLE_FILE
-    with deliverable_path.open("w", encoding="utf-8") as fh:
-        for order in outcome.valid:
-            fh.write(json.dumps(records[id(order)], ensure_ascii=False, separators=(",", ":")) + "\n")
-            counts.deliverable += 1
+    counts.deliverable = _write_jsonl(deliverable_path, (records[id(o)] for o in outcome.valid))
     quarantine_path = staging / QUARANTINE_FILE
     quarantine_path.write_text(json.dumps(
         [{"order_id": oid, "order_version": ver, "reasons": reasons} for oid, ver, reasons in entries],

@@ -39,6 +39,7 @@ from sqlalchemy import (
     and_,
     create_engine,
     event,
+    func,
     insert,
     select,
     update,
@@ -77,6 +78,13 @@ status_events = Table(
     Column("event", String(32), nullable=False),
     Column("outcome", Text, nullable=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
+    # Added by the status sync (nullable, so older rows and other writers stay valid):
+    Column("event_key", String(64), nullable=True, index=True),  # digest of the event's content
+    Column("sku", String(128), nullable=True),  # partial shipments only
+    Column("quantity", Integer, nullable=True),  # units of ``sku`` shipped by this event
+    Column("new_status", String(32), nullable=True),  # the storefront status this event wrote
+    Column("note", Text, nullable=True),  # the note text the event put on the order
+    Column("occurred_at", DateTime(timezone=True), nullable=True),  # when the backend says it happened
 )
 stock_levels = Table(
     "stock_levels", metadata,
@@ -342,6 +350,90 @@ class Ledger:
                 .values(uploaded_at=now)
             )
         return len(claims)
+
+    # -- status events (backend status files -> storefront) -------------------------------
+    def applied_status_event_keys(self, store_id: str, event_keys: Iterable[str]) -> set[str]:
+        """Those ``event_keys`` already applied (outcome ``applied``) to the store's orders."""
+        keys = sorted(set(event_keys))
+        e = status_events.c
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(keys):
+                rows = conn.execute(
+                    select(e.event_key).where(
+                        e.store_id == store_id, e.event_key.in_(chunk), e.outcome == "applied"
+                    )
+                )
+                found.update(r[0] for r in rows)
+        return found
+
+    def shipped_quantities(self, store_id: str, order_ids: Iterable[str]) -> dict[tuple[str, str], int]:
+        """(order_id, sku) -> units shipped so far by applied partial ``shipped`` events."""
+        ids = sorted(set(order_ids))
+        e = status_events.c
+        found: dict[tuple[str, str], int] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    select(e.order_id, e.sku, func.sum(e.quantity))
+                    .where(
+                        e.store_id == store_id, e.order_id.in_(chunk), e.event == "shipped",
+                        e.outcome == "applied", e.sku.is_not(None), e.quantity.is_not(None),
+                    )
+                    .group_by(e.order_id, e.sku)
+                )
+                found.update(((o, sku), int(total)) for o, sku, total in rows)
+        return found
+
+    def statuses_written(self, store_id: str, order_ids: Iterable[str]) -> dict[str, str]:
+        """order_id -> the last status the status sync wrote to that order (orders it never
+        changed are absent). Lets the export recognise its own echo."""
+        ids = sorted(set(order_ids))
+        e = status_events.c
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    select(e.order_id, e.new_status)
+                    .where(
+                        e.store_id == store_id, e.order_id.in_(chunk), e.outcome == "applied",
+                        e.new_status.is_not(None),
+                    )
+                    .order_by(e.applied_at, e.line_number)
+                )
+                found.update((o, status) for o, status in rows)  # later rows win
+        return found
+
+    def status_events_of(self, store_id: str, source_file: str | None = None) -> list[dict[str, Any]]:
+        """The store's status event rows (of one file if given), in the order they were recorded."""
+        e = status_events.c
+        cond = e.store_id == store_id
+        if source_file is not None:
+            cond = and_(cond, e.source_file == source_file)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(status_events).where(cond).order_by(e.applied_at, e.line_number))
+            return [dict(r) for r in rows.mappings()]
+
+    def record_status_events(
+        self, store_id: str, source_file: str, rows: Sequence[dict[str, Any]]
+    ) -> int:
+        """Append one ``status_events`` row per entry, in one transaction.
+
+        Each entry holds ``line_number``, ``order_id``, ``event``, ``outcome`` and optionally
+        ``event_key``, ``sku``, ``quantity``, ``new_status``, ``note``, ``occurred_at``."""
+        if not rows:
+            return 0
+        now = _now()
+        optional = ("event_key", "sku", "quantity", "new_status", "note", "occurred_at")
+        values = [
+            {"store_id": store_id, "source_file": source_file, "line_number": r["line_number"],
+             "order_id": r["order_id"], "event": r["event"], "outcome": r["outcome"], "applied_at": now,
+             **{k: r.get(k) for k in optional}}
+            for r in rows
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(insert(status_events), values)
+        return len(values)
 
     # -- helpers -------------------------------------------------------------------------
     @staticmethod

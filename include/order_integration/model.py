@@ -9,14 +9,17 @@ reason while the rest of the batch goes on.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pendulum
 
 from order_integration.currency import format_money, is_valid_currency
+
+#: Canonical JSON for digests: sorted keys, compact, UTF-8 (msgspec: ~6x faster than json).
+_SORTED_JSON = msgspec.json.Encoder(order="sorted")
 
 #: Columns of the orders file, in contract order.
 ORDER_COLUMNS: tuple[str, ...] = (
@@ -186,8 +189,7 @@ def exported_content(order: Order) -> dict[str, Any]:
 def content_version(content: dict[str, Any]) -> str:
     """Short digest of exported content without ``updated_at`` (and without a version field)."""
     stable = {k: v for k, v in content.items() if k not in ("updated_at", "order_version")}
-    blob = json.dumps(stable, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return hashlib.sha256(_SORTED_JSON.encode(stable)).hexdigest()[:16]
 
 
 def order_record(order: Order) -> dict[str, Any]:
@@ -195,3 +197,10 @@ def order_record(order: Order) -> dict[str, Any]:
     content = exported_content(order)
     content["order_version"] = content_version(content)
     return content
+
+
+def status_free_version(record: dict[str, Any]) -> str:
+    """Digest of a record without ``order_status`` (nor ``updated_at``): two versions with the
+    same status-free digest differ only in their status. The export uses it to recognise the
+    echo of a status this package wrote back itself, which must not go out again."""
+    return content_version({k: v for k, v in record.items() if k != "order_status"})

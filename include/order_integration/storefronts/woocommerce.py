@@ -469,8 +469,9 @@ class WooCommerceClient:
             self._host, state.attempt_number, self.max_attempts, error, wait,
         )
 
-    def _get_page(self, hook: HttpHook, session: requests.Session, url: str, params: dict[str, str]) -> _Page:
-        retrying = tenacity.Retrying(
+    def _retrying(self) -> tenacity.Retrying:
+        """The retry policy of one request: ``_TransientError`` is retried, anything else raised."""
+        return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=self._wait,
             retry=tenacity.retry_if_exception_type(_TransientError),
@@ -478,8 +479,10 @@ class WooCommerceClient:
             before_sleep=self._before_sleep,
             reraise=True,
         )
+
+    def _get_page(self, hook: HttpHook, session: requests.Session, url: str, params: dict[str, str]) -> _Page:
         try:
-            return retrying(self._get_once, hook, session, url, params)
+            return self._retrying()(self._get_once, hook, session, url, params)
         except _TransientError as exc:
             raise StorefrontError(
                 f"woocommerce {self._host}: giving up after {self.max_attempts} attempts "
@@ -487,7 +490,16 @@ class WooCommerceClient:
             ) from exc
 
     def _get_once(self, hook: HttpHook, session: requests.Session, url: str, params: dict[str, str]) -> _Page:
-        prepared = session.prepare_request(requests.Request("GET", url, params=params))
+        return self._read(self._send(hook, session, requests.Request("GET", url, params=params)))
+
+    def _send(
+        self, hook: HttpHook, session: requests.Session, request: requests.Request
+    ) -> requests.Response:
+        """Send one request on the session; transport failures become the package's errors.
+
+        The response is returned whatever its status (see :meth:`_status_error`)."""
+        url = request.url
+        prepared = session.prepare_request(request)
         try:
             response = hook.run_and_check(
                 session, prepared, {"check_response": False, "timeout": self.timeout, "allow_redirects": True}
@@ -504,28 +516,32 @@ class WooCommerceClient:
             raise ConfigError(f"connection {self.conn_id!r}: bad store URL {url!r}: {exc}") from exc
         except requests.exceptions.RequestException as exc:  # connection refused/reset, timeouts
             raise _TransientError(f"{type(exc).__name__}: {exc}") from exc
-        return self._read(response)
+        return response
 
     def _read(self, response: requests.Response) -> _Page:
-        status = response.status_code
-        if status == 200:
+        if response.status_code == 200:
             return self._decode(response)
+        raise self._status_error(response)
+
+    def _status_error(self, response: requests.Response) -> StorefrontError:
+        """The error for a response that is not the expected success (the caller raises it)."""
+        status = response.status_code
         if status in (401, 403):
-            raise StorefrontAuthError(
+            return StorefrontAuthError(
                 f"woocommerce {self._host}: credentials refused for connection {self.conn_id!r} "
                 f"(HTTP {status} {_wc_error(response)})"
             )
         if status in (429, 503):
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise _TransientError(f"HTTP {status} (Retry-After {retry_after})", retry_after=retry_after)
+            return _TransientError(f"HTTP {status} (Retry-After {retry_after})", retry_after=retry_after)
         if status >= 500 or status == 408:
-            raise _TransientError(f"HTTP {status} {_wc_error(response)}")
+            return _TransientError(f"HTTP {status} {_wc_error(response)}")
         if 400 <= status < 500:
-            raise StorefrontRequestRejected(
+            return StorefrontRequestRejected(
                 f"woocommerce {self._host}: request rejected with HTTP {status} {_wc_error(response)} "
                 f"for {response.url}"
             )
-        raise _TransientError(f"unexpected HTTP {status} {_wc_error(response)}")
+        return _TransientError(f"unexpected HTTP {status} {_wc_error(response)}")
 
     @staticmethod
     def _decode(response: requests.Response) -> _Page:

@@ -1,0 +1,281 @@
+"""Status files the backend drops in ``outbound_dir``: names, parsing and validation.
+
+Contract (binding, from the backend)
+------------------------------------
+Any ``*.csv`` in ``outbound_dir`` whose name does not start with ``.`` (a leading dot marks a
+file still being written, as our own uploads do). UTF-8, a BOM is tolerated. One header row
+naming exactly the columns ``order_id,event,occurred_at,carrier,tracking_number,tracking_url,
+sku,quantity,note`` (any order; a missing, unknown or repeated column makes the whole file
+invalid: we would otherwise guess what the backend meant). Empty lines are ignored.
+
+Line rules (a broken line is a :class:`LineError` naming the rule and the value; the other
+lines of the file still count):
+
+* ``order_id`` is present;
+* ``event`` is one of ``accepted``, ``shipped``, ``cancelled``, ``rejected``;
+* ``occurred_at`` is ISO 8601 *with* a UTC designator (``Z`` or ``+00:00``): a naive time
+  is ambiguous and another offset breaks the contract, both are refused;
+* ``quantity``, when given, is a positive integer (digits only) — the units of ``sku``
+  shipped by this event, not a running total;
+* ``sku`` and ``quantity`` come together or not at all, and only with ``shipped`` (a partial
+  cancel or accept does not exist; applying it to the whole order would be wrong);
+* ``shipped`` needs ``carrier`` or ``tracking_number``: the customer is told how the parcel
+  travels, a shipment note without either tells them nothing;
+* ``tracking_url``, when given, is an ``http(s)://`` URL (it ends up in a customer note);
+* ``rejected`` needs the reason in ``note``.
+
+Tracking columns on non-``shipped`` lines are kept but unused. ``line_number`` counts
+physical lines with the header as line 1 (the line where a record starts).
+
+Each good line becomes a frozen :class:`StatusEvent` whose ``event_key`` is a digest of its
+content (not of the file name or line number), so the same event dropped again in another
+file is recognised. Two events with identical content are one event to us: a backend that
+ships the same SKU twice must tell them apart (``occurred_at``, tracking number).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import posixpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, get_args
+
+import pendulum
+
+EventType = Literal["accepted", "shipped", "cancelled", "rejected"]
+EVENTS: tuple[str, ...] = get_args(EventType)
+#: The header of a status file (contract order; the file may order them differently).
+STATUS_COLUMNS: tuple[str, ...] = (
+    "order_id", "event", "occurred_at", "carrier", "tracking_number", "tracking_url", "sku",
+    "quantity", "note",
+)
+_QUANTITY = re.compile(r"[0-9]+")
+_URL = re.compile(r"https?://[^\s]+", re.IGNORECASE)
+_BOM = "\ufeff"
+#: Longest value we echo back in a reason (a whole garbage line helps nobody).
+_ECHO = 60
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """One valid line of a status file."""
+
+    line_number: int
+    order_id: str
+    event: EventType
+    occurred_at: pendulum.DateTime
+    carrier: str
+    tracking_number: str
+    tracking_url: str
+    sku: str | None
+    quantity: int | None
+    note: str
+    event_key: str
+
+    @property
+    def is_partial(self) -> bool:
+        """A partial shipment: ``quantity`` units of ``sku`` (not the whole order)."""
+        return self.sku is not None
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """A line (or, with ``order_id`` empty and line 0/1, the whole file) that cannot be applied.
+
+    ``event`` is the line's raw event text when there was one (for the ledger)."""
+
+    line_number: int
+    order_id: str
+    reason: str
+    event: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"line_number": self.line_number, "order_id": self.order_id, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFile:
+    """What a status file holds: its valid events and its bad lines, both in file order."""
+
+    events: list[StatusEvent] = field(default_factory=list)
+    errors: list[LineError] = field(default_factory=list)
+    #: Set when nothing of the file could be read (encoding, header); ``errors`` says why too.
+    file_error: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# file names
+# --------------------------------------------------------------------------------------------
+
+
+def list_status_files(names: Iterable[str]) -> list[str]:
+    """The status files among ``names`` (a directory listing): ``*.csv`` not starting with ``.``,
+    sorted. The suffix is case-sensitive, as the contract's glob is."""
+    return sorted(n for n in names if n.endswith(".csv") and not n.startswith(".") and n != ".csv")
+
+
+def unique_name(existing: set[str], name: str) -> str:
+    """``name``, or ``stem-1.ext``, ``stem-2.ext``… — the first one not in ``existing``.
+
+    The suffix goes before the last extension (``a.csv`` → ``a-1.csv``; ``a`` → ``a-1``)."""
+    if name not in existing:
+        return name
+    stem, ext = posixpath.splitext(name)
+    if not stem:  # a name like ".csv": splitext sees no extension
+        stem, ext = name, ""
+    n = 1
+    while f"{stem}-{n}{ext}" in existing:
+        n += 1
+    return f"{stem}-{n}{ext}"
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _echo(value: str) -> str:
+    return repr(value if len(value) <= _ECHO else value[:_ECHO] + "…")
+
+
+def event_key(
+    order_id: str, event: str, occurred_at: pendulum.DateTime, carrier: str, tracking_number: str,
+    tracking_url: str, sku: str | None, quantity: int | None, note: str,
+) -> str:
+    """SHA-256 (hex) of the event's content in a canonical form (UTC time, stripped texts)."""
+    content = [
+        order_id, event, occurred_at.in_timezone("UTC").isoformat(), carrier, tracking_number,
+        tracking_url, sku, quantity, note,
+    ]
+    return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
+
+
+def parse_occurred_at(value: str) -> pendulum.DateTime | str:
+    """The time as aware UTC, or the reason it is refused."""
+    if not value:
+        return "occurred_at is missing"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return f"occurred_at {_echo(value)} is not an ISO 8601 time"
+    offset = parsed.utcoffset()
+    if offset is None:
+        return f"occurred_at {_echo(value)} has no time zone; the contract wants UTC (Z or +00:00)"
+    if offset.total_seconds() != 0:
+        return f"occurred_at {_echo(value)} is not UTC (offset {offset}); the contract wants Z or +00:00"
+    return pendulum.instance(parsed).in_timezone("UTC")
+
+
+def _check_header(header: list[str]) -> str | None:
+    names = [h.strip() for h in header]
+    if names and names[0].startswith(_BOM):  # a second BOM, or one utf-8-sig did not eat
+        names[0] = names[0][1:].strip()
+    missing = [c for c in STATUS_COLUMNS if c not in names]
+    unknown = [n for n in names if n not in STATUS_COLUMNS]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    problems = []
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown column(s) {', '.join(_echo(u) for u in unknown)}")
+    if repeated:
+        problems.append(f"repeated column(s) {', '.join(repeated)}")
+    if problems:
+        return f"header: {'; '.join(problems)} (expected {','.join(STATUS_COLUMNS)})"
+    return None
+
+
+def _validate(values: dict[str, str]) -> list[str]:
+    """Every broken rule of one line (empty when the line is good)."""
+    problems: list[str] = []
+    event, sku, quantity = values["event"], values["sku"], values["quantity"]
+    if not values["order_id"]:
+        problems.append("order_id is missing")
+    if event not in EVENTS:
+        problems.append(f"event {_echo(event)} is not one of {', '.join(EVENTS)}")
+    occurred = parse_occurred_at(values["occurred_at"])
+    if isinstance(occurred, str):
+        problems.append(occurred)
+    if quantity and (not _QUANTITY.fullmatch(quantity) or int(quantity) == 0):
+        problems.append(f"quantity {_echo(quantity)} is not a positive integer")
+    if bool(sku) != bool(quantity):
+        given, absent = ("sku", "quantity") if sku else ("quantity", "sku")
+        problems.append(f"{given} {_echo(values[given])} is given without {absent}; give both or neither")
+    if (sku or quantity) and event in EVENTS and event != "shipped":
+        problems.append(f"sku/quantity are only allowed with 'shipped', not with {event!r}")
+    if event == "shipped" and not values["carrier"] and not values["tracking_number"]:
+        problems.append("shipped needs carrier or tracking_number")
+    if values["tracking_url"] and not _URL.fullmatch(values["tracking_url"]):
+        problems.append(f"tracking_url {_echo(values['tracking_url'])} is not an http(s) URL")
+    if event == "rejected" and not values["note"]:
+        problems.append("rejected needs the reason in note")
+    return problems
+
+
+def _event(line_number: int, values: dict[str, str]) -> StatusEvent:
+    occurred = parse_occurred_at(values["occurred_at"])
+    assert not isinstance(occurred, str)  # _validate passed
+    sku = values["sku"] or None
+    quantity = int(values["quantity"]) if values["quantity"] else None
+    fields = dict(
+        order_id=values["order_id"], event=values["event"], occurred_at=occurred,
+        carrier=values["carrier"], tracking_number=values["tracking_number"],
+        tracking_url=values["tracking_url"], sku=sku, quantity=quantity, note=values["note"],
+    )
+    return StatusEvent(line_number=line_number, event_key=event_key(**fields), **fields)  # type: ignore[arg-type]
+
+
+def parse_status_file(data: bytes, name: str) -> ParsedFile:
+    """Parse and validate one status file (see the module docstring). Never raises on content.
+
+    :param data: the file's bytes.
+    :param name: the file name, used in messages only (the event keys do not depend on it).
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        reason = f"{name}: not UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}, line {line})"
+        return ParsedFile(errors=[LineError(line, "", reason)], file_error=reason)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        rows = []
+        end = 0
+        for row in reader:
+            rows.append((end + 1, row))  # a record starts on the line after the previous one ended
+            end = reader.line_num
+    except csv.Error as exc:
+        reason = f"{name}: not readable as CSV at line {reader.line_num}: {exc}"
+        return ParsedFile(errors=[LineError(reader.line_num, "", reason)], file_error=reason)
+    rows = [(n, r) for n, r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        reason = f"{name}: empty file, no header"
+        return ParsedFile(errors=[LineError(1, "", reason)], file_error=reason)
+    header_line, header = rows[0]
+    problem = _check_header(header)
+    if problem is not None:
+        reason = f"{name}: {problem}"
+        return ParsedFile(errors=[LineError(header_line, "", reason)], file_error=reason)
+    columns = [h.strip().lstrip(_BOM).strip() for h in header]
+    parsed = ParsedFile()
+    for line_number, row in rows[1:]:
+        if len(row) != len(columns):
+            order_id = row[columns.index("order_id")].strip() if len(row) > columns.index("order_id") else ""
+            parsed.errors.append(LineError(
+                line_number, order_id, f"line has {len(row)} fields, the header has {len(columns)}"
+            ))
+            continue
+        values = {col: cell.strip() for col, cell in zip(columns, row, strict=True)}
+        problems = _validate(values)
+        if problems:
+            parsed.errors.append(LineError(line_number, values["order_id"], "; ".join(problems),
+                                           values["event"]))
+        else:
+            parsed.events.append(_event(line_number, values))
+    return parsed

@@ -1,0 +1,606 @@
+"""Apply the backend's status files to the storefront, exactly once per event.
+
+Flow of one file (:func:`sync_file`): read ``outbound_dir/NAME`` → parse and validate
+(:mod:`order_integration.backend.status_files`) → apply the good lines (:func:`apply_file`)
+→ record every line in the ledger's ``status_events`` → move the file to
+``outbound_dir/archive/`` when every line was applied (or was a duplicate), else to
+``outbound_dir/error/`` next to ``NAME.errors.json`` (line number, order, event, reason of
+each line that was not applied). Nothing there is overwritten: a taken name gets ``-1``,
+``-2``… before its extension. A transient storefront failure (after the client's retries)
+or a refused login raises instead and leaves the file in place for the next run; what was
+applied until then is recorded, so the next run does not repeat it.
+
+Effects on a WooCommerce order
+------------------------------
+=============  ==========================================================================
+``accepted``   ``pending``/``on-hold`` → ``processing``; ``processing``: note only. Private note.
+``shipped``    whole order: → ``completed`` (already ``completed``: note only). Partial
+               (``sku``+``quantity``): note only, and → ``completed`` once every line is
+               fully shipped. Customer note with carrier, tracking number and URL.
+``cancelled``  ``pending``/``on-hold``/``processing`` → ``cancelled``. Private note.
+``rejected``   ``pending``/``processing`` → ``on-hold``; ``on-hold``: note only. Private note
+               with the backend's reason.
+=============  ==========================================================================
+
+Refused (outcome ``refused: <reason>``, the line goes to ``errors.json``): any event for a
+``cancelled`` order; a move backwards (``accepted``/``cancelled``/``rejected`` for a
+``completed`` order); any event for an order in another status (``refunded``, ``failed``,
+drafts: the sync only moves orders it knows how to move); a partial shipment of a SKU the
+order does not have, or of more units than ordered minus those already shipped. Unknown
+orders (404, or an id that is not a WooCommerce id) are ``error: order not found``.
+
+Partial shipments are summed per (order, SKU) from the ledger's applied ``shipped`` rows
+(``quantity`` is per event, not a running total) and compared with the order's
+``line_items`` (quantities of lines sharing a SKU add up). An order with a line that has no
+SKU can only be completed by a whole-order ``shipped`` event.
+
+Exactly once
+------------
+* An event whose ``event_key`` (a digest of its content, not of its file or line) is already
+  ``applied`` for the store is ``skipped_duplicate`` without any storefront call — the same
+  file dropped again, under any name, changes nothing. A repeat inside one file is skipped too.
+* Before writing, the order's current status is read (one ``GET /orders?include=`` per 100
+  orders): a status it already has is not set again.
+* Note texts are deterministic (they contain the event's time) and the order's notes are
+  read before adding one: a note already there is not added again. This covers a crash
+  between a storefront write and its ledger row; so does the order of the writes: the note
+  first, the status last, so a re-run still sees the old status and completes the event
+  (a ``cancelled`` event meeting a cancelled order that carries its note counts as applied).
+
+Batches
+-------
+Events are applied in waves: wave *k* holds the *k*-th applicable event of each order, so
+several events of one order keep their file order while different orders go together. In a
+wave the notes are posted first (WooCommerce has no batch endpoint for notes), then the
+status changes: through ``POST /orders/batch`` (≤100 per request) when there are at least
+``batch_threshold`` (10) of them, else one ``PUT`` each. A failed write marks that event
+``error: …`` and every later event of the same order in the file (they were decided on the
+state the failed one would have left).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import posixpath
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pendulum
+
+from order_integration.backend.status_files import (
+    LineError,
+    StatusEvent,
+    list_status_files,
+    parse_status_file,
+    unique_name,
+)
+from order_integration.exceptions import StorefrontRequestRejected
+from order_integration.storefronts.woocommerce_writes import BatchItemResult, OrderNotFound, same_note
+
+if TYPE_CHECKING:
+    from order_integration.backend.sftp import SftpSession
+    from order_integration.config import StoreConfig
+    from order_integration.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_DIR = "archive"
+ERROR_DIR = "error"
+ERRORS_SUFFIX = ".errors.json"
+#: Status changes in one wave from which the batch endpoint is used instead of PUTs.
+BATCH_THRESHOLD = 10
+
+APPLIED = "applied"
+SKIPPED_DUPLICATE = "skipped_duplicate"
+_ACTIVE = ("pending", "on-hold", "processing")
+
+
+class StatusWriter(Protocol):
+    """What the sync needs from a storefront (``WooCommerceWriter`` fits)."""
+
+    def get_orders(self, order_ids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
+
+    def list_notes(self, order_id: int) -> list[dict[str, Any]]: ...
+
+    def add_note(self, order_id: int, note: str, customer_note: bool) -> dict[str, Any]: ...
+
+    def update_status(self, order_id: int, status: str) -> dict[str, Any]: ...
+
+    def batch_update(self, updates: Sequence[dict[str, Any]]) -> list[BatchItemResult]: ...
+
+
+def refused(reason: str) -> str:
+    return f"refused: {reason}"
+
+
+def error(reason: str) -> str:
+    return f"error: {reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What became of one event: ``outcome`` is ``applied``, ``skipped_duplicate``,
+    ``refused: <reason>`` or ``error: <reason>``.
+
+    ``new_status`` is the status this event set on the storefront (``None``: the status was
+    left alone); ``note`` the note text it put on the order (posted now or found there)."""
+
+    event: StatusEvent
+    outcome: str
+    new_status: str | None = None
+    note: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """``applied``, ``skipped_duplicate``, ``refused`` or ``error``."""
+        return self.outcome.split(":", 1)[0]
+
+    @property
+    def failed(self) -> bool:
+        """Refused or in error: the line belongs in ``errors.json``."""
+        return self.kind in ("refused", "error")
+
+    def ledger_row(self) -> dict[str, Any]:
+        e = self.event
+        return {
+            "line_number": e.line_number, "order_id": e.order_id[:64], "event": e.event,
+            "outcome": self.outcome, "event_key": e.event_key, "sku": e.sku, "quantity": e.quantity,
+            "new_status": self.new_status, "note": self.note, "occurred_at": e.occurred_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """One status file's fate: where it went and what each line did."""
+
+    name: str
+    moved_to: str
+    errors_file: str | None
+    outcomes: tuple[EventOutcome, ...]
+    invalid_lines: tuple[LineError, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.errors_file is None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = Counter(o.kind for o in self.outcomes)
+        return {
+            "applied": counts["applied"], "skipped_duplicate": counts["skipped_duplicate"],
+            "refused": counts["refused"], "error": counts["error"], "invalid": len(self.invalid_lines),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# deciding
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Order:
+    """What the sync knows of one storefront order while it applies a file."""
+
+    order_id: int
+    status: str
+    lines: dict[str, tuple[int, str]]  # sku -> (units ordered, product name)
+    has_line_without_sku: bool
+    shipped: dict[str, int]  # sku -> units shipped so far (ledger + this file)
+    notes: list[dict[str, Any]] | None = None  # read lazily
+    failed_line: int | None = None  # a write for this order failed on that line
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any], shipped: dict[str, int]) -> _Order:
+        lines: dict[str, tuple[int, str]] = {}
+        without_sku = False
+        for item in raw.get("line_items") or []:
+            if not isinstance(item, dict):
+                continue
+            qty = item.get("quantity")
+            if not isinstance(qty, int) or isinstance(qty, bool) or qty <= 0:
+                continue
+            sku = str(item.get("sku") or "").strip()
+            if not sku:
+                without_sku = True
+                continue
+            units, name = lines.get(sku, (0, str(item.get("name") or sku)))
+            lines[sku] = (units + qty, name)
+        return cls(int(raw["id"]), str(raw.get("status", "")), lines, without_sku, dict(shipped))
+
+    def fully_shipped(self) -> bool:
+        return bool(self.lines) and not self.has_line_without_sku and all(
+            self.shipped.get(sku, 0) >= units for sku, (units, _name) in self.lines.items()
+        )
+
+
+@dataclass(slots=True)
+class _Step:
+    """An event decided to be applicable: the note to add, then the status to reach."""
+
+    index: int  # position in the file's events
+    event: StatusEvent
+    order: _Order
+    note: str
+    customer_note: bool
+    target: str | None  # status after the event (None: unchanged)
+    write_status: bool = False
+    recovered: bool = False
+    done: bool = False
+    outcome: EventOutcome | None = None
+
+
+def _when(event: StatusEvent) -> str:
+    return event.occurred_at.in_timezone("UTC").format("YYYY-MM-DD HH:mm") + " UTC"
+
+
+def _tracking(event: StatusEvent) -> str:
+    text = ""
+    if event.tracking_number:
+        text += f" Tracking number: {event.tracking_number}."
+    if event.tracking_url:
+        text += f" Track your parcel: {event.tracking_url}"
+    return text
+
+
+def note_text(event: StatusEvent, order_lines: dict[str, tuple[int, str]] | None = None) -> str:
+    """The note an event puts on the order. Deterministic (same event, same text), so a note
+    already on the order is recognised. Shipment notes go to the customer and never carry the
+    backend's free-text ``note`` (it may be internal); the others are private."""
+    when = _when(event)
+    extra = f" {event.note}" if event.note else ""
+    if event.event == "accepted":
+        return f"Accepted by the backend on {when}.{extra}"
+    if event.event == "cancelled":
+        return f"Cancelled by the backend on {when}.{extra}"
+    if event.event == "rejected":
+        return f"Rejected by the backend on {when}: {event.note}"
+    via = f" with {event.carrier}" if event.carrier else ""
+    if event.sku is None:
+        return f"Your order was shipped on {when}{via}.{_tracking(event)}"
+    name = (order_lines or {}).get(event.sku, (0, event.sku))[1]
+    what = f"{event.quantity} × {name} ({event.sku})" if name != event.sku else f"{event.quantity} × {name}"
+    return f"Part of your order was shipped on {when}{via}: {what}.{_tracking(event)}"
+
+
+def _backwards(event: StatusEvent, status: str) -> str:
+    return f"order is {status!r}; {event.event!r} would move it backwards"
+
+
+def _not_movable(status: str) -> str:
+    return f"order is {status!r}; the status sync only changes pending, on-hold and processing orders"
+
+
+def _decide_shipped(event: StatusEvent, order: _Order) -> str | tuple[str | None, bool]:
+    """(target status, customer note) or the refusal reason, for a shipped event."""
+    if order.status not in (*_ACTIVE, "completed"):
+        return _not_movable(order.status)
+    if event.sku is None or event.quantity is None:
+        return "completed", True
+    if event.sku not in order.lines:
+        return f"sku {event.sku!r} is not in the order (skus: {', '.join(sorted(order.lines)) or 'none'})"
+    ordered = order.lines[event.sku][0]
+    before = order.shipped.get(event.sku, 0)
+    if before + event.quantity > ordered:
+        return (f"over-shipment: sku {event.sku!r} ordered {ordered}, already shipped {before}, "
+                f"this event ships {event.quantity}")
+    order.shipped[event.sku] = before + event.quantity
+    return ("completed" if order.fully_shipped() else None), True
+
+
+def _decide(event: StatusEvent, order: _Order) -> str | tuple[str | None, bool]:
+    """(target status, customer note?) of an applicable event, or why it is refused.
+
+    Updates ``order.shipped`` for an accepted partial shipment."""
+    status = order.status
+    if status == "cancelled":
+        return "order is cancelled on the storefront"
+    if event.event == "shipped":
+        return _decide_shipped(event, order)
+    if status == "completed":
+        return _backwards(event, status)
+    if status not in _ACTIVE:
+        return _not_movable(status)
+    if event.event == "accepted":
+        return "processing", False
+    if event.event == "cancelled":
+        return "cancelled", False
+    return "on-hold", False  # rejected
+
+
+# --------------------------------------------------------------------------------------------
+# applying
+# --------------------------------------------------------------------------------------------
+
+
+class _Run:
+    """The state of one :func:`apply_file` call."""
+
+    def __init__(self, store_id: str, source_file: str, writer: StatusWriter, ledger: Ledger,
+                 batch_threshold: int) -> None:
+        self.store_id = store_id
+        self.source_file = source_file
+        self.writer = writer
+        self.ledger = ledger
+        self.batch_threshold = batch_threshold
+        self.outcomes: dict[int, EventOutcome] = {}
+        self.steps: dict[int, list[_Step]] = {}  # order id -> its applicable events in file order
+
+    def settle(self, index: int, outcome: EventOutcome) -> None:
+        self.outcomes[index] = outcome
+
+    def notes_of(self, order: _Order) -> list[dict[str, Any]]:
+        if order.notes is None:
+            order.notes = list(self.writer.list_notes(order.order_id))
+        return order.notes
+
+    def has_note(self, order: _Order, text: str, customer: bool) -> bool:
+        return any(
+            bool(n.get("customer_note")) == customer and same_note(str(n.get("note", "")), text)
+            for n in self.notes_of(order)
+        )
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan(self, events: Sequence[StatusEvent]) -> None:
+        done_before = self.ledger.applied_status_event_keys(self.store_id, [e.event_key for e in events])
+        first_line: dict[str, int] = {}
+        fresh: list[tuple[int, StatusEvent]] = []
+        for index, event in enumerate(events):
+            if event.event_key in done_before:
+                self.settle(index, EventOutcome(event, SKIPPED_DUPLICATE))
+            elif event.event_key in first_line:  # the same event twice in this file
+                self.settle(index, EventOutcome(event, SKIPPED_DUPLICATE))
+            else:
+                first_line[event.event_key] = event.line_number
+                fresh.append((index, event))
+        numeric = {e.order_id for _i, e in fresh if e.order_id.isdigit() and int(e.order_id) > 0}
+        raw_orders = self.writer.get_orders(sorted({int(o) for o in numeric})) if numeric else {}
+        shipped = self.ledger.shipped_quantities(self.store_id, numeric)
+        orders: dict[str, _Order] = {}
+        for oid in numeric:
+            raw = raw_orders.get(int(oid))
+            if raw is not None:
+                mine = {sku: units for (o, sku), units in shipped.items() if o == oid}
+                orders[oid] = _Order.from_api(raw, mine)
+        for index, event in fresh:
+            order = orders.get(event.order_id)
+            if order is None:
+                detail = "" if event.order_id in numeric else f" ({event.order_id!r} is not a WooCommerce id)"
+                self.settle(index, EventOutcome(event, error(f"order not found{detail}")))
+                continue
+            self.plan_event(index, event, order)
+
+    def plan_event(self, index: int, event: StatusEvent, order: _Order) -> None:
+        decision = _decide(event, order)
+        note = note_text(event, order.lines)
+        if isinstance(decision, str):
+            if event.event == "cancelled" and order.status == "cancelled" and self.has_note(order, note, False):
+                # We cancelled it earlier and crashed before the ledger row: recognise it.
+                step = _Step(index, event, order, note, False, "cancelled", recovered=True)
+                self.steps.setdefault(order.order_id, []).append(step)
+                return
+            self.settle(index, EventOutcome(event, refused(decision)))
+            return
+        target, customer = decision
+        step = _Step(index, event, order, note, customer, target)
+        step.write_status = target is not None and target != order.status
+        if target is not None:
+            order.status = target  # later events of this order are decided on the new status
+        self.steps.setdefault(order.order_id, []).append(step)
+
+    # -- executing ---------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        waves = max((len(s) for s in self.steps.values()), default=0)
+        for k in range(waves):
+            wave = [steps[k] for steps in self.steps.values() if len(steps) > k]
+            try:
+                self.run_wave(wave)
+            finally:  # record what reached the storefront, even when a failure aborts the file
+                self.record([s.outcome for s in wave if s.outcome is not None])
+
+    def fail(self, step: _Step, reason: str) -> None:
+        step.outcome = EventOutcome(step.event, error(reason))
+        step.order.failed_line = step.event.line_number
+
+    def run_wave(self, wave: list[_Step]) -> None:
+        for step in wave:
+            if step.order.failed_line is not None:
+                step.outcome = EventOutcome(
+                    step.event, error(f"not applied: line {step.order.failed_line} of this order failed")
+                )
+            else:
+                self.post_note(step)
+        pending = [s for s in wave if s.outcome is None and s.write_status]
+        if len(pending) >= self.batch_threshold:
+            self.write_batch(pending)
+        else:
+            for step in pending:
+                self.write_one(step)
+        for step in wave:
+            if step.outcome is None:
+                written = step.write_status or step.recovered
+                step.outcome = EventOutcome(step.event, APPLIED, step.target if written else None, step.note)
+
+    def post_note(self, step: _Step) -> None:
+        order = step.order
+        try:
+            if self.has_note(order, step.note, step.customer_note):
+                # Already there: an earlier run wrote it and stopped before its ledger row.
+                step.recovered = step.target is not None and step.target == order.status and not step.write_status
+                return
+            created = self.writer.add_note(order.order_id, step.note, step.customer_note)
+        except OrderNotFound:
+            self.fail(step, "order not found")
+            return
+        except StorefrontRequestRejected as exc:
+            self.fail(step, f"note refused by the storefront: {exc}")
+            return
+        self.notes_of(order).insert(0, created or {"note": step.note, "customer_note": step.customer_note})
+
+    def write_one(self, step: _Step) -> None:
+        try:
+            self.writer.update_status(step.order.order_id, step.target or "")
+        except OrderNotFound:
+            self.fail(step, "order not found")
+        except StorefrontRequestRejected as exc:
+            self.fail(step, f"status {step.target!r} refused by the storefront: {exc}")
+
+    def write_batch(self, steps: list[_Step]) -> None:
+        results = self.writer.batch_update([{"id": s.order.order_id, "status": s.target} for s in steps])
+        for step, result in zip(steps, results, strict=True):
+            if result.not_found:
+                self.fail(step, "order not found")
+            elif not result.ok:
+                self.fail(step, f"status {step.target!r} refused by the storefront: {result.error}")
+
+    def record(self, outcomes: Sequence[EventOutcome]) -> None:
+        self.ledger.record_status_events(self.store_id, self.source_file, [o.ledger_row() for o in outcomes])
+
+
+def apply_file(
+    store_id: str,
+    events: Sequence[StatusEvent],
+    writer: StatusWriter,
+    ledger: Ledger,
+    *,
+    source_file: str = "-",
+    batch_threshold: int = BATCH_THRESHOLD,
+) -> list[EventOutcome]:
+    """Apply a file's valid events to the storefront and record each in ``status_events``.
+
+    See the module docstring for the rules. Returns one outcome per event, in file order.
+    Storefront failures other than a refused or unknown order (transient after retries,
+    credentials) raise; the events applied before are recorded.
+
+    :param source_file: the file name recorded in the ledger.
+    :param batch_threshold: status changes in one wave from which ``batch_update`` is used.
+    """
+    run = _Run(store_id, source_file, writer, ledger, batch_threshold)
+    run.plan(events)
+    run.execute()
+    applied = {s.index: s.outcome for steps in run.steps.values() for s in steps if s.outcome is not None}
+    # refusals and duplicates are recorded once the file went through (a failed run repeats them)
+    run.record([run.outcomes[i] for i in sorted(run.outcomes)])
+    merged = {**run.outcomes, **applied}
+    return [merged[i] for i in range(len(events))]
+
+
+# --------------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------------
+
+
+def _free_name(existing: set[str], name: str, *, with_errors: bool) -> str:
+    """A name free in a directory; in ``error/`` its ``.errors.json`` companion must be free too."""
+    taken = set(existing)
+    if with_errors:
+        taken |= {n[: -len(ERRORS_SUFFIX)] for n in existing if n.endswith(ERRORS_SUFFIX)}
+    return unique_name(taken, name)
+
+
+def _error_report(store_id: str, name: str, moved_to: str, invalid: Sequence[LineError],
+                  outcomes: Sequence[EventOutcome], counts: dict[str, int]) -> bytes:
+    entries = [
+        {"line_number": e.line_number, "order_id": e.order_id, "event": e.event, "reason": e.reason}
+        for e in invalid
+    ] + [
+        {"line_number": o.event.line_number, "order_id": o.event.order_id, "event": o.event.event,
+         "reason": o.outcome}
+        for o in outcomes if o.failed
+    ]
+    entries.sort(key=lambda e: e["line_number"])
+    report = {
+        "store_id": store_id, "file": name, "moved_to": moved_to,
+        "processed_at": pendulum.now("UTC").isoformat(), "counts": counts, "errors": entries,
+    }
+    return json.dumps(report, ensure_ascii=False, indent=2).encode()
+
+
+def sync_file(
+    store: StoreConfig,
+    name: str,
+    sftp_session: SftpSession,
+    writer: StatusWriter,
+    ledger: Ledger,
+    *,
+    batch_threshold: int = BATCH_THRESHOLD,
+) -> FileResult:
+    """Read, apply, record and move one status file of ``store.backend.outbound_dir``.
+
+    :raises FileNotFoundError: the file is gone (another run took it).
+    :raises StorefrontError, BackendError: transient failures; the file stays for a re-run.
+    """
+    outbound = store.backend.outbound_dir
+    path = posixpath.join(outbound, name)
+    parsed = parse_status_file(sftp_session.read_bytes(path), name)
+    outcomes = apply_file(store.id, parsed.events, writer, ledger, source_file=name,
+                          batch_threshold=batch_threshold) if parsed.events else []
+    ledger.record_status_events(store.id, name, [
+        {"line_number": e.line_number, "order_id": e.order_id[:64], "event": e.event[:32],
+         "outcome": error(f"invalid line: {e.reason}")}
+        for e in parsed.errors
+    ])
+    failed = bool(parsed.errors) or any(o.failed for o in outcomes)
+    result_dir = posixpath.join(outbound, ERROR_DIR if failed else ARCHIVE_DIR)
+    sftp_session.makedirs(result_dir)
+    target = _free_name(set(sftp_session.listdir(result_dir)), name, with_errors=failed)
+    moved_to = posixpath.join(result_dir, target)
+    result = FileResult(name, moved_to, None, tuple(outcomes), tuple(parsed.errors))
+    if failed:
+        # The report first: a crash before the move leaves the file to re-run (harmlessly, it
+        # is idempotent) rather than a file in error/ without its reason.
+        report = _error_report(store.id, name, moved_to, parsed.errors, outcomes, result.counts)
+        errors_file = sftp_session.upload_atomic(io.BytesIO(report), result_dir, target + ERRORS_SUFFIX)
+        result = FileResult(name, moved_to, errors_file, result.outcomes, result.invalid_lines)
+    sftp_session.move(path, moved_to)
+    counts = result.counts
+    log.info(
+        "store %s: status file %s: %d lines: applied=%d skipped_duplicate=%d refused=%d error=%d "
+        "invalid=%d -> %s", store.id, name, len(outcomes) + len(parsed.errors), counts["applied"],
+        counts["skipped_duplicate"], counts["refused"], counts["error"], counts["invalid"], moved_to,
+    )
+    return result
+
+
+@dataclass(slots=True)
+class OutboundResult:
+    """Every status file one :func:`sync_outbound` call handled."""
+
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for f in self.files:
+            total.update(f.counts)
+        return dict(total)
+
+
+def sync_outbound(
+    store: StoreConfig, sftp_session: SftpSession, writer: StatusWriter, ledger: Ledger,
+    *, batch_threshold: int = BATCH_THRESHOLD,
+) -> OutboundResult:
+    """:func:`sync_file` for every status file in ``outbound_dir``, oldest name first.
+
+    A file another run took meanwhile is skipped; any other failure raises (the files not yet
+    handled stay for the next run)."""
+    outbound = store.backend.outbound_dir
+    try:
+        names = list_status_files(sftp_session.listdir(outbound))
+    except FileNotFoundError:
+        log.info("store %s: no outbound directory %s yet", store.id, outbound)
+        return OutboundResult()
+    result = OutboundResult()
+    for name in names:
+        try:
+            result.files.append(sync_file(store, name, sftp_session, writer, ledger,
+                                          batch_threshold=batch_threshold))
+        except FileNotFoundError:
+            log.info("store %s: status file %s disappeared (taken by another run)", store.id, name)
+    log.info("store %s: %d status files: %s", store.id, len(result.files), result.counts)
+    return result

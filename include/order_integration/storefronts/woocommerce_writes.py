@@ -1,0 +1,317 @@
+"""Writes to a WooCommerce store (REST API v3): order status, order notes, batch updates.
+
+Same connection contract, session, TLS rules, retries and error mapping as the read client
+(:class:`~order_integration.storefronts.woocommerce.WooCommerceClient`, which this class
+extends, so it can read orders too): 401/403 → ``StorefrontAuthError``; 404 for an order id
+→ :class:`OrderNotFound`; other 4xx → ``StorefrontRequestRejected``; 429/503 wait
+``Retry-After``; 5xx, 408, timeouts, connection errors and an unparseable 2xx body are
+retried with exponential backoff, then ``StorefrontError``.
+
+Retrying writes
+---------------
+Setting a status (``PUT`` or a batch update) is idempotent: repeating it changes nothing, so
+it is retried like a read. Adding a note is not: a request that timed out may have been
+stored. So before every retry of :meth:`WooCommerceWriter.add_note` the order's notes are
+listed and an identical note (same text, same kind) counts as success instead of being
+posted twice — and customers are e-mailed for every customer note.
+
+One ``requests`` session serves every call until :meth:`WooCommerceWriter.close` (or the end
+of a ``with`` block); it is opened on the first call.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from order_integration.exceptions import ConfigError, StorefrontError, StorefrontRequestRejected
+from order_integration.storefronts.woocommerce import (
+    MAX_PER_PAGE,
+    ORDERS_ENDPOINT,
+    WooCommerceClient,
+    _TransientError,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.http.hooks.http import HttpHook
+
+log = logging.getLogger(__name__)
+
+#: WooCommerce's limit of items per ``/batch`` request.
+MAX_BATCH = 100
+_INVALID_ID = "woocommerce_rest_shop_order_invalid_id"
+
+
+class OrderNotFound(StorefrontRequestRejected):
+    """The store has no order with that id (HTTP 404 ``woocommerce_rest_shop_order_invalid_id``)."""
+
+    def __init__(self, order_id: int | str, message: str) -> None:
+        super().__init__(message)
+        self.order_id = order_id
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItemResult:
+    """One item of a batch update: the updated order, or WooCommerce's error for it."""
+
+    order_id: int
+    order: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None and self.error_message is None
+
+    @property
+    def not_found(self) -> bool:
+        return self.error_code == _INVALID_ID
+
+    @property
+    def error(self) -> str | None:
+        """``code: message`` of a failed item, ``None`` when it succeeded."""
+        return None if self.ok else f"{self.error_code}: {self.error_message}"
+
+
+def same_note(a: str, b: str) -> bool:
+    """Whether two note texts are the same note (entities and whitespace runs do not count)."""
+    return " ".join(html.unescape(a).split()) == " ".join(html.unescape(b).split())
+
+
+def _order_id(value: object) -> int:
+    """A WooCommerce order id (a positive integer, or its decimal text)."""
+    if isinstance(value, bool):
+        raise ValueError(f"order id {value!r} is not a positive integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise ValueError(f"order id {value!r} is not a positive integer")
+    if number <= 0:
+        raise ValueError(f"order id {value!r} is not a positive integer")
+    return number
+
+
+class WooCommerceWriter(WooCommerceClient):
+    """Changes orders of one WooCommerce store through an Airflow ``http`` connection."""
+
+    def __init__(
+        self,
+        conn_id: str,
+        *,
+        max_attempts: int = 6,
+        max_wait_seconds: float = 60,
+        timeout: float = 60,
+        batch_size: int = MAX_BATCH,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """
+        :param conn_id: Airflow ``http`` connection (see the read client's module docstring).
+        :param max_attempts: tries per request before giving up with ``StorefrontError``.
+        :param max_wait_seconds: cap of one wait (``Retry-After`` or backoff).
+        :param timeout: seconds for connect and for each read.
+        :param batch_size: items per ``/orders/batch`` request, 1..100.
+        :param sleep: how to wait between attempts (injected by tests).
+        """
+        super().__init__(conn_id, max_attempts=max_attempts, max_wait_seconds=max_wait_seconds,
+                         timeout=timeout, sleep=sleep)
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ConfigError(f"batch_size must be within 1..{MAX_BATCH}, got {batch_size}")
+        self.batch_size = batch_size
+        self._conn: tuple[HttpHook, requests.Session] | None = None
+
+    # -- session ---------------------------------------------------------------------------
+
+    def __enter__(self) -> WooCommerceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP session (a later call opens a new one)."""
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
+
+    def _session(self) -> tuple[HttpHook, requests.Session]:
+        if self._conn is None:
+            hook, session, _url = self._open_session()
+            self._conn = (hook, session)
+        return self._conn
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get_order(self, order_id: int | str) -> dict[str, Any]:
+        """The order as the API returns it; :class:`OrderNotFound` when the store has none."""
+        oid = _order_id(order_id)
+        body = self._request("GET", f"{ORDERS_ENDPOINT}/{oid}", what=f"get order {oid}", order_id=oid)
+        if not isinstance(body, dict):
+            raise StorefrontError(f"woocommerce {self._host}: order {oid} answer is not a JSON object")
+        return body
+
+    def get_orders(self, order_ids: Iterable[int | str]) -> dict[int, dict[str, Any]]:
+        """id -> order for those of ``order_ids`` the store has (missing ids are absent).
+
+        One ``GET /orders?include=…`` per 100 ids instead of one request per order."""
+        ids = sorted({_order_id(o) for o in order_ids})
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), MAX_PER_PAGE):
+            chunk = ids[start : start + MAX_PER_PAGE]
+            params = {"include": ",".join(map(str, chunk)), "per_page": str(MAX_PER_PAGE), "page": "1",
+                      "status": "any", "orderby": "id", "order": "asc"}
+            body = self._request("GET", ORDERS_ENDPOINT, params=params, what=f"get {len(chunk)} orders")
+            if not isinstance(body, list):
+                raise StorefrontError(f"woocommerce {self._host}: the orders list is not a JSON list")
+            wanted = set(chunk)
+            for row in body:
+                oid = row.get("id") if isinstance(row, dict) else None
+                if isinstance(oid, int) and oid in wanted:  # a plugin ignoring include= adds nothing
+                    found[oid] = row
+        return found
+
+    def list_notes(self, order_id: int | str) -> list[dict[str, Any]]:
+        """The order's notes, newest first (WooCommerce does not page them)."""
+        oid = _order_id(order_id)
+        body = self._request("GET", f"{ORDERS_ENDPOINT}/{oid}/notes", what=f"list notes of order {oid}",
+                             order_id=oid)
+        if not isinstance(body, list):
+            raise StorefrontError(f"woocommerce {self._host}: notes of order {oid} are not a JSON list")
+        return body
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def update_status(self, order_id: int | str, status: str) -> dict[str, Any]:
+        """Set the order's status (``PUT /orders/{id}``); returns the updated order."""
+        oid = _order_id(order_id)
+        body = self._request("PUT", f"{ORDERS_ENDPOINT}/{oid}", body={"status": status},
+                             what=f"set order {oid} to {status!r}", order_id=oid)
+        return body if isinstance(body, dict) else {}
+
+    def add_note(self, order_id: int | str, note: str, customer_note: bool) -> dict[str, Any]:
+        """Add a note (``POST /orders/{id}/notes``); ``customer_note`` e-mails it to the customer.
+
+        Never posts the same note twice because of a retry (see the module docstring); returns
+        the created note, or the identical one found on the order."""
+        oid = _order_id(order_id)
+        if not note.strip():
+            raise ValueError("a note needs text")
+        attempts = 0
+
+        def already_there() -> dict[str, Any] | None:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                return None
+            for existing in self.list_notes(oid):
+                if bool(existing.get("customer_note")) == customer_note and same_note(
+                    str(existing.get("note", "")), note
+                ):
+                    log.info("woocommerce %s: note on order %d was stored by an earlier attempt",
+                             self._host, oid)
+                    return existing
+            return None
+
+        body = self._request("POST", f"{ORDERS_ENDPOINT}/{oid}/notes",
+                             body={"note": note, "customer_note": customer_note},
+                             what=f"add a note to order {oid}", order_id=oid, before_attempt=already_there)
+        return body if isinstance(body, dict) else {}
+
+    def batch_update(self, updates: Sequence[dict[str, Any]]) -> list[BatchItemResult]:
+        """Update many orders (``POST /orders/batch``, ``batch_size`` items per request).
+
+        Each update is a dict with ``id`` and the fields to set (``{"id": 7, "status":
+        "completed"}``). Returns one result per update, in input order; an item WooCommerce
+        refused has ``error_code``/``error_message`` (the others are applied regardless)."""
+        items = [{**u, "id": _order_id(u.get("id"))} for u in updates]
+        results: list[BatchItemResult] = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            body = self._request("POST", f"{ORDERS_ENDPOINT}/batch", body={"update": chunk},
+                                 what=f"batch update of {len(chunk)} orders")
+            results.extend(self._batch_results(chunk, body))
+        failed = sum(not r.ok for r in results)
+        log.info("woocommerce %s: batch updated %d orders (%d refused)", self._host, len(results) - failed,
+                 failed)
+        return results
+
+    def _batch_results(self, chunk: list[dict[str, Any]], body: Any) -> list[BatchItemResult]:
+        answers = body.get("update") if isinstance(body, dict) else None
+        if not isinstance(answers, list) or len(answers) != len(chunk):
+            # The items may be applied or not: setting them again is harmless, so the caller's
+            # retry (a new run) is safe; we cannot tell which succeeded.
+            raise StorefrontError(
+                f"woocommerce {self._host}: batch answer does not list {len(chunk)} updates: "
+                f"{json.dumps(body)[:200]}"
+            )
+        results = []
+        for item, answer in zip(chunk, answers, strict=True):
+            if not isinstance(answer, dict):
+                results.append(BatchItemResult(item["id"], error_code="invalid_answer",
+                                               error_message=repr(answer)[:200]))
+                continue
+            error = answer.get("error")
+            if error:
+                error = error if isinstance(error, dict) else {"message": str(error)}
+                results.append(BatchItemResult(item["id"], error_code=str(error.get("code", "")),
+                                               error_message=str(error.get("message", ""))))
+            else:
+                results.append(BatchItemResult(item["id"], order=answer))
+        return results
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, endpoint: str, *, what: str, params: dict[str, str] | None = None,
+        body: Any = None, order_id: int | None = None,
+        before_attempt: Callable[[], Any] | None = None,
+    ) -> Any:
+        """One API call with the read client's retry policy; returns the decoded JSON body.
+
+        ``before_attempt`` runs before every attempt; a non-``None`` result ends the call with
+        that result (how ``add_note`` avoids posting twice)."""
+        hook, session = self._session()
+        url = hook.url_from_endpoint(endpoint)
+
+        def attempt() -> Any:
+            if before_attempt is not None:
+                done = before_attempt()
+                if done is not None:
+                    return done
+            request = requests.Request(method, url, params=params, json=body)
+            response = self._send(hook, session, request)
+            if 200 <= response.status_code < 300:
+                try:
+                    return json.loads(response.content)
+                except ValueError as exc:
+                    raise _TransientError(
+                        f"HTTP {response.status_code} body is not JSON ({exc}): "
+                        f"{response.content[:120]!r}"
+                    ) from exc
+            if response.status_code == 404 and order_id is not None and _code(response) == _INVALID_ID:
+                raise OrderNotFound(order_id, f"woocommerce {self._host}: order {order_id} not found")
+            raise self._status_error(response)
+
+        try:
+            return self._retrying()(attempt)
+        except _TransientError as exc:
+            raise StorefrontError(
+                f"woocommerce {self._host}: giving up after {self.max_attempts} attempts ({what}); "
+                f"last error: {exc}"
+            ) from exc
+
+
+def _code(response: requests.Response) -> str | None:
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
