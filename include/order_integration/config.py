@@ -51,6 +51,7 @@ class StoreConfig:
     backend_conn_id: str
     platform: Platform = "woocommerce"
     schedule: str = "@hourly"
+    status_sync_schedule: str = "*/10 * * * *"
     lookback_minutes: int = 10
     export_statuses: tuple[str, ...] = ("processing", "on-hold")
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -136,9 +137,8 @@ def _store(raw: Any, where: str) -> StoreConfig:
     platform = raw.get("platform", "woocommerce")
     if platform not in get_args(Platform):
         raise ConfigError(f"{where}.platform: {platform!r} is not one of {', '.join(get_args(Platform))}")
-    schedule = raw.get("schedule", "@hourly")
-    if not isinstance(schedule, str) or not _valid_schedule(schedule):
-        raise ConfigError(f"{where}.schedule: {schedule!r} is not a cron expression or preset")
+    schedule = _schedule(raw, "schedule", "@hourly", where)
+    status_sync_schedule = _schedule(raw, "status_sync_schedule", "*/10 * * * *", where)
     lookback = raw.get("lookback_minutes", 10)
     if isinstance(lookback, bool) or not isinstance(lookback, int) or not 0 <= lookback <= 7 * 24 * 60:
         raise ConfigError(f"{where}.lookback_minutes: {lookback!r} is not an integer in 0..10080")
@@ -155,6 +155,7 @@ def _store(raw: Any, where: str) -> StoreConfig:
         storefront_conn_id=_str(raw, "storefront_conn_id", where, _CONN_ID, None),
         backend_conn_id=_str(raw, "backend_conn_id", where, _CONN_ID, None),
         schedule=schedule,
+        status_sync_schedule=status_sync_schedule,
         lookback_minutes=lookback,
         export_statuses=tuple(statuses),
         backend=_backend(raw.get("backend") or {}, f"{where}.backend"),
@@ -182,6 +183,13 @@ def _validation(raw: Any, where: str) -> ValidationConfig:
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
         raise ConfigError(f"{where}.max_quarantine_ratio: {ratio!r} is not a number in 0..1")
     return ValidationConfig(max_quarantine_ratio=float(ratio))
+
+
+def _schedule(raw: Mapping[str, Any], key: str, default: str, where: str) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not _valid_schedule(value):
+        raise ConfigError(f"{where}.{key}: {value!r} is not a cron expression or preset")
+    return value
 
 
 def _valid_schedule(schedule: str) -> bool:

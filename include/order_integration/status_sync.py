@@ -350,9 +350,8 @@ class _Run:
         first_line: dict[str, int] = {}
         fresh: list[tuple[int, StatusEvent]] = []
         for index, event in enumerate(events):
-            if event.event_key in done_before:
-                self.settle(index, EventOutcome(event, SKIPPED_DUPLICATE))
-            elif event.event_key in first_line:  # the same event twice in this file
+            # applied by an earlier file, or a repeat of a line of this file
+            if event.event_key in done_before or event.event_key in first_line:
                 self.settle(index, EventOutcome(event, SKIPPED_DUPLICATE))
             else:
                 first_line[event.event_key] = event.line_number
@@ -378,7 +377,14 @@ class _Run:
         decision = _decide(event, order)
         note = note_text(event, order.lines)
         if isinstance(decision, str):
-            if event.event == "cancelled" and order.status == "cancelled" and self.has_note(order, note, False):
+            try:
+                ours = event.event == "cancelled" and order.status == "cancelled" and self.has_note(
+                    order, note, False
+                )
+            except OrderNotFound:
+                self.settle(index, EventOutcome(event, error("order not found")))
+                return
+            if ours:
                 # We cancelled it earlier and crashed before the ledger row: recognise it.
                 step = _Step(index, event, order, note, False, "cancelled", recovered=True)
                 self.steps.setdefault(order.order_id, []).append(step)
@@ -430,8 +436,9 @@ class _Run:
         order = step.order
         try:
             if self.has_note(order, step.note, step.customer_note):
-                # Already there: an earlier run wrote it and stopped before its ledger row.
-                step.recovered = step.target is not None and step.target == order.status and not step.write_status
+                # Already there: an earlier run applied this event and stopped before its ledger
+                # row; a status the order already has was most likely written by that run.
+                step.recovered = step.target is not None and not step.write_status
                 return
             created = self.writer.add_note(order.order_id, step.note, step.customer_note)
         except OrderNotFound:

@@ -21,6 +21,7 @@ def test_packaged_default_config_loads():
 def test_defaults_fill_optional_keys():
     store = parse_config(MINIMAL).stores[0]
     assert (store.schedule, store.lookback_minutes, store.validation.max_quarantine_ratio) == ("@hourly", 10, 0.05)
+    assert store.status_sync_schedule == "*/10 * * * *"
     assert (store.backend.inbound_dir, store.backend.outbound_dir, store.backend.stock_dir) == (
         "inbound", "outbound", "stock")
 
@@ -35,6 +36,7 @@ def test_defaults_fill_optional_keys():
         ({"lookback_minutes": -1}, "lookback_minutes: -1"),
         ({"lookback_minutes": True}, "lookback_minutes: True"),
         ({"schedule": "every hour"}, "schedule: 'every hour'"),
+        ({"status_sync_schedule": "*/10 * *"}, "status_sync_schedule: '*/10 * *'"),
         ({"platform": "magento"}, "platform: 'magento'"),
         ({"export_statuses": []}, "export_statuses"),
         ({"id": "Bad-Id"}, "stores[0].id: 'Bad-Id'"),

@@ -191,8 +191,8 @@ def _check_header(header: list[str]) -> str | None:
     return None
 
 
-def _validate(values: dict[str, str]) -> list[str]:
-    """Every broken rule of one line (empty when the line is good)."""
+def _validate(values: dict[str, str]) -> tuple[list[str], pendulum.DateTime | None]:
+    """Every broken rule of one line (empty when the line is good), and its parsed time."""
     problems: list[str] = []
     event, sku, quantity = values["event"], values["sku"], values["quantity"]
     if not values["order_id"]:
@@ -202,6 +202,7 @@ def _validate(values: dict[str, str]) -> list[str]:
     occurred = parse_occurred_at(values["occurred_at"])
     if isinstance(occurred, str):
         problems.append(occurred)
+        occurred = None
     if quantity and (not _QUANTITY.fullmatch(quantity) or int(quantity) == 0):
         problems.append(f"quantity {_echo(quantity)} is not a positive integer")
     if bool(sku) != bool(quantity):
@@ -215,20 +216,22 @@ def _validate(values: dict[str, str]) -> list[str]:
         problems.append(f"tracking_url {_echo(values['tracking_url'])} is not an http(s) URL")
     if event == "rejected" and not values["note"]:
         problems.append("rejected needs the reason in note")
-    return problems
+    return problems, occurred
 
 
-def _event(line_number: int, values: dict[str, str]) -> StatusEvent:
-    occurred = parse_occurred_at(values["occurred_at"])
-    assert not isinstance(occurred, str)  # _validate passed
+def _event(line_number: int, values: dict[str, str], occurred_at: pendulum.DateTime) -> StatusEvent:
     sku = values["sku"] or None
     quantity = int(values["quantity"]) if values["quantity"] else None
-    fields = dict(
-        order_id=values["order_id"], event=values["event"], occurred_at=occurred,
-        carrier=values["carrier"], tracking_number=values["tracking_number"],
-        tracking_url=values["tracking_url"], sku=sku, quantity=quantity, note=values["note"],
+    key = event_key(
+        values["order_id"], values["event"], occurred_at, values["carrier"], values["tracking_number"],
+        values["tracking_url"], sku, quantity, values["note"],
     )
-    return StatusEvent(line_number=line_number, event_key=event_key(**fields), **fields)  # type: ignore[arg-type]
+    return StatusEvent(
+        line_number=line_number, order_id=values["order_id"], event=values["event"],  # type: ignore[arg-type]
+        occurred_at=occurred_at, carrier=values["carrier"], tracking_number=values["tracking_number"],
+        tracking_url=values["tracking_url"], sku=sku, quantity=quantity, note=values["note"],
+        event_key=key,
+    )
 
 
 def parse_status_file(data: bytes, name: str) -> ParsedFile:
@@ -272,10 +275,10 @@ def parse_status_file(data: bytes, name: str) -> ParsedFile:
             ))
             continue
         values = {col: cell.strip() for col, cell in zip(columns, row, strict=True)}
-        problems = _validate(values)
-        if problems:
+        problems, occurred_at = _validate(values)
+        if problems or occurred_at is None:
             parsed.errors.append(LineError(line_number, values["order_id"], "; ".join(problems),
                                            values["event"]))
         else:
-            parsed.events.append(_event(line_number, values))
+            parsed.events.append(_event(line_number, values, occurred_at))
     return parsed

@@ -1,0 +1,599 @@
+"""A pretend ERP for local runs and tests: it answers orders files with status files, over SFTP.
+
+It plays the backend side of the two-way integration the way a real ERP would: it polls the
+store's ``inbound_dir`` on the backend's SFTP server for complete orders files (never a
+``.part`` or other dot file), reads them, decides an outcome per order and writes ONE status
+file per run into ``outbound_dir`` (uploaded as a dot ``.part`` file, then renamed), and moves
+the orders files it read into its own ``processed_dir``.
+
+Connection: the simulator talks through the package's own
+:class:`~order_integration.backend.sftp.SftpBackend`, i.e. an Airflow connection id. Airflow
+resolves it as usual, so in a plain process set ``AIRFLOW_CONN_<ID>`` to the connection JSON
+(the CLI's ``--conn-file`` does that from the file ``python -m sandbox.sftp_server --conn-file``
+writes; :meth:`sandbox.sftp_server.EmbeddedSftpServer.airflow_connection` gives the same JSON).
+
+Status file contract (binding; the backend -> us direction): UTF-8, header row, RFC 4180, columns
+:data:`STATUS_COLUMNS`; ``event`` one of ``accepted``, ``shipped``, ``cancelled``, ``rejected``;
+``occurred_at`` UTC ISO 8601 with ``Z``. A ``shipped`` line without ``sku`` ships the whole
+order; with ``sku`` + ``quantity`` it ships that many units of that sku (per event, not a running
+total). ``rejected``/``cancelled`` carry the reason in ``note``.
+
+Decisions are deterministic: one ``random.Random`` per order seeded from ``(seed, order_id)``,
+so the same seed and input give the same events (the times come from ``clock``). For an order
+seen for the first time, roughly: 70 % accepted, 12 % accepted + shipped whole, 8 % accepted +
+shipped in parts, 5 % rejected, 5 % cancelled by the ERP. An order whose ``order_status`` is
+``cancelled`` (or ``refunded``/``failed``) gets no events. A re-delivered order (same
+``order_id`` again) never gets a second acceptance or shipment: the same version again is
+ignored; a new version of an order the ERP rejected is decided afresh from
+``(seed, order_id, order_version)`` (the shop may have fixed it); any other new version is
+acknowledged silently.
+
+Crash safety, in this order per run: read files -> upload the status file -> save the JSON
+state (the files answered, by name and sha256, and each order's outcome) -> move the files to
+``processed_dir``. A crash before the state is saved answers the files again after a restart
+(at least once); a crash after it only moves them, without answering twice.
+
+CLI::
+
+    python -m sandbox.erp_simulator --conn-id backend_sftp_demo [--conn-file .sandbox/sftp_conn.json]
+        [--interval 5] [--once] [--faults bom,unknown_order,malformed] [--seed 7] [--state PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import posixpath
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pendulum
+
+from order_integration.backend.sftp import SftpBackend, SftpSession
+from order_integration.exceptions import BackendError
+
+log = logging.getLogger(__name__)
+
+#: Columns of a status file, in contract order.
+STATUS_COLUMNS: tuple[str, ...] = (
+    "order_id", "event", "occurred_at", "carrier", "tracking_number", "tracking_url", "sku",
+    "quantity", "note",
+)
+EVENTS: tuple[str, ...] = ("accepted", "shipped", "cancelled", "rejected")
+#: Order statuses the ERP does not answer: the shop itself has called the order off.
+NO_EVENT_STATUSES = frozenset({"cancelled", "refunded", "failed"})
+FAULTS = frozenset({"bom", "unknown_order", "malformed"})
+#: The order id of the ``unknown_order`` fault line; no shop hands out an id that high here.
+UNKNOWN_ORDER_ID = "999999999"
+ORDER_FILE_SUFFIXES = (".csv", ".jsonl")
+
+#: (outcome, weight) for an order seen for the first time.
+OUTCOME_WEIGHTS: tuple[tuple[str, int], ...] = (
+    ("accepted", 70), ("shipped", 12), ("partial", 8), ("rejected", 5), ("cancelled", 5),
+)
+REJECT_NOTES: tuple[str, ...] = (
+    "unknown SKU {sku}", "address undeliverable", "customer on credit hold",
+)
+CANCEL_NOTES: tuple[str, ...] = ("out of stock: {sku}", "discontinued: {sku}")
+
+#: Where events fall relative to the run's clock: acceptances first, shipments after.
+_ACCEPT_WINDOW = (-1800, -1200)  # seconds relative to now
+_SHIP_WINDOW = (-900, -60)
+
+Clock = Callable[[], pendulum.DateTime]
+
+
+def _utc_now() -> pendulum.DateTime:
+    return pendulum.now("UTC")
+
+
+# -- carriers ------------------------------------------------------------------------------------
+
+
+def _digits(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice("0123456789") for _ in range(n))
+
+
+def _letters(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(n))
+
+
+#: carrier -> (tracking number maker, tracking URL template). Number shapes look like the real
+#: ones; the numbers themselves are made up.
+CARRIERS: dict[str, tuple[Callable[[random.Random], str], str]] = {
+    "DHL": (lambda r: "00340434" + _digits(r, 12),
+            "https://www.dhl.com/de-en/home/tracking/tracking-parcel.html?tracking-id={n}"),
+    "UPS": (lambda r: "1Z" + _letters(r, 3) + _digits(r, 3) + "68" + _digits(r, 8),
+            "https://www.ups.com/track?tracknum={n}"),
+    "DPD": (lambda r: "0" + _digits(r, 13), "https://tracking.dpd.de/status/en_US/parcel/{n}"),
+    "PostNL": (lambda r: "3S" + _letters(r, 4) + _digits(r, 7),
+               "https://jouw.postnl.nl/track-and-trace/{n}"),
+    "GLS": (lambda r: _digits(r, 11), "https://gls-group.com/track/{n}"),
+}
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """One line of a status file; every field is the cell's text."""
+
+    order_id: str
+    event: str
+    occurred_at: str
+    carrier: str = ""
+    tracking_number: str = ""
+    tracking_url: str = ""
+    sku: str = ""
+    quantity: str = ""
+    note: str = ""
+
+    def row(self) -> list[str]:
+        return [getattr(self, c) for c in STATUS_COLUMNS]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    sku: str
+    quantity: int | None  # None: not a positive integer in the file
+
+
+@dataclass(frozen=True, slots=True)
+class InOrder:
+    """What the ERP reads of one order in an orders file."""
+
+    order_id: str
+    order_version: str
+    order_status: str
+    created_at: pendulum.DateTime | None
+    lines: tuple[OrderLine, ...]
+
+
+@dataclass(slots=True)
+class FileSummary:
+    """Per orders file: how many orders got which answer (order counts, not event lines)."""
+
+    name: str
+    orders: int = 0
+    accepted: int = 0
+    shipped: int = 0
+    partial: int = 0
+    rejected: int = 0
+    cancelled: int = 0
+    unanswered: int = 0  # cancelled by the shop, or a re-delivery that needs no answer
+    error: str = ""  # set when the file could not be read (it is moved anyway)
+
+    def describe(self, status_file: str | None) -> str:
+        """The CLI's one line for this file."""
+        if self.error:
+            return f"could not read {self.name}: {self.error} (moved aside)"
+        text = (f"answered {self.name}: {self.accepted} accepted, {self.shipped} shipped "
+                f"({self.partial} partial), {self.rejected} rejected, {self.cancelled} cancelled")
+        if self.unanswered:
+            text += f", {self.unanswered} without answer"
+        return f"{text} -> {status_file or 'no status file'}"
+
+
+@dataclass(slots=True)
+class ErpReport:
+    """What one :meth:`ErpSimulator.run_once` did.
+
+    ``counts`` counts the good event lines by event; ``events`` are all lines written, in file
+    order, fault lines included; ``fault_events`` are just the injected broken lines.
+    """
+
+    files_read: list[str] = field(default_factory=list)
+    files_skipped: list[str] = field(default_factory=list)  # answered before a restart: moved only
+    status_files: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    events: list[StatusEvent] = field(default_factory=list)
+    fault_events: list[StatusEvent] = field(default_factory=list)
+    files: list[FileSummary] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """One human-readable line per orders file handled."""
+        status = self.status_files[-1] if self.status_files else None
+        out = [summary.describe(status) for summary in self.files]
+        out += [f"moved {name} (answered before)" for name in self.files_skipped]
+        return out
+
+
+# -- reading orders files ----------------------------------------------------------------------
+
+
+def _parse_time(value: Any) -> pendulum.DateTime | None:
+    try:
+        parsed = pendulum.parse(str(value))
+    except Exception:  # an ERP shrugs at a bad timestamp; only used to place event times
+        return None
+    return parsed.in_timezone("UTC") if isinstance(parsed, pendulum.DateTime) else None
+
+
+def _quantity(value: Any) -> int | None:
+    try:
+        qty = int(str(value).strip())
+    except ValueError:
+        return None
+    return qty if qty > 0 else None
+
+
+def _make_order(head: Mapping[str, Any], lines: Iterable[Mapping[str, Any]]) -> InOrder:
+    order_id = str(head.get("order_id") or "").strip()
+    if not order_id:
+        raise ValueError("an order without order_id")
+    return InOrder(
+        order_id=order_id,
+        order_version=str(head.get("order_version") or ""),
+        order_status=str(head.get("order_status") or "").strip().lower(),
+        created_at=_parse_time(head.get("created_at")),
+        lines=tuple(OrderLine(str(ln.get("sku") or "").strip(), _quantity(ln.get("quantity")))
+                    for ln in lines),
+    )
+
+
+def parse_orders_file(name: str, data: bytes) -> list[InOrder]:
+    """Orders of a CSV (one row per line) or JSONL (one order per line) orders file.
+
+    :raises ValueError: the file is not UTF-8, lacks the needed columns or is not JSON.
+    """
+    text = data.decode("utf-8-sig")
+    if name.endswith(".jsonl"):
+        orders = []
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if raw.strip():
+                try:
+                    record = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"line {number} is not JSON: {exc}") from exc
+                orders.append(_make_order(record, record.get("lines") or []))
+        return orders
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = {"order_id", "order_version", "order_status", "sku", "quantity"} - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"missing columns {sorted(missing)}")
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for row in reader:
+        grouped.setdefault(row["order_id"], []).append(row)  # keeps first-seen order
+    return [_make_order(rows[0], rows) for rows in grouped.values()]
+
+
+def render_status_file(events: Iterable[StatusEvent], *, bom: bool = False) -> bytes:
+    """The status file's bytes: header and one line per event, RFC 4180, UTF-8."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(STATUS_COLUMNS)
+    writer.writerows(event.row() for event in events)
+    return ("\ufeff" if bom else "").encode("utf-8") + buffer.getvalue().encode("utf-8")
+
+
+# -- the simulator -------------------------------------------------------------------------------
+
+
+def _stamp(value: pendulum.DateTime) -> str:
+    return value.in_timezone("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ErpSimulator:
+    """Plays the backend (ERP) against the SFTP server of Airflow connection ``conn_id``.
+
+    :param conn_id: Airflow connection id (e.g. from ``AIRFLOW_CONN_<ID>``), as for the export.
+    :param inbound_dir: where the export drops orders files.
+    :param outbound_dir: where status files are written.
+    :param processed_dir: where orders files read are moved (the ERP's own folder).
+    :param seed: decides the outcomes, with each order id.
+    :param clock: the current time (aware); event times and file names derive from it.
+    :param state_path: JSON file remembering answered files and order outcomes across restarts;
+        ``None`` keeps the state in memory only (for tests).
+    :param faults: broken lines to add to each status file: ``bom``, ``unknown_order``, ``malformed``.
+    """
+
+    def __init__(
+        self,
+        conn_id: str,
+        *,
+        inbound_dir: str = "inbound",
+        outbound_dir: str = "outbound",
+        processed_dir: str = "erp_processed",
+        seed: int = 7,
+        clock: Clock = _utc_now,
+        state_path: str | Path | None = None,
+        faults: Iterable[str] = (),
+    ) -> None:
+        unknown = set(faults) - FAULTS
+        if unknown:
+            raise ValueError(f"unknown fault mode(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+        self.conn_id = conn_id
+        self.inbound_dir = inbound_dir
+        self.outbound_dir = outbound_dir
+        self.processed_dir = processed_dir
+        self.seed = seed
+        self.clock = clock
+        self.faults = frozenset(faults)
+        self.state_path = Path(state_path) if state_path is not None else None
+        self._state = self._load_state()
+        self._backend = SftpBackend(conn_id)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"seq": 0, "files": {}, "orders": {}}
+        if self.state_path is not None and self.state_path.exists():
+            state.update(json.loads(self.state_path.read_text(encoding="utf-8")))
+        return state
+
+    def _save_state(self) -> None:
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
+        tmp.write_text(json.dumps(self._state, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, self.state_path)  # a crash never leaves half a state file
+
+    # -- one run ---------------------------------------------------------------------------------
+
+    def run_once(self) -> ErpReport:
+        """Answer every complete orders file in ``inbound_dir`` with one status file."""
+        report = ErpReport()
+        now = self.clock().in_timezone("UTC").replace(microsecond=0)
+        with self._backend.session() as session:
+            names = self._pending(session)
+            if not names:
+                return report
+            events: list[StatusEvent] = []
+            answered: dict[str, str] = {}
+            for name in names:
+                data = session.read_bytes(posixpath.join(self.inbound_dir, name))
+                digest = hashlib.sha256(data).hexdigest()
+                if self._state["files"].get(name) == digest:
+                    report.files_skipped.append(name)
+                    continue
+                report.files_read.append(name)
+                answered[name] = digest
+                report.files.append(self._answer_file(name, data, now, events))
+            self._write_status(session, events, now, report)
+            self._state["files"].update(answered)
+            self._save_state()
+            for name in names:
+                self._move_processed(session, name)
+        for line in report.lines():
+            log.info("erp simulator %s: %s", self.conn_id, line)
+        return report
+
+    def _pending(self, session: SftpSession) -> list[str]:
+        """Complete orders files in ``inbound_dir``: no dot files (so no uploads in progress)."""
+        try:
+            names = session.listdir(self.inbound_dir)
+        except FileNotFoundError:
+            return []
+        return [n for n in names if not n.startswith(".") and n.endswith(ORDER_FILE_SUFFIXES)]
+
+    def _answer_file(self, name: str, data: bytes, now: pendulum.DateTime,
+                     events: list[StatusEvent]) -> FileSummary:
+        summary = FileSummary(name)
+        try:
+            orders = parse_orders_file(name, data)
+        except (UnicodeDecodeError, ValueError, csv.Error) as exc:
+            summary.error = str(exc)
+            return summary
+        for order in orders:
+            summary.orders += 1
+            outcome, order_events = self._decide(order, now)
+            events.extend(order_events)
+            if outcome in ("shipped", "partial"):
+                summary.accepted += 1
+                summary.shipped += 1
+                summary.partial += outcome == "partial"
+            elif outcome in ("accepted", "rejected", "cancelled"):
+                setattr(summary, outcome, getattr(summary, outcome) + 1)
+            else:
+                summary.unanswered += 1
+        return summary
+
+    def _write_status(self, session: SftpSession, events: list[StatusEvent], now: pendulum.DateTime,
+                      report: ErpReport) -> None:
+        if not events:
+            return
+        # An ERP accepts before it ships: acceptances first, shipments last (stable otherwise).
+        rank = {"accepted": 0, "rejected": 1, "cancelled": 1, "shipped": 2}
+        good = sorted(events, key=lambda e: rank[e.event])
+        broken = self._fault_events(good, now)
+        self._state["seq"] += 1
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        name = f"status_{stamp}_{self._state['seq']}.csv"
+        while session.exists(posixpath.join(self.outbound_dir, name)):  # never overwrite an answer
+            self._state["seq"] += 1
+            name = f"status_{stamp}_{self._state['seq']}.csv"
+        body = render_status_file(good + broken, bom="bom" in self.faults)
+        session.upload_atomic(io.BytesIO(body), self.outbound_dir, name)
+        report.status_files.append(name)
+        report.events.extend(good + broken)
+        report.fault_events.extend(broken)
+        report.counts.update(e.event for e in good)
+
+    def _move_processed(self, session: SftpSession, name: str) -> None:
+        session.makedirs(self.processed_dir)
+        target = name
+        stem, dot, ext = name.rpartition(".")
+        n = 0
+        while session.exists(posixpath.join(self.processed_dir, target)):
+            n += 1
+            target = f"{stem}-{n}{dot}{ext}"
+        session.move(posixpath.join(self.inbound_dir, name), posixpath.join(self.processed_dir, target))
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def _decide(self, order: InOrder, now: pendulum.DateTime) -> tuple[str, list[StatusEvent]]:
+        """The outcome for ``order`` and its events; updates the order's remembered state."""
+        seen = self._state["orders"].get(order.order_id)
+        if seen is not None and order.order_version in seen["versions"]:
+            return "duplicate", []
+        if order.order_status in NO_EVENT_STATUSES:
+            outcome, events = "shop_cancelled", []
+            if seen is not None:  # a cancellation does not undo what the ERP already did
+                outcome = seen["outcome"]
+        elif seen is None or seen["outcome"] in ("rejected", "shop_cancelled"):
+            key = f"{self.seed}:{order.order_id}" if seen is None else (
+                f"{self.seed}:{order.order_id}:{order.order_version}")
+            outcome, events = self._fresh_decision(order, random.Random(key), now)
+        else:
+            # Accepted, shipped or cancelled by the ERP already: a new version changes nothing
+            # (no second acceptance, no duplicate shipment).
+            outcome, events = seen["outcome"], []
+        versions = [*(seen["versions"] if seen else []), order.order_version]
+        self._state["orders"][order.order_id] = {"versions": versions, "outcome": outcome}
+        return (outcome if events else "unanswered"), events
+
+    def _fresh_decision(self, order: InOrder, rng: random.Random,
+                        now: pendulum.DateTime) -> tuple[str, list[StatusEvent]]:
+        outcomes, weights = zip(*OUTCOME_WEIGHTS, strict=True)
+        outcome = rng.choices(outcomes, weights=weights)[0]
+        floor = min(now, order.created_at) if order.created_at else now.add(seconds=_ACCEPT_WINDOW[0])
+        decided_at = max(now.add(seconds=rng.randint(*_ACCEPT_WINDOW)), floor)
+        skus = [line.sku for line in order.lines if line.sku] or ["?"]
+        if outcome in ("rejected", "cancelled"):
+            notes = REJECT_NOTES if outcome == "rejected" else CANCEL_NOTES
+            note = rng.choice(notes).format(sku=rng.choice(skus))
+            return outcome, [StatusEvent(order.order_id, outcome, _stamp(decided_at), note=note)]
+        events = [StatusEvent(order.order_id, "accepted", _stamp(decided_at))]
+        if outcome == "accepted":
+            return outcome, events
+        shipped_at = max(now.add(seconds=rng.randint(*_SHIP_WINDOW)), decided_at)
+        parts = _split_lines(order, rng) if outcome == "partial" else None
+        if parts is None:  # whole order in one parcel
+            return "shipped", [*events, _shipment(order.order_id, rng, shipped_at)]
+        for offset, parcel in enumerate(parts):
+            parcel_at = min(shipped_at.add(seconds=30 * offset), now)
+            template = _shipment(order.order_id, rng, parcel_at)
+            events += [dataclasses.replace(template, sku=sku, quantity=str(qty)) for sku, qty in parcel]
+        return "partial", events
+
+    # -- faults ----------------------------------------------------------------------------------
+
+    def _fault_events(self, good: list[StatusEvent], now: pendulum.DateTime) -> list[StatusEvent]:
+        """The broken lines of the configured fault modes (added after the good lines)."""
+        out: list[StatusEvent] = []
+        at = _stamp(now)
+        if "unknown_order" in self.faults:
+            out.append(StatusEvent(UNKNOWN_ORDER_ID, "accepted", at))
+        if "malformed" in self.faults:
+            # Real, accepted order ids, so each line has exactly one defect.
+            accepted = [e.order_id for e in good if e.event == "accepted"] or [good[0].order_id]
+            shipped = next((e for e in good if e.event == "shipped" and e.sku), None)
+            oid, sku = (shipped.order_id, shipped.sku) if shipped else (accepted[0], "SKU-1")
+            out += [
+                StatusEvent(accepted[0], "dispatched", at),
+                StatusEvent(oid, "shipped", at, "DHL", "003404340000000001",
+                            CARRIERS["DHL"][1].format(n="003404340000000001"), sku, "two"),
+                StatusEvent(accepted[-1], "accepted", "yesterday"),
+            ]
+        return out
+
+
+def _shipment(order_id: str, rng: random.Random, at: pendulum.DateTime) -> StatusEvent:
+    """A whole-order ``shipped`` event in one new parcel (the caller adds sku/quantity for a part)."""
+    carrier = rng.choice(sorted(CARRIERS))
+    make_number, url = CARRIERS[carrier]
+    number = make_number(rng)
+    return StatusEvent(order_id, "shipped", _stamp(at), carrier, number, url.format(n=number))
+
+
+def _split_lines(order: InOrder, rng: random.Random) -> list[list[tuple[str, int]]] | None:
+    """The order's units in two or more parcels of ``(sku, quantity)``; ``None`` if it cannot be split.
+
+    One item per line item, and sometimes a line's quantity split across two parcels. A line
+    without sku or with an unusable quantity cannot be named in a part shipment.
+    """
+    lines = order.lines
+    if not lines or any(not ln.sku or ln.quantity is None for ln in lines):
+        return None
+    items: list[tuple[str, int]] = []
+    for ln in lines:
+        qty = ln.quantity or 0
+        if qty >= 2 and (len(lines) == 1 or rng.random() < 0.4):
+            first = rng.randint(1, qty - 1)
+            items += [(ln.sku, first), (ln.sku, qty - first)]
+        else:
+            items.append((ln.sku, qty))
+    if len(items) < 2:
+        return None  # one unit of one line: nothing to split
+    cut = rng.randint(1, len(items) - 1)
+    # Parcel boundaries fall between items; a split line's halves land in different parcels
+    # when the cut hits between them, else one parcel carries both events.
+    return [items[:cut], items[cut:]]
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+
+
+def _parse_faults(value: str) -> frozenset[str]:
+    faults = frozenset(f.strip() for f in value.split(",") if f.strip())
+    unknown = faults - FAULTS
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+    return faults
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Poll forever (or once with ``--once``), printing one line per orders file handled."""
+    parser = argparse.ArgumentParser(description="Sandbox ERP: answers orders files with status files.")
+    parser.add_argument("--conn-id", required=True, help="Airflow connection id of the SFTP server")
+    parser.add_argument("--conn-file", type=Path,
+                        help="connection JSON (as sandbox.sftp_server --conn-file writes) to use for "
+                             "--conn-id via AIRFLOW_CONN_<ID>")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    parser.add_argument("--once", action="store_true", help="one run, then exit")
+    parser.add_argument("--faults", type=_parse_faults, default=frozenset(),
+                        help=f"comma-separated: {','.join(sorted(FAULTS))}")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--inbound-dir", default="inbound")
+    parser.add_argument("--outbound-dir", default="outbound")
+    parser.add_argument("--processed-dir", default="erp_processed")
+    parser.add_argument("--state", type=Path, help="state JSON (default .sandbox/erp_state_<conn-id>.json)")
+    args = parser.parse_args(argv)
+    # Airflow sets up logging when the hook module is first imported; quiet the per-poll
+    # connect/upload chatter afterwards, so the output is the one line per file handled.
+    import airflow.providers.sftp.hooks.sftp  # noqa: F401
+
+    for name in ("paramiko", "order_integration", __name__):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    if args.conn_file is not None:
+        os.environ[f"AIRFLOW_CONN_{args.conn_id.upper()}"] = args.conn_file.read_text(encoding="utf-8")
+    simulator = ErpSimulator(
+        args.conn_id, inbound_dir=args.inbound_dir, outbound_dir=args.outbound_dir,
+        processed_dir=args.processed_dir, seed=args.seed, faults=args.faults,
+        state_path=args.state or Path(".sandbox") / f"erp_state_{args.conn_id}.json",
+    )
+    try:
+        while True:
+            try:
+                report = simulator.run_once()
+            except BackendError as exc:  # server restarting or unreachable: try again next poll
+                if args.once:
+                    print(f"erp simulator: {exc}", file=sys.stderr)
+                    return 1
+                log.warning("erp simulator: %s; retrying in %.0f s", exc, args.interval)
+                report = ErpReport()
+            for line in report.lines():
+                print(line, flush=True)
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""Status sync end to end in this process: the sandbox storefront (HTTP), the embedded SFTP
+server (real SSH through SFTPHook) and a temporary SQLite ledger."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import pytest
+
+from order_integration.backend.sftp import SftpBackend, SftpSession
+from order_integration.backend.status_files import STATUS_COLUMNS, parse_status_file
+from order_integration.config import BackendConfig, StoreConfig
+from order_integration.ledger import Ledger, sqlite_engine
+from order_integration.status_sync import FileResult, apply_file, sync_file, sync_outbound
+from order_integration.storefronts.woocommerce_writes import OrderNotFound, WooCommerceWriter
+from sandbox.generator import generate_orders
+from sandbox.sftp_server import EmbeddedSftpServer
+from sandbox.storefront import SandboxStorefront
+
+pytestmark = pytest.mark.unit
+
+KEY, SECRET = "ck_status_sync", "cs_status_sync"
+SHOP_CONN, SFTP_CONN = "status_sync_shop", "status_sync_backend"
+STORE = "s1"
+T = "2026-11-29T10:00:00Z"
+ORDER_IDS = list(range(1001, 1016))
+LINES = [("SKU-A", "Alpha mug", 2), ("SKU-B", "Beta plate", 1)]
+
+
+def _orders() -> list[dict[str, Any]]:
+    orders = generate_orders(len(ORDER_IDS), start=pendulum.datetime(2026, 11, 1, tz="UTC"),
+                             end=pendulum.datetime(2026, 11, 2, tz="UTC"), seed=11, first_id=ORDER_IDS[0])
+    for order in orders:
+        order["status"] = "pending"
+        order["line_items"] = [
+            {"id": order["id"] * 10 + n, "sku": sku, "name": name, "quantity": qty, "subtotal": "10.00",
+             "total": "10.00"}
+            for n, (sku, name, qty) in enumerate(LINES)
+        ]
+    return orders
+
+
+def status_csv(*rows: dict[str, object]) -> bytes:
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(STATUS_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in STATUS_COLUMNS})
+    return out.getvalue().encode()
+
+
+def ev(order_id: int, event: str, **values: object) -> dict[str, object]:
+    return {"order_id": str(order_id), "event": event, "occurred_at": T, **values}
+
+
+def ship(order_id: int, **values: object) -> dict[str, object]:
+    tracking = {"carrier": "DHL", "tracking_number": "JJD000123", "tracking_url": "https://track.example/JJD000123"}
+    return ev(order_id, "shipped", **{**tracking, **values})
+
+
+@pytest.fixture(scope="module")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSftpServer]:
+    base = tmp_path_factory.mktemp("status_sftp")
+    with EmbeddedSftpServer(base / "root", base / "keys") as server:
+        yield server
+
+
+@dataclass
+class Env:
+    shop: SandboxStorefront
+    store: StoreConfig
+    session: SftpSession
+    writer: WooCommerceWriter
+    ledger: Ledger
+    outbound: Path
+
+    def drop(self, name: str, data: bytes) -> None:
+        """The backend puts a status file in outbound_dir."""
+        self.outbound.mkdir(parents=True, exist_ok=True)
+        (self.outbound / name).write_bytes(data)
+
+    def sync(self, name: str, data: bytes | None = None, **kwargs: Any) -> FileResult:
+        if data is not None:
+            self.drop(name, data)
+        return sync_file(self.store, name, self.session, self.writer, self.ledger, **kwargs)
+
+    def status(self, order_id: int) -> str:
+        order = self.shop.get_order(order_id)
+        assert order is not None
+        return order["status"]
+
+    def set_status(self, order_id: int, status: str) -> None:
+        order = self.shop.get_order(order_id)
+        assert order is not None
+        self.shop.upsert_order({**order, "status": status})
+
+    def writes(self) -> list[tuple[str, str, int]]:
+        return [r for r in self.shop.request_log if r[0] != "GET"]
+
+    def rows(self, source_file: str | None = None) -> list[dict[str, Any]]:
+        return self.ledger.status_events_of(STORE, source_file)
+
+    def files(self, sub: str) -> list[str]:
+        folder = self.outbound / sub
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, sftp_server: EmbeddedSftpServer, tmp_path: Path) -> Iterator[Env]:
+    shop = SandboxStorefront(_orders(), consumer_key=KEY, consumer_secret=SECRET).start()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{SHOP_CONN.upper()}", json.dumps(
+        {"conn_type": "http", "host": shop.base_url, "login": KEY, "password": SECRET}))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{SFTP_CONN.upper()}", json.dumps(sftp_server.airflow_connection()))
+    outbound = f"outbound_{uuid.uuid4().hex[:8]}"
+    store = StoreConfig(id=STORE, storefront_conn_id=SHOP_CONN, backend_conn_id=SFTP_CONN,
+                        backend=BackendConfig(outbound_dir=outbound))
+    writer = WooCommerceWriter(SHOP_CONN, timeout=10, sleep=lambda _s: None)
+    try:
+        with SftpBackend(SFTP_CONN, conn_retry_attempts=1).session() as session:
+            yield Env(shop, store, session, writer, Ledger(sqlite_engine(tmp_path / "l.db")),
+                      sftp_server.root / outbound)
+    finally:
+        writer.close()
+        shop.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# the writer
+# ------------------------------------------------------------------------------------------------
+
+
+def test_writer_reads_updates_and_adds_notes(env: Env) -> None:
+    w = env.writer
+    assert w.get_order(1001)["status"] == "pending"
+    with pytest.raises(OrderNotFound):
+        w.get_order(999_999)
+    assert sorted(w.get_orders([1003, "1001", 999_999])) == [1001, 1003]
+    assert w.update_status(1001, "processing")["status"] == "processing"
+    assert env.status(1001) == "processing"
+    note = w.add_note(1001, "Hello", customer_note=True)
+    assert (note["note"], note["customer_note"]) == ("Hello", True)
+    assert [(n["note"], n["customer_note"]) for n in w.list_notes(1001)] == [("Hello", True)]
+    with pytest.raises(OrderNotFound):
+        w.add_note(999_999, "x", customer_note=False)
+
+
+def test_batch_update_chunks_and_reports_item_errors(env: Env) -> None:
+    writer = WooCommerceWriter(SHOP_CONN, timeout=10, batch_size=5, sleep=lambda _s: None)
+    updates = [{"id": oid, "status": "processing"} for oid in ORDER_IDS[:11]] + [{"id": 999_999, "status": "processing"}]
+    with writer:
+        results = writer.batch_update(updates)
+    assert [r.order_id for r in results] == [u["id"] for u in updates]
+    assert all(r.ok for r in results[:11])
+    assert results[11].not_found and not results[11].ok and "invalid_id" in (results[11].error or "")
+    assert [env.status(oid) for oid in ORDER_IDS[:11]] == ["processing"] * 11
+    batches = [r for r in env.writes() if r[1].endswith("/orders/batch")]
+    assert len(batches) == 3  # 12 items in chunks of 5
+
+
+def test_add_note_retry_does_not_post_twice(env: Env) -> None:
+    # The note is stored, but the answer arrives truncated: the retry finds it instead of posting again.
+    env.shop.inject_faults([{"type": "truncated", "method": "POST", "path": "/notes"}])
+    env.writer.add_note(1002, "Shipped!", customer_note=True)
+    assert [n["note"] for n in env.shop.notes(1002)] == ["Shipped!"]
+    assert [r[0] for r in env.shop.request_log] == ["POST", "GET"]
+
+
+def test_add_note_retries_a_refused_attempt(env: Env) -> None:
+    env.shop.inject_faults([{"type": "503", "retry_after": 0, "method": "POST"}])
+    env.writer.add_note(1002, "Shipped!", customer_note=False)
+    assert [n["note"] for n in env.shop.notes(1002)] == ["Shipped!"]
+
+
+# ------------------------------------------------------------------------------------------------
+# one event type at a time
+# ------------------------------------------------------------------------------------------------
+
+
+def test_accepted_pending_becomes_processing_with_a_private_note(env: Env) -> None:
+    result = env.sync("s1.csv", status_csv(ev(1001, "accepted", note="picked in Leipzig")))
+    assert [o.outcome for o in result.outcomes] == ["applied"]
+    assert env.status(1001) == "processing"
+    notes = env.shop.notes(1001)
+    assert [(n["note"], n["customer_note"]) for n in notes] == [
+        ("Accepted by the backend on 2026-11-29 10:00 UTC. picked in Leipzig", False)]
+    assert result.ok and result.moved_to == f"{env.store.backend.outbound_dir}/archive/s1.csv"
+    assert env.files("archive") == ["s1.csv"] and not (env.outbound / "s1.csv").exists()
+    [row] = env.rows("s1.csv")
+    assert (row["order_id"], row["event"], row["outcome"], row["new_status"], row["line_number"]) == (
+        "1001", "accepted", "applied", "processing", 2)
+
+
+def test_accepted_on_processing_adds_the_note_only(env: Env) -> None:
+    env.set_status(1001, "processing")
+    result = env.sync("s1.csv", status_csv(ev(1001, "accepted")))
+    assert [o.outcome for o in result.outcomes] == ["applied"]
+    assert result.outcomes[0].new_status is None
+    assert [w[0] for w in env.writes()] == ["POST"]  # the note, no PUT
+    assert len(env.shop.notes(1001)) == 1 and env.status(1001) == "processing"
+
+
+def test_shipped_whole_completes_with_a_customer_note(env: Env) -> None:
+    env.set_status(1003, "processing")
+    env.sync("s1.csv", status_csv(ship(1003)))
+    assert env.status(1003) == "completed"
+    [note] = env.shop.notes(1003)
+    assert note["customer_note"] is True
+    assert "DHL" in note["note"] and "JJD000123" in note["note"]
+    assert "https://track.example/JJD000123" in note["note"]
+
+
+def test_partial_shipments_across_files_complete_after_the_last_part(env: Env) -> None:
+    env.set_status(1004, "processing")
+    env.sync("part1.csv", status_csv(ship(1004, sku="SKU-A", quantity=1)))
+    assert env.status(1004) == "processing"
+    assert env.ledger.shipped_quantities(STORE, ["1004"]) == {("1004", "SKU-A"): 1}
+    result = env.sync("part2.csv", status_csv(
+        ship(1004, sku="SKU-B", quantity=1, occurred_at="2026-11-30T09:00:00Z"),
+        ship(1004, sku="SKU-A", quantity=1, occurred_at="2026-11-30T09:00:00Z", tracking_number="JJD000999"),
+    ))
+    assert [(o.outcome, o.new_status) for o in result.outcomes] == [("applied", None), ("applied", "completed")]
+    assert env.status(1004) == "completed"
+    notes = [n["note"] for n in reversed(env.shop.notes(1004))]
+    assert len(notes) == 3 and all(n.startswith("Part of your order was shipped") for n in notes)
+    assert "1 × Alpha mug (SKU-A)" in notes[0] and "1 × Beta plate (SKU-B)" in notes[1]
+    assert [w[0] for w in env.writes()].count("PUT") == 1  # completed set once, by the last part
+
+
+def test_partial_shipment_short_of_full_does_not_complete(env: Env) -> None:
+    env.set_status(1004, "processing")
+    env.sync("p.csv", status_csv(ship(1004, sku="SKU-A", quantity=2)))  # SKU-B still open
+    assert env.status(1004) == "processing"
+
+
+def test_over_shipment_is_refused(env: Env) -> None:
+    env.set_status(1005, "processing")
+    result = env.sync("over.csv", status_csv(
+        ship(1005, sku="SKU-A", quantity=1),
+        ship(1005, sku="SKU-A", quantity=2, occurred_at="2026-11-29T11:00:00Z"),
+        ship(1005, sku="SKU-Z", quantity=1),
+    ))
+    outcomes = [o.outcome for o in result.outcomes]
+    assert outcomes[0] == "applied"
+    assert outcomes[1].startswith("refused: over-shipment: sku 'SKU-A' ordered 2, already shipped 1")
+    assert outcomes[2].startswith("refused: sku 'SKU-Z' is not in the order")
+    assert env.status(1005) == "processing" and len(env.shop.notes(1005)) == 1
+    assert env.ledger.shipped_quantities(STORE, ["1005"]) == {("1005", "SKU-A"): 1}
+    assert not result.ok and env.files("error") == ["over.csv", "over.csv.errors.json"]
+
+
+def test_cancelled(env: Env) -> None:
+    env.sync("c.csv", status_csv(ev(1006, "cancelled", note="customer called")))
+    assert env.status(1006) == "cancelled"
+    [note] = env.shop.notes(1006)
+    assert note["customer_note"] is False and "customer called" in note["note"]
+
+
+def test_rejected_puts_the_order_on_hold_with_the_reason(env: Env) -> None:
+    env.set_status(1007, "processing")
+    env.sync("r.csv", status_csv(ev(1007, "rejected", note="address undeliverable")))
+    assert env.status(1007) == "on-hold"
+    [note] = env.shop.notes(1007)
+    assert note["customer_note"] is False and "address undeliverable" in note["note"]
+
+
+def test_event_for_a_cancelled_order_is_refused(env: Env) -> None:
+    env.set_status(1008, "cancelled")
+    result = env.sync("x.csv", status_csv(ship(1008), ev(1008, "accepted", occurred_at="2026-11-29T10:05:00Z")))
+    assert [o.outcome for o in result.outcomes] == ["refused: order is cancelled on the storefront"] * 2
+    assert env.writes() == [] and env.shop.notes(1008) == [] and env.status(1008) == "cancelled"
+    report = json.loads((env.outbound / "error" / "x.csv.errors.json").read_bytes())
+    assert [(e["line_number"], e["order_id"]) for e in report["errors"]] == [(2, "1008"), (3, "1008")]
+
+
+@pytest.mark.parametrize(("status", "event"), [("completed", "accepted"), ("completed", "rejected"),
+                                               ("completed", "cancelled"), ("cancelled", "rejected")])
+def test_backwards_moves_are_refused(env: Env, status: str, event: str) -> None:
+    env.set_status(1009, status)
+    result = env.sync("b.csv", status_csv(ev(1009, event, note="why")))
+    assert result.outcomes[0].outcome.startswith("refused: order is")
+    assert env.writes() == [] and env.status(1009) == status
+
+
+def test_unknown_order_is_a_line_error(env: Env) -> None:
+    result = env.sync("u.csv", status_csv(ev(999_999, "accepted"), ev("ABC", "accepted"), ev(1001, "accepted")))
+    outcomes = [o.outcome for o in result.outcomes]
+    assert outcomes[0] == "error: order not found"
+    assert outcomes[1].startswith("error: order not found") and "not a WooCommerce id" in outcomes[1]
+    assert outcomes[2] == "applied"
+    report = json.loads((env.outbound / "error" / "u.csv.errors.json").read_bytes())
+    assert [(e["line_number"], e["order_id"]) for e in report["errors"]] == [(2, "999999"), (3, "ABC")]
+    assert report["errors"][0]["reason"] == "error: order not found"
+
+
+def test_several_events_of_one_order_in_one_file_keep_their_order(env: Env) -> None:
+    result = env.sync("m.csv", status_csv(ev(1010, "accepted"), ship(1010, occurred_at="2026-11-29T12:00:00Z")))
+    assert [(o.outcome, o.new_status) for o in result.outcomes] == [("applied", "processing"), ("applied", "completed")]
+    assert env.status(1010) == "completed"
+    puts = [w for w in env.writes() if w[0] == "PUT"]
+    assert len(puts) == 2
+    assert env.ledger.statuses_written(STORE, ["1010", "1001"]) == {"1010": "completed"}
+
+
+# ------------------------------------------------------------------------------------------------
+# idempotence, files, batches
+# ------------------------------------------------------------------------------------------------
+
+
+def test_same_file_twice_changes_nothing_the_second_time(env: Env) -> None:
+    data = status_csv(ev(1001, "accepted"), ship(1002), ev(1003, "cancelled"))
+    first = env.sync("s.csv", data)
+    assert [o.outcome for o in first.outcomes] == ["applied"] * 3
+    log_before = env.shop.request_log
+    notes_before = {oid: len(env.shop.notes(oid)) for oid in (1001, 1002, 1003)}
+    second = env.sync("s.csv", data)
+    assert [o.outcome for o in second.outcomes] == ["skipped_duplicate"] * 3
+    assert env.shop.request_log == log_before  # not even a read
+    assert {oid: len(env.shop.notes(oid)) for oid in (1001, 1002, 1003)} == notes_before
+    # both copies archived, the second under a suffixed name
+    assert env.files("archive") == ["s-1.csv", "s.csv"] and second.moved_to.endswith("/archive/s-1.csv")
+    assert [r["outcome"] for r in env.rows("s.csv")] == ["applied"] * 3 + ["skipped_duplicate"] * 3
+
+
+def test_same_events_under_another_name_change_nothing(env: Env) -> None:
+    env.sync("a.csv", status_csv(ev(1001, "accepted"), ship(1002)))
+    writes = len(env.writes())
+    result = env.sync("other-name.csv", status_csv(ship(1002), ev(1001, "accepted"), ev(1001, "accepted")))
+    assert [o.outcome for o in result.outcomes] == ["skipped_duplicate"] * 3
+    assert len(env.writes()) == writes
+    assert result.ok and env.files("archive") == ["a.csv", "other-name.csv"]
+
+
+def test_good_and_bad_lines(env: Env) -> None:
+    data = status_csv(
+        ev(1001, "accepted"),
+        ev(1002, "delivered"),  # invalid
+        ship(1003, sku="SKU-A"),  # invalid: no quantity
+        ev(1004, "accepted"),
+    )
+    env.set_status(1005, "cancelled")
+    data += b"1005,accepted,2026-11-29T10:00:00Z,,,,,,\n"  # refused
+    result = env.sync("mixed.csv", data)
+    assert env.status(1001) == "processing" and env.status(1004) == "processing"
+    assert env.status(1002) == "pending" and env.status(1003) == "pending"
+    assert result.counts == {"applied": 2, "skipped_duplicate": 0, "refused": 1, "error": 0, "invalid": 2}
+    assert env.files("error") == ["mixed.csv", "mixed.csv.errors.json"] and env.files("archive") == []
+    assert result.errors_file == f"{env.store.backend.outbound_dir}/error/mixed.csv.errors.json"
+    report = json.loads((env.outbound / "error" / "mixed.csv.errors.json").read_bytes())
+    assert [(e["line_number"], e["order_id"]) for e in report["errors"]] == [(3, "1002"), (4, "1003"), (6, "1005")]
+    assert "event 'delivered'" in report["errors"][0]["reason"]
+    assert "sku 'SKU-A' is given without quantity" in report["errors"][1]["reason"]
+    assert report["errors"][2]["reason"] == "refused: order is cancelled on the storefront"
+    assert (env.outbound / "error" / "mixed.csv").read_bytes() == data
+    rows = sorted(env.rows("mixed.csv"), key=lambda r: r["line_number"])
+    assert [r["outcome"].split(":")[0] for r in rows] == ["applied", "error", "error", "applied", "refused"]
+
+
+def test_error_names_collide_and_get_a_suffix_with_their_report(env: Env) -> None:
+    bad = status_csv(ev(1001, "delivered"))
+    env.sync("e.csv", bad)
+    env.sync("e.csv", bad)
+    assert env.files("error") == ["e-1.csv", "e-1.csv.errors.json", "e.csv", "e.csv.errors.json"]
+
+
+def test_bad_header_moves_the_whole_file_to_error(env: Env) -> None:
+    result = env.sync("h.csv", b"order_id,event\n1001,accepted\n")
+    assert result.outcomes == () and len(result.invalid_lines) == 1
+    assert env.writes() == [] and env.files("error") == ["h.csv", "h.csv.errors.json"]
+
+
+def test_many_status_changes_use_the_batch_endpoint(env: Env) -> None:
+    rows = [ev(oid, "accepted") for oid in ORDER_IDS[:12]]
+    result = env.sync("many.csv", status_csv(*rows))
+    assert [o.outcome for o in result.outcomes] == ["applied"] * 12
+    assert all(env.status(oid) == "processing" for oid in ORDER_IDS[:12])
+    methods = [(w[0], w[1].split("?")[0].rsplit("/", 1)[-1]) for w in env.writes()]
+    assert methods.count(("POST", "batch")) == 1 and not any(m == "PUT" for m, _ in methods)
+    assert methods.count(("POST", "notes")) == 12
+    assert env.ledger.statuses_written(STORE, [str(o) for o in ORDER_IDS]) == {
+        str(oid): "processing" for oid in ORDER_IDS[:12]}
+
+
+def test_few_status_changes_use_put(env: Env) -> None:
+    env.sync("few.csv", status_csv(*[ev(oid, "accepted") for oid in ORDER_IDS[:3]]))
+    assert [w[0] for w in env.writes()].count("PUT") == 3
+    assert not any(w[1].endswith("/batch") for w in env.writes())
+
+
+def test_a_rerun_after_a_crash_recognises_what_is_already_on_the_storefront(env: Env, tmp_path: Path) -> None:
+    events = parse_status_file(status_csv(ev(1011, "cancelled"), ev(1012, "accepted")), "c.csv").events
+    apply_file(STORE, events, env.writer, env.ledger, source_file="c.csv")
+    writes = len(env.writes())
+    # Same storefront, but a ledger that never saw the rows (the crash came before them).
+    fresh = Ledger(sqlite_engine(tmp_path / "fresh.db"))
+    outcomes = apply_file(STORE, events, env.writer, fresh, source_file="c.csv")
+    assert [(o.outcome, o.new_status) for o in outcomes] == [("applied", "cancelled"), ("applied", "processing")]
+    assert len(env.writes()) == writes  # nothing written again
+    assert len(env.shop.notes(1011)) == 1 and len(env.shop.notes(1012)) == 1
+
+
+def test_sync_outbound_handles_every_status_file(env: Env) -> None:
+    env.drop("b.csv", status_csv(ev(1001, "accepted")))
+    env.drop("a.csv", status_csv(ev(1002, "accepted")))
+    env.drop(".c.csv.part", status_csv(ev(1003, "accepted")))
+    result = sync_outbound(env.store, env.session, env.writer, env.ledger)
+    assert [f.name for f in result.files] == ["a.csv", "b.csv"]
+    assert result.counts["applied"] == 2 and env.status(1003) == "pending"
+    assert sorted(p.name for p in env.outbound.iterdir() if p.is_file()) == [".c.csv.part"]
