@@ -1,10 +1,13 @@
-"""``make demo``: the export end to end on this machine, then what landed.
+"""``make demo``: both directions end to end on this machine, printing what happened.
 
 Starts the sandbox storefront (seeded orders over the last three hours, two of them broken
 on purpose) and the embedded SFTP server, runs ``order_export__demo`` for the last three
 hourly windows with ``airflow dags test``, re-runs the last window to show that nothing is
-delivered twice, and prints the files on the SFTP server and the quarantine. It stops what
-it started. State lives in ``.sandbox/`` and ``$AIRFLOW_HOME`` (both ignored by git) and is
+delivered twice, prints the files on the SFTP server and the quarantine; then the ERP
+simulator answers, ``order_status_sync__demo`` applies the answers to the storefront, the
+demo shows a few orders as the customer sees them, and one more export shows that our own
+status write-backs are not sent to the backend again. It stops what it started.
+State lives in ``.sandbox/`` and ``$AIRFLOW_HOME`` (both ignored by git) and is
 reset at every start, so each demo tells the same story.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +30,7 @@ import pendulum
 
 from order_integration.config import load_config
 from order_integration.ledger import Ledger, sqlite_engine
+from sandbox.erp_simulator import ErpSimulator
 from sandbox.generator import generate_orders, make_invalid
 from sandbox.sftp_server import EmbeddedSftpServer
 from sandbox.storefront import SandboxStorefront
@@ -33,6 +38,7 @@ from sandbox.storefront import SandboxStorefront
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".sandbox"
 SUMMARY = re.compile(r"order export \S+ \[.*")
+STATUS_SUMMARY = re.compile(r"status sync \S+: files=.*")
 HOURS = 3
 
 
@@ -40,27 +46,33 @@ def _banner(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _run_export(env: dict[str, str], window_end: pendulum.DateTime, log_dir: Path) -> str:
-    """``airflow dags test`` for the window ending at ``window_end``; returns the summary line."""
-    stamp = window_end.strftime("%Y%m%dT%H%M%SZ")
-    log_file = log_dir / f"order_export__demo_{stamp}_{int(time.time())}.log"
+def _dags_test(env: dict[str, str], dag_id: str, when: pendulum.DateTime, log_dir: Path,
+               summary: re.Pattern[str]) -> str:
+    """``airflow dags test DAG WHEN``; returns the run's summary line (or exits with the log)."""
+    log_file = log_dir / f"{dag_id}_{when.strftime('%Y%m%dT%H%M%SZ')}_{int(time.time())}.log"
     started = time.monotonic()
     with log_file.open("w") as fh:
         proc = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "test", "order_export__demo", window_end.isoformat()],
+            [sys.executable, "-m", "airflow", "dags", "test", dag_id, when.isoformat()],
             env=env, stdout=fh, stderr=subprocess.STDOUT, check=False,
         )
     text = log_file.read_text(errors="replace")
-    found = SUMMARY.findall(text)
+    found = summary.findall(text)
     took = time.monotonic() - started
     if proc.returncode != 0 or not found:
         tail = "\n".join(text.splitlines()[-25:])
-        raise SystemExit(f"export of window ending {window_end} failed (exit {proc.returncode}); "
-                         f"log: {log_file}\n{tail}")
+        raise SystemExit(f"{dag_id} at {when} failed (exit {proc.returncode}); log: {log_file}\n{tail}")
     return f"{found[-1]}  ({took:.0f}s, log {log_file.relative_to(ROOT)})"
 
 
+def _run_export(env: dict[str, str], window_end: pendulum.DateTime, log_dir: Path) -> str:
+    return _dags_test(env, "order_export__demo", window_end, log_dir, SUMMARY)
+
+
 def main() -> int:
+    # The demo prints its own story; library and SSH chatter stays in the task logs.
+    for noisy in ("paramiko", "sandbox", "order_integration", "asyncssh"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     store = load_config().store("demo")
     airflow_home = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
     for stale in (STATE / "sftp", STATE / "logs", airflow_home / "order_staging"):
@@ -101,10 +113,41 @@ def main() -> int:
             print(_run_export(env, first_start.add(hours=hour + 1), log_dir), flush=True)
         _banner("re-running the last window: nothing may be delivered twice")
         print(_run_export(env, last_end, log_dir), flush=True)
-
         _report(store.backend.inbound_dir, airflow_home)
+
+        _banner("the ERP simulator answers over SFTP (accepted, shipped, rejected, cancelled)")
+        os.environ[f"AIRFLOW_CONN_{store.backend_conn_id.upper()}"] = env[
+            f"AIRFLOW_CONN_{store.backend_conn_id.upper()}"]
+        erp = ErpSimulator(store.backend_conn_id, inbound_dir=store.backend.inbound_dir,
+                           outbound_dir=store.backend.outbound_dir, seed=7)
+        for line in erp.run_once().lines():
+            print(line)
+
+        _banner("running order_status_sync__demo (airflow dags test)")
+        now = pendulum.now("UTC")
+        print(_dags_test(env, "order_status_sync__demo", now, log_dir, STATUS_SUMMARY), flush=True)
+        _show_storefront(shop, erp_orders=[int(o["id"]) for o in orders])
+
+        _banner("exporting the current hour: our own status write-backs are not sent back")
+        print(_run_export(env, now.start_of("hour").add(hours=1), log_dir), flush=True)
     _banner("stopped the storefront and the SFTP server")
     return 0
+
+
+def _show_storefront(shop: SandboxStorefront, erp_orders: list[int]) -> None:
+    """What a customer now sees for a few orders: status and the notes we added."""
+    _banner("what the storefront shows now (a few orders)")
+    shown: dict[str, int] = {}
+    for order_id in erp_orders:
+        order = shop.get_order(order_id)
+        notes = shop.notes(order_id)
+        if not order or not notes or shown.get(order["status"], 0) >= 2:
+            continue
+        shown[order["status"]] = shown.get(order["status"], 0) + 1
+        print(f"order {order_id}: status {order['status']}")
+        for note in notes:
+            kind = "customer note" if note.get("customer_note") else "private note"
+            print(f"    {kind}: {note['note']}")
 
 
 def _report(inbound_dir: str, airflow_home: Path) -> None:

@@ -477,7 +477,11 @@ class ErpSimulator:
         for offset, parcel in enumerate(parts):
             parcel_at = min(shipped_at.add(seconds=30 * offset), now)
             template = _shipment(order.order_id, rng, parcel_at)
-            events += [dataclasses.replace(template, sku=sku, quantity=str(qty)) for sku, qty in parcel]
+            # one line per sku and parcel: two identical lines would read as one event repeated
+            per_sku: dict[str, int] = {}
+            for sku, qty in parcel:
+                per_sku[sku] = per_sku.get(sku, 0) + qty
+            events += [dataclasses.replace(template, sku=sku, quantity=str(n)) for sku, n in per_sku.items()]
         return "partial", events
 
     # -- faults ----------------------------------------------------------------------------------
@@ -519,20 +523,19 @@ def _split_lines(order: InOrder, rng: random.Random) -> list[list[tuple[str, int
     lines = order.lines
     if not lines or any(not ln.sku or ln.quantity is None for ln in lines):
         return None
-    items: list[tuple[str, int]] = []
+    first: list[tuple[str, int]] = []
+    second: list[tuple[str, int]] = []
     for ln in lines:
         qty = ln.quantity or 0
         if qty >= 2 and (len(lines) == 1 or rng.random() < 0.4):
-            first = rng.randint(1, qty - 1)
-            items += [(ln.sku, first), (ln.sku, qty - first)]
+            part = rng.randint(1, qty - 1)  # a split line: one part in each parcel
+            first.append((ln.sku, part))
+            second.append((ln.sku, qty - part))
         else:
-            items.append((ln.sku, qty))
-    if len(items) < 2:
-        return None  # one unit of one line: nothing to split
-    cut = rng.randint(1, len(items) - 1)
-    # Parcel boundaries fall between items; a split line's halves land in different parcels
-    # when the cut hits between them, else one parcel carries both events.
-    return [items[:cut], items[cut:]]
+            (first if rng.random() < 0.5 else second).append((ln.sku, qty))
+    if not first or not second:
+        return None  # everything fell in one parcel: ship it whole instead
+    return [first, second]
 
 
 # -- CLI -----------------------------------------------------------------------------------------

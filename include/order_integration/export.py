@@ -23,6 +23,7 @@ import msgspec
 from order_integration.backend.formats import write_orders
 from order_integration.config import StoreConfig
 from order_integration.exceptions import QuarantineRatioExceeded
+from order_integration.model import Order, status_free_version
 from order_integration.windows import Window
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class ValidateCounts:
     quarantined: int = 0
     newly_quarantined: int = 0
     deliverable: int = 0
+    echoes: int = 0  # of already_delivered: our own status write-back seen again
     not_ready_by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -114,7 +116,7 @@ def validate(
     claimed = ledger.claimed_versions(store.id, (o.order_id for o in orders))
     exportable = set(store.export_statuses)
     records: dict[int, dict[str, Any]] = {}
-    candidates = []
+    changed = []
     for order in orders:
         versions = claimed.get(order.order_id)
         if not versions and order.status not in exportable:
@@ -126,7 +128,8 @@ def validate(
             counts.already_delivered += 1
         else:
             records[id(order)] = record
-            candidates.append(order)
+            changed.append(order)
+    candidates = _drop_echoes(store.id, changed, records, ledger, counts)
     counts.validated = len(candidates)
 
     outcome = validate_orders(candidates)
@@ -162,6 +165,29 @@ def validate(
             **asdict(counts)}
 
 
+def _drop_echoes(
+    store_id: str, orders: list[Order], records: dict[int, dict[str, Any]], ledger: Ledger,
+    counts: ValidateCounts,
+) -> list[Order]:
+    """Orders whose only change since a delivered version is the status this package wrote
+    back (status sync) are the echo of our own write: already delivered, not a new version."""
+    delivered_before = [o.order_id for o in orders if o.order_id]
+    written = ledger.statuses_written(store_id, delivered_before) if delivered_before else {}
+    if not written:
+        return orders
+    bases = ledger.claimed_bases(store_id, written)
+    kept = []
+    for order in orders:
+        ours = written.get(order.order_id)
+        base = status_free_version(records[id(order)])
+        if ours == order.status and base in bases.get(order.order_id, ()):
+            counts.already_delivered += 1
+            counts.echoes += 1
+        else:
+            kept.append(order)
+    return kept
+
+
 # -- load ----------------------------------------------------------------------------------
 def load(
     store: StoreConfig, window: Window, run_id: str, staging: ObjectStoragePath,
@@ -180,7 +206,10 @@ def load(
             log.info("store %s: finishing batch %s left by run %s", store.id, batch.batch_id, batch.run_id)
             _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
         if versions:
-            batch, _won = ledger.open_batch(store.id, run_id, window.label, str(deliverable_path), versions)
+            bases = {(r["order_id"], r["order_version"]): status_free_version(r) for r in records}
+            batch, _won = ledger.open_batch(
+                store.id, run_id, window.label, str(deliverable_path), versions, bases
+            )
             _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath, records)
     # Counted from the ledger, so a retry after a crash reports what the run delivered in all.
     owners = ledger.claim_runs(store.id, versions)

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,8 @@ delivery_claims = Table(
     Column("order_id", String(64), nullable=False),
     Column("order_version", String(32), nullable=False),
     Column("batch_id", String(36), nullable=False, index=True),
+    # digest of the version without its status: recognises the echo of a status we wrote back
+    Column("base_version", String(32), nullable=True),
     UniqueConstraint("store_id", "order_id", "order_version", name="uq_delivery_claims"),
 )
 
@@ -179,6 +181,27 @@ class Ledger:
         self.engine = engine
         if create:
             metadata.create_all(engine)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Add nullable columns a newer release defines to tables an older one created.
+
+        ``create_all`` creates missing tables only; columns are only ever added (the contract
+        tables are extended, never changed), so this is the whole migration story."""
+        from sqlalchemy import inspect
+
+        inspector = inspect(self.engine)
+        existing_tables = set(inspector.get_table_names())
+        with self.engine.begin() as conn:
+            for table in metadata.sorted_tables:
+                if table.name not in existing_tables:
+                    continue
+                have = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in have and column.nullable:
+                        ddl = column.type.compile(dialect=self.engine.dialect)
+                        conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}')
+                        log.info("ledger: added column %s.%s", table.name, column.name)
 
     # -- reads ---------------------------------------------------------------------------
     def claimed_versions(self, store_id: str, order_ids: Iterable[str]) -> dict[str, set[str]]:
@@ -244,6 +267,21 @@ class Ledger:
             ).mappings().one()
             return Batch(**{k: row[k] for k in Batch.__slots__})
 
+    def claimed_bases(self, store_id: str, order_ids: Iterable[str]) -> dict[str, set[str]]:
+        """order_id -> status-free digests of the versions claimed for those orders."""
+        c = delivery_claims.c
+        found: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(order_ids))):
+                rows = conn.execute(
+                    select(c.order_id, c.base_version).where(
+                        c.store_id == store_id, c.order_id.in_(chunk), c.base_version.is_not(None)
+                    )
+                )
+                for order_id, base in rows:
+                    found.setdefault(order_id, set()).add(base)
+        return found
+
     def claim_runs(self, store_id: str, versions: Sequence[OrderVersion]) -> dict[OrderVersion, str]:
         """(order_id, version) -> run id of the batch that claimed it."""
         c, b = delivery_claims.c, delivery_batches.c
@@ -292,11 +330,12 @@ class Ledger:
 
     def open_batch(
         self, store_id: str, run_id: str, window_label: str, source_path: str,
-        versions: Sequence[OrderVersion],
+        versions: Sequence[OrderVersion], bases: Mapping[OrderVersion, str] | None = None,
     ) -> tuple[Batch, set[OrderVersion]]:
         """Create a batch and claim ``versions`` for it; returns the versions it won.
 
-        A version claimed by another batch (an overlapping run) is not claimed again."""
+        A version claimed by another batch (an overlapping run) is not claimed again.
+        ``bases``: each version's status-free digest (see ``model.status_free_version``)."""
         batch = Batch(str(uuid.uuid4()), store_id, run_id, window_label, source_path, None, None, None)
         with self.engine.begin() as conn:
             conn.execute(
@@ -306,7 +345,8 @@ class Ledger:
                 )
             )
         rows = [
-            {"store_id": store_id, "order_id": oid, "order_version": ver, "batch_id": batch.batch_id}
+            {"store_id": store_id, "order_id": oid, "order_version": ver, "batch_id": batch.batch_id,
+             "base_version": (bases or {}).get((oid, ver))}
             for oid, ver in versions
         ]
         self._insert_ignore(delivery_claims, rows)

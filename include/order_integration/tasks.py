@@ -124,3 +124,57 @@ def publish(
         for outlet in getattr(task, "outlets", []) or []:
             outlet_events[outlet].extra = summary
     return summary
+
+
+# -- status sync (backend -> storefront) ---------------------------------------------------
+@fail_fast
+def list_status_files(store_id: str) -> list[str]:
+    """Complete status files waiting in the store's ``outbound_dir`` (no dot or ``.part`` names)."""
+    from order_integration.backend import status_files
+    from order_integration.backend.sftp import SftpBackend
+
+    store = _store(store_id)
+    with SftpBackend(store.backend_conn_id).session() as sftp:
+        try:
+            names = status_files.list_status_files(sftp.listdir(store.backend.outbound_dir))
+        except FileNotFoundError:
+            names = []
+    log.info("store %s: %d status file(s) in %s/: %s", store.id, len(names), store.backend.outbound_dir,
+             ", ".join(names) or "none")
+    return names
+
+
+@fail_fast
+def sync_status_file(store_id: str, name: str) -> dict[str, Any]:
+    """Apply one status file to the storefront, record it, archive it (or move it to error/)."""
+    from order_integration import status_sync
+    from order_integration.backend.sftp import SftpBackend
+    from order_integration.storefronts.woocommerce_writes import WooCommerceWriter
+
+    store = _store(store_id)
+    with (
+        WooCommerceWriter(store.storefront_conn_id) as writer,
+        SftpBackend(store.backend_conn_id).session() as sftp,
+    ):
+        try:
+            result = status_sync.sync_file(store, name, sftp, writer, _ledger())
+        except FileNotFoundError:
+            log.info("store %s: status file %s is gone (handled by another run)", store.id, name)
+            return {"file": name, "moved_to": None, "errors_file": None, "counts": {}}
+    return {"file": name, "moved_to": result.moved_to, "errors_file": result.errors_file,
+            "counts": result.counts}
+
+
+def summarise_status_sync(store_id: str, results: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One line over every file of the run; a file that went to error/ is named."""
+    totals: dict[str, int] = {}
+    for result in results:
+        for key, value in (result.get("counts") or {}).items():
+            totals[key] = totals.get(key, 0) + value
+    errors = [r["file"] for r in results if r.get("errors_file")]
+    line = (f"status sync {store_id}: files={len(results)} "
+            + " ".join(f"{k}={v}" for k, v in sorted(totals.items()))
+            + f"; files with errors={','.join(errors) or '-'}")
+    log.info("%s", line)
+    print(line)
+    return {"store_id": store_id, "files": len(results), "counts": totals, "error_files": errors}

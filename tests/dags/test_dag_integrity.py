@@ -27,20 +27,32 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_one_export_dag_per_configured_store(dagbag):
-    assert "order_export__demo" in dagbag.dag_ids
+def test_dags_per_configured_store(dagbag):
+    assert {"order_export__demo", "order_status_sync__demo"} <= set(dagbag.dag_ids)
 
 
-def test_tags_owner_retries_and_timeouts(dagbag):
-    dag = dagbag.dags["order_export__demo"]
+@pytest.mark.parametrize(("dag_id", "tasks"), [
+    ("order_export__demo", ["extract", "validate", "load", "publish"]),
+    ("order_status_sync__demo", ["list_files", "sync_file", "summary"]),
+])
+def test_tags_owner_retries_and_timeouts(dagbag, dag_id, tasks):
+    dag = dagbag.dags[dag_id]
     assert {"order-integration", "store:demo"} <= set(dag.tags)
-    assert [t.task_id for t in dag.topological_sort()] == ["extract", "validate", "load", "publish"]
+    assert [t.task_id for t in dag.topological_sort()] == tasks
     for t in dag.tasks:
         assert t.owner == "order-integration"
         assert t.retries >= 2, t.task_id
         assert t.retry_exponential_backoff, t.task_id
         assert t.execution_timeout is not None and t.execution_timeout <= timedelta(hours=2), t.task_id
-    assert dag.get_task("publish").outlets, "publish emits the store's Asset"
+    if dag_id.startswith("order_export"):
+        assert dag.get_task("publish").outlets, "publish emits the store's Asset"
+
+
+def test_status_sync_applies_files_one_at_a_time_every_ten_minutes(dagbag):
+    dag = dagbag.dags["order_status_sync__demo"]
+    assert dag.max_active_runs == 1
+    assert dag.get_task("sync_file").max_active_tis_per_dagrun == 1
+    assert dag.timetable.expression == "*/10 * * * *"
 
 
 def test_schedule_is_an_interval_timetable(dagbag):

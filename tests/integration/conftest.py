@@ -38,8 +38,8 @@ def export_harness(airflow_home, sshd, tmp_path):
     and one sshd, like stores of one deployment."""
     started: list[SandboxStorefront] = []
 
-    def make(orders, **store_overrides):
-        shop = SandboxStorefront(orders, consumer_key=KEY, consumer_secret=SECRET).start()
+    def make(orders, *, clock=None, **store_overrides):
+        shop = SandboxStorefront(orders, consumer_key=KEY, consumer_secret=SECRET, clock=clock).start()
         started.append(shop)
         store_id = f"it_{next(_ids)}"
         harness = ExportHarness(

@@ -70,11 +70,13 @@ class ExportHarness:
             "backend_conn_id": f"backend_{self.store_id}",
             "schedule": "@hourly",
             "lookback_minutes": 10,
-            "backend": {"inbound_dir": f"inbound_{self.store_id}", "format": "csv"},
+            "backend": {"inbound_dir": f"inbound_{self.store_id}",
+                        "outbound_dir": f"outbound_{self.store_id}", "format": "csv"},
             **self.store_overrides,
         }
         self.config_path.write_text(yaml.safe_dump({"stores": [store]}))
         self.inbound_dir = self.sftp_root / store["backend"]["inbound_dir"]
+        self.outbound_dir = self.sftp_root / store["backend"]["outbound_dir"]
 
     @property
     def dag_id(self) -> str:
@@ -95,20 +97,38 @@ class ExportHarness:
             f"AIRFLOW_CONN_BACKEND_{self.store_id.upper()}": json.dumps(self.sftp_connection),
         }
 
-    def run(self, logical_date: str, timeout: float = 600) -> RunResult:
-        """``airflow dags test order_export__<store> <logical_date>``."""
+    @property
+    def backend_conn_id(self) -> str:
+        return f"backend_{self.store_id}"
+
+    def _dags_test(self, dag_id: str, logical_date: str, timeout: float) -> tuple[int, str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "test", self.dag_id, logical_date],
+            [sys.executable, "-m", "airflow", "dags", "test", dag_id, logical_date],
             env=self.env(), capture_output=True, text=True, check=False, timeout=timeout,
         )
-        output = proc.stdout + proc.stderr
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def run_status_sync(self, logical_date: str, timeout: float = 600) -> RunResult:
+        """``airflow dags test order_status_sync__<store> <logical_date>``."""
+        code, output = self._dags_test(f"order_status_sync__{self.store_id}", logical_date, timeout)
+        found = re.findall(rf"status sync {self.store_id}: files=(\d+) (.*?); files with errors=(\S+)", output)
+        summary = None
+        if found:
+            files, counts, errors = found[-1]
+            summary = {"files": int(files), **{k: int(v) for k, v in (c.split("=") for c in counts.split())},
+                       "error_files": [] if errors == "-" else errors.split(",")}
+        return RunResult(code, output, summary)
+
+    def run(self, logical_date: str, timeout: float = 600) -> RunResult:
+        """``airflow dags test order_export__<store> <logical_date>``."""
+        code, output = self._dags_test(self.dag_id, logical_date, timeout)
         matches = list(SUMMARY.finditer(output))
         summary = None
         if matches:
             m = matches[-1].groupdict()
             summary = {k: (v if k in {"store", "start", "end", "files"} else int(v)) for k, v in m.items()}
             summary["files"] = [] if m["files"] == "-" else m["files"].split(",")
-        return RunResult(proc.returncode, output, summary)
+        return RunResult(code, output, summary)
 
     def ledger(self) -> Ledger:
         return Ledger(sqlite_engine(self.airflow_home / "order_ledger.db"))
@@ -118,10 +138,10 @@ class ExportHarness:
             return []
         return sorted(self.inbound_dir.iterdir())
 
-    def delivered_rows(self) -> list[dict[str, str]]:
-        """Every CSV row in the inbound folder, from every file."""
+    def delivered_rows(self, files: list[Path] | None = None) -> list[dict[str, str]]:
+        """Every CSV row of ``files`` (default: every file in the inbound folder)."""
         rows: list[dict[str, str]] = []
-        for path in self.inbound_files():
+        for path in self.inbound_files() if files is None else files:
             rows.extend(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
         return rows
 

@@ -1,0 +1,106 @@
+"""Two-way, for real: export -> ERP simulator answers over SFTP -> status sync DAG -> storefront,
+then the next export does not send our own status write-back to the backend again."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pendulum
+import pytest
+
+from sandbox.erp_simulator import ErpSimulator
+from sandbox.generator import generate_orders
+
+pytestmark = pytest.mark.integration
+
+DAY = pendulum.datetime(2026, 11, 2, tz="UTC")
+STOREFRONT_NOW = datetime(2026, 11, 2, 11, 30, tzinfo=UTC)  # status writes land in [11:00, 12:00)
+
+
+def _erp(harness, monkeypatch, **kwargs):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{harness.backend_conn_id.upper()}",
+                       json.dumps(harness.sftp_connection))
+    return ErpSimulator(harness.backend_conn_id, inbound_dir=harness.inbound_dir.name,
+                        outbound_dir=harness.outbound_dir.name, processed_dir=f"erp_{harness.store_id}",
+                        clock=lambda: pendulum.instance(STOREFRONT_NOW), **kwargs)
+
+
+def test_backend_answers_reach_the_storefront_and_do_not_echo_back(export_harness, monkeypatch):
+    orders = generate_orders(150, start=DAY.add(hours=8), end=DAY.add(hours=11), seed=21)
+    harness, shop = export_harness(orders, clock=lambda: STOREFRONT_NOW)
+    export = harness.run("2026-11-02T11:00:00+00:00")
+    assert export.ok, export.output[-4000:]
+    delivered = {oid for oid, _ in harness.delivered_versions()}
+    assert delivered
+
+    report = _erp(harness, monkeypatch).run_once()
+    assert report.files_read and report.status_files
+    events = report.events
+    by_order: dict[str, list] = {}
+    for e in events:
+        by_order.setdefault(e.order_id, []).append(e)
+
+    sync = harness.run_status_sync("2026-11-02T11:40:00+00:00")
+    assert sync.ok, sync.output[-4000:]
+    assert sync.summary["files"] == 1 and sync.summary["error_files"] == []
+    assert sync.summary["applied"] == len(events)
+    assert sorted(p.name for p in (harness.outbound_dir / "archive").iterdir()) == report.status_files
+    assert [p.name for p in harness.outbound_dir.iterdir() if p.is_file()] == []
+
+    shipped_whole = [oid for oid, evs in by_order.items()
+                     if any(e.event == "shipped" and not e.sku for e in evs)]
+    rejected = [oid for oid, evs in by_order.items() if evs[-1].event == "rejected"]
+    cancelled = [oid for oid, evs in by_order.items() if evs[-1].event == "cancelled"]
+    accepted_only = [oid for oid, evs in by_order.items() if [e.event for e in evs] == ["accepted"]]
+    assert shipped_whole and rejected and accepted_only  # cancellations are rarer (5%)
+    for oid in shipped_whole:
+        order = shop.get_order(int(oid))
+        assert order["status"] == "completed"
+        tracking = next(e for e in by_order[oid] if e.event == "shipped").tracking_number
+        assert any(n["customer_note"] and tracking in n["note"] for n in shop.notes(int(oid)))
+    for oid in rejected:
+        assert shop.get_order(int(oid))["status"] == "on-hold"
+    for oid in cancelled:
+        assert shop.get_order(int(oid))["status"] == "cancelled"
+    for oid in accepted_only:
+        assert shop.get_order(int(oid))["status"] == "processing"
+
+    # the same file dropped again (other name) changes nothing on the storefront
+    archived = harness.outbound_dir / "archive" / report.status_files[0]
+    (harness.outbound_dir / "again.csv").write_bytes(archived.read_bytes())
+    writes_before = [r for r in shop.request_log if r[0] in ("PUT", "POST")]
+    again = harness.run_status_sync("2026-11-02T11:50:00+00:00")
+    assert again.ok and again.summary["skipped_duplicate"] == len(events), again.output[-3000:]
+    assert [r for r in shop.request_log if r[0] in ("PUT", "POST")] == writes_before
+
+    # the next export sees the orders we changed (modified at 11:30) but sends none of them:
+    # only their status changed, and we wrote it
+    touched = {oid for oid in by_order if shop.get_order(int(oid))["date_modified_gmt"] == "2026-11-02T11:30:00"}
+    assert touched
+    files_before = set(harness.inbound_files())
+    nxt = harness.run("2026-11-02T12:00:00+00:00")
+    assert nxt.ok, nxt.output[-4000:]
+    new_rows = harness.delivered_rows(sorted(set(harness.inbound_files()) - files_before))
+    assert not touched & {r["order_id"] for r in new_rows}, "our own status write-back went out again"
+    assert nxt.summary["already_delivered"] >= len(touched & delivered)
+
+
+def test_a_file_with_bad_lines_applies_the_good_ones_and_moves_to_error(export_harness, monkeypatch):
+    orders = generate_orders(60, start=DAY.add(hours=9), end=DAY.add(hours=11), seed=4)
+    harness, _ = export_harness(orders, clock=lambda: STOREFRONT_NOW)
+    assert harness.run("2026-11-02T11:00:00+00:00").ok
+    report = _erp(harness, monkeypatch, faults={"bom", "unknown_order", "malformed"}).run_once()
+    good = len(report.events) - len(report.fault_events)
+
+    sync = harness.run_status_sync("2026-11-02T11:40:00+00:00")
+    assert sync.ok, sync.output[-4000:]
+    [name] = report.status_files
+    errors = (harness.outbound_dir / "error" / f"{name}.errors.json").read_text()
+    assert sync.summary["applied"] == good, (sync.summary, errors)
+    assert sync.summary["error_files"] == [name]
+    error_dir = harness.outbound_dir / "error"
+    assert (error_dir / name).exists()
+    report_json = json.loads((error_dir / f"{name}.errors.json").read_text())
+    text = json.dumps(report_json)
+    assert "999999999" in text and "dispatched" in text
