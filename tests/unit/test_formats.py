@@ -118,3 +118,12 @@ def test_large_file_is_streamed_in_chunks():
     written = write_orders((order_record(make_order(str(i))) for i in range(2000)), "csv", target)
     assert written.orders == 2000 and written.rows == 4000
     assert 1 < Counting.writes < 100
+
+
+def test_status_free_version_ignores_only_the_status():
+    from order_integration.model import status_free_version
+
+    base = order_record(make_order())
+    assert status_free_version(base) == status_free_version(order_record(make_order(status="completed")))
+    assert status_free_version(base) != status_free_version(order_record(make_order(customer_note="x")))
+    assert base["order_version"] != order_record(make_order(status="completed"))["order_version"]

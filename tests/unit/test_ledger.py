@@ -97,3 +97,23 @@ def test_concurrent_claims_never_double(tmp_path):
         t.join()
     assert sum(len(r) for r in results) == 300
     assert set().union(*results) == set(versions)
+
+
+def test_columns_added_by_a_newer_release_are_added_to_an_existing_ledger(tmp_path):
+    from sqlalchemy import text
+
+    engine = sqlite_engine(tmp_path / "old.db")
+    with engine.begin() as conn:  # delivery_claims as the first release created it
+        conn.execute(text("CREATE TABLE delivery_claims (store_id VARCHAR(32) NOT NULL, order_id VARCHAR(64) "
+                          "NOT NULL, order_version VARCHAR(32) NOT NULL, batch_id VARCHAR(36) NOT NULL)"))
+        conn.execute(text("INSERT INTO delivery_claims VALUES ('demo', '1', 'v1', 'b1')"))
+    ledger = Ledger(engine)
+    names = [c["name"] for c in inspect(engine).get_columns("delivery_claims")]
+    assert names == ["store_id", "order_id", "order_version", "batch_id", "base_version"]
+    assert ledger.claimed_versions("demo", ["1"]) == {"1": {"v1"}}
+    Ledger(engine)  # idempotent
+
+
+def test_status_free_digests_are_kept_with_claims(ledger):
+    ledger.open_batch("demo", "run1", "W", "x", [("1", "v1"), ("2", "v1")], {("1", "v1"): "b1"})
+    assert ledger.claimed_bases("demo", ["1", "2", "3"]) == {"1": {"b1"}}
