@@ -21,18 +21,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
 from order_integration.config import StoreConfig, cron_of, load_config
-
-DEFAULT_ARGS = {
-    "owner": "order-integration",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=20),
-}
+from order_integration.dag_defaults import START_DATE, default_args, tags
 
 
 def orders_asset(store_id: str) -> Asset:
@@ -43,11 +35,11 @@ def build_export_dag(store: StoreConfig):
     @dag(
         dag_id=f"order_export__{store.id}",
         schedule=CronDataIntervalTimetable(cron_of(store.schedule), timezone="UTC"),
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=START_DATE,
         catchup=False,
         max_active_runs=4,
-        default_args=DEFAULT_ARGS,
-        tags=["order-integration", f"store:{store.id}", "export"],
+        default_args=default_args(),
+        tags=tags(store.id, "export"),
         doc_md=__doc__,
     )
     def order_export() -> None:

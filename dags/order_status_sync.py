@@ -17,29 +17,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 
 from order_integration.config import StoreConfig, load_config
-
-DEFAULT_ARGS = {
-    "owner": "order-integration",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-}
+from order_integration.dag_defaults import START_DATE, default_args, tags
 
 
 def build_status_sync_dag(store: StoreConfig):
     @dag(
         dag_id=f"order_status_sync__{store.id}",
         schedule=store.status_sync_schedule,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=START_DATE,
         catchup=False,
         max_active_runs=1,  # two runs must not apply the same file at once
-        default_args=DEFAULT_ARGS,
-        tags=["order-integration", f"store:{store.id}", "status-sync"],
+        default_args=default_args(max_retry_delay=timedelta(minutes=10)),
+        tags=tags(store.id, "status-sync"),
         doc_md=__doc__,
     )
     def order_status_sync() -> None:

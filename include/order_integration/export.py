@@ -171,8 +171,8 @@ def _drop_echoes(
 ) -> list[Order]:
     """Orders whose only change since a delivered version is the status this package wrote
     back (status sync) are the echo of our own write: already delivered, not a new version."""
-    delivered_before = [o.order_id for o in orders if o.order_id]
-    written = ledger.statuses_written(store_id, delivered_before) if delivered_before else {}
+    ids = [o.order_id for o in orders if o.order_id]
+    written = ledger.statuses_written(store_id, ids) if ids else {}
     if not written:
         return orders
     bases = ledger.claimed_bases(store_id, written)
