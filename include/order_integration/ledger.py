@@ -85,6 +85,7 @@ status_events = Table(
     Column("new_status", String(32), nullable=True),  # the storefront status this event wrote
     Column("note", Text, nullable=True),  # the note text the event put on the order
     Column("occurred_at", DateTime(timezone=True), nullable=True),  # when the backend says it happened
+    Column("tracking_number", String(128), nullable=True),
 )
 stock_levels = Table(
     "stock_levels", metadata,
@@ -454,6 +455,20 @@ class Ledger:
             rows = conn.execute(select(status_events).where(cond).order_by(e.applied_at, e.line_number))
             return [dict(r) for r in rows.mappings()]
 
+    def tracking_owners(self, store_id: str, numbers: Iterable[str]) -> dict[str, str]:
+        """tracking number -> the order an applied ``shipped`` event gave it."""
+        e = status_events.c
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(numbers))):
+                rows = conn.execute(
+                    select(e.tracking_number, e.order_id).where(
+                        e.store_id == store_id, e.tracking_number.in_(chunk), e.outcome == "applied"
+                    )
+                )
+                found.update((number, order_id) for number, order_id in rows)
+        return found
+
     def record_status_events(
         self, store_id: str, source_file: str, rows: Sequence[dict[str, Any]]
     ) -> int:
@@ -464,7 +479,7 @@ class Ledger:
         if not rows:
             return 0
         now = _now()
-        optional = ("event_key", "sku", "quantity", "new_status", "note", "occurred_at")
+        optional = ("event_key", "sku", "quantity", "new_status", "note", "occurred_at", "tracking_number")
         values = [
             {"store_id": store_id, "source_file": source_file, "line_number": r["line_number"],
              "order_id": r["order_id"], "event": r["event"], "outcome": r["outcome"], "applied_at": now,

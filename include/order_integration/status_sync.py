@@ -150,6 +150,7 @@ class EventOutcome:
             "line_number": e.line_number, "order_id": e.order_id[:64], "event": e.event,
             "outcome": self.outcome, "event_key": e.event_key, "sku": e.sku, "quantity": e.quantity,
             "new_status": self.new_status, "note": self.note, "occurred_at": e.occurred_at,
+            "tracking_number": e.tracking_number or None,
         }
 
 
@@ -356,6 +357,7 @@ class _Run:
             else:
                 first_line[event.event_key] = event.line_number
                 fresh.append((index, event))
+        fresh = self._refuse_reused_tracking(fresh)
         numeric = {e.order_id for _i, e in fresh if e.order_id.isdigit() and int(e.order_id) > 0}
         raw_orders = self.writer.get_orders(sorted({int(o) for o in numeric})) if numeric else {}
         shipped = self.ledger.shipped_quantities(self.store_id, numeric)
@@ -372,6 +374,23 @@ class _Run:
                 self.settle(index, EventOutcome(event, error(f"order not found{detail}")))
                 continue
             self.plan_event(index, event, order)
+
+    def _refuse_reused_tracking(self, fresh: list[tuple[int, StatusEvent]]) -> list[tuple[int, StatusEvent]]:
+        """A tracking number belongs to one order: a ``shipped`` event reusing another order's
+        number (applied before, or earlier in this file) is refused — it is a backend mistake
+        that would show a stranger's parcel to the customer."""
+        numbers = [e.tracking_number for _i, e in fresh if e.event == "shipped" and e.tracking_number]
+        owners = self.ledger.tracking_owners(self.store_id, numbers) if numbers else {}
+        kept = []
+        for index, event in fresh:
+            number = event.tracking_number if event.event == "shipped" else ""
+            owner = owners.setdefault(number, event.order_id) if number else event.order_id
+            if owner != event.order_id:
+                self.settle(index, EventOutcome(event, refused(
+                    f"tracking number {number} is already used for order {owner}")))
+            else:
+                kept.append((index, event))
+        return kept
 
     def plan_event(self, index: int, event: StatusEvent, order: _Order) -> None:
         decision = _decide(event, order)

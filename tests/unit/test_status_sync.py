@@ -217,6 +217,21 @@ def test_shipped_whole_completes_with_a_customer_note(env: Env) -> None:
     assert "https://track.example/JJD000123" in note["note"]
 
 
+def test_a_tracking_number_of_another_order_is_refused(env: Env) -> None:
+    env.set_status(1003, "processing")
+    env.set_status(1005, "processing")
+    env.sync("s1.csv", status_csv(ship(1003)))
+    result = env.sync("s2.csv", status_csv(ship(1005, occurred_at="2026-11-30T10:00:00Z")))  # same JJD000123
+    [outcome] = result.outcomes
+    assert outcome.outcome == "refused: tracking number JJD000123 is already used for order 1003"
+    assert env.status(1005) == "processing" and result.errors_file is not None
+    # within one file too; parts of one order may share a parcel
+    env.set_status(1006, "processing")
+    result = env.sync("s3.csv", status_csv(ship(1006, tracking_number="T-NEW"),
+                                           ship(1007, tracking_number="T-NEW", occurred_at="2026-11-30T11:00:00Z")))
+    assert [o.outcome.split(":")[0] for o in result.outcomes] == ["applied", "refused"]
+
+
 def test_partial_shipments_across_files_complete_after_the_last_part(env: Env) -> None:
     env.set_status(1004, "processing")
     env.sync("part1.csv", status_csv(ship(1004, sku="SKU-A", quantity=1)))
