@@ -179,6 +179,18 @@ class Meter:
 # --- the servers (separate processes) -------------------------------------------------------------
 
 
+def _terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 15 s; closes a captured stdout."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 class StorefrontProcess:
     """``python -m sandbox.storefront`` generating and serving N orders on a free port."""
 
@@ -215,16 +227,8 @@ class StorefrontProcess:
         return len(resp.json())
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        if self.proc is not None:
+            _terminate(self.proc)
         self.proc = None
 
 
@@ -254,14 +258,8 @@ class SftpProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        if self.proc is not None:
+            _terminate(self.proc)
         self.proc = None
 
 
