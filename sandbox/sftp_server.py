@@ -56,6 +56,23 @@ def _public_line(key: Any) -> str:
     return f"{parts[0]} {parts[1]}"
 
 
+def sftp_connection(host: str, port: int, login: str, key_file: Path, host_key: str) -> dict[str, Any]:
+    """An Airflow ``sftp`` connection (JSON form) with key login and a pinned host key."""
+    return {
+        "conn_type": "sftp",
+        "host": host,
+        "port": port,
+        "login": login,
+        "extra": {
+            "key_file": str(key_file),
+            "host_key": host_key,
+            # Only the key above: no ~/.ssh/id_* guessing, so a wrong key fails the same way
+            # on every machine.
+            "look_for_keys": "false",
+        },
+    }
+
+
 class EmbeddedSftpServer:
     """SFTP server running on its own asyncio loop in a background thread.
 
@@ -110,19 +127,7 @@ class EmbeddedSftpServer:
 
     def airflow_connection(self) -> dict[str, Any]:
         """Airflow connection (JSON form, e.g. for ``AIRFLOW_CONN_<ID>``) pointing at this server."""
-        return {
-            "conn_type": "sftp",
-            "host": self.host,
-            "port": self.port,
-            "login": self.username,
-            "extra": {
-                "key_file": str(self.client_key_file),
-                "host_key": self.host_key,
-                # Only the key above: no ~/.ssh/id_* guessing, so a wrong key fails the same way
-                # on every machine.
-                "look_for_keys": "false",
-            },
-        }
+        return sftp_connection(self.host, self.port, self.username, self.client_key_file, self.host_key)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -197,20 +197,18 @@ def load(
 
     Batches left pending by an earlier attempt (of this run or another) are finished first;
     then the versions still unclaimed are claimed, rendered, uploaded and recorded."""
-    from airflow.sdk import ObjectStoragePath
-
     records = list(_read_jsonl(deliverable_path))
     versions = [(r["order_id"], r["order_version"]) for r in records]
     with backend.session() as sftp:
         for batch in ledger.pending_batches(store.id):
             log.info("store %s: finishing batch %s left by run %s", store.id, batch.batch_id, batch.run_id)
-            _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath)
+            _finish_batch(store, staging, ledger, sftp, batch)
         if versions:
             bases = {(r["order_id"], r["order_version"]): status_free_version(r) for r in records}
             batch, _won = ledger.open_batch(
                 store.id, run_id, window.label, str(deliverable_path), versions, bases
             )
-            _finish_batch(store, staging, ledger, sftp, batch, ObjectStoragePath, records)
+            _finish_batch(store, staging, ledger, sftp, batch, records)
     # Counted from the ledger, so a retry after a crash reports what the run delivered in all.
     owners = ledger.claim_runs(store.id, versions)
     delivered = sum(1 for v in versions if owners.get(v) == run_id)
@@ -222,11 +220,12 @@ def load(
 
 def _finish_batch(
     store: StoreConfig, staging: ObjectStoragePath, ledger: Ledger, sftp: Any,
-    batch: Batch, path_cls: type[ObjectStoragePath], source: list[dict[str, Any]] | None = None,
+    batch: Batch, source: list[dict[str, Any]] | None = None,
 ) -> None:
     """Render (if not yet), upload and record one batch; an empty batch is dropped.
 
     ``source``: the batch's source records when the caller has them already in memory."""
+    path = type(staging)  # the staging path's class makes the batch's other paths (file://, s3://)
     claims = ledger.batch_claims(batch.batch_id)
     if not claims:
         ledger.drop_batch(batch.batch_id)
@@ -234,7 +233,7 @@ def _finish_batch(
     fmt = store.backend.format
     if batch.staged_path is None or batch.file_name is None:
         staged = staging / f"batch-{batch.batch_id}.{fmt}"
-        rows = source if source is not None else _read_jsonl(path_cls(batch.source_path))
+        rows = source if source is not None else _read_jsonl(path(batch.source_path))
         records = (r for r in rows if (r["order_id"], r["order_version"]) in claims)
         with staged.open("wb") as fh:
             written = write_orders(records, fmt, fh)
@@ -243,7 +242,7 @@ def _finish_batch(
         ledger.set_batch_file(batch.batch_id, str(staged), name, written.orders)
         batch = ledger.batch(batch.batch_id)
     assert batch.staged_path is not None and batch.file_name is not None
-    with path_cls(batch.staged_path).open("rb") as fh:
+    with path(batch.staged_path).open("rb") as fh:
         remote = sftp.upload_atomic(fh, store.backend.inbound_dir, batch.file_name)
     count = ledger.complete_batch(batch)
     log.info("store %s: uploaded %s (%d orders)", store.id, remote, count)

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from sandbox.sftp_server import sftp_connection
+
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
 INSTALL_HINT = "OpenSSH server missing: apt-get install -y openssh-server"
@@ -155,17 +157,7 @@ class Sshd:
 
         An ``extra`` override value of ``None`` removes that key (e.g. ``extra={"host_key": None}``).
         """
-        conn: dict[str, Any] = {
-            "conn_type": "sftp",
-            "host": self.host,
-            "port": self.port,
-            "login": self.username,
-            "extra": {
-                "key_file": str(self.client_key_file),
-                "host_key": self.host_key,
-                "look_for_keys": "false",
-            },
-        }
+        conn = sftp_connection(self.host, self.port, self.username, self.client_key_file, self.host_key)
         extra_overrides = overrides.pop("extra", None) or {}
         conn.update(overrides)
         for key, value in extra_overrides.items():
