@@ -6,7 +6,9 @@ hourly windows with ``airflow dags test``, re-runs the last window to show that 
 delivered twice, prints the files on the SFTP server and the quarantine; then the ERP
 simulator answers, ``order_status_sync__demo`` applies the answers to the storefront, the
 demo shows a few orders as the customer sees them, and one more export shows that our own
-status write-backs are not sent to the backend again. It stops what it started.
+status write-backs are not sent to the backend again. Last, the ERP drops a stock snapshot
+and a small update, ``inventory_sync__demo`` applies them, and the demo shows stock levels
+before and after for a few SKUs. It stops what it started.
 State lives in ``.sandbox/`` and ``$AIRFLOW_HOME`` (both ignored by git) and is
 reset at every start, so each demo tells the same story.
 """
@@ -33,12 +35,15 @@ from order_integration.ledger import Ledger, sqlite_engine
 from sandbox.erp_simulator import ErpSimulator
 from sandbox.generator import generate_orders, make_invalid
 from sandbox.sftp_server import EmbeddedSftpServer
-from sandbox.storefront import SandboxStorefront
+from sandbox.storefront import SandboxStorefront, default_products
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".sandbox"
-SUMMARY = re.compile(r"order export \S+ \[.*")
-STATUS_SUMMARY = re.compile(r"status sync \S+: files=.*")
+# The summary lines hold no quotes; stopping at one keeps a match out of the XCom value's repr
+# ("Returned value was: {..., 'note': 'order export ...'}"), which repeats the line.
+SUMMARY = re.compile(r"order export \S+ \[[^'\"\n]*")
+STATUS_SUMMARY = re.compile(r"status sync \S+: files=[^'\"\n]*")
+INVENTORY_SUMMARY = re.compile(r"inventory sync \S+: files=[^'\"\n]*")
 HOURS = 3
 
 
@@ -92,7 +97,8 @@ def main() -> int:
     _banner("starting the sandbox storefront and the embedded SFTP server")
     key, secret = "ck_demo_0123456789", "cs_demo_0123456789"
     with (
-        SandboxStorefront(orders, consumer_key=key, consumer_secret=secret) as shop,
+        SandboxStorefront(orders, consumer_key=key, consumer_secret=secret,
+                          products=default_products()) as shop,
         EmbeddedSftpServer(STATE / "sftp", STATE / "keys") as sftp,
     ):
         print(f"storefront  {shop.base_url}  ({len(orders)} orders modified in "
@@ -119,7 +125,7 @@ def main() -> int:
         os.environ[f"AIRFLOW_CONN_{store.backend_conn_id.upper()}"] = env[
             f"AIRFLOW_CONN_{store.backend_conn_id.upper()}"]
         erp = ErpSimulator(store.backend_conn_id, inbound_dir=store.backend.inbound_dir,
-                           outbound_dir=store.backend.outbound_dir, seed=7)
+                           outbound_dir=store.backend.outbound_dir, stock_dir=store.backend.stock_dir, seed=7)
         for line in erp.run_once().lines():
             print(line)
 
@@ -130,6 +136,16 @@ def main() -> int:
 
         _banner("exporting the current hour: our own status write-backs are not sent back")
         print(_run_export(env, now.start_of("hour").add(hours=1), log_dir), flush=True)
+
+        _banner("the ERP drops a stock snapshot and a small update; inventory_sync__demo applies them")
+        before = shop.stock_levels()
+        report = erp.write_stock("snapshot")
+        erp.clock = lambda: pendulum.now("UTC").add(seconds=1)  # the update is newer than the snapshot
+        update = erp.write_stock("update", changes=3)
+        for line in report.lines() + update.lines():
+            print(line)
+        print(_dags_test(env, "inventory_sync__demo", now, log_dir, INVENTORY_SUMMARY), flush=True)
+        _show_stock(shop, before, [sku for sku, _q in update.rows] + [sku for sku, _q in report.rows][:4])
     _banner("stopped the storefront and the SFTP server")
     return 0
 
@@ -148,6 +164,14 @@ def _show_storefront(shop: SandboxStorefront, erp_orders: list[int]) -> None:
         for note in notes:
             kind = "customer note" if note.get("customer_note") else "private note"
             print(f"    {kind}: {note['note']}")
+
+
+def _show_stock(shop: SandboxStorefront, before: dict[str, int | None], skus: list[str]) -> None:
+    """Stock levels on the storefront before and after the inventory sync, for a few SKUs."""
+    _banner("stock levels on the storefront (before -> after)")
+    after = shop.stock_levels()
+    for sku in dict.fromkeys(skus):
+        print(f"{sku:<12} {before.get(sku)!s:>4} -> {after.get(sku)!s:<4}")
 
 
 def _report(inbound_dir: str, airflow_home: Path) -> None:

@@ -37,6 +37,12 @@ CLI::
 
     python -m sandbox.erp_simulator --conn-id backend_sftp_demo [--conn-file .sandbox/sftp_conn.json]
         [--interval 5] [--once] [--faults bom,unknown_order,malformed] [--seed 7] [--state PATH]
+        [--stock snapshot|update] [--stock-dir stock]
+
+Stock files (:meth:`ErpSimulator.write_stock`): ``stock_<time>_<seq>_<kind>.csv`` in
+``stock_dir``, columns ``sku,quantity,as_of``, absolute levels: full snapshots of every SKU the
+warehouse stocks, or small updates of a few. Fault modes ``unknown_sku`` and ``stale_stock``
+add a SKU the shop does not sell, and a late file with older levels.
 """
 
 from __future__ import annotations
@@ -74,9 +80,15 @@ STATUS_COLUMNS: tuple[str, ...] = (
 EVENTS: tuple[str, ...] = ("accepted", "shipped", "cancelled", "rejected")
 #: Order statuses the ERP does not answer: the shop itself has called the order off.
 NO_EVENT_STATUSES = frozenset({"cancelled", "refunded", "failed"})
-FAULTS = frozenset({"bom", "unknown_order", "malformed"})
+FAULTS = frozenset({"bom", "unknown_order", "malformed", "unknown_sku", "stale_stock"})
 #: The order id of the ``unknown_order`` fault line; no shop hands out an id that high here.
 UNKNOWN_ORDER_ID = "999999999"
+#: Columns of a stock file, in contract order.
+STOCK_COLUMNS: tuple[str, ...] = ("sku", "quantity", "as_of")
+#: The SKU of the ``unknown_sku`` fault row; the shop sells nothing by that name.
+UNKNOWN_SKU = "NO-SUCH-SKU-404"
+#: How far behind the ``stale_stock`` fault file's ``as_of`` lies (it arrives after a newer one).
+STALE_STOCK_AGE = 3600
 ORDER_FILE_SUFFIXES = (".csv", ".jsonl")
 
 #: (outcome, weight) for an order seen for the first time.
@@ -297,7 +309,13 @@ class ErpSimulator:
     :param clock: the current time (aware); event times and file names derive from it.
     :param state_path: JSON file remembering answered files and order outcomes across restarts;
         ``None`` keeps the state in memory only (for tests).
-    :param faults: broken lines to add to each status file: ``bom``, ``unknown_order``, ``malformed``.
+    :param faults: broken lines to add to each status file: ``bom``, ``unknown_order``, ``malformed``;
+        for stock files: ``unknown_sku`` (a row of a SKU the shop does not sell, in every stock
+        file) and ``stale_stock`` (after each stock file, a second one with older ``as_of`` and
+        other quantities, named so it arrives later: it must be skipped as stale).
+    :param stock_dir: where stock files are written.
+    :param stock_skus: the SKUs the warehouse stocks (default: the physical products of
+        ``sandbox.generator.CATALOGUE``).
     """
 
     def __init__(
@@ -311,6 +329,8 @@ class ErpSimulator:
         clock: Clock = _utc_now,
         state_path: str | Path | None = None,
         faults: Iterable[str] = (),
+        stock_dir: str = "stock",
+        stock_skus: Iterable[str] | None = None,
     ) -> None:
         unknown = set(faults) - FAULTS
         if unknown:
@@ -322,6 +342,8 @@ class ErpSimulator:
         self.seed = seed
         self.clock = clock
         self.faults = frozenset(faults)
+        self.stock_dir = stock_dir
+        self.stock_skus = tuple(stock_skus) if stock_skus is not None else _catalogue_skus()
         self.state_path = Path(state_path) if state_path is not None else None
         self._state = self._load_state()
         self._backend = SftpBackend(conn_id)
@@ -329,7 +351,7 @@ class ErpSimulator:
     # -- state -----------------------------------------------------------------------------------
 
     def _load_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"seq": 0, "files": {}, "orders": {}}
+        state: dict[str, Any] = {"seq": 0, "files": {}, "orders": {}, "stock": {}, "stock_seq": 0}
         if self.state_path is not None and self.state_path.exists():
             state.update(json.loads(self.state_path.read_text(encoding="utf-8")))
         return state
@@ -484,6 +506,53 @@ class ErpSimulator:
             events += [dataclasses.replace(template, sku=sku, quantity=str(n)) for sku, n in per_sku.items()]
         return "partial", events
 
+    # -- stock files -----------------------------------------------------------------------------
+
+    def write_stock(self, kind: str = "snapshot", *, changes: int = 3) -> StockReport:
+        """Write one stock file into ``stock_dir`` (uploaded as ``.part``, then renamed).
+
+        ``snapshot``: every stocked SKU's level (the first snapshot invents levels, later ones
+        move each level a little, as sales and receipts would); ``update``: ``changes`` SKUs
+        only. Levels are absolute, ``as_of`` is the clock's now. Deterministic for a seed.
+        With the ``stale_stock`` fault a second, older file follows (see the class docstring).
+        """
+        if kind not in ("snapshot", "update"):
+            raise ValueError(f"stock file kind {kind!r} is not snapshot or update")
+        now = self.clock().in_timezone("UTC").replace(microsecond=0)
+        levels: dict[str, int] = self._state.setdefault("stock", {})
+        rng = random.Random(f"{self.seed}:stock:{self._state.get('stock_seq', 0)}")
+        if kind == "snapshot" or not levels:
+            chosen = list(self.stock_skus)
+        else:
+            chosen = rng.sample(list(self.stock_skus), min(changes, len(self.stock_skus)))
+        rows = []
+        for sku in chosen:
+            before = levels.get(sku)
+            level = rng.randint(0, 60) if before is None else max(0, before + rng.randint(-4, 6))
+            if kind == "update" and level == before:
+                level += 1  # an update reports a change
+            levels[sku] = level
+            rows.append((sku, level))
+        report = StockReport()
+        with self._backend.session() as session:
+            extra = [(UNKNOWN_SKU, 5)] if "unknown_sku" in self.faults else []
+            report.files.append(self._upload_stock(session, kind, rows + extra, now))
+            report.rows.extend(rows + extra)
+            if "stale_stock" in self.faults:
+                older = [(sku, level + 7) for sku, level in rows]
+                report.stale_files.append(self._upload_stock(
+                    session, "stale", older, now.subtract(seconds=STALE_STOCK_AGE)))
+        self._save_state()
+        return report
+
+    def _upload_stock(self, session: SftpSession, kind: str, rows: list[tuple[str, int]],
+                      as_of: pendulum.DateTime) -> str:
+        self._state["stock_seq"] = self._state.get("stock_seq", 0) + 1
+        stamp = self.clock().in_timezone("UTC").strftime("%Y%m%dT%H%M%SZ")
+        name = f"stock_{stamp}_{self._state['stock_seq']:04d}_{kind}.csv"
+        session.upload_atomic(io.BytesIO(render_stock_file(rows, as_of)), self.stock_dir, name)
+        return name
+
     # -- faults ----------------------------------------------------------------------------------
 
     def _fault_events(self, good: list[StatusEvent], now: pendulum.DateTime) -> list[StatusEvent]:
@@ -504,6 +573,35 @@ class ErpSimulator:
                 StatusEvent(accepted[-1], "accepted", "yesterday"),
             ]
         return out
+
+
+@dataclass(slots=True)
+class StockReport:
+    """What one :meth:`ErpSimulator.write_stock` wrote: file names and ``(sku, quantity)`` rows
+    of the current-level file (fault rows included); ``stale_files`` the late, older ones."""
+
+    files: list[str] = field(default_factory=list)
+    rows: list[tuple[str, int]] = field(default_factory=list)
+    stale_files: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"stock file {name}: {len(self.rows)} skus" for name in self.files]
+        return out + [f"stale stock file {name} (older as_of, arrives late)" for name in self.stale_files]
+
+
+def render_stock_file(rows: Iterable[tuple[str, int]], as_of: pendulum.DateTime) -> bytes:
+    """A stock file's bytes: header and one ``sku,quantity,as_of`` line per row, RFC 4180, UTF-8."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(STOCK_COLUMNS)
+    writer.writerows((sku, quantity, _stamp(as_of)) for sku, quantity in rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _catalogue_skus() -> tuple[str, ...]:
+    from sandbox.generator import CATALOGUE
+
+    return tuple(p.sku for p in CATALOGUE if not p.virtual)
 
 
 def _shipment(order_id: str, rng: random.Random, at: pendulum.DateTime) -> StatusEvent:
@@ -565,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outbound-dir", default="outbound")
     parser.add_argument("--processed-dir", default="erp_processed")
     parser.add_argument("--state", type=Path, help="state JSON (default .sandbox/erp_state_<conn-id>.json)")
+    parser.add_argument("--stock", choices=("snapshot", "update"),
+                        help="also write one stock file per poll into --stock-dir")
+    parser.add_argument("--stock-dir", default="stock")
     args = parser.parse_args(argv)
     # Airflow sets up logging when the hook module is first imported; quiet the per-poll
     # connect/upload chatter afterwards, so the output is the one line per file handled.
@@ -577,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[f"AIRFLOW_CONN_{args.conn_id.upper()}"] = args.conn_file.read_text(encoding="utf-8")
     simulator = ErpSimulator(
         args.conn_id, inbound_dir=args.inbound_dir, outbound_dir=args.outbound_dir,
-        processed_dir=args.processed_dir, seed=args.seed, faults=args.faults,
+        processed_dir=args.processed_dir, seed=args.seed, faults=args.faults, stock_dir=args.stock_dir,
         state_path=args.state or Path(".sandbox") / f"erp_state_{args.conn_id}.json",
     )
     try:
@@ -592,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
                 report = ErpReport()
             for line in report.lines():
                 print(line, flush=True)
+            if args.stock:
+                for line in simulator.write_stock(args.stock).lines():
+                    print(line, flush=True)
             if args.once:
                 return 0
             time.sleep(args.interval)

@@ -25,6 +25,14 @@ Control endpoints (no auth, not WooCommerce): ``POST /__sandbox/faults``, ``GET 
 ``POST /__sandbox/orders``, ``GET /__sandbox/orders/{id}``, ``POST /__sandbox/touch``,
 ``POST /__sandbox/reset``, ``GET /__sandbox/requests``. Faults (FIFO, one per matching API
 request): ``429``/``503`` (with ``Retry-After``), ``500``, ``html``, ``truncated``, ``drift``, ``delay``.
+
+Products and stock (:class:`ProductCatalog`): ``GET /products`` (``page``, ``per_page`` ≤ 100,
+``sku`` as a comma list matching products AND variations, ``type``, ``orderby``/``order``,
+``_fields``; ``X-WP-Total``/``X-WP-TotalPages``), ``GET /products/{id}``,
+``GET /products/{id}/variations[/{vid}]``, ``POST /products/batch`` and
+``POST /products/{id}/variations/batch`` (≤ 100 items; a variation on the products endpoint is
+refused as WooCommerce does), ``PUT /products/{id}``. Control: ``POST /__sandbox/products``
+(seed), ``GET /__sandbox/products`` (sku -> stock), ``GET /__sandbox/products/{id}``.
 """
 
 from __future__ import annotations
@@ -638,10 +646,12 @@ def _pick_fields(order: dict[str, Any], fields: list[str]) -> dict[str, Any]:
 class StorefrontApp:
     """Routes, auth and WooCommerce semantics on top of an ``OrderStore``; HTTP-agnostic."""
 
-    def __init__(self, store: OrderStore, consumer_key: str, consumer_secret: str) -> None:
+    def __init__(self, store: OrderStore, consumer_key: str, consumer_secret: str,
+                 catalog: ProductCatalog | None = None) -> None:
         self.store = store
         self.key = consumer_key
         self.secret = consumer_secret
+        self.catalog = catalog or ProductCatalog(store.lock, store.clock)
 
     # -- auth
 
@@ -684,6 +694,8 @@ class StorefrontApp:
         return resp, fault
 
     def route(self, method: str, path: str, params: dict[str, str], body: bytes) -> Response:
+        if path == PRODUCTS_PATH or path.startswith(PRODUCTS_PATH + "/"):
+            return self.route_products(method, path, params, body)
         if not path.startswith(ORDERS_PATH + "/"):
             return _no_route()
         parts = path[len(ORDERS_PATH) + 1:].split("/")
@@ -701,6 +713,32 @@ class StorefrontApp:
             return self.list_notes(order_id, params)
         if len(parts) == 2 and parts[1] == "notes" and method == "POST":
             return self.with_json(body, lambda data: self.add_note(order_id, data))
+        return _no_route()
+
+    def route_products(self, method: str, path: str, params: dict[str, str], body: bytes) -> Response:
+        """``/products``, ``/products/{id}``, ``/products/batch`` and the variations below a product."""
+        catalog = self.catalog
+        parts = path[len(PRODUCTS_PATH) + 1:].split("/") if path != PRODUCTS_PATH else []
+        editable = method in ("POST", "PUT", "PATCH")
+        if not parts and method == "GET":
+            return catalog.list(params)
+        if parts == ["batch"] and editable:
+            return self.with_json(body, catalog.batch)
+        if not parts or not parts[0].isdigit():
+            return _no_route()
+        pid = int(parts[0])
+        if len(parts) == 1 and method == "GET":
+            return catalog.get(pid)
+        if len(parts) == 1 and editable:
+            return self.with_json(body, lambda data: _answer(*catalog.update(pid, data)))
+        if len(parts) < 2 or parts[1] != "variations":
+            return _no_route()
+        if len(parts) == 2 and method == "GET":
+            return catalog.list(params, parent_id=pid)
+        if parts[2:] == ["batch"] and editable:
+            return self.with_json(body, lambda data: catalog.batch(data, parent_id=pid))
+        if len(parts) == 3 and parts[2].isdigit() and method == "GET":
+            return catalog.get(int(parts[2]), parent_id=pid)
         return _no_route()
 
     @staticmethod
@@ -864,6 +902,12 @@ def _merge_meta(current: list[dict[str, Any]], changes: list[Any]) -> list[dict[
     return merged
 
 
+def _answer(status: int, body: dict[str, Any]) -> Response:
+    if status == 200:
+        return Response(200, wp_json(body))
+    return wp_error(status, body["code"], body["message"])
+
+
 def _no_route() -> Response:
     return wp_error(404, "rest_no_route", "No route was found matching the URL and request method.")
 
@@ -910,6 +954,306 @@ def _link_header(host: str, params: dict[str, str], page: int, pages: int) -> st
     if pages > page:
         links.append(f'<{url(page + 1)}>; rel="next"')
     return ", ".join(links)
+
+
+# --- products and stock (GET /products?sku=…, variations, batch updates) -----------------------------
+
+PRODUCTS_PATH = f"{API_PREFIX}/products"
+PRODUCT_TYPES = ("simple", "grouped", "external", "variable", "variation")
+_PRODUCT_ORDERBY = ("date", "id", "include", "title", "slug", "modified")
+_VARIATION_VIA_PRODUCTS = ("To manipulate product variations you should use the "
+                           "/products/&lt;product_id&gt;/variations/&lt;id&gt; endpoint.")
+
+
+def _wc_stock_amount(value: Any) -> int | None:
+    """``wc_stock_amount`` after the REST schema's integer check; ``None`` when not an integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return int(value.strip())
+    return None
+
+
+class ProductCatalog:
+    """Products and variations (one id space, like WordPress posts) behind the store's lock.
+
+    Stored items carry their *own* ``manage_stock`` (a bool); the API view of a variation says
+    ``"parent"`` when only its parent manages stock, and shows the parent's quantity then, as
+    WooCommerce does. Stock writes follow ``WC_REST_Products_Controller``: a quantity is only
+    kept for a managed item, and ``manage_stock: false`` clears it.
+    """
+
+    def __init__(self, lock: threading.RLock, clock: Callable[[], datetime]) -> None:
+        self.lock = lock
+        self.clock = clock
+        self.items: dict[int, dict[str, Any]] = {}
+        self.baseline: dict[int, dict[str, Any]] = {}
+        self._sku_index: dict[str, list[int]] | None = None  # casefolded sku -> ids; rebuilt lazily
+
+    # -- seeding
+
+    def load(self, products: Iterable[dict[str, Any]]) -> int:
+        """Upsert products; a ``variable`` one may nest its variations under ``variations``
+        as dicts (stored as items of their own, the parent keeps their ids)."""
+        count = 0
+        with self.lock:
+            for raw in products:
+                product = json.loads(json.dumps(raw))  # a deep copy
+                nested = [v for v in product.get("variations") or [] if isinstance(v, dict)]
+                if nested:
+                    product["variations"] = [int(v["id"]) for v in nested]
+                self._put(product, parent_id=0)
+                for variation in nested:
+                    self._put({**variation, "type": "variation"}, parent_id=int(product["id"]))
+                count += 1 + len(nested)
+        return count
+
+    def _put(self, item: dict[str, Any], parent_id: int) -> None:
+        item_id = item.get("id")
+        if not isinstance(item_id, int) or isinstance(item_id, bool) or item_id <= 0:
+            raise ValueError(f"a product needs a positive integer id: {item!r}"[:200])
+        item.setdefault("type", "simple")
+        item["parent_id"] = parent_id if item["type"] == "variation" else 0
+        item.setdefault("name", item.get("sku") or f"Product {item_id}")
+        item.setdefault("sku", "")
+        item.setdefault("status", "publish")
+        item["manage_stock"] = item.get("manage_stock") is True
+        quantity = _wc_stock_amount(item.get("stock_quantity"))
+        item["stock_quantity"] = quantity if item["manage_stock"] else None
+        item.setdefault("date_modified_gmt", _wall(self._now()))
+        if item["type"] == "variable":
+            item.setdefault("variations", [])
+        self._set_status(item)
+        self.items[item_id] = item
+        self._sku_index = None
+
+    def snapshot(self) -> None:
+        with self.lock:
+            self.baseline = json.loads(json.dumps(self.items))
+            self.baseline = {int(k): v for k, v in self.baseline.items()}
+
+    def reset(self) -> None:
+        with self.lock:
+            self.items = {int(k): v for k, v in json.loads(json.dumps(self.baseline)).items()}
+            self._sku_index = None
+
+    def _now(self) -> datetime:
+        return self.clock().astimezone(UTC).replace(microsecond=0)
+
+    # -- views
+
+    def view(self, item: dict[str, Any]) -> dict[str, Any]:
+        """The API's answer for one stored item."""
+        out = dict(item)
+        out["date_modified"] = out["date_modified_gmt"]
+        if item["type"] == "variation" and not item["manage_stock"]:
+            parent = self.items.get(item["parent_id"]) or {}
+            if parent.get("manage_stock"):
+                out["manage_stock"] = "parent"
+                out["stock_quantity"] = parent.get("stock_quantity")
+                out["stock_status"] = parent.get("stock_status", "instock")
+        if item["type"] != "variable":
+            out.pop("variations", None)
+        return out
+
+    def by_sku(self, sku: str) -> dict[str, Any] | None:
+        """The API view of the item whose SKU is exactly ``sku`` (first by id), or ``None``."""
+        with self.lock:
+            for key in sorted(self.items):
+                if self.items[key]["sku"] == sku:
+                    return self.view(self.items[key])
+        return None
+
+    @staticmethod
+    def _set_status(item: dict[str, Any]) -> None:
+        if item["manage_stock"]:
+            item["stock_status"] = "instock" if (item["stock_quantity"] or 0) > 0 else "outofstock"
+        else:
+            item.setdefault("stock_status", "instock")
+
+    # -- API
+
+    def list(self, params: dict[str, str], *, parent_id: int | None = None) -> Response:
+        """``GET /products`` (``parent_id`` None) or ``GET /products/{id}/variations``."""
+        problems: dict[str, tuple[str, str]] = {}
+        page = _int_param(params, "page", 1, 1, None, problems)
+        per_page = _int_param(params, "per_page", 10, 1, MAX_PER_PAGE, problems)
+        orderby = _enum_param(params, "orderby", "date", _PRODUCT_ORDERBY, problems)
+        order = _enum_param(params, "order", "desc", ("asc", "desc"), problems)
+        kind = params.get("type")
+        if kind and kind not in PRODUCT_TYPES[:4]:
+            problems["type"] = ("rest_not_in_enum", f"type is not one of {_wp_list(PRODUCT_TYPES[:4])}.")
+        if problems:
+            return _invalid_params(problems)
+        with self.lock:
+            if parent_id is not None:
+                if self.items.get(parent_id, {}).get("type") in (None, "variation"):
+                    return wp_error(404, "woocommerce_rest_product_invalid_id", "Invalid ID.")
+                chosen = [i for i in self.items.values() if i["parent_id"] == parent_id]
+            else:
+                chosen = self._select(params.get("sku"), kind)
+            # dates are whole seconds and seeded items share them: id breaks ties, as "date ID" does
+            if orderby == "id":
+                chosen.sort(key=lambda i: i["id"], reverse=order == "desc")
+            else:
+                chosen.sort(key=lambda i: (i["date_modified_gmt"], i["id"]), reverse=order == "desc")
+            total = len(chosen)
+            rows = [self.view(i) for i in chosen[(page - 1) * per_page: page * per_page]]
+        if params.get("_fields"):
+            fields = [f.strip() for f in params["_fields"].split(",") if f.strip()]
+            rows = [_pick_fields(r, fields) for r in rows]
+        pages = math.ceil(total / per_page) if total else 0
+        return Response(200, wp_json(rows), [("X-WP-Total", str(total)), ("X-WP-TotalPages", str(pages))])
+
+    def _select(self, sku_param: str | None, kind: str | None) -> list[dict[str, Any]]:
+        """Items of a product list: with ``sku`` products AND variations whose SKU is in the list
+        (MySQL compares case-insensitively; WooCommerce also tries the whole value when it has
+        commas); without it products only."""
+        if sku_param:
+            skus = [s for s in sku_param.split(",")]
+            if len(skus) > 1:
+                skus.append(sku_param)
+            if self._sku_index is None:  # updates never change a SKU: only seeding invalidates it
+                self._sku_index = {}
+                for key, stored in self.items.items():
+                    if stored["sku"]:
+                        self._sku_index.setdefault(stored["sku"].casefold(), []).append(key)
+            wanted = {s.casefold() for s in skus if s}
+            chosen = [self.items[k] for s in wanted for k in self._sku_index.get(s, ())]
+        else:
+            chosen = [i for i in self.items.values() if i["type"] != "variation"]
+        return [i for i in chosen if not kind or i["type"] == kind]
+
+    def get(self, item_id: int, parent_id: int | None = None) -> Response:
+        with self.lock:
+            item = self.items.get(item_id)
+            if item is None or (parent_id is not None and item["parent_id"] != parent_id):
+                return wp_error(404, _invalid_product_code(parent_id), "Invalid ID.")
+            return Response(200, wp_json(self.view(item)))
+
+    def batch(self, data: dict[str, Any], parent_id: int | None = None) -> Response:
+        """``POST /products/batch`` or ``/products/{id}/variations/batch`` (updates only)."""
+        ops = {op: data.get(op) or [] for op in ("create", "update", "delete")}
+        if sum(len(v) for v in ops.values() if isinstance(v, list)) > BATCH_LIMIT:
+            return wp_error(413, "woocommerce_rest_request_entity_too_large",
+                            f"Unable to accept more than {BATCH_LIMIT} items for this request.")
+        result: dict[str, list[Any]] = {}
+        if ops["update"]:
+            result["update"] = [self._batch_item(item, parent_id) for item in ops["update"]]
+        for op in ("create", "delete"):
+            if ops[op]:
+                result[op] = [{"id": item.get("id", 0) if isinstance(item, dict) else item,
+                               "error": {"code": "woocommerce_rest_sandbox_unsupported",
+                                         "message": f"The sandbox does not {op} products.",
+                                         "data": {"status": 400}}} for item in ops[op]]
+        return Response(200, wp_json(result))
+
+    def _batch_item(self, item: Any, parent_id: int | None) -> dict[str, Any]:
+        raw_id = item.get("id") if isinstance(item, dict) else None
+        item_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else 0
+        status, body = self.update(item_id, item if isinstance(item, dict) else {}, parent_id)
+        if status == 200:
+            return body
+        return {"id": item_id, "error": {"code": body["code"], "message": body["message"],
+                                         "data": {"status": status}}}
+
+    def _refusal(self, item: dict[str, Any] | None, parent_id: int | None,
+                 data: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        if parent_id is None and item is not None and item["type"] == "variation":
+            return 404, {"code": "woocommerce_rest_invalid_product_id", "message": _VARIATION_VIA_PRODUCTS}
+        wrong_parent = parent_id is not None and item is not None and (
+            item["type"] != "variation" or item["parent_id"] != parent_id)
+        if item is None or wrong_parent:
+            return 400, {"code": _invalid_product_code(parent_id), "message": "Invalid ID."}
+        problems = []
+        if "manage_stock" in data and not isinstance(data["manage_stock"], bool):
+            problems.append("manage_stock is not of type boolean.")
+        if "stock_quantity" in data and _wc_stock_amount(data["stock_quantity"]) is None:
+            problems.append("stock_quantity is not of type integer.")
+        if problems:
+            return 400, {"code": "rest_invalid_param", "message": " ".join(problems)}
+        return None
+
+    def update(self, item_id: int, data: dict[str, Any],
+               parent_id: int | None = None) -> tuple[int, dict[str, Any]]:
+        """Apply the stock fields of one update; (HTTP status, item view or WP error body)."""
+        with self.lock:
+            item = self.items.get(item_id)
+            refused = self._refusal(item, parent_id, data)
+            if refused is not None or item is None:
+                return refused or (400, {})
+            quantity = _wc_stock_amount(data.get("stock_quantity"))
+            changed = dict(item)
+            if "manage_stock" in data:
+                changed["manage_stock"] = data["manage_stock"]
+            if not changed["manage_stock"]:
+                changed["stock_quantity"] = None
+            elif quantity is not None:
+                changed["stock_quantity"] = quantity
+            for name in ("name", "regular_price", "status"):
+                if isinstance(data.get(name), str):
+                    changed[name] = data[name]
+            changed["date_modified_gmt"] = _wall(self._now())
+            self._set_status(changed)
+            self.items[item_id] = changed
+            return 200, self.view(changed)
+
+
+def _invalid_product_code(parent_id: int | None) -> str:
+    kind = "product_variation" if parent_id else "product"
+    return f"woocommerce_rest_{kind}_invalid_id"
+
+
+def default_products() -> list[dict[str, Any]]:
+    """The catalogue the order generator sells, as stocked products: physical products and the
+    variations of the hoodie and apron manage their stock; virtual ones (gift card, course,
+    e-book, membership) do not. Quantities are fixed, so demos and tests tell the same story."""
+    from sandbox.generator import CATALOGUE
+
+    products: dict[int, dict[str, Any]] = {}
+    for n, entry in enumerate(CATALOGUE):
+        if entry.variation_id:
+            parent = products.setdefault(entry.product_id, {
+                "id": entry.product_id, "name": entry.parent_name, "type": "variable",
+                "sku": (entry.parent_name or "").upper().replace(" ", "-"), "manage_stock": False,
+                "variations": []})
+            parent["variations"].append({"id": entry.variation_id, "name": entry.name, "sku": entry.sku,
+                                         "manage_stock": True, "stock_quantity": 5 + 3 * n,
+                                         "regular_price": str(entry.price_eur)})
+        else:
+            products[entry.product_id] = {
+                "id": entry.product_id, "name": entry.name, "type": "simple", "sku": entry.sku,
+                "manage_stock": not entry.virtual, "stock_quantity": None if entry.virtual else 10 + 4 * n,
+                "regular_price": str(entry.price_eur), "virtual": entry.virtual}
+    return list(products.values())
+
+
+def generate_products(simple: int, variable: int = 0, variations_each: int = 0, *, first_id: int = 10_000,
+                      sku_prefix: str = "SKU") -> list[dict[str, Any]]:
+    """A synthetic managed catalogue: ``simple`` products and ``variable`` ones with
+    ``variations_each`` variations, SKUs ``<prefix>-<n>`` (n from 1), stock ``n % 50``."""
+    products: list[dict[str, Any]] = []
+    next_id, n = first_id, 0
+    for _ in range(simple):
+        n += 1
+        products.append({"id": next_id, "type": "simple", "sku": f"{sku_prefix}-{n}", "manage_stock": True,
+                         "stock_quantity": n % 50})
+        next_id += 1
+    for p in range(variable):
+        parent = {"id": next_id, "type": "variable", "sku": f"{sku_prefix}-V{p + 1}", "manage_stock": False,
+                  "variations": []}
+        next_id += 1
+        for _ in range(variations_each):
+            n += 1
+            parent["variations"].append({"id": next_id, "sku": f"{sku_prefix}-{n}", "manage_stock": True,
+                                         "stock_quantity": n % 50})
+            next_id += 1
+        products.append(parent)
+    return products
 
 
 # --- HTTP ------------------------------------------------------------------------------------------
@@ -1030,15 +1374,20 @@ class SandboxStorefront:
         consumer_secret: str = "cs_sandbox",
         store_timezone: str = "Europe/Berlin",
         clock: Callable[[], datetime] | None = None,
+        products: list[dict[str, Any]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.store_timezone = store_timezone
         self.store = OrderStore(ZoneInfo(store_timezone), clock or (lambda: datetime.now(UTC)))
-        self.app = StorefrontApp(self.store, consumer_key, consumer_secret)
+        self.catalog = ProductCatalog(self.store.lock, self.store.clock)
+        self.app = StorefrontApp(self.store, consumer_key, consumer_secret, self.catalog)
         if orders:
             self.store.load(orders)
+        if products:
+            self.catalog.load(products)
         self.store.snapshot()
+        self.catalog.snapshot()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -1116,8 +1465,37 @@ class SandboxStorefront:
             return [dict(n) for n in self.store.notes.get(order_id, ())]
 
     def reset(self, orders: list[dict[str, Any]] | None = None) -> None:
-        """Back to the orders given at construction (or exactly ``orders``); clears faults, notes, log."""
+        """Back to the orders given at construction (or exactly ``orders``); clears faults, notes, log.
+        Products go back to those given at construction (or seeded before, see ``add_products``)."""
         self.store.reset(orders)
+        self.catalog.reset()
+
+    # -- products
+
+    def add_products(self, products: Iterable[dict[str, Any]], *, baseline: bool = True) -> int:
+        """Upsert products (variable ones may nest their variations); returns how many items.
+
+        ``baseline``: ``reset()`` returns to the catalogue including these."""
+        count = self.catalog.load(products)
+        if baseline:
+            self.catalog.snapshot()
+        return count
+
+    def product(self, item_id: int) -> dict[str, Any] | None:
+        """The API view of a product or variation, or None."""
+        with self.store.lock:
+            item = self.catalog.items.get(item_id)
+            return None if item is None else self.catalog.view(item)
+
+    def product_by_sku(self, sku: str) -> dict[str, Any] | None:
+        """The API view of the product or variation with exactly this SKU, or None."""
+        return self.catalog.by_sku(sku)
+
+    def stock_levels(self) -> dict[str, int | None]:
+        """sku -> ``stock_quantity`` as the API shows it, for every item with a SKU."""
+        with self.store.lock:
+            views = [self.catalog.view(i) for i in self.catalog.items.values() if i["sku"]]
+        return {v["sku"]: v["stock_quantity"] for v in views}
 
     # -- control endpoints (out-of-process tests)
 
@@ -1152,6 +1530,15 @@ class SandboxStorefront:
         if method == "POST" and route == "/reset":
             self.reset(data.get("orders") if isinstance(data, dict) else None)
             return Response(200, wp_json({"orders": len(self.store.records)}))
+        if method == "POST" and route == "/products":
+            count = self.add_products(data if isinstance(data, list) else [data])
+            return Response(200, wp_json({"upserted": count}))
+        if method == "GET" and route == "/products":
+            return Response(200, wp_json(self.stock_levels()))
+        if method == "GET" and route.startswith("/products/") and route[10:].isdigit():
+            item = self.product(int(route[10:]))
+            return wp_error(404, "woocommerce_rest_product_invalid_id", "Invalid ID.") if item is None else (
+                Response(200, wp_json(item)))
         if method == "GET" and route == "/requests":
             return Response(200, wp_json([list(entry) for entry in self.request_log]))
         return wp_error(404, "sandbox_no_route", f"No sandbox route {method} {route}.")

@@ -521,8 +521,10 @@ def apply_file(
 # --------------------------------------------------------------------------------------------
 
 
-def _free_name(existing: set[str], name: str, *, with_errors: bool) -> str:
-    """A name free in a directory; in ``error/`` its ``.errors.json`` companion must be free too."""
+def free_name(existing: set[str], name: str, *, with_errors: bool) -> str:
+    """A name free in a directory; in ``error/`` its ``.errors.json`` companion must be free too.
+
+    Shared with the inventory sync (stock files move the same way)."""
     taken = set(existing)
     if with_errors:
         taken |= {n[: -len(ERRORS_SUFFIX)] for n in existing if n.endswith(ERRORS_SUFFIX)}
@@ -574,7 +576,7 @@ def sync_file(
     failed = bool(parsed.errors) or any(o.failed for o in outcomes)
     result_dir = posixpath.join(outbound, ERROR_DIR if failed else ARCHIVE_DIR)
     sftp_session.makedirs(result_dir)
-    target = _free_name(set(sftp_session.listdir(result_dir)), name, with_errors=failed)
+    target = free_name(set(sftp_session.listdir(result_dir)), name, with_errors=failed)
     moved_to = posixpath.join(result_dir, target)
     result = FileResult(name, moved_to, None, tuple(outcomes), tuple(parsed.errors))
     if failed:

@@ -158,26 +158,35 @@ def event_key(
 
 def parse_occurred_at(value: str) -> pendulum.DateTime | str:
     """The time as aware UTC, or the reason it is refused."""
+    return parse_utc_time(value, "occurred_at")
+
+
+def parse_utc_time(value: str, column: str) -> pendulum.DateTime | str:
+    """``value`` (ISO 8601 with ``Z`` or ``+00:00``) as aware UTC, or why it is refused.
+
+    Shared by the status and stock files: ``column`` names the cell in the reason."""
     if not value:
-        return "occurred_at is missing"
+        return f"{column} is missing"
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        return f"occurred_at {_echo(value)} is not an ISO 8601 time"
+        return f"{column} {_echo(value)} is not an ISO 8601 time"
     offset = parsed.utcoffset()
     if offset is None:
-        return f"occurred_at {_echo(value)} has no time zone; the contract wants UTC (Z or +00:00)"
+        return f"{column} {_echo(value)} has no time zone; the contract wants UTC (Z or +00:00)"
     if offset.total_seconds() != 0:
-        return f"occurred_at {_echo(value)} is not UTC (offset {offset}); the contract wants Z or +00:00"
+        return f"{column} {_echo(value)} is not UTC (offset {offset}); the contract wants Z or +00:00"
     return pendulum.instance(parsed).in_timezone("UTC")
 
 
-def _check_header(header: list[str]) -> str | None:
+def check_header(header: list[str], columns: tuple[str, ...] = STATUS_COLUMNS,
+                 optional: tuple[str, ...] = ()) -> str | None:
+    """Why ``header`` is not exactly ``columns`` (+ any of ``optional``) in any order; ``None`` if it is."""
     names = [h.strip() for h in header]
     if names and names[0].startswith(_BOM):  # a second BOM, or one utf-8-sig did not eat
         names[0] = names[0][1:].strip()
-    missing = [c for c in STATUS_COLUMNS if c not in names]
-    unknown = [n for n in names if n not in STATUS_COLUMNS]
+    missing = [c for c in columns if c not in names]
+    unknown = [n for n in names if n not in columns and n not in optional]
     repeated = sorted({n for n in names if names.count(n) > 1})
     problems = []
     if missing:
@@ -187,7 +196,8 @@ def _check_header(header: list[str]) -> str | None:
     if repeated:
         problems.append(f"repeated column(s) {', '.join(repeated)}")
     if problems:
-        return f"header: {'; '.join(problems)} (expected {','.join(STATUS_COLUMNS)})"
+        extra = f" [+ {','.join(optional)}]" if optional else ""
+        return f"header: {'; '.join(problems)} (expected {','.join(columns)}{extra})"
     return None
 
 
@@ -234,34 +244,46 @@ def _event(line_number: int, values: dict[str, str], occurred_at: pendulum.DateT
     )
 
 
-def parse_status_file(data: bytes, name: str) -> ParsedFile:
-    """Parse and validate one status file (see the module docstring). Never raises on content.
+def read_csv_records(data: bytes, name: str) -> tuple[list[tuple[int, list[str]]], LineError | None]:
+    """The non-blank CSV records of ``data`` (UTF-8, a BOM tolerated) with the line each starts on.
 
-    :param data: the file's bytes.
-    :param name: the file name, used in messages only (the event keys do not depend on it).
-    """
+    Reading stops at the first undecodable byte or CSV syntax error (strict mode, e.g. a quote
+    left open): the records before it are returned with a :class:`LineError` saying where and
+    why (``line_number`` the line reading stopped at). Shared by the status and stock files."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         reason = f"{name}: not UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}, line {line})"
-        return ParsedFile(errors=[LineError(line, "", reason)], file_error=reason)
+        return [], LineError(line, "", reason)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    error = None
     try:
-        rows = []
         end = 0
         for row in reader:
             rows.append((end + 1, row))  # a record starts on the line after the previous one ended
             end = reader.line_num
     except csv.Error as exc:
         reason = f"{name}: not readable as CSV at line {reader.line_num}: {exc}"
-        return ParsedFile(errors=[LineError(reader.line_num, "", reason)], file_error=reason)
-    rows = [(n, r) for n, r in rows if any(cell.strip() for cell in r)]
+        error = LineError(reader.line_num, "", reason)
+    return [(n, r) for n, r in rows if any(cell.strip() for cell in r)], error
+
+
+def parse_status_file(data: bytes, name: str) -> ParsedFile:
+    """Parse and validate one status file (see the module docstring). Never raises on content.
+
+    :param data: the file's bytes.
+    :param name: the file name, used in messages only (the event keys do not depend on it).
+    """
+    rows, unreadable = read_csv_records(data, name)
+    if unreadable is not None:
+        return ParsedFile(errors=[unreadable], file_error=unreadable.reason)
     if not rows:
         reason = f"{name}: empty file, no header"
         return ParsedFile(errors=[LineError(1, "", reason)], file_error=reason)
     header_line, header = rows[0]
-    problem = _check_header(header)
+    problem = check_header(header)
     if problem is not None:
         reason = f"{name}: {problem}"
         return ParsedFile(errors=[LineError(header_line, "", reason)], file_error=reason)
