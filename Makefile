@@ -9,11 +9,12 @@ PYTHON ?= python3.11
 # Airflow runs on SQLite with its home inside the repo (ignored by git); no example DAGs.
 export AIRFLOW_HOME                 := $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER   := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM   := 4
 export GX_ANALYTICS_ENABLED         := False
 
-.PHONY: help install system-deps airflow-db demo test test-unit test-integration lint lock bench clean
+.PHONY: help install system-deps airflow-db demo test test-unit test-integration test-distributed lint lock bench clean
 
 help:
 	@echo "make demo   - set up, then run the export against the sandbox storefront and embedded SFTP"
@@ -33,19 +34,26 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
-# OpenSSH's sshd backs the integration tests (a real SFTP server); install it where missing.
+# Servers the tests start themselves on loopback: OpenSSH's sshd (a real SFTP server) for the
+# integration tier; PostgreSQL and Redis for the distributed (Celery) tier. Installed only where missing.
 system-deps:
-	@if [ ! -x /usr/sbin/sshd ]; then \
-	  echo "installing openssh-server (needed by the integration tests)"; \
+	@missing=""; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (needed by the integration and distributed tests)"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get install -y -qq openssh-server >/dev/null 2>&1 || \
-	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openssh-server >/dev/null; }; \
+	  $$SUDO apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; }; \
 	fi
 
 airflow-db: install
 	@mkdir -p $(AIRFLOW_HOME)
 	@$(VENV)/bin/airflow db migrate >$(AIRFLOW_HOME)/db-migrate.log 2>&1 || \
 	  { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+	@$(PY) -m order_integration pools >$(AIRFLOW_HOME)/pools.json && \
+	  $(VENV)/bin/airflow pools import $(AIRFLOW_HOME)/pools.json >/dev/null
 
 demo: airflow-db
 	$(PY) -m sandbox.demo
@@ -58,6 +66,9 @@ test-unit: install
 
 test-integration: install system-deps
 	$(PY) -m pytest -m integration
+
+test-distributed: install system-deps
+	$(PY) -m pytest -m distributed
 
 lint: install
 	$(VENV)/bin/ruff check .
