@@ -28,7 +28,9 @@ from order_integration.dag_defaults import START_DATE, default_args, tags
 
 
 def orders_asset(store_id: str) -> Asset:
-    return Asset(name=f"orders_delivered__{store_id}", uri=f"order-integration://{store_id}/orders")
+    # An "x-" scheme is Airflow's mark of a custom URI: no provider normaliser is looked up,
+    # so parsing never loads every installed provider's asset handlers (amazon's pull boto).
+    return Asset(name=f"order_integration__{store_id}__orders", uri=f"x-order-integration://{store_id}/orders")
 
 
 def build_export_dag(store: StoreConfig):
@@ -38,14 +40,14 @@ def build_export_dag(store: StoreConfig):
         start_date=START_DATE,
         catchup=False,
         max_active_runs=4,
-        default_args=default_args(),
+        default_args=default_args(store),
         tags=tags(store.id, "export"),
         doc_md=__doc__,
     )
     def order_export() -> None:
         from order_integration import tasks  # cheap: only config/windows at import
 
-        @task(execution_timeout=timedelta(minutes=60))
+        @task(execution_timeout=timedelta(minutes=60), pool=store.storefront_pool)
         def extract(**context) -> dict:
             return tasks.extract(store.id, context)
 
@@ -53,16 +55,17 @@ def build_export_dag(store: StoreConfig):
         def validate(extracted: dict, **context) -> dict:
             return tasks.validate(store.id, extracted, context)
 
-        @task(execution_timeout=timedelta(minutes=30))
+        @task(execution_timeout=timedelta(minutes=30), pool=store.load_pool)
         def load(validated: dict, **context) -> dict:
             return tasks.load(store.id, validated, context)
 
         @task(execution_timeout=timedelta(minutes=5), outlets=[orders_asset(store.id)])
-        def publish(validated: dict, loaded: dict, **context) -> dict:
-            return tasks.publish(store.id, validated, loaded, context)
+        def publish(extracted: dict, validated: dict, loaded: dict, **context) -> dict:
+            return tasks.publish(store.id, extracted, validated, loaded, context)
 
-        validated = validate(extract())
-        publish(validated, load(validated))
+        extracted = extract()
+        validated = validate(extracted)
+        publish(extracted, validated, load(validated))
 
     return order_export()
 

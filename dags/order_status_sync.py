@@ -30,7 +30,7 @@ def build_status_sync_dag(store: StoreConfig):
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,  # two runs must not apply the same file at once
-        default_args=default_args(max_retry_delay=timedelta(minutes=10)),
+        default_args=default_args(store, max_retry_delay=timedelta(minutes=10)),
         tags=tags(store.id, "status-sync"),
         doc_md=__doc__,
     )
@@ -41,7 +41,8 @@ def build_status_sync_dag(store: StoreConfig):
         def list_files() -> list[str]:
             return tasks.list_status_files(store.id)
 
-        @task(execution_timeout=timedelta(minutes=30), max_active_tis_per_dagrun=1)
+        @task(execution_timeout=timedelta(minutes=30), max_active_tis_per_dagrun=1,
+              pool=store.storefront_pool)
         def sync_file(name: str) -> dict:
             return tasks.sync_status_file(store.id, name)
 

@@ -45,6 +45,15 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Where failures and late windows are reported. Every alert is also a log line."""
+
+    conn_id: str | None = None  # an smtp or slackwebhook connection; None: log lines only
+    to: tuple[str, ...] = ()  # e-mail recipients, for an smtp connection
+    export_late_after_minutes: int = 60  # window not exported this long after it closed; 0: off
+
+
+@dataclass(frozen=True, slots=True)
 class StoreConfig:
     id: str
     storefront_conn_id: str
@@ -52,10 +61,30 @@ class StoreConfig:
     platform: Platform = "woocommerce"
     schedule: str = "@hourly"
     status_sync_schedule: str = "*/10 * * * *"
+    inventory_sync_schedule: str = "*/15 * * * *"
+    #: Switch WooCommerce stock management on for a product that has it off when a stock file
+    #: names it (False: such rows are reported as ``unmanaged`` and the product is left alone).
+    manage_stock_on_apply: bool = False
     lookback_minutes: int = 10
     export_statuses: tuple[str, ...] = ("processing", "on-hold")
     backend: BackendConfig = field(default_factory=BackendConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    storefront_concurrency: int = 2  # slots of the pool shared by every task calling the storefront
+
+    @property
+    def storefront_pool(self) -> str:
+        """The pool of the storefront connection (stores sharing a connection share it)."""
+        return pool_name("storefront", self.storefront_conn_id)
+
+    @property
+    def load_pool(self) -> str:
+        """A one-slot pool per store: loads of overlapping runs (backfill and schedule) queue."""
+        return pool_name("order_load", self.id)
+
+
+def pool_name(kind: str, key: str) -> str:
+    return f"{kind}__{key}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +104,20 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
+_LOADED: dict[tuple[str, int, int], Config] = {}
+
+
 def load_config(path: str | Path | None = None) -> Config:
-    """Read and validate the store config."""
+    """Read and validate the store config.
+
+    Every DAG file reads it at parse time; a process that parses several (a DagBag, the
+    CLI) reads and validates an unchanged file once (keyed by path, mtime and size)."""
     path = Path(path) if path is not None else config_path()
     try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key in _LOADED:
+            return _LOADED[key]
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read store config {path} ({CONFIG_ENV}): {exc}") from exc
@@ -87,7 +126,10 @@ def load_config(path: str | Path | None = None) -> Config:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ConfigError(f"store config {path} is not valid YAML: {exc}") from exc
-    return parse_config(data, source=str(path))
+    config = parse_config(data, source=str(path))
+    _LOADED.clear()  # one config at a time: a changed file replaces the old entry
+    _LOADED[key] = config
+    return config
 
 
 def parse_config(data: Any, *, source: str = "config") -> Config:
@@ -140,9 +182,11 @@ def _store(raw: Any, where: str) -> StoreConfig:
         raise ConfigError(f"{where}.platform: {platform!r} is not one of {', '.join(get_args(Platform))}")
     schedule = _schedule(raw, "schedule", "@hourly", where)
     status_sync_schedule = _schedule(raw, "status_sync_schedule", "*/10 * * * *", where)
-    lookback = raw.get("lookback_minutes", 10)
-    if isinstance(lookback, bool) or not isinstance(lookback, int) or not 0 <= lookback <= 7 * 24 * 60:
-        raise ConfigError(f"{where}.lookback_minutes: {lookback!r} is not an integer in 0..10080")
+    inventory_sync_schedule = _schedule(raw, "inventory_sync_schedule", "*/15 * * * *", where)
+    manage_stock_on_apply = raw.get("manage_stock_on_apply", False)
+    if not isinstance(manage_stock_on_apply, bool):
+        raise ConfigError(f"{where}.manage_stock_on_apply: {manage_stock_on_apply!r} is not true or false")
+    lookback = _int(raw, "lookback_minutes", 10, 0, 7 * 24 * 60, where)
     statuses = raw.get("export_statuses", ["processing", "on-hold"])
     if (
         not isinstance(statuses, list)
@@ -157,11 +201,41 @@ def _store(raw: Any, where: str) -> StoreConfig:
         backend_conn_id=_str(raw, "backend_conn_id", where, _CONN_ID, None),
         schedule=schedule,
         status_sync_schedule=status_sync_schedule,
+        inventory_sync_schedule=inventory_sync_schedule,
+        manage_stock_on_apply=manage_stock_on_apply,
         lookback_minutes=lookback,
         export_statuses=tuple(statuses),
         backend=_backend(raw.get("backend") or {}, f"{where}.backend"),
         validation=_validation(raw.get("validation") or {}, f"{where}.validation"),
+        alerts=_alerts(raw.get("alerts") or {}, f"{where}.alerts"),
+        storefront_concurrency=_int(raw, "storefront_concurrency", 2, 1, 64, where),
     )
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{where}.{key}: {value!r} is not an integer in {low}..{high}")
+    return value
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def _alerts(raw: Any, where: str) -> AlertsConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a mapping")
+    _refuse_unknown(raw, _names(AlertsConfig), where)
+    conn_id = raw.get("conn_id")
+    if conn_id is not None:
+        conn_id = _str(raw, "conn_id", where, _CONN_ID, None)
+    to = raw.get("to", [])
+    if isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not all(isinstance(t, str) and _EMAIL.fullmatch(t) for t in to):
+        raise ConfigError(f"{where}.to: {to!r} is not a list of e-mail addresses")
+    late = _int(raw, "export_late_after_minutes", 60, 0, 7 * 24 * 60, where)
+    return AlertsConfig(conn_id=conn_id, to=tuple(to), export_late_after_minutes=late)
 
 
 def _backend(raw: Any, where: str) -> BackendConfig:

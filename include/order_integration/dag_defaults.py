@@ -1,27 +1,38 @@
 """What every DAG of this package shares: owner, retry policy, start date.
 
-Imported at DAG parse time: standard library and pendulum only.
+Imported at DAG parse time: standard library and pendulum (the notifier is built on demand).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
+
+if TYPE_CHECKING:
+    from order_integration.config import StoreConfig
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
-def default_args(*, max_retry_delay: timedelta = timedelta(minutes=20)) -> dict[str, Any]:
-    """Retries with exponential backoff; permanent errors skip them (``tasks.fail_fast``)."""
-    return {
+def default_args(
+    store: StoreConfig | None = None, *, max_retry_delay: timedelta = timedelta(minutes=20)
+) -> dict[str, Any]:
+    """Retries with exponential backoff; permanent errors skip them (``tasks.fail_fast``).
+    With a store: its failure notifier on every task (after the last try)."""
+    args: dict[str, Any] = {
         "owner": "order-integration",
         "retries": 3,
         "retry_delay": timedelta(minutes=1),
         "retry_exponential_backoff": True,
         "max_retry_delay": max_retry_delay,
     }
+    if store is not None:
+        from order_integration.alerts import failure_notifier
+
+        args["on_failure_callback"] = [failure_notifier(store)]
+    return args
 
 
 def tags(store_id: str, kind: str) -> list[str]:

@@ -11,10 +11,11 @@ Every order the storefront returns ends in exactly one bucket, and the summary p
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from order_integration.backend.formats import write_orders
 from order_integration.config import StoreConfig
 from order_integration.exceptions import QuarantineRatioExceeded
 from order_integration.model import Order, status_free_version
+from order_integration.quarantine import quarantine_table
 from order_integration.windows import Window
 
 if TYPE_CHECKING:
@@ -71,16 +73,35 @@ def _write_jsonl(path: ObjectStoragePath, items: Iterable[Any]) -> int:
 
 # -- extract -------------------------------------------------------------------------------
 def extract(
-    store: StoreConfig, window: Window, staging: ObjectStoragePath, client: StorefrontClient
+    store: StoreConfig, window: Window, staging: ObjectStoragePath, client: StorefrontClient,
+    *, order_ids: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """Stage every order modified in ``[window.start - lookback, window.end)``, once each."""
+    """Stage every order modified in ``[window.start - lookback, window.end)``, once each; or,
+    given ``order_ids``, those orders as they are now (ids the store does not know are
+    reported in ``unknown_ids``, not fatal)."""
+    target = staging / RAW_FILE
+    if order_ids:
+        log.info("store %s: fetching %d order(s) by id", store.id, len(order_ids))
+        seen: list[str] = []
+
+        def noting(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for row in rows:
+                seen.append(str(row.get("id")))
+                yield row
+
+        count = _write_jsonl(target, noting(client.fetch_orders(order_ids)))
+        unknown = sorted(set(map(str, order_ids)) - set(seen), key=int)
+        if unknown:
+            log.warning("store %s: %d order id(s) not found in the storefront: %s",
+                        store.id, len(unknown), ", ".join(unknown))
+        log.info("store %s: fetched %d of %d orders to %s", store.id, count, len(order_ids), target)
+        return {"raw_path": str(target), "extracted": count, "unknown_ids": unknown}
     span = window.with_lookback(store.lookback_minutes)
     log.info("store %s: extracting orders modified in %s (window %s, lookback %d min)",
              store.id, span, window, store.lookback_minutes)
-    target = staging / RAW_FILE
     count = _write_jsonl(target, client.iter_orders(span.start, span.end))
     log.info("store %s: extracted %d orders to %s", store.id, count, target)
-    return {"raw_path": str(target), "extracted": count}
+    return {"raw_path": str(target), "extracted": count, "unknown_ids": []}
 
 
 # -- validate ------------------------------------------------------------------------------
@@ -99,15 +120,17 @@ class ValidateCounts:
 
 def validate(
     store: StoreConfig, staging: ObjectStoragePath, raw_path: ObjectStoragePath,
-    client: StorefrontClient, ledger: Ledger,
+    client: StorefrontClient, ledger: Ledger, *, resend: bool = False, dry_run: bool = False,
 ) -> dict[str, Any]:
     """Normalise, classify against the ledger, validate the rest and stage what may go out.
 
-    * a version already claimed for delivery is ``already_delivered`` (not validated again);
+    * a version already claimed for delivery is ``already_delivered`` (not validated again),
+      unless ``resend`` asks for it to go out again;
     * an order never delivered whose status is not in ``export_statuses`` is ``not_ready``;
     * everything else is validated; invalid orders go to quarantine with every reason.
 
-    The quarantine is recorded before the circuit breaker may fail the run."""
+    The quarantine is recorded before the circuit breaker may fail the run. A ``dry_run``
+    writes nothing to the ledger and only warns where the breaker would fail the run."""
     from order_integration.validation.gx_runner import validate_orders
 
     counts = ValidateCounts()
@@ -124,12 +147,12 @@ def validate(
             counts.not_ready_by_status[order.status] = counts.not_ready_by_status.get(order.status, 0) + 1
             continue
         record = order.record()  # only now: rendering the content is the costly part
-        if versions and record["order_version"] in versions:
+        if versions and record["order_version"] in versions and not resend:
             counts.already_delivered += 1
         else:
             records[id(order)] = record
             changed.append(order)
-    candidates = _drop_echoes(store.id, changed, records, ledger, counts)
+    candidates = changed if resend else _drop_echoes(store.id, changed, records, ledger, counts)
     counts.validated = len(candidates)
 
     outcome = validate_orders(candidates)
@@ -141,7 +164,8 @@ def validate(
         (bad.order.order_id, records[id(bad.order)]["order_version"], [p.as_dict() for p in bad.problems])
         for bad in outcome.invalid_orders
     ]
-    ledger.record_quarantine(store.id, entries)
+    if not dry_run:
+        ledger.record_quarantine(store.id, entries)
     counts.quarantined = len(entries)
     counts.newly_quarantined = sum(1 for oid, ver, _ in entries if (oid, ver) not in before)
 
@@ -153,16 +177,35 @@ def validate(
         ensure_ascii=False, indent=1,
     ))
     (staging / VALIDATION_FILE).write_text(json.dumps(outcome.gx_result, default=str, indent=1))
-    for oid, ver, reasons in entries:
-        log.warning("store %s: order %s (version %s) quarantined: %s", store.id, oid, ver,
-                    "; ".join(f"{r['rule']}: {r['detail']}" for r in reasons))
+    report_paths = _write_reports(staging, outcome.html_pages)
+    if entries:
+        log.warning("store %s: %d order(s) %squarantined:\n%s", store.id, len(entries),
+                    "would be " if dry_run else "", quarantine_table(
+                        {"order_id": oid, "order_version": ver, "reasons": reasons}
+                        for oid, ver, reasons in entries))
     log.info("store %s: %s", store.id, ", ".join(f"{k}={v}" for k, v in asdict(counts).items()))
+    for path in report_paths:
+        log.info("store %s: validation report (HTML): %s", store.id, path)
 
     ratio_limit = store.validation.max_quarantine_ratio
     if counts.validated and counts.newly_quarantined / counts.validated > ratio_limit:
-        raise QuarantineRatioExceeded(store.id, counts.newly_quarantined, counts.validated, ratio_limit)
+        error = QuarantineRatioExceeded(store.id, counts.newly_quarantined, counts.validated, ratio_limit)
+        if not dry_run:
+            raise error
+        log.warning("store %s: dry run: a real run would fail here: %s", store.id, error)
     return {"deliverable_path": str(deliverable_path), "quarantine_path": str(quarantine_path),
-            **asdict(counts)}
+            "report_paths": report_paths, **asdict(counts)}
+
+
+def _write_reports(staging: ObjectStoragePath, pages: dict[str, str]) -> list[str]:
+    """GX's HTML page of each validated frame, in staging beside the run's other files."""
+    paths = []
+    for frame, html in sorted(pages.items()):
+        if html:
+            target = staging / f"validation_report_{frame}.html"
+            target.write_text(html)
+            paths.append(str(target))
+    return paths
 
 
 def _drop_echoes(
@@ -192,13 +235,18 @@ def _drop_echoes(
 def load(
     store: StoreConfig, window: Window, run_id: str, staging: ObjectStoragePath,
     deliverable_path: ObjectStoragePath, ledger: Ledger, backend: SftpBackend,
+    *, resend: bool = False, dry_run: bool = False,
 ) -> dict[str, Any]:
     """Deliver the staged orders not delivered yet, crash-safe (see :mod:`order_integration.ledger`).
 
     Batches left pending by an earlier attempt (of this run or another) are finished first;
-    then the versions still unclaimed are claimed, rendered, uploaded and recorded."""
+    then the versions still unclaimed are claimed, rendered, uploaded and recorded. With
+    ``resend``, versions delivered before go out again too, recorded in ``order_resends``.
+    A ``dry_run`` only renders the file into staging: no upload, no ledger write."""
     records = list(_read_jsonl(deliverable_path))
     versions = [(r["order_id"], r["order_version"]) for r in records]
+    if dry_run:
+        return _dry_run(store, window, staging, records)
     with backend.session() as sftp:
         for batch in ledger.pending_batches(store.id):
             log.info("store %s: finishing batch %s left by run %s", store.id, batch.batch_id, batch.run_id)
@@ -206,16 +254,39 @@ def load(
         if versions:
             bases = {(r["order_id"], r["order_version"]): status_free_version(r) for r in records}
             batch, _won = ledger.open_batch(
-                store.id, run_id, window.label, str(deliverable_path), versions, bases
+                store.id, run_id, window.label, str(deliverable_path), versions, bases, resend=resend
             )
             _finish_batch(store, staging, ledger, sftp, batch, records)
     # Counted from the ledger, so a retry after a crash reports what the run delivered in all.
     owners = ledger.claim_runs(store.id, versions)
-    delivered = sum(1 for v in versions if owners.get(v) == run_id)
+    resent = ledger.run_resends(store.id, run_id) & set(versions) if resend else set()
+    delivered = sum(1 for v in versions if owners.get(v) == run_id or v in resent)
     files = ledger.run_files(store.id, run_id)
-    log.info("store %s: delivered %d orders in %s; %d were delivered by other runs",
-             store.id, delivered, ", ".join(files) or "no file", len(versions) - delivered)
-    return {"delivered": delivered, "already_delivered": len(versions) - delivered, "files": files}
+    log.info("store %s: delivered %d orders (%d of them sent again on request) in %s; "
+             "%d were delivered by other runs", store.id, delivered, len(resent),
+             ", ".join(files) or "no file", len(versions) - delivered)
+    return {"delivered": delivered, "resent": len(resent), "already_delivered": len(versions) - delivered,
+            "files": files}
+
+
+def _dry_run(
+    store: StoreConfig, window: Window, staging: ObjectStoragePath, records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Render what a real run would upload, under ``dry_run/`` in staging, and say where."""
+    fmt = store.backend.format
+    if not records:
+        log.info("store %s: dry run: nothing would be delivered; no file", store.id)
+        return {"delivered": 0, "would_deliver": 0, "already_delivered": 0, "files": [], "dry_run_file": None}
+    folder = staging / "dry_run"
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # the name carries the content's digest: render first, then write once
+    written = write_orders(records, fmt, buffer)
+    target = folder / f"orders_{store.id}_{window.label}_{written.digest}.{fmt}"
+    target.write_bytes(buffer.getvalue())
+    log.warning("store %s: DRY RUN: %d orders would be delivered; nothing uploaded, nothing recorded. "
+                "The file is in staging: %s", store.id, written.orders, target)
+    return {"delivered": 0, "would_deliver": len(records), "already_delivered": 0, "files": [],
+            "dry_run_file": str(target)}
 
 
 def _finish_batch(
@@ -250,7 +321,8 @@ def _finish_batch(
 
 # -- summary -------------------------------------------------------------------------------
 def summarise(
-    store_id: str, window: Window, validated: dict[str, Any], loaded: dict[str, Any]
+    store_id: str, window: Window, validated: dict[str, Any], loaded: dict[str, Any],
+    unknown_ids: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The run's counts; raises if they do not add up (that would be a lost or doubled order)."""
     summary = {
@@ -263,17 +335,32 @@ def summarise(
         "already_delivered": validated["already_delivered"] + loaded["already_delivered"],
         "not_ready": validated["not_ready"],
         "files": loaded["files"],
+        "resent": loaded.get("resent", 0),
+        "unknown_ids": list(unknown_ids),
+        "dry_run_file": loaded.get("dry_run_file"),
+        "would_deliver": loaded.get("would_deliver", 0),
+        "report_paths": validated.get("report_paths", []),
     }
-    buckets = ("delivered", "quarantined", "already_delivered", "not_ready")
+    buckets = ("delivered", "would_deliver", "quarantined", "already_delivered", "not_ready")
     if sum(summary[k] for k in buckets) != summary["extracted"]:
         raise AssertionError(f"store {store_id} {window}: counts do not add up: {summary}")
     return summary
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    return (
+    """``order export S [start, end): extracted=N = delivered=… + quarantined=… + …; files=…``"""
+    dry = summary.get("dry_run_file") is not None or summary.get("would_deliver")
+    delivered = (f"would_deliver={summary['would_deliver']}" if dry else f"delivered={summary['delivered']}")
+    line = (
         f"order export {summary['store_id']} [{summary['window_start']}, {summary['window_end']}): "
-        f"extracted={summary['extracted']} = delivered={summary['delivered']} + "
+        f"extracted={summary['extracted']} = {delivered} + "
         f"quarantined={summary['quarantined']} + already_delivered={summary['already_delivered']} + "
         f"not_ready={summary['not_ready']}; files={','.join(summary['files']) or '-'}"
     )
+    if summary.get("resent"):
+        line += f"; resent={summary['resent']}"
+    if summary.get("unknown_ids"):
+        line += f"; unknown_ids={','.join(summary['unknown_ids'])}"
+    if dry:
+        line += f"; DRY RUN, nothing uploaded: {summary.get('dry_run_file') or 'no file'}"
+    return line

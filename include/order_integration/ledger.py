@@ -22,6 +22,7 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     event,
     func,
@@ -95,6 +97,9 @@ stock_levels = Table(
     Column("as_of", DateTime(timezone=True), nullable=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
     Column("source_file", String(255), nullable=False),
+    # Added by the inventory sync (nullable, so older rows stay valid): where the backend
+    # counted the level (informational: WooCommerce keeps one level per SKU).
+    Column("location", String(64), nullable=True),
     UniqueConstraint("store_id", "sku", name="uq_stock_levels"),
 )
 delivery_batches = Table(
@@ -120,6 +125,20 @@ delivery_claims = Table(
     Column("base_version", String(32), nullable=True),
     UniqueConstraint("store_id", "order_id", "order_version", name="uq_delivery_claims"),
 )
+# Versions an operator sent again on purpose (on-demand ``resend``): ``order_deliveries``
+# keeps the first delivery, this table every deliberate repeat. ``resent_at`` and
+# ``file_name`` are set when the batch's file is on the server.
+order_resends = Table(
+    "order_resends", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("order_version", String(32), nullable=False),
+    Column("batch_id", String(36), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("file_name", String(255), nullable=True),
+    Column("resent_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("batch_id", "order_id", "order_version", name="uq_order_resends"),
+)
 
 OrderVersion = tuple[str, str]  # (order_id, order_version)
 _CHUNK = 500  # keeps IN (...) lists under every database's parameter limit
@@ -139,6 +158,29 @@ class Batch:
 
 def _now() -> pendulum.DateTime:
     return pendulum.now("UTC")
+
+
+def _utc(value: datetime) -> datetime:
+    """An aware UTC time; a naive one is UTC (SQLite returns stored UTC times without zone).
+
+    Plain ``datetime`` (compares with pendulum's): stock levels come by the ten thousand."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    """The last level applied to the storefront for one SKU (a ``stock_levels`` row)."""
+
+    quantity: int
+    as_of: datetime
+    applied_at: datetime
+    source_file: str
+    location: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StockLevel:
+        return cls(int(row["quantity"]), _utc(row["as_of"]), _utc(row["applied_at"]), row["source_file"],
+                   row.get("location"))
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -310,10 +352,25 @@ class Ledger:
             return [r[0] for r in rows]
 
     def batch_claims(self, batch_id: str) -> set[OrderVersion]:
-        c = delivery_claims.c
+        """The versions that go out in this batch: its claims and its deliberate resends."""
+        c, r = delivery_claims.c, order_resends.c
         with self.engine.connect() as conn:
             rows = conn.execute(select(c.order_id, c.order_version).where(c.batch_id == batch_id))
-            return {(r[0], r[1]) for r in rows}
+            resent = conn.execute(select(r.order_id, r.order_version).where(r.batch_id == batch_id))
+            return {(row[0], row[1]) for row in rows} | {(row[0], row[1]) for row in resent}
+
+    def run_resends(self, store_id: str, run_id: str) -> set[OrderVersion]:
+        """Versions a run sent again on purpose, in files that reached the server."""
+        r = order_resends.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(r.order_id, r.order_version).where(
+                r.store_id == store_id, r.run_id == run_id, r.resent_at.is_not(None)))
+            return {(row[0], row[1]) for row in rows}
+
+    def resends(self, store_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(order_resends).where(order_resends.c.store_id == store_id))
+            return [dict(row) for row in rows.mappings()]
 
     # -- writes --------------------------------------------------------------------------
     def record_quarantine(
@@ -332,10 +389,12 @@ class Ledger:
     def open_batch(
         self, store_id: str, run_id: str, window_label: str, source_path: str,
         versions: Sequence[OrderVersion], bases: Mapping[OrderVersion, str] | None = None,
+        *, resend: bool = False,
     ) -> tuple[Batch, set[OrderVersion]]:
         """Create a batch and claim ``versions`` for it; returns the versions it won.
 
-        A version claimed by another batch (an overlapping run) is not claimed again.
+        A version claimed by another batch (an overlapping run) is not claimed again — unless
+        ``resend``: then it joins this batch as a deliberate repeat (``order_resends``).
         ``bases``: each version's status-free digest (see ``model.status_free_version``)."""
         batch = Batch(str(uuid.uuid4()), store_id, run_id, window_label, source_path, None, None, None)
         with self.engine.begin() as conn:
@@ -351,6 +410,16 @@ class Ledger:
             for oid, ver in versions
         ]
         self._insert_ignore(delivery_claims, rows)
+        if resend:
+            won = self.batch_claims(batch.batch_id)
+            repeats = [
+                {"store_id": store_id, "order_id": oid, "order_version": ver,
+                 "batch_id": batch.batch_id, "run_id": run_id}
+                for oid, ver in dict.fromkeys(versions) if (oid, ver) not in won
+            ]
+            with self.engine.begin() as conn:
+                for chunk in _chunks(repeats):
+                    conn.execute(insert(order_resends), list(chunk))
         return batch, self.batch_claims(batch.batch_id)
 
     def set_batch_file(self, batch_id: str, staged_path: str, file_name: str, orders: int) -> None:
@@ -385,12 +454,39 @@ class Ledger:
             rows = self._fresh(conn, order_deliveries, rows)
             if rows:
                 conn.execute(insert(order_deliveries), rows)
+            resent = conn.execute(
+                update(order_resends)
+                .where(order_resends.c.batch_id == batch.batch_id)
+                .values(file_name=batch.file_name, resent_at=now)
+            ).rowcount
             conn.execute(
                 update(delivery_batches)
                 .where(delivery_batches.c.batch_id == batch.batch_id)
                 .values(uploaded_at=now)
             )
-        return len(claims)
+            order_ids = {o for _, o, _ in claims} | {
+                o for (o,) in conn.execute(
+                    select(order_resends.c.order_id).where(order_resends.c.batch_id == batch.batch_id))
+            }
+            self._release(conn, batch.store_id, order_ids, now)
+        return len(claims) + resent
+
+    @staticmethod
+    def _release(conn: Any, store_id: str, order_ids: Iterable[str], now: pendulum.DateTime) -> int:
+        """An order that reached the backend leaves quarantine: its open entries (any
+        version, the fixed one superseding the bad ones) get ``released_at``."""
+        q = order_quarantine.c
+        released = 0
+        for chunk in _chunks(sorted(order_ids)):
+            released += conn.execute(
+                update(order_quarantine)
+                .where(q.store_id == store_id, q.order_id.in_(chunk), q.released_at.is_(None))
+                .values(released_at=now)
+            ).rowcount
+        if released:
+            log.info("ledger: %d quarantine entr%s of store %s released (delivered now)",
+                     released, "y" if released == 1 else "ies", store_id)
+        return released
 
     # -- status events (backend status files -> storefront) -------------------------------
     def applied_status_event_keys(self, store_id: str, event_keys: Iterable[str]) -> set[str]:
@@ -489,6 +585,61 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(insert(status_events), values)
         return len(values)
+
+    # -- stock levels (backend stock files -> storefront) ----------------------------------
+    def stock_levels_of(self, store_id: str, skus: Iterable[str]) -> dict[str, StockLevel]:
+        """sku -> the last applied level, for those of ``skus`` that have one."""
+        s = stock_levels.c
+        found: dict[str, StockLevel] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(skus))):
+                rows = conn.execute(select(stock_levels).where(s.store_id == store_id, s.sku.in_(chunk)))
+                found.update((r["sku"], StockLevel.from_row(r)) for r in rows.mappings())
+        return found
+
+    def list_stock_levels(self, store_id: str) -> dict[str, StockLevel]:
+        """sku -> the last applied level, for every SKU of the store."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(stock_levels).where(stock_levels.c.store_id == store_id))
+            return {r["sku"]: StockLevel.from_row(r) for r in rows.mappings()}
+
+    def record_stock_levels(
+        self, store_id: str, source_file: str, levels: Sequence[Mapping[str, Any]]
+    ) -> int:
+        """Upsert ``stock_levels`` rows (``sku``, ``quantity``, ``as_of``, optional ``location``).
+
+        A level never replaces a newer one (``as_of`` only moves forward), so two writers can
+        not undo each other. Returns how many rows were inserted or replaced."""
+        if not levels:
+            return 0
+        s = stock_levels.c
+        now = _now()
+        written = 0
+        replace = (update(stock_levels)
+                   .where(s.store_id == bindparam("b_store"), s.sku == bindparam("b_sku"))
+                   .values(quantity=bindparam("quantity"), as_of=bindparam("as_of"),
+                           applied_at=bindparam("applied_at"), source_file=bindparam("source_file"),
+                           location=bindparam("location")))
+        for chunk in _chunks(list({lv["sku"]: lv for lv in levels}.values())):
+            with self.engine.begin() as conn:
+                skus = [lv["sku"] for lv in chunk]
+                have = {r.sku: _utc(r.as_of) for r in conn.execute(
+                    select(s.sku, s.as_of).where(s.store_id == store_id, s.sku.in_(skus)))}
+                fresh, newer = [], []
+                for lv in chunk:
+                    location = str(lv["location"])[:64] if lv.get("location") else None
+                    values = {"quantity": lv["quantity"], "as_of": _utc(lv["as_of"]), "applied_at": now,
+                              "source_file": source_file[:255], "location": location}
+                    if lv["sku"] not in have:
+                        fresh.append({"store_id": store_id, "sku": lv["sku"], **values})
+                    elif values["as_of"] >= have[lv["sku"]]:
+                        newer.append({"b_store": store_id, "b_sku": lv["sku"], **values})
+                if fresh:
+                    conn.execute(insert(stock_levels), fresh)
+                if newer:
+                    conn.execute(replace, newer)  # executemany: one statement, many rows
+                written += len(fresh) + len(newer)
+        return written
 
     # -- helpers -------------------------------------------------------------------------
     @staticmethod

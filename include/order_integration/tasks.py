@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from order_integration.config import StoreConfig, load_config, staging_base
 from order_integration.exceptions import PermanentError
+from order_integration.on_demand import ExportRequest, RequestRefused, parse_request
 from order_integration.windows import Window, window_from_context
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,28 @@ def _progress(store_id: str) -> Callable[[int, int, int | None], None]:
     return on_page
 
 
+def _request(context: Mapping[str, Any], request: Mapping[str, Any] | None) -> ExportRequest:
+    """What this run exports: the on-demand form's checked request, else the data interval."""
+    if request is not None:
+        return ExportRequest.from_dict(request)
+    return ExportRequest(window_from_context(context))
+
+
+@fail_fast
+def check_request(store_id: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The on-demand form, checked before anything runs (a refusal fails the run at once)."""
+    import pendulum
+
+    _store(store_id)
+    dag_run = context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None) or context.get("logical_date")
+    if run_after is None:
+        raise RequestRefused("the run has no trigger time (run_after)")
+    request = parse_request(context.get("params") or {}, run_after=pendulum.instance(run_after))
+    log.info("store %s: on-demand export of %s", store_id, request.describe())
+    return request.as_dict()
+
+
 def _ledger() -> Any:
     from order_integration.ledger import Ledger, engine_from_airflow
 
@@ -67,63 +90,88 @@ def _ledger() -> Any:
 
 
 @fail_fast
-def extract(store_id: str, context: Mapping[str, Any]) -> dict[str, Any]:
+def extract(
+    store_id: str, context: Mapping[str, Any], request: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     from order_integration import export
     from order_integration.storefronts import get_client
 
     store = _store(store_id)
-    window = window_from_context(context)
+    req = _request(context, request)
     client = get_client(store.platform, store.storefront_conn_id, on_page=_progress(store.id))
-    return export.extract(store, window, _staging(store, window, context), client)
+    return export.extract(store, req.window, _staging(store, req.window, context), client,
+                          order_ids=req.order_ids)
 
 
 @fail_fast
-def validate(store_id: str, extracted: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+def validate(
+    store_id: str, extracted: Mapping[str, Any], context: Mapping[str, Any],
+    request: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     from airflow.sdk import ObjectStoragePath
 
     from order_integration import export
     from order_integration.storefronts import get_client
 
     store = _store(store_id)
-    window = window_from_context(context)
+    req = _request(context, request)
     client = get_client(store.platform, store.storefront_conn_id)
     return export.validate(
-        store, _staging(store, window, context), ObjectStoragePath(extracted["raw_path"]), client, _ledger()
+        store, _staging(store, req.window, context), ObjectStoragePath(extracted["raw_path"]), client,
+        _ledger(), resend=req.resend, dry_run=req.dry_run,
     )
 
 
 @fail_fast
-def load(store_id: str, validated: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+def load(
+    store_id: str, validated: Mapping[str, Any], context: Mapping[str, Any],
+    request: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     from airflow.sdk import ObjectStoragePath
 
     from order_integration import export
     from order_integration.backend.sftp import SftpBackend
 
     store = _store(store_id)
-    window = window_from_context(context)
+    req = _request(context, request)
     return export.load(
-        store, window, str(context["run_id"]), _staging(store, window, context),
+        store, req.window, str(context["run_id"]), _staging(store, req.window, context),
         ObjectStoragePath(validated["deliverable_path"]), _ledger(), SftpBackend(store.backend_conn_id),
+        resend=req.resend, dry_run=req.dry_run,
     )
 
 
 @fail_fast
 def publish(
-    store_id: str, validated: Mapping[str, Any], loaded: Mapping[str, Any], context: Mapping[str, Any]
+    store_id: str, extracted: Mapping[str, Any], validated: Mapping[str, Any], loaded: Mapping[str, Any],
+    context: Mapping[str, Any], request: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The run's summary: logged, printed, on the Asset event, and returned (XCom); the
+    ``note`` key is what the run-note listener puts on the DAG run."""
     from order_integration import export
 
-    window = window_from_context(context)
-    summary = export.summarise(store_id, window, dict(validated), dict(loaded))
+    req = _request(context, request)
+    summary = export.summarise(store_id, req.window, dict(validated), dict(loaded),
+                               unknown_ids=extracted.get("unknown_ids") or ())
     line = export.summary_line(summary)
     log.info("%s", line)
     print(line)  # the one line operators grep for; also in `airflow dags test` output
+    dag_run = context.get("dag_run")
+    if request is None and str(getattr(dag_run, "run_type", "")).lower().endswith("scheduled"):
+        # only the schedule's own runs: a backfill or a repair is late by design
+        import pendulum
+
+        from order_integration.alerts import check_lateness
+
+        check_lateness(_store(store_id), req.window.end, pendulum.now("UTC"), context)
+    if req.dry_run:
+        return {**summary, "note": line}  # nothing was delivered: no Asset event
     outlet_events = context.get("outlet_events")
     task = context.get("task")
     if outlet_events is not None and task is not None:
         for outlet in getattr(task, "outlets", []) or []:
             outlet_events[outlet].extra = summary
-    return summary
+    return {**summary, "note": line}
 
 
 # -- status sync (backend -> storefront) ---------------------------------------------------
@@ -177,4 +225,51 @@ def summarise_status_sync(store_id: str, results: list[Mapping[str, Any]]) -> di
             + f"; files with errors={','.join(errors) or '-'}")
     log.info("%s", line)
     print(line)
-    return {"store_id": store_id, "files": len(results), "counts": totals, "error_files": errors}
+    return {"store_id": store_id, "files": len(results), "counts": totals, "error_files": errors,
+            "note": line}
+
+
+# -- inventory sync (backend stock files -> storefront) ------------------------------------
+@fail_fast
+def sync_stock_files(store_id: str) -> dict[str, Any]:
+    """Apply every complete stock file in the store's ``stock_dir`` (no dot or ``.part`` names),
+    oldest name first, with one storefront look-up cache for the whole run; archive each file
+    (or move it to error/); log and print the run's summary line.
+
+    One task, not one mapped task per file: files must go in name order (mapped instances run
+    in no guaranteed order), and the look-up cache then spans the run."""
+    from order_integration import inventory
+    from order_integration.backend.sftp import SftpBackend
+    from order_integration.storefronts.woocommerce_products import WooCommerceStock
+
+    store = _store(store_id)
+    with (
+        WooCommerceStock(store.storefront_conn_id) as client,
+        SftpBackend(store.backend_conn_id).session() as sftp,
+    ):
+        result = inventory.sync_stock_dir(store, sftp, client, _ledger())
+    files = [{"file": f.name, "moved_to": f.moved_to, "errors_file": f.errors_file, "rows": f.rows,
+              "counts": f.counts} for f in result.files]
+    return summarise_inventory_sync(store_id, files, requests=client.requests)
+
+
+def summarise_inventory_sync(
+    store_id: str, results: list[Mapping[str, Any]], *, requests: int = 0
+) -> dict[str, Any]:
+    """One line over every file of the run: rows = applied + unchanged + stale + unknown_sku +
+    unmanaged + rejected; a file that went to error/ is named."""
+    from order_integration.inventory import OUTCOMES
+
+    totals = dict.fromkeys(OUTCOMES, 0)
+    for result in results:
+        for key, value in (result.get("counts") or {}).items():
+            totals[key] = totals.get(key, 0) + value
+    rows = sum(int(r.get("rows") or 0) for r in results)
+    errors = [r["file"] for r in results if r.get("errors_file")]
+    line = (f"inventory sync {store_id}: files={len(results)} rows={rows} = "
+            + " + ".join(f"{k}={totals[k]}" for k in OUTCOMES)
+            + f"; storefront requests={requests}; files with errors={','.join(errors) or '-'}")
+    log.info("%s", line)
+    print(line)  # the one line operators grep for; also in `airflow dags test` output
+    return {"store_id": store_id, "files": results, "rows": rows, "counts": totals,
+            "storefront_requests": requests, "error_files": errors}

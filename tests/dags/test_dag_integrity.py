@@ -28,12 +28,13 @@ def test_no_import_errors(dagbag):
 
 
 def test_dags_per_configured_store(dagbag):
-    assert {"order_export__demo", "order_status_sync__demo"} <= set(dagbag.dag_ids)
+    assert {"order_export__demo", "order_status_sync__demo", "inventory_sync__demo"} <= set(dagbag.dag_ids)
 
 
 @pytest.mark.parametrize(("dag_id", "tasks"), [
     ("order_export__demo", ["extract", "validate", "load", "publish"]),
     ("order_status_sync__demo", ["list_files", "sync_file", "summary"]),
+    ("inventory_sync__demo", ["sync_files"]),
 ])
 def test_tags_owner_retries_and_timeouts(dagbag, dag_id, tasks):
     dag = dagbag.dags[dag_id]
@@ -53,6 +54,14 @@ def test_status_sync_applies_files_one_at_a_time_every_ten_minutes(dagbag):
     assert dag.max_active_runs == 1
     assert dag.get_task("sync_file").max_active_tis_per_dagrun == 1
     assert dag.timetable.expression == "*/10 * * * *"
+
+
+def test_inventory_sync_applies_files_in_one_task_every_fifteen_minutes(dagbag):
+    dag = dagbag.dags["inventory_sync__demo"]
+    assert dag.max_active_runs == 1
+    assert [t.task_id for t in dag.tasks] == ["sync_files"]
+    assert dag.timetable.expression == "*/15 * * * *"
+    assert "inventory-sync" in dag.tags
 
 
 def test_schedule_is_an_interval_timetable(dagbag):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,13 @@ from typing import Any
 import yaml
 
 from order_integration.ledger import Ledger, sqlite_engine
+from sandbox.storefront import SandboxStorefront
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
     r"order export (?P<store>\S+) \[(?P<start>\S+), (?P<end>\S+)\): extracted=(?P<extracted>\d+) = "
     r"delivered=(?P<delivered>\d+) \+ quarantined=(?P<quarantined>\d+) \+ "
-    r"already_delivered=(?P<already_delivered>\d+) \+ not_ready=(?P<not_ready>\d+); files=(?P<files>\S+)"
+    r"already_delivered=(?P<already_delivered>\d+) \+ not_ready=(?P<not_ready>\d+); files=(?P<files>[^;\s]+)"
 )
 
 
@@ -33,6 +37,17 @@ def migrate_airflow_db(airflow_home: Path) -> None:
                           capture_output=True, text=True, check=False, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def _summary(output: str) -> dict[str, Any] | None:
+    """The last export summary line of a run's output, parsed (None when there is none)."""
+    matches = list(SUMMARY.finditer(output))
+    if not matches:
+        return None
+    m = matches[-1].groupdict()
+    summary: dict[str, Any] = {k: (v if k in {"store", "start", "end", "files"} else int(v)) for k, v in m.items()}
+    summary["files"] = [] if m["files"] == "-" else m["files"].split(",")
+    return summary
 
 
 @dataclass
@@ -71,12 +86,14 @@ class ExportHarness:
             "schedule": "@hourly",
             "lookback_minutes": 10,
             "backend": {"inbound_dir": f"inbound_{self.store_id}",
-                        "outbound_dir": f"outbound_{self.store_id}", "format": "csv"},
+                        "outbound_dir": f"outbound_{self.store_id}", "stock_dir": f"stock_{self.store_id}",
+                        "format": "csv"},
             **self.store_overrides,
         }
         self.config_path.write_text(yaml.safe_dump({"stores": [store]}))
         self.inbound_dir = self.sftp_root / store["backend"]["inbound_dir"]
         self.outbound_dir = self.sftp_root / store["backend"]["outbound_dir"]
+        self.stock_dir = self.sftp_root / store["backend"].get("stock_dir", "stock")
 
     @property
     def dag_id(self) -> str:
@@ -87,6 +104,7 @@ class ExportHarness:
             **os.environ,
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "GX_ANALYTICS_ENABLED": "False",
             "ORDER_INTEGRATION_CONFIG": str(self.config_path),
@@ -101,12 +119,21 @@ class ExportHarness:
     def backend_conn_id(self) -> str:
         return f"backend_{self.store_id}"
 
-    def _dags_test(self, dag_id: str, logical_date: str, timeout: float) -> tuple[int, str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "test", dag_id, logical_date],
-            env=self.env(), capture_output=True, text=True, check=False, timeout=timeout,
-        )
+    def _dags_test(self, dag_id: str, logical_date: str | None, timeout: float,
+                   conf: dict[str, Any] | None = None) -> tuple[int, str]:
+        argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
+        if logical_date is not None:
+            argv.append(logical_date)
+        if conf is not None:
+            argv += ["--conf", json.dumps(conf)]
+        proc = subprocess.run(argv, env=self.env(), capture_output=True, text=True, check=False,
+                              timeout=timeout)
         return proc.returncode, proc.stdout + proc.stderr
+
+    def run_on_demand(self, conf: dict[str, Any], timeout: float = 600) -> RunResult:
+        """``airflow dags test order_export_on_demand__<store> --conf CONF`` (the Params form)."""
+        code, output = self._dags_test(f"order_export_on_demand__{self.store_id}", None, timeout, conf)
+        return RunResult(code, output, _summary(output))
 
     def run_status_sync(self, logical_date: str, timeout: float = 600) -> RunResult:
         """``airflow dags test order_status_sync__<store> <logical_date>``."""
@@ -119,16 +146,24 @@ class ExportHarness:
                        "error_files": [] if errors == "-" else errors.split(",")}
         return RunResult(code, output, summary)
 
+    def run_inventory_sync(self, logical_date: str, timeout: float = 600) -> RunResult:
+        """``airflow dags test inventory_sync__<store> <logical_date>``; the summary holds
+        ``files``, ``rows``, one count per outcome, ``requests`` and ``error_files``."""
+        code, output = self._dags_test(f"inventory_sync__{self.store_id}", logical_date, timeout)
+        found = re.findall(rf"inventory sync {self.store_id}: files=(\d+) rows=(\d+) = (.*?); "
+                           r"storefront requests=(\d+); files with errors=(\S+)", output)
+        summary = None
+        if found:
+            files, rows, counts, requests, errors = found[-1]
+            summary = {"files": int(files), "rows": int(rows), "requests": int(requests),
+                       **{k: int(v) for k, v in (c.split("=") for c in counts.split(" + "))},
+                       "error_files": [] if errors == "-" else errors.split(",")}
+        return RunResult(code, output, summary)
+
     def run(self, logical_date: str, timeout: float = 600) -> RunResult:
         """``airflow dags test order_export__<store> <logical_date>``."""
         code, output = self._dags_test(self.dag_id, logical_date, timeout)
-        matches = list(SUMMARY.finditer(output))
-        summary = None
-        if matches:
-            m = matches[-1].groupdict()
-            summary = {k: (v if k in {"store", "start", "end", "files"} else int(v)) for k, v in m.items()}
-            summary["files"] = [] if m["files"] == "-" else m["files"].split(",")
-        return RunResult(code, output, summary)
+        return RunResult(code, output, _summary(output))
 
     def ledger(self) -> Ledger:
         return Ledger(sqlite_engine(self.airflow_home / "order_ledger.db"))
@@ -152,3 +187,38 @@ class ExportHarness:
             rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
             seen.extend({(r["order_id"], r["order_version"]) for r in rows})
         return seen
+
+
+#: Sandbox storefront credentials for integration tests; store ids ``it_<n>`` are unique per
+#: test session, so stores sharing an Airflow home, a ledger or an sshd never collide.
+KEY, SECRET = "ck_integration_test", "cs_integration_test"
+_store_ids = itertools.count(1)
+
+
+@contextlib.contextmanager
+def sandbox_stores(airflow_home: Path, sshd: Any, work_dir: Path
+                   ) -> Iterator[Callable[..., tuple[ExportHarness, SandboxStorefront]]]:
+    """Factory ``make(orders, *, clock=None, **store_overrides) -> (harness, storefront)``.
+
+    Each call gets its own store id, sandbox storefront and SFTP folder under ``sshd``; the
+    storefronts stop when the ``with`` ends. Used by the ``export_harness`` fixture and by
+    module-scoped fixtures (the scheduler test) that need stores outside a function scope."""
+    started: list[SandboxStorefront] = []
+
+    def make(orders: list[dict[str, Any]], *, clock: Callable[[], Any] | None = None,
+             **store_overrides: Any) -> tuple[ExportHarness, SandboxStorefront]:
+        shop = SandboxStorefront(orders, consumer_key=KEY, consumer_secret=SECRET, clock=clock).start()
+        started.append(shop)
+        store_id = f"it_{next(_store_ids)}"
+        harness = ExportHarness(
+            store_id=store_id, airflow_home=airflow_home, work_dir=work_dir / store_id,
+            storefront_url=shop.base_url, storefront_key=KEY, storefront_secret=SECRET,
+            sftp_connection=sshd.airflow_connection(), sftp_root=sshd.root, store_overrides=store_overrides,
+        )
+        return harness, shop
+
+    try:
+        yield make
+    finally:
+        for shop in started:
+            shop.stop()

@@ -22,6 +22,7 @@ def test_defaults_fill_optional_keys():
     store = parse_config(MINIMAL).stores[0]
     assert (store.schedule, store.lookback_minutes, store.validation.max_quarantine_ratio) == ("@hourly", 10, 0.05)
     assert store.status_sync_schedule == "*/10 * * * *"
+    assert (store.inventory_sync_schedule, store.manage_stock_on_apply) == ("*/15 * * * *", False)
     assert (store.backend.inbound_dir, store.backend.outbound_dir, store.backend.stock_dir) == (
         "inbound", "outbound", "stock")
 
@@ -37,6 +38,9 @@ def test_defaults_fill_optional_keys():
         ({"lookback_minutes": True}, "lookback_minutes: True"),
         ({"schedule": "every hour"}, "schedule: 'every hour'"),
         ({"status_sync_schedule": "*/10 * *"}, "status_sync_schedule: '*/10 * *'"),
+        ({"inventory_sync_schedule": "often"}, "stores[0] (demo).inventory_sync_schedule: 'often'"),
+        ({"manage_stock_on_apply": "yes"}, "stores[0] (demo).manage_stock_on_apply: 'yes' is not true or false"),
+        ({"manage_stock_on_apply": 1}, "manage_stock_on_apply: 1"),
         ({"platform": "magento"}, "platform: 'magento'"),
         ({"export_statuses": []}, "export_statuses"),
         ({"id": "Bad-Id"}, "stores[0].id: 'Bad-Id'"),
@@ -47,6 +51,13 @@ def test_bad_values_are_refused_naming_the_key(patch, names):
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     assert names in str(err.value)
+
+
+def test_inventory_keys_are_read():
+    raw = {"stores": [{**MINIMAL["stores"][0], "inventory_sync_schedule": "*/5 * * * *",
+                       "manage_stock_on_apply": True}]}
+    store = parse_config(raw).stores[0]
+    assert (store.inventory_sync_schedule, store.manage_stock_on_apply) == ("*/5 * * * *", True)
 
 
 def test_missing_required_key_is_named():
@@ -101,3 +112,17 @@ def test_cron_presets_and_staging_default(monkeypatch, tmp_path):
     assert staging_base() == f"file://{tmp_path.resolve()}/order_staging"
     monkeypatch.setenv("ORDER_INTEGRATION_STAGING", "s3://bucket/staging/")
     assert staging_base() == "s3://bucket/staging"
+
+
+def test_an_unchanged_file_is_parsed_once_and_a_changed_one_again(tmp_path):
+    import os
+
+    from order_integration.config import load_config
+
+    path = tmp_path / "stores.yaml"
+    path.write_text("stores:\n  - {id: a, storefront_conn_id: s, backend_conn_id: b}\n")
+    first = load_config(path)
+    assert load_config(path) is first
+    path.write_text("stores:\n  - {id: b, storefront_conn_id: s, backend_conn_id: b}\n")
+    os.utime(path, ns=(1, 1))  # a changed file, even one whose mtime went backwards
+    assert [s.id for s in load_config(path).stores] == ["b"]

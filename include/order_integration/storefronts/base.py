@@ -8,7 +8,7 @@ without ever raising. Everything platform-specific (paging, auth, retries) lives
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import pendulum
@@ -44,6 +44,11 @@ class StorefrontClient(Protocol):
         exactly once, in the latest version the scan saw. Both bounds must be aware UTC. The
         iterator raises (never ends early) when the window could not be read completely.
         """
+        ...
+
+    def fetch_orders(self, order_ids: Iterable[int]) -> Iterator[dict[str, Any]]:
+        """Raw platform dicts of these orders as they are now, each once; an id the store does
+        not know is left out (the caller reports it), never an error."""
         ...
 
     def normalise(self, raw: dict[str, Any], store_id: str) -> Order:

@@ -34,6 +34,7 @@ from order_integration.validation.frames import (
 )
 
 #: The suite shipped with the package.
+log = logging.getLogger(__name__)
 DEFAULT_SUITE_PATH = Path(__file__).with_name("suite.yaml")
 
 #: Frame name -> (its columns, the positional key column GX reports unexpected rows by).
@@ -100,6 +101,8 @@ class ValidationOutcome:
     statistics: dict[str, Any]
     gx_result: dict[str, Any]
     invalid_orders: list[InvalidOrder] = field(default_factory=list)
+    #: frame name -> the GX validation result rendered as an HTML page (GX's own renderer)
+    html_pages: dict[str, str] = field(default_factory=dict)
 
 
 def quarantine_key(order: Order, position: int) -> str:
@@ -300,7 +303,7 @@ def validate_orders(orders: Sequence[Order], *, suite_path: Path | None = None) 
     frames_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    failures, gx_result = _run_gx(frames, specs)
+    failures, gx_result, pages = _run_gx(frames, specs)
     gx_seconds = time.perf_counter() - started
     gx_result["suite"] = str(suite_path or DEFAULT_SUITE_PATH)
 
@@ -345,15 +348,18 @@ def validate_orders(orders: Sequence[Order], *, suite_path: Path | None = None) 
         "build_frames_seconds": round(frames_seconds, 3),
         "gx_seconds": round(gx_seconds, 3),
     }
-    return ValidationOutcome(valid, invalid, statistics, gx_result, invalid_orders)
+    return ValidationOutcome(valid, invalid, statistics, gx_result, invalid_orders, pages)
 
 
 def _unique(problems: Sequence[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
 
 
-def _run_gx(frames: OrderFrames, specs: Sequence[RuleSpec]) -> tuple[dict[int, list[int]], dict[str, Any]]:
-    """Run the suite; returns spec index -> failing row positions of its frame, and a summary."""
+def _run_gx(
+    frames: OrderFrames, specs: Sequence[RuleSpec]
+) -> tuple[dict[int, list[int]], dict[str, Any], dict[str, str]]:
+    """Run the suite; returns spec index -> failing row positions of its frame, a summary and
+    each validated frame's result as an HTML page."""
     # Before the first import: GX must not phone home from a production worker.
     os.environ["GX_ANALYTICS_ENABLED"] = "False"
     # GX logs hundreds of "Skipping registering function ..." lines at import: not for task logs.
@@ -366,6 +372,7 @@ def _run_gx(frames: OrderFrames, specs: Sequence[RuleSpec]) -> tuple[dict[int, l
     source = context.data_sources.add_pandas("order_validation")
 
     failures: dict[int, list[int]] = {}
+    pages: dict[str, str] = {}
     summary: dict[str, Any] = {
         "success": True, "gx_version": gx.__version__, "frames": {}, "expectations": [],
     }
@@ -390,6 +397,7 @@ def _run_gx(frames: OrderFrames, specs: Sequence[RuleSpec]) -> tuple[dict[int, l
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [key]},
         )
         summary["frames"][frame_name] = {"rows": len(frame), "success": bool(result.success)}
+        pages[frame_name] = _render_page(result, frame_name)
         summary["success"] = summary["success"] and bool(result.success)
         for res in result.results:
             index = int(res.expectation_config.meta["index"])
@@ -405,7 +413,20 @@ def _run_gx(frames: OrderFrames, specs: Sequence[RuleSpec]) -> tuple[dict[int, l
                 )
             )
     summary["expectations"].sort(key=lambda row: row["index"])
-    return failures, summary
+    return failures, summary, pages
+
+
+def _render_page(result: Any, frame_name: str) -> str:
+    """GX's validation-results page (the one Data Docs shows); failing to render only costs
+    the page, never the validation."""
+    try:
+        from great_expectations.render.renderer import ValidationResultsPageRenderer
+        from great_expectations.render.view import DefaultJinjaPageView
+
+        return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    except Exception:  # see docstring
+        log.warning("could not render the GX report of %s", frame_name, exc_info=True)
+        return ""
 
 
 def _summary_row(

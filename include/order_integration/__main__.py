@@ -1,0 +1,115 @@
+"""Operator command line: ``python -m order_integration …``.
+
+* ``quarantine list --store S [--all] [--json]`` — what is quarantined and why;
+* ``quarantine release --store S ORDER_ID…`` — re-validate and deliver fixed orders
+  (triggers ``order_export_on_demand__S``; ``--print`` only shows the command);
+* ``pools`` — the Airflow pools the DAGs use, as JSON for ``airflow pools import``.
+
+The ledger is the ``order_ledger`` connection (else ``$AIRFLOW_HOME/order_ledger.db``), as
+in the tasks; ``--ledger-url`` points at any SQLAlchemy URL instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from order_integration.config import load_config
+from order_integration.exceptions import ConfigError
+
+
+def _ledger(url: str | None) -> Any:
+    from sqlalchemy import create_engine
+
+    from order_integration.ledger import Ledger, engine_from_airflow
+
+    return Ledger(create_engine(url) if url else engine_from_airflow())
+
+
+def _quarantine_list(args: argparse.Namespace) -> int:
+    from order_integration.quarantine import quarantine_table
+
+    load_config().store(args.store)  # an unknown store is an error, not an empty list
+    entries = _ledger(args.ledger_url).quarantine(args.store, include_released=args.all)
+    if args.json:
+        print(json.dumps(entries, default=str, ensure_ascii=False, indent=1))
+        return 0
+    what = "entries (released included)" if args.all else "open entries"
+    print(f"store {args.store}: {len(entries)} quarantine {what}")
+    if entries:
+        print(quarantine_table(entries))
+        open_ids = sorted({e["order_id"] for e in entries if e.get("released_at") is None}, key=_order_key)
+        if open_ids:
+            print(f"\nonce fixed in the storefront: python -m order_integration quarantine release "
+                  f"--store {args.store} {' '.join(open_ids)}")
+    return 0
+
+
+def _order_key(order_id: str) -> tuple[int, str]:
+    return (int(order_id), "") if order_id.isdigit() else (0, order_id)
+
+
+def _quarantine_release(args: argparse.Namespace) -> int:
+    from order_integration.on_demand import MAX_ORDER_IDS
+    from order_integration.quarantine import release_command
+
+    load_config().store(args.store)
+    bad = [i for i in args.order_ids if not i.isdigit()]
+    if bad:
+        raise ConfigError(f"order ids must be numbers, got {bad}")
+    if len(args.order_ids) > MAX_ORDER_IDS:
+        raise ConfigError(f"at most {MAX_ORDER_IDS} order ids per run, got {len(args.order_ids)}")
+    command = release_command(args.store, args.order_ids)
+    if args.print:
+        print(command)
+        return 0
+    print(f"+ {command}", flush=True)
+    import shlex
+
+    return subprocess.call(shlex.split(command))
+
+
+def _pools(_args: argparse.Namespace) -> int:
+    from order_integration.pools import pools_for
+
+    print(json.dumps(pools_for(load_config().stores), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m order_integration", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    quarantine = sub.add_parser("quarantine", help="list or release quarantined orders")
+    qsub = quarantine.add_subparsers(dest="action", required=True)
+    listing = qsub.add_parser("list", help="what is quarantined and why")
+    listing.add_argument("--store", required=True)
+    listing.add_argument("--all", action="store_true", help="include released entries")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--ledger-url", help="SQLAlchemy URL of the ledger (default: as the tasks)")
+    listing.set_defaults(func=_quarantine_list)
+    release = qsub.add_parser("release", help="re-validate and deliver orders fixed in the storefront")
+    release.add_argument("--store", required=True)
+    release.add_argument("order_ids", nargs="+", metavar="ORDER_ID")
+    release.add_argument("--print", action="store_true", help="only print the airflow command")
+    release.set_defaults(func=_quarantine_release)
+    pools = sub.add_parser("pools", help="pools of the configured stores, for `airflow pools import`")
+    pools.set_defaults(func=_pools)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
