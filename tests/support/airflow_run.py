@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
     r"order export (?P<store>\S+) \[(?P<start>\S+), (?P<end>\S+)\): extracted=(?P<extracted>\d+) = "
     r"delivered=(?P<delivered>\d+) \+ quarantined=(?P<quarantined>\d+) \+ "
-    r"already_delivered=(?P<already_delivered>\d+) \+ not_ready=(?P<not_ready>\d+); files=(?P<files>[^;\s]+)"
+    r"already_delivered=(?P<already_delivered>\d+) \+ not_ready=(?P<not_ready>\d+); files=(?P<files>[^;\s'\"]+)"
 )
 
 
