@@ -150,7 +150,7 @@ def test_a_worker_killed_mid_task_is_retried_on_the_other_worker(cluster):
     victim = None
     while victim is None:
         assert time.monotonic() < deadline, "extract never started"
-        runs = cluster.api._backfill_runs(cluster.api.backfill(backfill["id"]))
+        runs = cluster.api.backfill_runs(cluster.api.backfill(backfill["id"]))
         for run in runs:
             for ti in cluster.api.task_instances(EXPORT, run["dag_run_id"]):
                 if ti["task_id"] == "extract" and ti["state"] == "running" and ti["hostname"] in WORKERS:

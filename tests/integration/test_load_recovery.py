@@ -135,5 +135,6 @@ def _batches(ledger, store_id):
 def test_nothing_to_deliver_writes_no_file(env):
     store, ledger, stage, inbound = env
     run, path = stage([], "run_empty")
-    assert _load(store, ledger, run, path, "run_empty") == {"delivered": 0, "already_delivered": 0, "files": []}
+    assert _load(store, ledger, run, path, "run_empty") == {
+        "delivered": 0, "resent": 0, "already_delivered": 0, "files": []}
     assert not inbound.exists() or list(inbound.iterdir()) == []

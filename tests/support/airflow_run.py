@@ -22,6 +22,9 @@ from order_integration.ledger import Ledger, sqlite_engine
 from sandbox.storefront import SandboxStorefront
 
 ROOT = Path(__file__).resolve().parents[2]
+# A summary line holds no quotes: stopping at one keeps the XCom repr of a run's note (which
+# repeats the line, then "'}") out of the parsed values.
+ERRORS = r"[^\s'\"]+"
 SUMMARY = re.compile(
     r"order export (?P<store>\S+) \[(?P<start>\S+), (?P<end>\S+)\): extracted=(?P<extracted>\d+) = "
     r"delivered=(?P<delivered>\d+) \+ quarantined=(?P<quarantined>\d+) \+ "
@@ -138,7 +141,7 @@ class ExportHarness:
     def run_status_sync(self, logical_date: str, timeout: float = 600) -> RunResult:
         """``airflow dags test order_status_sync__<store> <logical_date>``."""
         code, output = self._dags_test(f"order_status_sync__{self.store_id}", logical_date, timeout)
-        found = re.findall(rf"status sync {self.store_id}: files=(\d+) (.*?); files with errors=(\S+)", output)
+        found = re.findall(rf"status sync {self.store_id}: files=(\d+) (.*?); files with errors=({ERRORS})", output)
         summary = None
         if found:
             files, counts, errors = found[-1]
@@ -151,7 +154,7 @@ class ExportHarness:
         ``files``, ``rows``, one count per outcome, ``requests`` and ``error_files``."""
         code, output = self._dags_test(f"inventory_sync__{self.store_id}", logical_date, timeout)
         found = re.findall(rf"inventory sync {self.store_id}: files=(\d+) rows=(\d+) = (.*?); "
-                           r"storefront requests=(\d+); files with errors=(\S+)", output)
+                           rf"storefront requests=(\d+); files with errors=({ERRORS})", output)
         summary = None
         if found:
             files, rows, counts, requests, errors = found[-1]

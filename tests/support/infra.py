@@ -388,6 +388,9 @@ LOOPBACK_ENV: dict[str, str] = {
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "600",
     # CI has 2 cores for everything here: one task per worker (compose: 2 per worker machine)
     "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+    # only the runs a test creates (backfills, triggers): a scheduled run of the current hour
+    # would also call the storefront and could take a fault a test queued for its own run
+    "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
 }
 #: A cluster policy for test deployments: retries after 2 s instead of the DAGs' minute with
 #: exponential backoff, so a retry costs seconds (that it happens, and where, is what counts).
