@@ -1,7 +1,10 @@
-"""Test-wide environment: set before anything imports Airflow."""
+"""Test-wide environment (set before anything imports Airflow) and the shared server fixtures:
+a real Airflow home, real OpenSSH sshd, the sandbox storefront."""
 
 import os
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -10,3 +13,35 @@ os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow_home")
+    from tests.support.airflow_run import migrate_airflow_db
+
+    migrate_airflow_db(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    from tests.support.sshd import start_sshd
+
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def export_harness(airflow_home, sshd, tmp_path):
+    """Factory: ``export_harness(orders, **store_overrides) -> (harness, storefront)``.
+
+    Each call gets its own store id, storefront and SFTP folder; all share one Airflow home
+    and one sshd, like stores of one deployment (``airflow_run.sandbox_stores``)."""
+    from tests.support.airflow_run import sandbox_stores
+
+    with sandbox_stores(airflow_home, sshd, tmp_path) as make:
+        yield make

@@ -71,6 +71,10 @@ class StoreConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     storefront_concurrency: int = 2  # slots of the pool shared by every task calling the storefront
+    #: Tries after the first of every task (permanent errors are never retried), and the first
+    #: delay between them; later delays double up to the DAG's cap.
+    retries: int = 3
+    retry_delay_seconds: int = 60
 
     @property
     def storefront_pool(self) -> str:
@@ -209,6 +213,8 @@ def _store(raw: Any, where: str) -> StoreConfig:
         validation=_validation(raw.get("validation") or {}, f"{where}.validation"),
         alerts=_alerts(raw.get("alerts") or {}, f"{where}.alerts"),
         storefront_concurrency=_int(raw, "storefront_concurrency", 2, 1, 64, where),
+        retries=_int(raw, "retries", 3, 0, 20, where),
+        retry_delay_seconds=_int(raw, "retry_delay_seconds", 60, 1, 24 * 3600, where),
     )
 
 

@@ -23,8 +23,8 @@ def default_args(
     With a store: its failure notifier on every task (after the last try)."""
     args: dict[str, Any] = {
         "owner": "order-integration",
-        "retries": 3,
-        "retry_delay": timedelta(minutes=1),
+        "retries": 3 if store is None else store.retries,
+        "retry_delay": timedelta(seconds=60 if store is None else store.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": max_retry_delay,
     }

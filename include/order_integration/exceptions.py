@@ -41,6 +41,11 @@ class BackendAuthError(PermanentError, BackendError):
     """The backend refused the credentials, or its host key is unknown or changed."""
 
 
+class InvariantViolation(PermanentError):
+    """A run's own counts do not add up: an order or a status line would be lost or doubled.
+    A bug, never bad input; the run stops loudly instead of reporting success."""
+
+
 class QuarantineRatioExceeded(PermanentError):
     """Too many orders of one run failed validation: smells of an API change, not of bad orders."""
 

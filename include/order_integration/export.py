@@ -23,7 +23,8 @@ import msgspec
 
 from order_integration.backend.formats import write_orders
 from order_integration.config import StoreConfig
-from order_integration.exceptions import QuarantineRatioExceeded
+from order_integration.exceptions import InvariantViolation, QuarantineRatioExceeded
+from order_integration.failpoints import failpoint
 from order_integration.model import Order, status_free_version
 from order_integration.quarantine import quarantine_table
 from order_integration.windows import Window
@@ -45,7 +46,9 @@ VALIDATION_FILE = "validation_result.json"
 
 def run_dir(base: ObjectStoragePath, store_id: str, window: Window, run_id: str) -> ObjectStoragePath:
     """Staging folder of one run: ``<base>/<store>/<window>/<run id>/``."""
-    safe_run = re.sub(r"[^A-Za-z0-9_.\-]+", "_", run_id)
+    # Airflow's run ids may hold dots and dashes ("..", "-rf" are run ids too): the name starts
+    # with neither, so it never climbs up, hides, or reads as a command option.
+    safe_run = re.sub(r"[^A-Za-z0-9_.\-]+", "_", run_id).lstrip(".-") or "_"
     path = base / store_id / window.label / safe_run
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -95,12 +98,14 @@ def extract(
             log.warning("store %s: %d order id(s) not found in the storefront: %s",
                         store.id, len(unknown), ", ".join(unknown))
         log.info("store %s: fetched %d of %d orders to %s", store.id, count, len(order_ids), target)
+        failpoint("extract.after_staging", store=store.id)
         return {"raw_path": str(target), "extracted": count, "unknown_ids": unknown}
     span = window.with_lookback(store.lookback_minutes)
     log.info("store %s: extracting orders modified in %s (window %s, lookback %d min)",
              store.id, span, window, store.lookback_minutes)
     count = _write_jsonl(target, client.iter_orders(span.start, span.end))
     log.info("store %s: extracted %d orders to %s", store.id, count, target)
+    failpoint("extract.after_staging", store=store.id)
     return {"raw_path": str(target), "extracted": count, "unknown_ids": []}
 
 
@@ -157,7 +162,7 @@ def validate(
 
     outcome = validate_orders(candidates)
     if len(outcome.valid) + len(outcome.invalid_orders) != len(candidates):
-        raise AssertionError(f"store {store.id}: validation returned {len(outcome.valid)} valid + "
+        raise InvariantViolation(f"store {store.id}: validation returned {len(outcome.valid)} valid + "
                              f"{len(outcome.invalid_orders)} invalid of {len(candidates)} orders")
     before = ledger.quarantined_versions(store.id, (bad.order.order_id for bad in outcome.invalid_orders))
     entries = [
@@ -166,6 +171,7 @@ def validate(
     ]
     if not dry_run:
         ledger.record_quarantine(store.id, entries)
+        failpoint("validate.after_quarantine", store=store.id)
     counts.quarantined = len(entries)
     counts.newly_quarantined = sum(1 for oid, ver, _ in entries if (oid, ver) not in before)
 
@@ -256,6 +262,7 @@ def load(
             batch, _won = ledger.open_batch(
                 store.id, run_id, window.label, str(deliverable_path), versions, bases, resend=resend
             )
+            failpoint("load.after_claim", store=store.id)
             _finish_batch(store, staging, ledger, sftp, batch, records)
     # Counted from the ledger, so a retry after a crash reports what the run delivered in all.
     owners = ledger.claim_runs(store.id, versions)
@@ -311,10 +318,15 @@ def _finish_batch(
         # The batch's own window names the file, whichever run finishes it.
         name = f"orders_{store.id}_{batch.window_label}_{written.digest}.{fmt}"
         ledger.set_batch_file(batch.batch_id, str(staged), name, written.orders)
+        failpoint("load.after_render", store=store.id)
         batch = ledger.batch(batch.batch_id)
     assert batch.staged_path is not None and batch.file_name is not None
     with path(batch.staged_path).open("rb") as fh:
-        remote = sftp.upload_atomic(fh, store.backend.inbound_dir, batch.file_name)
+        remote = sftp.upload_atomic(
+            fh, store.backend.inbound_dir, batch.file_name,
+            progress=lambda _sent, _size: failpoint("sftp.upload.partial", store=store.id),
+        )
+    failpoint("load.after_upload", store=store.id)
     count = ledger.complete_batch(batch)
     log.info("store %s: uploaded %s (%d orders)", store.id, remote, count)
 
@@ -343,7 +355,9 @@ def summarise(
     }
     buckets = ("delivered", "would_deliver", "quarantined", "already_delivered", "not_ready")
     if sum(summary[k] for k in buckets) != summary["extracted"]:
-        raise AssertionError(f"store {store_id} {window}: counts do not add up: {summary}")
+        raise InvariantViolation(
+            f"store {store_id} {window}: counts do not add up: extracted={summary['extracted']} but "
+            + " + ".join(f"{k}={summary[k]}" for k in buckets) + f" = {sum(summary[k] for k in buckets)}")
     return summary
 
 

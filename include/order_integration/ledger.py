@@ -48,6 +48,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from order_integration.failpoints import failpoint
+
 LEDGER_CONN_ID = "order_ledger"
 log = logging.getLogger(__name__)
 metadata = MetaData()
@@ -454,6 +456,7 @@ class Ledger:
             rows = self._fresh(conn, order_deliveries, rows)
             if rows:
                 conn.execute(insert(order_deliveries), rows)
+            failpoint("ledger.complete_batch.mid", store=batch.store_id)
             resent = conn.execute(
                 update(order_resends)
                 .where(order_resends.c.batch_id == batch.batch_id)

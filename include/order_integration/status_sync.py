@@ -78,7 +78,8 @@ from order_integration.backend.status_files import (
     parse_status_file,
     unique_name,
 )
-from order_integration.exceptions import StorefrontRequestRejected
+from order_integration.exceptions import InvariantViolation, StorefrontRequestRejected
+from order_integration.failpoints import failpoint
 from order_integration.storefronts.woocommerce_writes import BatchItemResult, OrderNotFound, same_note
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ log = logging.getLogger(__name__)
 ARCHIVE_DIR = "archive"
 ERROR_DIR = "error"
 ERRORS_SUFFIX = ".errors.json"
+#: Longest file name in bytes the backend's file system takes (NAME_MAX of Linux and most others).
+NAME_MAX = 255
 #: Status changes in one wave from which the batch endpoint is used instead of PUTs.
 BATCH_THRESHOLD = 10
 
@@ -440,12 +443,16 @@ class _Run:
                 )
             else:
                 self.post_note(step)
+        failpoint("status_sync.after_notes", store=self.store_id)
         pending = [s for s in wave if s.outcome is None and s.write_status]
         if len(pending) >= self.batch_threshold:
             self.write_batch(pending)
         else:
-            for step in pending:
+            for n, step in enumerate(pending):
+                if n == 1:
+                    failpoint("status_sync.mid_writes", store=self.store_id)
                 self.write_one(step)
+        failpoint("status_sync.before_ledger", store=self.store_id)
         for step in wave:
             if step.outcome is None:
                 written = step.write_status or step.recovered
@@ -524,11 +531,27 @@ def apply_file(
 def free_name(existing: set[str], name: str, *, with_errors: bool) -> str:
     """A name free in a directory; in ``error/`` its ``.errors.json`` companion must be free too.
 
-    Shared with the inventory sync (stock files move the same way)."""
+    Shared with the inventory sync (stock files move the same way).
+
+    The backend names the file; a name so long that ``-N`` or the companion (uploaded as
+    ``.NAME.errors.json.part``) would pass :data:`NAME_MAX` is shortened (its stem, in whole
+    UTF-8 characters): else the move or the report fails on every run and the file is stuck."""
     taken = set(existing)
     if with_errors:
         taken |= {n[: -len(ERRORS_SUFFIX)] for n in existing if n.endswith(ERRORS_SUFFIX)}
-    return unique_name(taken, name)
+    limit = NAME_MAX - (len(f".{ERRORS_SUFFIX}.part") if with_errors else 0)
+    target = unique_name(taken, _fit(name, limit))
+    if len(target.encode()) > limit:  # the "-N" pushed it over
+        target = unique_name(taken, _fit(name, limit - 8))
+    return target
+
+
+def _fit(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` UTF-8 bytes by shortening its stem (the extension stays)."""
+    if len(name.encode()) <= limit:
+        return name
+    stem, ext = posixpath.splitext(name)
+    return stem.encode()[: max(1, limit - len(ext.encode()))].decode(errors="ignore") + ext
 
 
 def _error_report(store_id: str, name: str, moved_to: str, invalid: Sequence[LineError],
@@ -547,6 +570,20 @@ def _error_report(store_id: str, name: str, moved_to: str, invalid: Sequence[Lin
         "processed_at": pendulum.now("UTC").isoformat(), "counts": counts, "errors": entries,
     }
     return json.dumps(report, ensure_ascii=False, indent=2).encode()
+
+
+def _check_accounted(store_id: str, name: str, parsed: Any, outcomes: Sequence[EventOutcome]) -> None:
+    """Every line of the file ends as exactly one outcome (applied, skipped_duplicate,
+    refused, error) or one invalid line; else stop before the file moves anywhere."""
+    lines = {e.line_number for e in parsed.events}
+    if [o.event.line_number for o in outcomes] != [e.line_number for e in parsed.events] or (
+        parsed.file_error is None
+        and (len(parsed.events) + len(parsed.errors) != parsed.records
+             or lines & {e.line_number for e in parsed.errors})
+    ):
+        raise InvariantViolation(
+            f"store {store_id}: status file {name}: {parsed.records} lines but {len(outcomes)} outcomes "
+            f"for {len(parsed.events)} events and {len(parsed.errors)} invalid lines")
 
 
 def sync_file(
@@ -573,6 +610,7 @@ def sync_file(
          "outcome": error(f"invalid line: {e.reason}")}
         for e in parsed.errors
     ])
+    _check_accounted(store.id, name, parsed, outcomes)
     failed = bool(parsed.errors) or any(o.failed for o in outcomes)
     result_dir = posixpath.join(outbound, ERROR_DIR if failed else ARCHIVE_DIR)
     sftp_session.makedirs(result_dir)
@@ -585,6 +623,7 @@ def sync_file(
         report = _error_report(store.id, name, moved_to, parsed.errors, outcomes, result.counts)
         errors_file = sftp_session.upload_atomic(io.BytesIO(report), result_dir, target + ERRORS_SUFFIX)
         result = FileResult(name, moved_to, errors_file, result.outcomes, result.invalid_lines)
+    failpoint("status_sync.before_move", store=store.id)
     sftp_session.move(path, moved_to)
     counts = result.counts
     log.info(

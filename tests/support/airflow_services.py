@@ -204,8 +204,9 @@ class AirflowApi:
         return self.set_paused(dag_id, False)
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *,
-                run_id: str | None = None, note: str | None = None) -> str:
-        """Trigger a manual run (no logical date, as the UI does); returns its run id.
+                run_id: str | None = None, note: str | None = None, logical_date: str | None = None) -> str:
+        """Trigger a manual run (no logical date, as the UI does, unless ``logical_date`` is
+        given: then the run covers that date's data interval); returns its run id.
 
         On SQLite a concurrent writer can make the API answer 500 ("database is locked"); the
         request is sent again (up to 3 times) under the same run id, so a retry never makes a
@@ -213,7 +214,7 @@ class AirflowApi:
         from datetime import UTC, datetime
 
         run_id = run_id or f"manual__{datetime.now(UTC).isoformat()}"
-        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {}), "dag_run_id": run_id}
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf or {}), "dag_run_id": run_id}
         if note:
             body["note"] = note
         path = f"/dags/{_q(dag_id)}/dagRuns"

@@ -1,5 +1,6 @@
 import pytest
 
+from order_integration.exceptions import InvariantViolation, PermanentError
 from order_integration.export import summarise, summary_line
 from order_integration.windows import Window
 
@@ -18,8 +19,9 @@ def test_summary_adds_the_load_side_already_delivered():
 
 
 def test_counts_that_do_not_add_up_fail_loudly():
-    with pytest.raises(AssertionError, match="counts do not add up"):
+    with pytest.raises(InvariantViolation, match="counts do not add up") as raised:
         summarise("demo", W, VALIDATED, {"delivered": 2, "already_delivered": 1, "files": []})
+    assert isinstance(raised.value, PermanentError), "a broken invariant is not retried"
 
 
 def test_no_file_is_shown_as_a_dash():

@@ -429,3 +429,23 @@ def test_sync_outbound_handles_every_status_file(env: Env) -> None:
     assert [f.name for f in result.files] == ["a.csv", "b.csv"]
     assert result.counts["applied"] == 2 and env.status(1003) == "pending"
     assert sorted(p.name for p in env.outbound.iterdir() if p.is_file()) == [".c.csv.part"]
+
+
+def test_a_line_left_without_an_outcome_stops_the_file_before_it_moves() -> None:
+    """The invariant: every line of a status file ends as exactly one outcome or invalid line."""
+    from order_integration.exceptions import InvariantViolation
+    from order_integration.status_sync import APPLIED, EventOutcome, _check_accounted
+
+    data = (",".join(STATUS_COLUMNS) + "\n"
+            "1001,accepted,2026-11-02T10:00:00Z,,,,,,\n"
+            "1002,accepted,2026-11-02T10:00:00Z,,,,,,\n"
+            "1003,teleported,2026-11-02T10:00:00Z,,,,,,\n").encode()
+    parsed = parse_status_file(data, "s.csv")
+    assert (parsed.records, len(parsed.events), len(parsed.errors)) == (3, 2, 1)
+    outcomes = [EventOutcome(e, APPLIED) for e in parsed.events]
+    _check_accounted("demo", "s.csv", parsed, outcomes)  # all accounted for
+    with pytest.raises(InvariantViolation, match=r"s\.csv: 3 lines but 1 outcomes for 2 events"):
+        _check_accounted("demo", "s.csv", parsed, outcomes[:1])
+    parsed.events.pop()  # a line the parser dropped silently
+    with pytest.raises(InvariantViolation):
+        _check_accounted("demo", "s.csv", parsed, outcomes[:1])

@@ -50,6 +50,9 @@ DEFAULT_CONN_TIMEOUT = 30
 DEFAULT_IO_TIMEOUT = 120.0
 #: Pause after a transient failure of the first (single) attempt, as the hook's tenacity waits.
 FIRST_RETRY_WAIT = 3.0
+#: Bytes per SFTP write request (paramiko's and OpenSSH's usual size) and requests in flight.
+WRITE_CHUNK = 32768
+WRITE_WINDOW = 64
 
 _TRUE = {"true", "1", "yes", "on"}
 _HOST_KEY_TYPES = (
@@ -98,6 +101,31 @@ def validate_connection_extra(conn_id: str, extra: dict[str, Any]) -> None:
         raise ConfigError(
             f"backend connection {conn_id!r}: extra 'key_file' {key_file!r} does not exist or is not readable"
         )
+
+
+class _WriteReplies:
+    """Owner of pipelined SFTP write requests: paramiko hands it each reply (``_async_response``)."""
+
+    def __init__(self) -> None:
+        self.pending: set[int] = set()
+        self.error: OSError | None = None
+
+    def _async_response(self, t: int, msg: Any, num: int) -> None:
+        from paramiko.sftp import CMD_STATUS, SFTP_OK
+
+        self.pending.discard(num)
+        if self.error is not None:
+            return
+        if t != CMD_STATUS:
+            self.error = OSError(f"unexpected SFTP reply type {t} to a write")
+            return
+        code = msg.get_int()
+        if code != SFTP_OK:
+            self.error = OSError(f"the server refused a write: {msg.get_text()} (SFTP status {code})")
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 class SftpSession:
@@ -192,12 +220,16 @@ class SftpSession:
         """
         self._call(f"rename {src} -> {dst}", lambda: self._sftp.posix_rename(src, dst))
 
-    def upload_atomic(self, fileobj: BinaryIO, remote_dir: str, name: str) -> str:
+    def upload_atomic(
+        self, fileobj: BinaryIO, remote_dir: str, name: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> str:
         """Write ``fileobj`` to ``remote_dir/name`` so readers see all of it or nothing.
 
         Creates ``remote_dir`` if needed, writes ``remote_dir/.name.part`` (size confirmed by a
         stat), then renames it onto ``remote_dir/name``, replacing an older file of that name.
         On failure the ``.part`` file is removed when the connection still allows it.
+        ``progress(bytes_sent, size)`` is called after each chunk written (paramiko's callback).
 
         :returns: the final remote path.
         """
@@ -207,13 +239,46 @@ class SftpSession:
         part = posixpath.join(remote_dir, f".{name}.part") if remote_dir else f".{name}.part"
         self.makedirs(remote_dir)
         try:
-            attrs = self._call(f"upload {part}", lambda: self._sftp.putfo(fileobj, part, confirm=True))
+            attrs = self._call(f"upload {part}", lambda: self._put_checked(fileobj, part, progress))
             self._call(f"rename {part} -> {final}", lambda: self._sftp.posix_rename(part, final))
         except BaseException:
             self._remove_quietly(part)
             raise
         log.info("backend %s: uploaded %s (%s bytes)", self._conn_id, final, attrs.st_size)
         return final
+
+    def _put_checked(
+        self, fileobj: BinaryIO, path: str, progress: Callable[[int, int], None] | None
+    ) -> Any:
+        """``putfo(fileobj, path, confirm=True)`` that also checks every write's reply.
+
+        paramiko's ``putfo`` pipelines its writes but registers them without an owner, so their
+        status replies are dropped: a server refusing a write (disk full, quota) went unnoticed
+        but for the final size check, and a refusal in the middle could leave a hole. Here the
+        writes stay pipelined (at most :data:`WRITE_WINDOW` in flight) and the first refusal
+        fails the upload with the server's message."""
+        from paramiko.sftp import CMD_WRITE, int64
+
+        replies = _WriteReplies()
+        size = 0
+        with self._sftp.open(path, "wb") as fh:
+            while chunk := fileobj.read(WRITE_CHUNK):
+                replies.pending.add(
+                    self._sftp._async_request(replies, CMD_WRITE, fh.handle, int64(size), chunk)
+                )
+                size += len(chunk)
+                while len(replies.pending) > WRITE_WINDOW and replies.error is None:
+                    self._sftp._read_response()  # dispatches one reply to its owner
+                replies.raise_error()
+                if progress is not None:
+                    progress(size, 0)
+            while replies.pending and replies.error is None:
+                self._sftp._read_response()
+            replies.raise_error()
+        attrs = self._sftp.stat(path)
+        if attrs.st_size != size:
+            raise OSError(f"size mismatch after upload: the server has {attrs.st_size} bytes of {size} sent")
+        return attrs
 
     def _remove_quietly(self, path: str) -> None:
         try:

@@ -22,7 +22,9 @@ lines of the file still count):
 * ``shipped`` needs ``carrier`` or ``tracking_number``: the customer is told how the parcel
   travels, a shipment note without either tells them nothing;
 * ``tracking_url``, when given, is an ``http(s)://`` URL (it ends up in a customer note);
-* ``rejected`` needs the reason in ``note``.
+* ``rejected`` needs the reason in ``note``;
+* the file ends with a line break: a last line without one may be cut off (a half-written
+  file) and is not applied.
 
 Tracking columns on non-``shipped`` lines are kept but unused. ``line_number`` counts
 physical lines with the header as line 1 (the line where a record starts).
@@ -107,6 +109,8 @@ class ParsedFile:
     errors: list[LineError] = field(default_factory=list)
     #: Set when nothing of the file could be read (encoding, header); ``errors`` says why too.
     file_error: str | None = None
+    #: Data records after the header (each ends as one event or one error, unless file_error).
+    records: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,8 +120,11 @@ class ParsedFile:
 
 def list_status_files(names: Iterable[str]) -> list[str]:
     """The status files among ``names`` (a directory listing): ``*.csv`` not starting with ``.``,
-    sorted. The suffix is case-sensitive, as the contract's glob is."""
-    return sorted(n for n in names if n.endswith(".csv") and not n.startswith(".") and n != ".csv")
+    sorted. The suffix is case-sensitive, as the contract's glob is. A name with ``/`` or NUL
+    (no file system has one; only a broken or hostile server lists it) is never a file of
+    this folder: joined to the folder it would point elsewhere."""
+    return sorted(n for n in names if n.endswith(".csv") and not n.startswith(".") and n != ".csv"
+                  and "/" not in n and "\x00" not in n)
 
 
 def unique_name(existing: set[str], name: str) -> str:
@@ -288,8 +295,10 @@ def parse_status_file(data: bytes, name: str) -> ParsedFile:
         reason = f"{name}: {problem}"
         return ParsedFile(errors=[LineError(header_line, "", reason)], file_error=reason)
     columns = [h.strip().lstrip(_BOM).strip() for h in header]
-    parsed = ParsedFile()
-    for line_number, row in rows[1:]:
+    # No final line break: the last line may have been cut off mid-write (as stock files).
+    truncated = not data.endswith((b"\n", b"\r"))
+    parsed = ParsedFile(records=len(rows) - 1)
+    for position, (line_number, row) in enumerate(rows[1:], start=2):
         if len(row) != len(columns):
             order_id = row[columns.index("order_id")].strip() if len(row) > columns.index("order_id") else ""
             parsed.errors.append(LineError(
@@ -297,6 +306,11 @@ def parse_status_file(data: bytes, name: str) -> ParsedFile:
             ))
             continue
         values = {col: cell.strip() for col, cell in zip(columns, row, strict=True)}
+        if truncated and position == len(rows):
+            parsed.errors.append(LineError(
+                line_number, values["order_id"], "the file does not end with a line break: its last "
+                "line may be cut off (a half-written file?); the line is not applied", values["event"]))
+            continue
         problems, occurred_at = _validate(values)
         if problems or occurred_at is None:
             parsed.errors.append(LineError(line_number, values["order_id"], "; ".join(problems),
