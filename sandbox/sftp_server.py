@@ -174,6 +174,13 @@ class EmbeddedSftpServer:
     ) -> None:
         self.stop()
 
+    def sftp_server(self, chan: Any, chroot: str) -> Any:
+        """The ``asyncssh.SFTPServer`` of one session; tests override it to inject faults."""
+        import asyncssh
+
+        # asyncssh's virtual chroot: "/" and relative paths both map into root.
+        return asyncssh.SFTPServer(chan, chroot=chroot)
+
     # -- internals (run on the loop thread) -------------------------------------------------------
 
     async def _listen(self, host_key: Any, client_key: Any) -> None:
@@ -214,8 +221,7 @@ class EmbeddedSftpServer:
                 return False
 
         def sftp_factory(chan: Any) -> asyncssh.SFTPServer:
-            # asyncssh's virtual chroot: "/" and relative paths both map into root.
-            return asyncssh.SFTPServer(chan, chroot=chroot)
+            return self.sftp_server(chan, chroot)
 
         self._acceptor = await asyncssh.listen(
             self.host,

@@ -24,7 +24,10 @@ request on the usual ``orderby=modified|date|id`` queries costs O(log n + page s
 Control endpoints (no auth, not WooCommerce): ``POST /__sandbox/faults``, ``GET /__sandbox/faults``,
 ``POST /__sandbox/orders``, ``GET /__sandbox/orders/{id}``, ``POST /__sandbox/touch``,
 ``POST /__sandbox/reset``, ``GET /__sandbox/requests``. Faults (FIFO, one per matching API
-request): ``429``/``503`` (with ``Retry-After``), ``500``, ``html``, ``truncated``, ``drift``, ``delay``.
+request): ``429``/``503`` (with ``Retry-After``; ``"retry_after": null`` sends none), ``500``, ``502``
+(a proxy's HTML page), ``html``, ``truncated``, ``empty`` (``[]`` with the real ``X-WP-Total``), ``drift``,
+``delay``, ``duplicate`` (a list page repeats the row of order ``id``, or its first row, next to
+itself: a plugin or replica returning one order twice in a page).
 
 Products and stock (:class:`ProductCatalog`): ``GET /products`` (``page``, ``per_page`` ≤ 100,
 ``sku`` as a comma list matching products AND variations, ``type``, ``orderby``/``order``,
@@ -48,6 +51,7 @@ import math
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -70,7 +74,8 @@ ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", 
 #: Statuses ``status=any`` leaves out (WordPress hides them from "any").
 HIDDEN_STATUSES = frozenset({"trash", "auto-draft"})
 ORDERBY = ("date", "id", "include", "title", "slug", "modified")
-FAULT_TYPES = frozenset({"429", "500", "503", "html", "truncated", "drift", "delay"})
+FAULT_TYPES = frozenset({"429", "500", "502", "503", "html", "truncated", "empty", "drift", "delay",
+                         "duplicate"})
 JSON_TYPE = "application/json; charset=UTF-8"
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(Z|z|[+-]\d{2}(?::?\d{2})?)?$")
@@ -85,6 +90,10 @@ _MAINTENANCE_HTML = (
     b"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Maintenance</title></head>"
     b"<body><h1>Briefly unavailable for scheduled maintenance.</h1><p>Check back in a minute.</p>"
     b"</body></html>\n"
+)
+_BAD_GATEWAY_HTML = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+    b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
 _WAF_HTML = (
     b"<!DOCTYPE html>\n<html><head><title>Attention Required! | Web Application Firewall</title></head>"
@@ -691,6 +700,8 @@ class StorefrontApp:
             resp = self.route(method, path, params, body)
         if fault is not None and fault["type"] == "truncated":
             resp = Response(200, resp.body[: len(resp.body) // 2], resp.headers, JSON_TYPE)
+        if fault is not None and fault["type"] == "empty":  # a page lost on the way; headers still count it
+            resp = Response(200, b"[]", resp.headers, JSON_TYPE)
         return resp, fault
 
     def route(self, method: str, path: str, params: dict[str, str], body: bytes) -> Response:
@@ -763,6 +774,9 @@ class StorefrontApp:
             if fault is not None and fault["type"] == "drift":
                 store.drift(signature, q, int(fault.get("count", 3)))
             total, keys = store.select(q)
+            if fault is not None and fault["type"] == "duplicate" and keys:
+                twin = fault.get("id", keys[0])
+                keys = [k for key in keys for k in ((key, key) if key == twin else (key,))]
             store.remember_served(signature, keys)
             if q.fields:
                 body = wp_json([_pick_fields(json.loads(store.records[k].blob), q.fields) for k in keys])
@@ -921,7 +935,7 @@ def _early_fault(fault: dict[str, Any] | None) -> Response | None:
     if fault is None:
         return None
     kind = fault["type"]
-    retry = [("Retry-After", str(fault.get("retry_after", 1)))]
+    retry = [] if fault.get("retry_after", 1) is None else [("Retry-After", str(fault.get("retry_after", 1)))]
     if kind == "429":
         return Response(429, wp_json({"code": "rest_too_many_requests", "message": "Too many requests.",
                                       "data": {"status": 429}}), retry)
@@ -933,6 +947,8 @@ def _early_fault(fault: dict[str, Any] | None) -> Response | None:
                    "</a></p>")
         return Response(500, wp_json({"code": "internal_server_error", "message": message,
                                       "data": {"status": 500}, "additional_errors": []}))
+    if kind == "502":
+        return Response(502, _BAD_GATEWAY_HTML, [], "text/html")
     if kind == "html":
         return Response(200, _WAF_HTML, [], "text/html; charset=UTF-8")
     if kind == "delay":
@@ -1342,14 +1358,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(resp)
 
     def _send(self, resp: Response) -> None:
-        self.send_response(resp.status)
-        for name, value in resp.headers:
-            self.send_header(name, value)
-        self.send_header("Content-Type", resp.content_type)
-        self.send_header("Content-Length", str(len(resp.body)))
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        self.wfile.write(resp.body)
+        try:
+            self.send_response(resp.status)
+            for name, value in resp.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Content-Length", str(len(resp.body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            self.wfile.write(resp.body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a `delay` fault): expected
+            self.close_connection = True
 
 
 # --- the public object -----------------------------------------------------------------------------
@@ -1375,9 +1394,12 @@ class SandboxStorefront:
         store_timezone: str = "Europe/Berlin",
         clock: Callable[[], datetime] | None = None,
         products: list[dict[str, Any]] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        #: Serve HTTPS with this server-side context (e.g. a self-signed certificate in tests).
+        self.ssl_context = ssl_context
         self.store_timezone = store_timezone
         self.store = OrderStore(ZoneInfo(store_timezone), clock or (lambda: datetime.now(UTC)))
         self.catalog = ProductCatalog(self.store.lock, self.store.clock)
@@ -1399,6 +1421,9 @@ class SandboxStorefront:
             return self
         self._server = _Server((self.host, self.port), self)
         self.port = self._server.server_address[1]
+        if self.ssl_context is not None:
+            # The handshake runs in accept(); a client refusing the certificate never gets a handler.
+            self._server.socket = self.ssl_context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=f"sandbox-storefront-{self.port}", daemon=True)
         self._thread.start()
@@ -1425,7 +1450,7 @@ class SandboxStorefront:
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("the sandbox storefront is not started")
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{self.host}:{self.port}"
 
     # -- in-process helpers
 

@@ -195,9 +195,13 @@ class Sshd:
             "PermitTTY no",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
-            f"ForceCommand internal-sftp -d {self.root}",
+            *self._sftp_lines(),
         ]
         self.config_file.write_text("\n".join(lines) + "\n")
+
+    def _sftp_lines(self) -> list[str]:
+        """How a session is confined: here only its start directory (see the module docstring)."""
+        return [f"ForceCommand internal-sftp -d {self.root}"]
 
     def _spawn_and_wait(self, timeout: float) -> None:
         # Validate the config first: a clear message instead of a dead process.
@@ -240,3 +244,61 @@ class Sshd:
 def start_sshd(base_dir: Path) -> Sshd:
     """Start an sshd for tests; the result is also a context manager that stops it."""
     return Sshd(base_dir).start()
+
+
+class LeastPrivilegeSshd(Sshd):
+    """An sshd set up as a backend should be: the SFTP account is an unprivileged user
+    (``nobody`` by default) locked into a ``ChrootDirectory`` that is owned by root and not
+    writable by it; only the folders handed out with :meth:`provision` are its own.
+
+    Needs root (``ChrootDirectory`` and switching users do), and a chroot path owned by root and
+    writable by nobody else on every component, which pytest's tmp dirs under ``/tmp`` are not:
+    the chroot and the authorized keys (read as that user) live in a fresh directory under
+    ``chroot_parent`` (default ``/run``), removed by :meth:`stop`. Keys, config and log stay in
+    ``base_dir``."""
+
+    def __init__(self, base_dir: Path, *, user: str = "nobody", chroot_parent: Path = Path("/run")) -> None:
+        import pwd
+        import tempfile
+
+        super().__init__(base_dir)
+        account = pwd.getpwnam(user)
+        self.username, self.uid, self.gid = user, account.pw_uid, account.pw_gid
+        self.jail = Path(tempfile.mkdtemp(prefix="order-integration-sftp-", dir=chroot_parent))
+        self.root = self.jail / "root"
+        self.authorized_keys_file = self.jail / "authorized_keys"
+
+    @staticmethod
+    def available() -> str | None:
+        """Why this server cannot run here (``None`` when it can)."""
+        if os.geteuid() != 0:
+            return "ChrootDirectory and a separate SFTP user need sshd to run as root"
+        return None
+
+    def start(self, timeout: float = 15.0) -> LeastPrivilegeSshd:
+        self.jail.chmod(0o755)
+        self.root.mkdir(mode=0o755, exist_ok=True)
+        super().start(timeout)
+        self.authorized_keys_file.chmod(0o644)
+        return self
+
+    def stop(self) -> None:
+        import shutil
+
+        super().stop()
+        shutil.rmtree(self.jail, ignore_errors=True)
+
+    def provision(self, *folders: str, uid: int | None = None) -> list[Path]:
+        """Create ``folders`` (relative to the chroot) owned by the SFTP user (or by ``uid``,
+        e.g. another store's account), mode 0755: the only places that user may write."""
+        made = []
+        for folder in folders:
+            path = self.root / folder
+            path.mkdir(parents=True, exist_ok=True)
+            os.chown(path, self.uid if uid is None else uid, self.gid if uid is None else uid)
+            path.chmod(0o755)
+            made.append(path)
+        return made
+
+    def _sftp_lines(self) -> list[str]:
+        return [f"ChrootDirectory {self.root}", "ForceCommand internal-sftp -d /"]

@@ -151,7 +151,7 @@ SINGLE_FAILURES: dict[str, tuple[Order, str, str]] = {
         "order_totals_non_negative", "tax -0.50 is negative",
     ),
     "bad-total": (
-        make_order("bad-total", discount="15.00", shipping_total="0.00", tax="0.00", total="-5.00"),
+        make_order("bad-total", fees="-17.50", total="-5.00"),  # a discount above the subtotal is its own rule
         "order_totals_non_negative", "total -5.00 is negative",
     ),
     "bad-adds-up": (

@@ -67,7 +67,8 @@ Faults
 400/404/other 4xx → ``StorefrontRequestRejected`` (permanent: our request or the base URL is
 wrong) with WooCommerce's ``code``/``message``; 429 and 503 → wait ``Retry-After`` (seconds or
 HTTP date, capped at ``max_wait_seconds``) then retry; other 5xx, 408, connection errors and
-timeouts, and a 200 whose body is not a JSON list (an HTML page, truncated JSON) → exponential
+timeouts, a 200 whose body is not a JSON list (an HTML page, truncated JSON), and a short page
+that its own ``X-WP-Total`` says is incomplete (``[]`` in the middle of a listing) → exponential
 backoff with tenacity. After ``max_attempts`` the iterator raises ``StorefrontError``.
 
 How WooCommerce's totals relate
@@ -91,9 +92,10 @@ import email.utils
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -104,7 +106,7 @@ import tenacity
 
 from order_integration.currency import is_valid_currency, quantize
 from order_integration.exceptions import ConfigError, StorefrontAuthError, StorefrontError
-from order_integration.model import Address, LineItem, Order, Problem
+from order_integration.model import Address, LineItem, Order, Problem, format_time
 from order_integration.storefronts.base import PageProgress, StorefrontRequestRejected
 
 if TYPE_CHECKING:
@@ -120,6 +122,27 @@ _SNIPPET = 120
 _WC_TIME = "%Y-%m-%dT%H:%M:%S"
 #: Largest decimal exponent accepted for money and quantities (a quadrillion): beyond is garbage.
 _MAX_DIGITS = 15
+#: Money as WooCommerce writes it (``wc_format_decimal``): a plain decimal. An exponent
+#: (``1e2``) or a decimal comma (``29,99``) means a plugin or locale broke the format: refused.
+_PLAIN_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_DIGITS = re.compile(r"[0-9]{1,20}")
+#: WooCommerce order ids are MySQL ``BIGINT UNSIGNED``.
+_MAX_ORDER_ID = 2**64 - 1
+#: No real order was created before this; 1970-01-01 is an unset (zero) date.
+_EARLIEST = pendulum.datetime(2000, 1, 1, tz="UTC")
+#: Characters no text may carry to the backend: control characters other than tab, LF and CR
+#: (NUL, the ESC of ANSI sequences, DEL, C1) and the bidi embeddings, overrides and isolates,
+#: which reorder how the text is shown (CVE-2021-42574). Zero-width joiners stay: emoji and
+#: Persian need them.
+_UNSAFE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: Longest text passed on: a spreadsheet cell's limit (32,767), well inside the 128 KiB field
+#: limit of common CSV readers (Python's csv module); WooCommerce's own note column holds 64 KiB.
+MAX_TEXT_LENGTH = 32_767
+_ADDRESS_FIELDS = (
+    ("first_name", "first_name"), ("last_name", "last_name"), ("company", "company"),
+    ("address1", "address_1"), ("address2", "address_2"), ("city", "city"), ("region", "state"),
+    ("postcode", "postcode"), ("country", "country"), ("phone", "phone"), ("email", "email"),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,13 +266,36 @@ def _wc_error(response: requests.Response) -> str:
 class _Page:
     rows: list[Any]
     total: int | None
+    pages: int | None = None
 
 
-def _total_header(response: requests.Response) -> int | None:
+def _total_header(response: requests.Response, name: str = "X-WP-Total") -> int | None:
     try:
-        return int(response.headers.get("X-WP-Total", ""))
+        return int(response.headers.get(name, ""))
     except ValueError:
         return None
+
+
+def _check_complete(page: _Page, params: Mapping[str, str]) -> None:
+    """A page shorter than its own ``X-WP-Total``/``X-WP-TotalPages`` promise is incomplete.
+
+    A short page ends a scan, so a page that lost rows on the way (a caching proxy, a plugin
+    error swallowed into ``[]``) would silently end it early: it is retried instead."""
+    per_page, number = int(params.get("per_page", MAX_PER_PAGE)), int(params.get("page", 1))
+    if len(page.rows) >= per_page:
+        return
+    if page.total is not None:
+        promised = min(per_page, page.total - (number - 1) * per_page)
+        short = len(page.rows) < promised
+        said = f"X-WP-Total={page.total}"
+    else:
+        short = page.pages is not None and number < page.pages
+        said = f"X-WP-TotalPages={page.pages}"
+    if short:
+        raise _TransientError(
+            f"HTTP 200 page {number} holds {len(page.rows)} of {per_page} orders but {said} says "
+            "there are more: incomplete page"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,7 +578,9 @@ class WooCommerceClient:
             ) from exc
 
     def _get_once(self, hook: HttpHook, session: requests.Session, url: str, params: dict[str, str]) -> _Page:
-        return self._read(self._send(hook, session, requests.Request("GET", url, params=params)))
+        page = self._read(self._send(hook, session, requests.Request("GET", url, params=params)))
+        _check_complete(page, params)
+        return page
 
     def _send(
         self, hook: HttpHook, session: requests.Session, request: requests.Request
@@ -600,7 +648,8 @@ class WooCommerceClient:
                 f"HTTP {response.status_code} with Content-Type {content_type!r} is a JSON "
                 f"{type(body).__name__}, not a list of orders; body starts {_snippet(response)!r}"
             )
-        return _Page(rows=body, total=_total_header(response))
+        pages = _total_header(response, "X-WP-TotalPages")
+        return _Page(rows=body, total=_total_header(response), pages=pages)
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,6 +705,9 @@ def _money(value: object, label: str, problems: _Problems, *, required: bool = T
         return None
     if amount and amount.adjusted() > _MAX_DIGITS:  # '1e999999' parses but breaks rounding later
         problems.add("parseable_money", f"{label} {value!r} is out of range")
+        return None
+    if not _PLAIN_DECIMAL.fullmatch(str(value).strip()):
+        problems.add("parseable_money", f"{label} {value!r} is not a plain decimal amount (like 12.30)")
         return None
     return amount
 
@@ -756,13 +808,63 @@ def _sum(values: list[Decimal | None]) -> Decimal | None:
     return sum((v for v in values if v is not None), Decimal(0))
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def _order_id(value: object, problems: _Problems) -> str:
+    """A WooCommerce order id (a positive ``BIGINT UNSIGNED``; digits in a string pass too) as
+    text. Anything else (``../../x``, ``CON``, 300 digits) is a problem and gives ``""``: it
+    never becomes a ledger key or a value the backend might use as a file name."""
+    number = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    problems.add("order_id_present", "id is missing" if value in (None, "") else f"id {value!r} is not an id")
+        number = value
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        number = int(value.strip())
+    if number is not None and 0 < number <= _MAX_ORDER_ID:
+        return str(number)
+    problems.add("order_id_present", "id is missing" if value in (None, "") else
+                 f"id {_shown(value)} is not a WooCommerce order id (an integer from 1 to 2^64-1)")
     return ""
+
+
+def _check_dates(order: Order, problems: _Problems) -> None:
+    """Times that parse but cannot be true: before 2000 (an unset date) or created after modified."""
+    created, updated = order.created_at, order.updated_at
+    for key, value in (("date_created_gmt", created), ("date_modified_gmt", updated)):
+        if value is not None and value < _EARLIEST:
+            problems.add("plausible_date", f"{key} {format_time(value)} is before 2000: an unset date, "
+                                           "not a real order time")
+    if created is not None and updated is not None and created >= _EARLIEST and created > updated:
+        problems.add("plausible_date", f"date_created_gmt {format_time(created)} is after date_modified_gmt "
+                                       f"{format_time(updated)}: an order is not modified before it exists")
+
+
+def _check_text(order: Order, problems: _Problems) -> None:
+    """Every text field the backend gets, checked for :data:`_UNSAFE_TEXT` and its length (one
+    problem per field and kind). One search over all of them first: clean orders cost little."""
+    texts = [order.order_number, order.status, order.currency, order.customer_note]
+    for address in (order.billing, order.shipping):
+        texts += [getattr(address, attr) for attr, _key in _ADDRESS_FIELDS]
+    for line in order.lines:
+        texts += (line.sku, line.product_name)
+    if max(map(len, texts)) <= MAX_TEXT_LENGTH and _UNSAFE_TEXT.search("\n".join(texts)) is None:
+        return
+    labels = ["number", "status", "currency", "customer_note"]
+    for prefix in ("billing", "shipping"):
+        labels += [f"{prefix}.{key}" for _attr, key in _ADDRESS_FIELDS]
+    for line in order.lines:
+        labels += (f"line {line.line_number} sku", f"line {line.line_number} name")
+    for label, text in zip(labels, texts, strict=True):
+        if len(text) > MAX_TEXT_LENGTH:
+            problems.add("text_length", f"{label} is {len(text):,} characters long, more than "
+                                        f"{MAX_TEXT_LENGTH:,}: a backend's CSV reader may refuse the file")
+        found = _UNSAFE_TEXT.search(text)
+        if found is not None:
+            problems.add("safe_text", f"{label} contains U+{ord(found.group()):04X} at character "
+                                      f"{found.start() + 1}: control and bidi control characters are not "
+                                      "passed on to the backend")
 
 
 def _normalise(raw: Mapping[str, Any], store_id: str, problems: _Problems) -> Order:
@@ -778,7 +880,7 @@ def _normalise(raw: Mapping[str, Any], store_id: str, problems: _Problems) -> Or
     ])
     billing = _address(raw.get("billing"), "billing", problems)
     shipping = _address(raw.get("shipping"), "shipping", problems)
-    return Order(
+    order = Order(
         store_id=store_id,
         order_id=_order_id(raw.get("id"), problems),
         order_number=_text(raw.get("number")),
@@ -798,8 +900,10 @@ def _normalise(raw: Mapping[str, Any], store_id: str, problems: _Problems) -> Or
         total=_money(raw.get("total"), "total", problems),
         customer_note=_text(raw.get("customer_note")),
         needs_shipping=bool(raw.get("shipping_lines")) or not shipping.is_empty(),
-        parse_problems=tuple(problems.items),
     )
+    _check_dates(order, problems)
+    _check_text(order, problems)
+    return replace(order, parse_problems=tuple(problems.items))
 
 
 def normalise_order(raw: dict[str, Any], store_id: str) -> Order:
@@ -807,7 +911,10 @@ def normalise_order(raw: dict[str, Any], store_id: str) -> Order:
 
     A value that cannot be parsed becomes ``None`` and adds a :class:`Problem` naming the
     field and the value (rules ``parseable_money``, ``parseable_quantity``, ``parseable_date``,
-    ``order_id_present``, ``parseable_lines``, ``parseable_address``, ``normalisable``).
+    ``order_id_present``, ``parseable_lines``, ``parseable_address``, ``normalisable``), and a
+    value that parses but must not go on likewise (``plausible_date``: before 2000 or created
+    after modified; ``safe_text``: a control or bidi control character in a text field;
+    ``text_length``: a text longer than :data:`MAX_TEXT_LENGTH`).
     ``unit_price`` is ``subtotal / quantity`` (before discounts; WooCommerce's ``price`` is
     after them), rounded half-up to the currency's minor units when the currency is ISO 4217.
     ``subtotal`` sums the line subtotals, ``fees`` the fee lines (0 without any), ``tax`` is
