@@ -14,7 +14,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM   := 4
 export GX_ANALYTICS_ENABLED         := False
 
-.PHONY: help install system-deps airflow-db demo test test-unit test-integration test-distributed lint lock bench clean
+.PHONY: help install system-deps airflow-db demo test test-unit test-integration test-faults test-distributed lint lock bench clean
 
 help:
 	@echo "make demo   - set up, then run the export against the sandbox storefront and embedded SFTP"
@@ -66,6 +66,9 @@ test-unit: install
 
 test-integration: install system-deps
 	$(PY) -m pytest -m integration
+
+test-faults: install system-deps
+	$(PY) -m pytest -m faults
 
 test-distributed: install system-deps
 	$(PY) -m pytest -m distributed

@@ -1,6 +1,6 @@
 """Crash at every step: a worker killed (SIGKILL) at each step boundary and in the middle of the
 upload and of the ledger write, then Airflow's own retry — on a real deployment (api-server,
-scheduler, dag-processor, triggerer; LocalExecutor), the sandbox storefront and OpenSSH.
+scheduler, dag-processor; LocalExecutor), the sandbox storefront and OpenSSH.
 
 The kills come from :mod:`order_integration.failpoints`: the deployment runs with
 ``ORDER_INTEGRATION_FAILPOINTS`` pointing at a plan, and the task process that reaches a
@@ -12,11 +12,11 @@ fires on the retry after the first, so every recovery also starts from a crashed
 store  export                                      status sync
 =====  ==========================================  =============================
 1      after the extract staged; after the         after a wave's notes, before
-       quarantine was recorded                     its status changes
+       quarantine was recorded                     its batch of status changes
 2      after the batch was claimed; after the      between two status changes
-       file was rendered and named in the ledger
-3      in the middle of the upload (``.part``      after the storefront writes,
-       half written); after the rename, before     before the ledger rows
+       file was rendered and named in the ledger   (one ``PUT`` each)
+3      in the middle of the upload (``.part``      after a batch of storefront
+       half written); after the rename, before     writes, before the ledger rows
        the ledger write
 4      inside the ledger's delivery transaction    after the ledger rows, before
                                                    the file is archived
@@ -35,7 +35,7 @@ import io
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pendulum
@@ -47,7 +47,13 @@ from order_integration.failpoints import PLAN_FILE, fired
 from sandbox.generator import generate_orders
 from sandbox.storefront import SandboxStorefront
 from tests.support.airflow_run import ExportHarness, migrate_airflow_db, sandbox_stores
-from tests.support.airflow_services import LEAN_SETTINGS, LOCAL_COMPONENTS, AirflowServices
+from tests.support.airflow_services import (
+    API_SERVER,
+    DAG_PROCESSOR,
+    LEAN_SETTINGS,
+    SCHEDULER,
+    AirflowServices,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -80,17 +86,21 @@ def _ids(status: str, n: int) -> list[int]:
     return found
 
 
-#: One wave of seven status changes (below the batch threshold of 10: one PUT each).
-STATUS_EVENTS = (
-    [(oid, "accepted", "processing") for oid in _ids("on-hold", 3)]
-    + [(oid, "shipped", "completed") for oid in _ids("processing", 3)]
-    + [(oid, "cancelled", "cancelled") for oid in _ids("pending", 1)]
+#: One wave of twelve status changes: from ten on, they go through ``POST /orders/batch``, so a
+#: kill after the notes or before the ledger rows lands around a batch of storefront writes.
+BATCH_EVENTS = (
+    [(oid, "accepted", "processing") for oid in _ids("on-hold", 5)]
+    + [(oid, "shipped", "completed") for oid in _ids("processing", 5)]
+    + [(oid, "cancelled", "cancelled") for oid in _ids("pending", 2)]
 )
+#: Seven changes (below the batch threshold: one PUT each), for the kill between two PUTs.
+PUT_EVENTS = BATCH_EVENTS[:3] + BATCH_EVENTS[5:8] + BATCH_EVENTS[10:11]
+BATCH_EVENTS_LIST = list(BATCH_EVENTS)
 
 
-def _status_file() -> str:
+def _status_file(events: tuple[tuple[int, str, str], ...] | list[tuple[int, str, str]]) -> str:
     lines = [STATUS_HEADER]
-    for n, (oid, event, _target) in enumerate(STATUS_EVENTS):
+    for n, (oid, event, _target) in enumerate(events):
         tracking = f"DHL,JD{oid:012d},https://track.example/{oid}" if event == "shipped" else ",,"
         lines.append(f"{oid},{event},2026-11-02T12:{n:02d}:00Z,{tracking},,,")
     return "\n".join(lines) + "\n"
@@ -102,6 +112,7 @@ class Store:
     shop: SandboxStorefront
     points: tuple[str, ...]
     export_run: str = ""
+    events: list[tuple[int, str, str]] = field(default_factory=list)
     status_run: str = ""
 
     @property
@@ -131,7 +142,8 @@ def cluster(tmp_path_factory, sshd):
         stores = []
         for n, export_points in enumerate(EXPORT_POINTS):
             harness, shop = make(ORDERS, retries=3, retry_delay_seconds=1)
-            stores.append(Store(harness, shop, (*export_points, STATUS_POINTS[n])))
+            events = PUT_EVENTS if STATUS_POINTS[n] == "status_sync.mid_writes" else BATCH_EVENTS
+            stores.append(Store(harness, shop, (*export_points, STATUS_POINTS[n]), events=list(events)))
         plan = {point: {"action": "kill", "times": 1, "store": s.id} for s in stores for point in s.points}
         (failpoints / PLAN_FILE).write_text(json.dumps(plan, indent=1))
         config = home / "stores.yaml"
@@ -143,7 +155,8 @@ def cluster(tmp_path_factory, sshd):
         env.update({"ORDER_INTEGRATION_CONFIG": str(config), FAILPOINTS_ENV: str(failpoints),
                     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
         dag_ids = [d for s in stores for d in (s.harness.dag_id, s.status_dag)]
-        with AirflowServices(home, env, LOCAL_COMPONENTS, dag_ids=dag_ids) as services:
+        # No triggerer: nothing here defers, and on two cores its start-up is not free.
+        with AirflowServices(home, env, (API_SERVER, SCHEDULER, DAG_PROCESSOR), dag_ids=dag_ids) as services:
             from order_integration.config import load_config
             from order_integration.pools import pools_for
 
@@ -151,15 +164,15 @@ def cluster(tmp_path_factory, sshd):
             api.ensure_pools(pools_for(load_config(config).stores))
             for dag_id in dag_ids:
                 api.unpause(dag_id)
-            for s in stores:
-                s.export_run = api.trigger(s.harness.dag_id, logical_date=WINDOW_END.to_iso8601_string(),
-                                           run_id=f"crash__{s.id}")
-            export_states = {s.id: api.wait_for_run(s.harness.dag_id, s.export_run, timeout=RUN_TIMEOUT,
-                                                    fail_fast=False) for s in stores}
+            # The status file's events do not depend on the export: all eight runs go at once.
             for s in stores:
                 s.harness.outbound_dir.mkdir(parents=True, exist_ok=True)
-                (s.harness.outbound_dir / "status_20261102T120000Z.csv").write_text(_status_file())
+                (s.harness.outbound_dir / "status_20261102T120000Z.csv").write_text(_status_file(s.events))
+                s.export_run = api.trigger(s.harness.dag_id, logical_date=WINDOW_END.to_iso8601_string(),
+                                           run_id=f"crash__{s.id}")
                 s.status_run = api.trigger(s.status_dag, run_id=f"crash_status__{s.id}")
+            export_states = {s.id: api.wait_for_run(s.harness.dag_id, s.export_run, timeout=RUN_TIMEOUT,
+                                                    fail_fast=False) for s in stores}
             status_states = {s.id: api.wait_for_run(s.status_dag, s.status_run, timeout=RUN_TIMEOUT,
                                                     fail_fast=False) for s in stores}
             yield Cluster(stores, services, failpoints, export_states, status_states)
@@ -226,19 +239,24 @@ def test_every_status_event_is_applied_exactly_once(cluster):
         assert archived == ["status_20261102T120000Z.csv"], (s.id, archived)
         assert not (s.harness.outbound_dir / "error").exists() or not any(
             (s.harness.outbound_dir / "error").iterdir())
-        for oid, event, target in STATUS_EVENTS:
+        writes = {(method, path.rstrip("/").rsplit("/", 1)[-1]) for method, path, _status in s.shop.request_log}
+        if s.events == BATCH_EVENTS_LIST:
+            assert ("POST", "batch") in writes, f"{s.id}: the batch endpoint was not used"
+        else:
+            assert ("POST", "batch") not in writes and any(m == "PUT" for m, _p in writes), writes
+        for oid, event, target in s.events:
             order = s.shop.get_order(oid)
             assert order is not None and order["status"] == target, (s.id, oid, event, order and order["status"])
             notes = s.shop.notes(oid)
             assert len(notes) == 1, f"{s.id}: order {oid} ({event}) has {len(notes)} notes: {notes}"
         events = s.harness.ledger().status_events_of(s.id)
         assert Counter(e["line_number"] for e in events if e["outcome"] == "applied") == Counter(
-            range(2, 2 + len(STATUS_EVENTS))), (s.id, events)
+            range(2, 2 + len(s.events))), (s.id, events)
         # The summary counts what the successful try did: after a crash past the ledger rows,
         # the retry finds the lines applied (by the killed try) and says so.
         counts = cluster.services.api.xcom(s.status_dag, s.status_run, "summary")["counts"]
-        assert counts["applied"] + counts["skipped_duplicate"] == len(STATUS_EVENTS), counts
+        assert counts["applied"] + counts["skipped_duplicate"] == len(s.events), counts
         assert counts["refused"] == counts["error"] == counts["invalid"] == 0, counts
         if "status_sync.before_move" not in s.points:
-            assert counts["applied"] == len(STATUS_EVENTS), counts
+            assert counts["applied"] == len(s.events), counts
 
