@@ -13,7 +13,7 @@ from tests.support.chaos import Chaos
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(600)]
 
 SEED = 20261130
-HOURS = 12
+HOURS = 16
 
 
 def test_a_day_of_random_faults_loses_and_doubles_nothing(sshd, tmp_path, capsys):

@@ -94,12 +94,14 @@ class ChaosReport:
     seconds: float = 0.0
 
     def line(self) -> str:
-        return (f"chaos seed={self.seed}: runs={self.runs} (re-runs of old windows={self.reruns_of_old_windows}, "
-                f"failed and re-run={self.failed_runs_recovered}) task tries={self.task_tries} "
+        return (f"chaos seed={self.seed}: export runs={self.runs} (re-runs of old windows="
+                f"{self.reruns_of_old_windows}, failed and re-run={self.failed_runs_recovered}) "
+                f"status sync runs={self.status_files} task tries={self.task_tries} "
                 f"faults injected={self.kills + self.raises + self.transport_faults} (kill={self.kills} "
                 f"raise={self.raises} transport={self.transport_faults}) orders={self.orders} "
                 f"versions delivered={self.versions_delivered} quarantined={self.quarantined} "
-                f"status lines={self.status_lines} applied={self.status_applied} | "
+                f"status lines={self.status_lines} applied={self.status_applied} (the rest: applied by a "
+                f"killed try, dropped twice, or refused) | "
                 f"LOST={self.lost} DUPLICATED={self.duplicated} in {self.seconds:.1f}s")
 
 
