@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.pool import NullPool
 
 from order_integration.failpoints import failpoint
 
@@ -191,8 +193,14 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 
 def sqlite_engine(path: str | Path) -> Engine:
-    """A SQLite engine in WAL mode with a busy timeout, safe for several task processes."""
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
+    """A SQLite engine in WAL mode with a busy timeout, safe for several task processes.
+
+    No connection pool: a connection is closed as soon as its transaction ends. An idle pooled
+    connection outlives its use in long-lived processes (a test runner, a REPL), and SQLite's
+    POSIX locks are per process: any other ``open()``/``close()`` of the file in that process
+    (a backup, a byte-for-byte scan) silently drops them, and the stale connection can then
+    checkpoint the WAL under another process's feet ("database disk image is malformed")."""
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60}, poolclass=NullPool)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -225,8 +233,24 @@ class Ledger:
     def __init__(self, engine: Engine, *, create: bool = True) -> None:
         self.engine = engine
         if create:
-            metadata.create_all(engine)
-            self._add_missing_columns()
+            self._create_schema()
+
+    def _create_schema(self, attempts: int = 5) -> None:
+        """Create missing tables and columns. Several task processes may meet a fresh ledger at
+        once (a backfill's first runs): ``create_all`` checks, then creates, so another process
+        can create a table in between ("already exists"; on PostgreSQL a duplicate ``pg_type``
+        row). Then the check runs again and finds it."""
+        for attempt in range(1, attempts + 1):
+            try:
+                metadata.create_all(self.engine)
+                self._add_missing_columns()
+                return
+            except DBAPIError as exc:
+                if attempt == attempts:
+                    raise
+                log.info("ledger: schema created concurrently by another process (%s); checking again",
+                         str(exc.orig).splitlines()[0] if exc.orig else exc)
+                time.sleep(0.05 * attempt)
 
     def _add_missing_columns(self) -> None:
         """Add nullable columns a newer release defines to tables an older one created.

@@ -117,3 +117,43 @@ def test_columns_added_by_a_newer_release_are_added_to_an_existing_ledger(tmp_pa
 def test_status_free_digests_are_kept_with_claims(ledger):
     ledger.open_batch("demo", "run1", "W", "x", [("1", "v1"), ("2", "v1")], {("1", "v1"): "b1"})
     assert ledger.claimed_bases("demo", ["1", "2", "3"]) == {"1": {"b1"}}
+
+
+def _open_fresh_ledger(path, barrier, results) -> None:
+    barrier.wait()  # every process meets the fresh file at the same moment
+    try:
+        Ledger(sqlite_engine(path))
+        results.put("ok")
+    except Exception as exc:  # reported to the parent
+        results.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def test_several_processes_creating_a_fresh_ledger_at_once_all_succeed(tmp_path) -> None:
+    """A backfill's first task processes meet an empty ledger together: no "already exists"."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(3):
+        path = tmp_path / f"fresh_{trial}.db"
+        barrier, results = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_open_fresh_ledger, args=(path, barrier, results)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [results.get(timeout=10) for _ in procs] == ["ok"] * 8
+
+
+def test_a_sqlite_ledger_keeps_no_file_open_between_transactions(tmp_path) -> None:
+    """No idle pooled connection: this process's SQLite locks cannot be dropped behind its back
+    by an unrelated open()/close() of the file (the scan of a backup, a test reading bytes)."""
+    import os
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc")
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(sqlite_engine(path))
+    ledger.record_quarantine("s", [("1", "v1", [{"rule": "r", "detail": "d"}])])
+    assert ledger.quarantine("s")
+    open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    assert not {p for p in open_files if p.startswith(str(path))}, open_files
