@@ -128,6 +128,30 @@ class _WriteReplies:
             raise self.error
 
 
+class _ClosingQuietly:
+    """Enter ``cm`` (the hook's managed SFTP channel); an error while closing it — the connection
+    is already gone — is logged, not raised: it would replace the error that broke the session
+    (a raw ``EOFError`` instead of the :class:`BackendError` naming the file), or fail work that
+    is done."""
+
+    def __init__(self, cm: Any, conn_id: str) -> None:
+        self._cm = cm
+        self._conn_id = conn_id
+
+    def __enter__(self) -> Any:
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        try:
+            return bool(self._cm.__exit__(*exc_info))
+        except Exception as close_error:
+            if close_error is exc_info[1]:
+                raise  # the session's own error, passed through the context manager
+            log.warning("backend %s: closing the SFTP channel failed: %r (the connection is gone)",
+                        self._conn_id, close_error)
+            return False
+
+
 class SftpSession:
     """File operations over one open SFTP channel; obtained from :meth:`SftpBackend.session`.
 
@@ -414,7 +438,7 @@ class SftpBackend:
             # but not when opening the SFTP channel itself failed.
             stack.callback(self._close_client, hook)
             try:
-                sftp = stack.enter_context(hook.get_managed_conn())
+                sftp = stack.enter_context(_ClosingQuietly(hook.get_managed_conn(), self.conn_id))
                 if self.io_timeout is not None:
                     sftp.get_channel().settimeout(self.io_timeout)
             except Exception as exc:
