@@ -73,6 +73,7 @@ import pendulum
 
 from order_integration.backend.status_files import (
     LineError,
+    ParsedFile,
     StatusEvent,
     list_status_files,
     parse_status_file,
@@ -572,7 +573,7 @@ def _error_report(store_id: str, name: str, moved_to: str, invalid: Sequence[Lin
     return json.dumps(report, ensure_ascii=False, indent=2).encode()
 
 
-def _check_accounted(store_id: str, name: str, parsed: Any, outcomes: Sequence[EventOutcome]) -> None:
+def _check_accounted(store_id: str, name: str, parsed: ParsedFile, outcomes: Sequence[EventOutcome]) -> None:
     """Every line of the file ends as exactly one outcome (applied, skipped_duplicate,
     refused, error) or one invalid line; else stop before the file moves anywhere."""
     lines = {e.line_number for e in parsed.events}

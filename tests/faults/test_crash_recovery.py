@@ -95,7 +95,6 @@ BATCH_EVENTS = (
 )
 #: Seven changes (below the batch threshold: one PUT each), for the kill between two PUTs.
 PUT_EVENTS = BATCH_EVENTS[:3] + BATCH_EVENTS[5:8] + BATCH_EVENTS[10:11]
-BATCH_EVENTS_LIST = list(BATCH_EVENTS)
 
 
 def _status_file(events: tuple[tuple[int, str, str], ...] | list[tuple[int, str, str]]) -> str:
@@ -240,7 +239,7 @@ def test_every_status_event_is_applied_exactly_once(cluster):
         assert not (s.harness.outbound_dir / "error").exists() or not any(
             (s.harness.outbound_dir / "error").iterdir())
         writes = {(method, path.rstrip("/").rsplit("/", 1)[-1]) for method, path, _status in s.shop.request_log}
-        if s.events == BATCH_EVENTS_LIST:
+        if s.events == list(BATCH_EVENTS):
             assert ("POST", "batch") in writes, f"{s.id}: the batch endpoint was not used"
         else:
             assert ("POST", "batch") not in writes and any(m == "PUT" for m, _p in writes), writes
