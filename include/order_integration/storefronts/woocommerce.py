@@ -106,6 +106,7 @@ import tenacity
 
 from order_integration.currency import is_valid_currency, quantize
 from order_integration.exceptions import ConfigError, StorefrontAuthError, StorefrontError
+from order_integration.ids import parse_order_id
 from order_integration.model import Address, LineItem, Order, Problem, format_time
 from order_integration.storefronts.base import PageProgress, StorefrontRequestRejected
 
@@ -125,9 +126,6 @@ _MAX_DIGITS = 15
 #: Money as WooCommerce writes it (``wc_format_decimal``): a plain decimal. An exponent
 #: (``1e2``) or a decimal comma (``29,99``) means a plugin or locale broke the format: refused.
 _PLAIN_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_DIGITS = re.compile(r"[0-9]{1,20}")
-#: WooCommerce order ids are MySQL ``BIGINT UNSIGNED``.
-_MAX_ORDER_ID = 2**64 - 1
 #: No real order was created before this; 1970-01-01 is an unset (zero) date.
 _EARLIEST = pendulum.datetime(2000, 1, 1, tz="UTC")
 #: Characters no text may carry to the backend: control characters other than tab, LF and CR
@@ -817,12 +815,8 @@ def _order_id(value: object, problems: _Problems) -> str:
     """A WooCommerce order id (a positive ``BIGINT UNSIGNED``; digits in a string pass too) as
     text. Anything else (``../../x``, ``CON``, 300 digits) is a problem and gives ``""``: it
     never becomes a ledger key or a value the backend might use as a file name."""
-    number = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-        number = int(value.strip())
-    if number is not None and 0 < number <= _MAX_ORDER_ID:
+    number = parse_order_id(value)
+    if number is not None:
         return str(number)
     problems.add("order_id_present", "id is missing" if value in (None, "") else
                  f"id {_shown(value)} is not a WooCommerce order id (an integer from 1 to 2^64-1)")
