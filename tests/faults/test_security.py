@@ -21,7 +21,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import paramiko
 import pendulum
@@ -174,6 +174,167 @@ def test_every_spelling_of_verification_off_is_refused(
         with pytest.raises(ConfigError, match="disables TLS verification"):
             _read(client_cls, "storefront_noverify", [])
     assert shop.request_log == []
+
+
+# ------------------------------------------------------------------------------------------------
+# 2b. no secret over plain HTTP (issue 13, defect 4): http:// only to loopback, no redirect away
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every URL a client hands to the transport; a URL outside loopback is not connected to."""
+    import requests.adapters
+
+    urls: list[str] = []
+    real = requests.adapters.HTTPAdapter.send
+
+    def recording_send(self, request, *args, **kwargs):
+        urls.append(request.url)
+        host = (urlsplit(request.url).hostname or "").lower()
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise requests.exceptions.ConnectionError(f"test: no network to {host}")
+        return real(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", recording_send)
+    return urls
+
+
+@pytest.mark.parametrize("host", ["http://shop.example.com", "HTTP://shop.example.com", "http://10.1.2.3:8081",
+                                  "http://127.0.0.1.nip.io:8081", "http://localhost.example.com",
+                                  "http://[2001:db8::1]:8081", "http://0.0.0.0:8081", "ftp://shop.example.com"])
+@pytest.mark.parametrize("client_cls", [WooCommerceClient, WooCommerceWriter, WooCommerceStock])
+def test_plain_http_to_a_remote_store_is_refused_before_any_request(
+    monkeypatch: pytest.MonkeyPatch, sent: list[str], client_cls: type, host: str
+) -> None:
+    _set_storefront(monkeypatch, "storefront_plain", host)
+    sleeps: list[float] = []
+    with pytest.raises(ConfigError) as err:
+        _read(client_cls, "storefront_plain", sleeps)
+    message = str(err.value)
+    assert "storefront_plain" in message and "https://" in message, message
+    assert SECRET not in message
+    assert sent == [] and sleeps == []
+
+
+@pytest.mark.parametrize("loopback", ["127.0.0.1", "localhost"])
+def test_plain_http_to_loopback_is_allowed(monkeypatch: pytest.MonkeyPatch, loopback: str) -> None:
+    orders = generate_orders(3, start=DAY.add(hours=10), end=DAY.add(hours=11), seed=3)
+    with SandboxStorefront(orders, consumer_key=KEY, consumer_secret=SECRET) as shop:
+        _set_storefront(monkeypatch, "storefront_local", f"http://{loopback}:{shop.port}")
+        for client_cls in (WooCommerceClient, WooCommerceWriter, WooCommerceStock):
+            _read(client_cls, "storefront_local", [])
+        assert shop.request_log and all(status == 200 for _m, _p, status in shop.request_log)
+
+
+def test_loopback_is_127_slash_8_ipv6_one_and_localhost_only() -> None:
+    from order_integration.storefronts.woocommerce import check_store_url
+
+    for url in ("http://127.0.0.1", "http://127.255.0.9:81/shop", "http://[::1]:8081", "http://LocalHost:1/",
+                "https://shop.example.com", "https://10.0.0.1:8443/wp"):
+        check_store_url(url, "c")
+    for url in ("http://shop.example.com", "http://[::ffff:10.0.0.1]", "http://2130706433", "http://128.0.0.1",
+                "http://", "https://", "shop.example.com"):
+        with pytest.raises(ConfigError, match="'c'"):
+            check_store_url(url, "c")
+
+
+class _Redirector:
+    """An HTTPS server (self-signed, trusted by the test) that answers every request with a
+    redirect to ``target`` + the same path and query, and records what it was asked."""
+
+    def __init__(self, context: ssl.SSLContext, target: str, status: int = 301) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.requests: list[tuple[str, str, bool]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                outer.requests.append((self.command, self.path, "Authorization" in self.headers))
+                self.send_response(status)
+                self.send_header("Location", target + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_PUT = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Redirector:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("where", ["plain_http", "other_host"])
+@pytest.mark.parametrize("client_cls", [WooCommerceClient, WooCommerceWriter, WooCommerceStock])
+def test_a_redirect_away_from_the_https_store_is_refused_not_followed(
+    tls_shop: tuple[SandboxStorefront, Path], monkeypatch: pytest.MonkeyPatch, client_cls: type, where: str,
+    status: int,
+) -> None:
+    """Before issue 13 the clients followed ``https://store → http://…`` (requests only drops the
+    Authorization header on the way): the orders came back over plain HTTP."""
+    secure, cert = tls_shop
+    orders = generate_orders(3, start=DAY.add(hours=10), end=DAY.add(hours=11), seed=3)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, cert.with_name("key.pem"))
+    with SandboxStorefront(orders, consumer_key=KEY, consumer_secret=SECRET) as plain:
+        # other_host: the same HTTPS sandbox under another name (its certificate is for 127.0.0.1 only,
+        # but the refusal must come before any connection to it)
+        target = plain.base_url if where == "plain_http" else f"https://localhost:{secure.port}"
+        with _Redirector(context, target, status) as redirector:
+            _set_storefront(monkeypatch, "storefront_redirect", redirector.base_url, verify=str(cert))
+            sleeps: list[float] = []
+            with pytest.raises(ConfigError) as err:
+                _read(client_cls, "storefront_redirect", sleeps)
+    message = str(err.value)
+    assert "storefront_redirect" in message and "not followed" in message, message
+    assert ("plain HTTP" in message) == (where == "plain_http"), message
+    assert SECRET not in message
+    assert len(redirector.requests) == 1 and sleeps == []  # refused at once, no retry
+    assert plain.request_log == [] and secure.request_log == []  # nothing reached the target
+
+
+def test_a_redirect_inside_the_store_is_still_followed(
+    tls_shop: tuple[SandboxStorefront, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Control: a 302 back to the store's own origin is followed (same scheme, host and port is
+    the rule), so the refusals above are about where the redirect pointed."""
+    import requests.adapters
+
+    secure, cert = tls_shop
+    real = requests.adapters.HTTPAdapter.send
+    hops: list[str] = []
+
+    def redirect_once(self, request, *args, **kwargs):
+        if not hops:
+            hops.append(request.url)
+            response = requests.Response()
+            response.status_code, response.url, response.request = 302, request.url, request
+            response.headers["Location"] = request.url
+            response._content = b""
+            return response
+        return real(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", redirect_once)
+    _set_storefront(monkeypatch, "storefront_same", secure.base_url, verify=str(cert))
+    assert len(_read(WooCommerceClient, "storefront_same", [])) == 3
+    assert len(hops) == 1 and len(secure.request_log) == 1
 
 
 # ------------------------------------------------------------------------------------------------

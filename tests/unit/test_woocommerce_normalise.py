@@ -252,3 +252,27 @@ def test_absurd_magnitudes_are_problems_not_hangs() -> None:
     assert order.total is None and order.lines[0].quantity is None
     assert ("parseable_money", "total '1e999999' is out of range") in rules(order)
     assert ("parseable_quantity", "line 1 quantity '1e999999' is not an integer") in rules(order)
+
+
+def test_an_unexpected_failure_is_logged_with_its_traceback_and_keeps_no_unsafe_id(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13, defect 6: the last-resort ``except`` logged nothing (a bug looked like bad data),
+    and its fallback Order took the raw id as text (``../../x`` became an order id)."""
+    import order_integration.storefronts.woocommerce as woo
+
+    def broken(order, problems) -> None:
+        raise RuntimeError("a bug in a check")
+
+    monkeypatch.setattr(woo, "_check_text", broken)
+    raw = load("order_usd")
+    with caplog.at_level("ERROR", logger=woo.__name__):
+        order = normalise_order(raw, "demo")
+    assert [p.rule for p in order.parse_problems] == ["normalisable"]
+    assert order.order_id == str(raw["id"])
+    logged = [r for r in caplog.records if r.name == woo.__name__ and r.levelname == "ERROR"]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert "RuntimeError: a bug in a check" in caplog.text
+
+    order = normalise_order({**raw, "id": "../../x"}, "demo")
+    assert order.order_id == ""

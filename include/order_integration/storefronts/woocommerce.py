@@ -7,6 +7,10 @@ Airflow connection type ``http``; ``host`` is the store's base URL *with scheme*
 its path); ``login``/``password`` are the REST consumer key/secret, sent as HTTP Basic by
 ``HttpHook``. Unknown extras become HTTP headers (that is the hook's behaviour). TLS
 verification stays on: a connection whose extra disables it is refused with ``ConfigError``.
+The secret never travels in clear: plain ``http://`` is refused (``ConfigError``, before any
+request) unless the host is loopback (``localhost``, 127.0.0.0/8, ``::1``), and a redirect is
+followed only inside the store's own origin (same scheme, host and port, same method); one to
+``http://`` or to another host is refused with ``ConfigError``, nothing sent to its target.
 One ``requests`` session (``HttpHook.get_conn()``) serves every page of a scan.
 
 Window translation
@@ -89,6 +93,7 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import ipaddress
 import json
 import logging
 import math
@@ -99,6 +104,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
 
 import pendulum
 import requests
@@ -204,6 +210,53 @@ def window_query(modified_from: datetime, modified_to: datetime) -> dict[str, st
 # --------------------------------------------------------------------------------------------
 # HTTP
 # --------------------------------------------------------------------------------------------
+
+#: Redirects followed inside the store's own origin (scheme, host and port) before giving up.
+MAX_REDIRECTS = 5
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, lower case, the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number or out of range
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port if port is not None else _DEFAULT_PORTS.get(scheme)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or an address of 127.0.0.0/8 or ``::1`` (no name is looked up)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_store_url(url: str, conn_id: str) -> None:
+    """Refuse a base URL that would carry the API secret in clear: only ``https://`` is allowed,
+    and plain ``http://`` only to a loopback host (a local stand-in). Raises ``ConfigError``."""
+    scheme, host, _port = _origin(url)
+    if scheme == "https" and host:
+        return
+    if scheme == "http" and is_loopback_host(host):
+        return
+    if scheme == "http":
+        raise ConfigError(
+            f"connection {conn_id!r}: host {url!r} is plain HTTP to a remote host, which would send the "
+            "REST consumer secret and the orders in clear; refused. Use the store's https:// URL "
+            "(plain http:// is allowed only for loopback: localhost, 127.0.0.0/8, ::1)"
+        )
+    raise ConfigError(
+        f"connection {conn_id!r}: host {url!r} must be the store's base URL with an https:// scheme, "
+        "e.g. https://shop.example.com"
+    )
+
 
 
 class _TransientError(StorefrontError):
@@ -526,6 +579,7 @@ class WooCommerceClient:
                 f"connection {self.conn_id!r}: host {host!r} must be the store's base URL with scheme, "
                 "e.g. https://shop.example.com"
             )
+        check_store_url(host, self.conn_id)  # before the hook builds a session holding the secret
         if not conn.login or not conn.password:
             raise ConfigError(
                 f"connection {self.conn_id!r}: login/password must hold the WooCommerce consumer key/secret"
@@ -538,6 +592,11 @@ class WooCommerceClient:
                 f"connection {self.conn_id!r} disables TLS verification (extra verify={verify!r}); "
                 "that is not allowed: install the store's CA instead"
             )
+        try:
+            check_store_url(hook.base_url, self.conn_id)  # the URL the hook really uses (port added)
+        except ConfigError:
+            session.close()
+            raise
         return hook, session, hook.url_from_endpoint(ORDERS_ENDPOINT)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
@@ -585,12 +644,58 @@ class WooCommerceClient:
     ) -> requests.Response:
         """Send one request on the session; transport failures become the package's errors.
 
-        The response is returned whatever its status (see :meth:`_status_error`)."""
-        url = request.url
+        The response is returned whatever its status (see :meth:`_status_error`). Redirects are
+        followed by hand, only inside the store's own origin and only when the method stays the
+        same: a redirect to plain HTTP or to another host is refused with ``ConfigError`` before
+        anything is sent there (requests would follow it, and only strips the credentials)."""
         prepared = session.prepare_request(request)
+        check_store_url(prepared.url or "", self.conn_id)
+        origin = _origin(prepared.url or "")
+        for _hop in range(MAX_REDIRECTS + 1):
+            response = self._send_once(hook, session, prepared)
+            if not response.is_redirect:
+                return response
+            following = response.next  # what requests would send next (method and auth rules applied)
+            target = following.url if following is not None and following.url else urljoin(
+                response.url, response.headers.get("Location", ""))
+            response.close()
+            if _origin(target) != origin:
+                raise ConfigError(self._redirect_refused(prepared, response, target, origin))
+            if following is None or following.method != prepared.method:
+                raise ConfigError(
+                    f"woocommerce {self._host}: {prepared.method} {response.url} was redirected "
+                    f"(HTTP {response.status_code}) to {target!r} as a {getattr(following, 'method', '?')}; "
+                    f"not followed. Set connection {self.conn_id!r}'s host to the URL the store answers on"
+                )
+            prepared = following
+        raise ConfigError(
+            f"woocommerce {self._host}: more than {MAX_REDIRECTS} redirects from {request.url!r}; "
+            f"check connection {self.conn_id!r}'s host"
+        )
+
+    def _redirect_refused(
+        self, prepared: requests.PreparedRequest, response: requests.Response, target: str,
+        origin: tuple[str, str, int | None],
+    ) -> str:
+        if _origin(target)[0] == "http" and origin[0] == "https":
+            why = "plain HTTP, which would carry the orders (and could carry the credentials) in clear"
+        else:
+            why = "another origin than the store's (scheme, host or port differ)"
+        return (
+            f"woocommerce {self._host}: {prepared.method} {response.url} was redirected (HTTP "
+            f"{response.status_code}) to {target!r}, {why}; not followed. Set connection "
+            f"{self.conn_id!r}'s host to the store's real https:// base URL (or fix the redirect on the "
+            "web server)"
+        )
+
+    def _send_once(
+        self, hook: HttpHook, session: requests.Session, prepared: requests.PreparedRequest
+    ) -> requests.Response:
+        url = prepared.url
         try:
             response = hook.run_and_check(
-                session, prepared, {"check_response": False, "timeout": self.timeout, "allow_redirects": True}
+                session, prepared,
+                {"check_response": False, "timeout": self.timeout, "allow_redirects": False},
             )
         except requests.exceptions.SSLError as exc:
             if "certificate" in str(exc).lower():
@@ -921,10 +1026,14 @@ def normalise_order(raw: dict[str, Any], store_id: str) -> Order:
     try:
         return _normalise(raw, store_id, problems)
     except Exception as exc:  # last resort: a malformed order must never stop the batch
+        # ... but a bug must not hide either: the traceback goes to the task log
+        log.exception("woocommerce: order id %s could not be normalised (store %s); quarantined as "
+                      "'normalisable'", _shown(raw.get("id")), store_id)
         problems.add("normalisable", f"unexpected {type(exc).__name__}: {exc}")
-        order_id = raw.get("id")
+        order_id = parse_order_id(raw.get("id"))
         return Order(
-            store_id=store_id, order_id=_text(order_id), order_number=_text(raw.get("number")),
+            store_id=store_id, order_id="" if order_id is None else str(order_id),
+            order_number=_text(raw.get("number")),
             status=_text(raw.get("status")), created_at=None, updated_at=None,
             currency=_text(raw.get("currency")), customer_email="", billing=Address(),
             shipping=Address(), lines=(), subtotal=None, discount=None, shipping_total=None,
