@@ -27,7 +27,7 @@ from airflow.sdk import Param, dag, task
 
 from order_integration.config import StoreConfig, load_config
 from order_integration.dag_defaults import START_DATE, default_args, tags
-from order_integration.on_demand import MAX_ORDER_IDS
+from order_integration.on_demand import MAX_ORDER_IDS, ORDER_ID_ITEM_SCHEMA
 
 SECTION_WHAT = "What to export: a window or order ids"
 SECTION_HOW = "How"
@@ -54,17 +54,17 @@ def build_on_demand_dag(store: StoreConfig):
                 title="Window end (UTC, exclusive)", description="Must be after start and in the past.",
             ),
             "order_ids": Param(
-                [], type=["null", "array"], items={"type": ["integer", "string"]}, maxItems=MAX_ORDER_IDS,
+                [], type=["null", "array"], items=ORDER_ID_ITEM_SCHEMA, maxItems=MAX_ORDER_IDS,
                 section=SECTION_WHAT, title="Order ids",
                 description=f"Storefront order ids, one per line (at most {MAX_ORDER_IDS}). Leave the "
                 "window empty when you use this.",
             ),
             "resend": Param(
-                False, type="boolean", section=SECTION_HOW, title="Resend",
+                False, type=["null", "boolean"], section=SECTION_HOW, title="Resend",
                 description="Deliver again even versions the ledger says were delivered.",
             ),
             "dry_run": Param(
-                False, type="boolean", section=SECTION_HOW, title="Dry run",
+                False, type=["null", "boolean"], section=SECTION_HOW, title="Dry run",
                 description="Build and validate the file, keep it in staging, upload nothing.",
             ),
         },

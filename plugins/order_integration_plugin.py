@@ -33,21 +33,30 @@ def _session(dag_run):
     return session
 
 
-def _summary_note(session, dag_run) -> str | None:
+def _xcom_values(session, dag_run, key: str, task_ids=None) -> list:
     from airflow.models.xcom import XComModel
     from sqlalchemy import select
 
-    rows = session.scalars(
-        select(XComModel).where(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-            XComModel.key == "return_value", XComModel.task_id.in_(SUMMARY_TASKS),
-        )
-    ).all()
-    for row in rows:
-        value = XComModel.deserialize_value(row)
+    query = select(XComModel).where(
+        XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id, XComModel.key == key)
+    if task_ids is not None:
+        query = query.where(XComModel.task_id.in_(task_ids))
+    return [XComModel.deserialize_value(row) for row in session.scalars(query).all()]
+
+
+def _summary_note(session, dag_run) -> str | None:
+    for value in _xcom_values(session, dag_run, "return_value", SUMMARY_TASKS):
         if isinstance(value, dict) and value.get("note"):
             return str(value["note"])
     return None
+
+
+def _refusal(session, dag_run) -> str | None:
+    """The one-sentence reason a task refused the run's request (``tasks.refuse``)."""
+    from order_integration.tasks import REFUSAL_KEY
+
+    reasons = [str(v) for v in _xcom_values(session, dag_run, REFUSAL_KEY) if v]
+    return reasons[0] if reasons else None
 
 
 class RunNotes:
@@ -67,7 +76,11 @@ class RunNotes:
         if session is not None:
             tis = dag_run.get_task_instances(state=["failed"], session=session)
             failed = sorted({ti.task_id for ti in tis})
-            dag_run.note = f"FAILED ({msg}): {', '.join(failed) or 'see the task logs'}"[:MAX_NOTE]
+            note = f"FAILED ({msg}): {', '.join(failed) or 'see the task logs'}"
+            reason = _refusal(session, dag_run)
+            if reason:
+                note += f": refused: {reason}"
+            dag_run.note = note[:MAX_NOTE]
 
 
 class OrderIntegrationPlugin(AirflowPlugin):

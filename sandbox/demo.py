@@ -1,14 +1,19 @@
 """``make demo``: both directions end to end on this machine, printing what happened.
 
 Starts the sandbox storefront (seeded orders over the last three hours, two of them broken
-on purpose) and the embedded SFTP server, runs ``order_export__demo`` for the last three
-hourly windows with ``airflow dags test``, re-runs the last window to show that nothing is
-delivered twice, prints the files on the SFTP server and the quarantine; then the ERP
-simulator answers, ``order_status_sync__demo`` applies the answers to the storefront, the
-demo shows a few orders as the customer sees them, and one more export shows that our own
-status write-backs are not sent to the backend again. Last, the ERP drops a stock snapshot
-and a small update, ``inventory_sync__demo`` applies them, and the demo shows stock levels
-before and after for a few SKUs. It stops what it started.
+on purpose) and the embedded SFTP server, exports the last three hourly windows with
+``airflow dags test`` of the on-demand export DAG (the scheduled export's own tasks, for an
+explicit window), re-runs the last window to show that nothing is delivered twice, prints the
+files on the SFTP server and the quarantine; then the ERP simulator answers,
+``order_status_sync__demo`` applies the answers to the storefront, the demo shows a few orders
+as the customer sees them, and one more export shows that our own status write-backs are not
+sent to the backend again. Last, the ERP drops a stock snapshot and a small update,
+``inventory_sync__demo`` applies them, and the demo shows stock levels before and after for a
+few SKUs. It stops what it started.
+
+No run it starts takes a logical date that a scheduled run or a backfill needs (see
+:func:`_dags_test`), so a scheduler started on the same Airflow home afterwards runs
+``order_export__demo``'s next window as usual.
 State lives in ``.sandbox/`` and ``$AIRFLOW_HOME`` (both ignored by git) and is
 reset at every start, so each demo tells the same story.
 """
@@ -27,6 +32,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pendulum
 
@@ -51,27 +57,51 @@ def _banner(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _dags_test(env: dict[str, str], dag_id: str, when: pendulum.DateTime, log_dir: Path,
-               summary: re.Pattern[str]) -> str:
-    """``airflow dags test DAG WHEN``; returns the run's summary line (or exits with the log)."""
-    log_file = log_dir / f"{dag_id}_{when.strftime('%Y%m%dT%H%M%SZ')}_{int(time.time())}.log"
+def _dags_test(env: dict[str, str], dag_id: str, log_dir: Path, summary: re.Pattern[str], *,
+               conf: dict[str, Any] | None = None) -> str:
+    """``airflow dags test DAG`` (with ``conf`` for the on-demand DAG); returns the run's summary
+    line, or exits with the log's tail.
+
+    No run started here may take a logical date that a scheduled or backfill run needs: Airflow
+    keys runs by logical date, so such a run would block the schedule for good (and ``dags test``
+    deletes a run already at its date). Windows therefore go through the on-demand DAG, which
+    has no schedule; the sync DAGs run at a logical date with a sub-minute part, which no cron
+    tick (whole minutes) can ever take."""
+    now = pendulum.now("UTC")
+    when = now.add(microseconds=1) if now.second == 0 and now.microsecond == 0 else now
+    log_file = log_dir / f"{dag_id}_{when.strftime('%Y%m%dT%H%M%S%fZ')}.log"
+    argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, when.isoformat()]
+    if conf is not None:
+        argv += ["--conf", json.dumps(conf)]
     started = time.monotonic()
     with log_file.open("w") as fh:
-        proc = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "test", dag_id, when.isoformat()],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, check=False,
-        )
+        proc = subprocess.run(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
     text = log_file.read_text(errors="replace")
     found = summary.findall(text)
     took = time.monotonic() - started
     if proc.returncode != 0 or not found:
         tail = "\n".join(text.splitlines()[-25:])
-        raise SystemExit(f"{dag_id} at {when} failed (exit {proc.returncode}); log: {log_file}\n{tail}")
-    return f"{found[-1]}  ({took:.0f}s, log {log_file.relative_to(ROOT)})"
+        raise SystemExit(f"{dag_id} failed (exit {proc.returncode}); log: {log_file}\n{tail}")
+    return f"{found[-1]}  ({took:.0f}s, log {_shown_path(log_file)})"
 
 
-def _run_export(env: dict[str, str], window_end: pendulum.DateTime, log_dir: Path) -> str:
-    return _dags_test(env, "order_export__demo", window_end, log_dir, SUMMARY)
+def _shown_path(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def export_window(env: dict[str, str], store_id: str, start: pendulum.DateTime, end: pendulum.DateTime,
+                  log_dir: Path) -> str:
+    """Export the window ``[start, end)`` by hand, exactly as a scheduled run of it would: the
+    on-demand DAG's window form (same tasks, same ledger), leaving the scheduled
+    ``order_export__<store>`` every logical date it needs."""
+    conf = {"start": start.to_iso8601_string(), "end": end.to_iso8601_string()}
+    return _dags_test(env, f"order_export_on_demand__{store_id}", log_dir, SUMMARY, conf=conf)
+
+
+def run_sync(env: dict[str, str], dag_id: str, log_dir: Path) -> str:
+    """One run of a status or inventory sync DAG (they read whatever files wait, not a window)."""
+    pattern = INVENTORY_SUMMARY if dag_id.startswith("inventory_sync__") else STATUS_SUMMARY
+    return _dags_test(env, dag_id, log_dir, pattern)
 
 
 def main() -> int:
@@ -114,11 +144,12 @@ def main() -> int:
             f"AIRFLOW_CONN_{store.backend_conn_id.upper()}": json.dumps(sftp.airflow_connection()),
         }
 
-        _banner(f"running order_export__demo for the last {HOURS} hourly windows (airflow dags test)")
+        _banner(f"exporting the last {HOURS} hourly windows (airflow dags test order_export_on_demand__demo)")
         for hour in range(HOURS):
-            print(_run_export(env, first_start.add(hours=hour + 1), log_dir), flush=True)
+            start = first_start.add(hours=hour)
+            print(export_window(env, store.id, start, start.add(hours=1), log_dir), flush=True)
         _banner("re-running the last window: nothing may be delivered twice")
-        print(_run_export(env, last_end, log_dir), flush=True)
+        print(export_window(env, store.id, last_end.subtract(hours=1), last_end, log_dir), flush=True)
         _report(store.backend.inbound_dir, airflow_home)
 
         _banner("the ERP simulator answers over SFTP (accepted, shipped, rejected, cancelled)")
@@ -130,12 +161,12 @@ def main() -> int:
             print(line)
 
         _banner("running order_status_sync__demo (airflow dags test)")
-        now = pendulum.now("UTC")
-        print(_dags_test(env, "order_status_sync__demo", now, log_dir, STATUS_SUMMARY), flush=True)
+        print(run_sync(env, f"order_status_sync__{store.id}", log_dir), flush=True)
         _show_storefront(shop, erp_orders=[int(o["id"]) for o in orders])
 
-        _banner("exporting the current hour: our own status write-backs are not sent back")
-        print(_run_export(env, now.start_of("hour").add(hours=1), log_dir), flush=True)
+        _banner("exporting the current hour so far: our own status write-backs are not sent back")
+        now = pendulum.now("UTC").start_of("second")  # the demo has run for minutes: after last_end
+        print(export_window(env, store.id, last_end, now, log_dir), flush=True)
 
         _banner("the ERP drops a stock snapshot and a small update; inventory_sync__demo applies them")
         before = shop.stock_levels()
@@ -144,7 +175,7 @@ def main() -> int:
         update = erp.write_stock("update", changes=3)
         for line in report.lines() + update.lines():
             print(line)
-        print(_dags_test(env, "inventory_sync__demo", now, log_dir, INVENTORY_SUMMARY), flush=True)
+        print(run_sync(env, f"inventory_sync__{store.id}", log_dir), flush=True)
         _show_stock(shop, before, [sku for sku, _q in update.rows] + [sku for sku, _q in report.rows][:4])
     _banner("stopped the storefront and the SFTP server")
     return 0

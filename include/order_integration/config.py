@@ -41,7 +41,12 @@ class BackendConfig:
 
 @dataclass(frozen=True, slots=True)
 class ValidationConfig:
+    """The quarantine breaker: a window fails when more than ``max_quarantine_ratio`` of the
+    orders it validated were newly quarantined, once it validated at least
+    ``min_validated_for_ratio`` orders (fewer say nothing about an API change)."""
+
     max_quarantine_ratio: float = 0.05
+    min_validated_for_ratio: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +268,9 @@ def _validation(raw: Any, where: str) -> ValidationConfig:
     ratio = raw.get("max_quarantine_ratio", 0.05)
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
         raise ConfigError(f"{where}.max_quarantine_ratio: {ratio!r} is not a number in 0..1")
-    return ValidationConfig(max_quarantine_ratio=float(ratio))
+    default = ValidationConfig().min_validated_for_ratio
+    minimum = _int(raw, "min_validated_for_ratio", default, 0, 10**9, where)
+    return ValidationConfig(max_quarantine_ratio=float(ratio), min_validated_for_ratio=minimum)
 
 
 def _schedule(raw: Mapping[str, Any], key: str, default: str, where: str) -> str:

@@ -15,7 +15,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,10 @@ RAW_FILE = "raw_orders.jsonl"
 DELIVERABLE_FILE = "deliverable.jsonl"
 QUARANTINE_FILE = "quarantine.json"
 VALIDATION_FILE = "validation_result.json"
+#: Quarantined ids a run's summary names (XCom, run note); the ledger and the report have all.
+MAX_IDS_REPORTED = 20
+#: Of those, the ones the one-line summary shows before "+N more".
+IDS_IN_LINE = 5
 
 
 def run_dir(base: ObjectStoragePath, store_id: str, window: Window, run_id: str) -> ObjectStoragePath:
@@ -126,6 +130,7 @@ class ValidateCounts:
 def validate(
     store: StoreConfig, staging: ObjectStoragePath, raw_path: ObjectStoragePath,
     client: StorefrontClient, ledger: Ledger, *, resend: bool = False, dry_run: bool = False,
+    by_ids: bool = False, window: Window | None = None, run_id: str = "",
 ) -> dict[str, Any]:
     """Normalise, classify against the ledger, validate the rest and stage what may go out.
 
@@ -134,8 +139,9 @@ def validate(
     * an order never delivered whose status is not in ``export_statuses`` is ``not_ready``;
     * everything else is validated; invalid orders go to quarantine with every reason.
 
-    The quarantine is recorded before the circuit breaker may fail the run. A ``dry_run``
-    writes nothing to the ledger and only warns where the breaker would fail the run."""
+    The quarantine is recorded before the circuit breaker may fail the run (see
+    :func:`_check_breaker`). A ``dry_run`` writes nothing to the ledger and only warns where
+    the breaker would fail the run. ``window`` and ``run_id`` name the HTML report."""
     from order_integration.validation.gx_runner import validate_orders
 
     counts = ValidateCounts()
@@ -183,35 +189,55 @@ def validate(
         ensure_ascii=False, indent=1,
     ))
     (staging / VALIDATION_FILE).write_text(json.dumps(outcome.gx_result, default=str, indent=1))
-    report_paths = _write_reports(staging, outcome.html_pages)
+    report_path = _write_report(store, staging, window, run_id, counts.validated, entries,
+                                outcome.gx_result.get("expectations", []))
     if entries:
         log.warning("store %s: %d order(s) %squarantined:\n%s", store.id, len(entries),
                     "would be " if dry_run else "", quarantine_table(
                         {"order_id": oid, "order_version": ver, "reasons": reasons}
                         for oid, ver, reasons in entries))
     log.info("store %s: %s", store.id, ", ".join(f"{k}={v}" for k, v in asdict(counts).items()))
-    for path in report_paths:
-        log.info("store %s: validation report (HTML): %s", store.id, path)
+    log.info("store %s: validation report (HTML): %s", store.id, report_path)
 
-    ratio_limit = store.validation.max_quarantine_ratio
-    if counts.validated and counts.newly_quarantined / counts.validated > ratio_limit:
-        error = QuarantineRatioExceeded(store.id, counts.newly_quarantined, counts.validated, ratio_limit)
+    _check_breaker(store, counts, by_ids=by_ids, dry_run=dry_run)
+    quarantined_ids = sorted({oid for oid, _ver, _reasons in entries if oid}, key=lambda i: (len(i), i))
+    return {"deliverable_path": str(deliverable_path), "quarantine_path": str(quarantine_path),
+            "report_paths": [report_path], "quarantined_ids": quarantined_ids[:MAX_IDS_REPORTED],
+            **asdict(counts)}
+
+
+def _check_breaker(store: StoreConfig, counts: ValidateCounts, *, by_ids: bool, dry_run: bool) -> None:
+    """Fail the run when the newly quarantined share of a window passes the store's
+    ``max_quarantine_ratio``: that smells of an API change, not of bad orders. Not for a run
+    by order ids (an operator's list, often of orders known to be broken), nor for a window
+    that validated fewer than ``min_validated_for_ratio`` orders (one bad order in three is
+    no trend)."""
+    limits = store.validation
+    if by_ids or counts.validated < max(limits.min_validated_for_ratio, 1):
+        return
+    if counts.newly_quarantined / counts.validated > limits.max_quarantine_ratio:
+        error = QuarantineRatioExceeded(store.id, counts.newly_quarantined, counts.validated,
+                                        limits.max_quarantine_ratio)
         if not dry_run:
             raise error
         log.warning("store %s: dry run: a real run would fail here: %s", store.id, error)
-    return {"deliverable_path": str(deliverable_path), "quarantine_path": str(quarantine_path),
-            "report_paths": report_paths, **asdict(counts)}
 
 
-def _write_reports(staging: ObjectStoragePath, pages: dict[str, str]) -> list[str]:
-    """GX's HTML page of each validated frame, in staging beside the run's other files."""
-    paths = []
-    for frame, html in sorted(pages.items()):
-        if html:
-            target = staging / f"validation_report_{frame}.html"
-            target.write_text(html)
-            paths.append(str(target))
-    return paths
+def _write_report(
+    store: StoreConfig, staging: ObjectStoragePath, window: Window | None, run_id: str, validated: int,
+    entries: Sequence[tuple[str, str, list[dict[str, str]]]], expectations: Sequence[Mapping[str, Any]],
+) -> str:
+    """The run's HTML validation report (self-contained), in staging beside its other files."""
+    from order_integration.validation.report import render_report
+
+    label = window.label if window is not None else "no_window"
+    target = staging / f"validation_report_{store.id}_{label}.html"
+    target.write_text(render_report(
+        store_id=store.id, window=str(window) if window is not None else "-", run_id=run_id or "-",
+        validated=validated, expectations=expectations,
+        quarantined=({"order_id": oid, "order_version": ver, "reasons": why} for oid, ver, why in entries),
+    ))
+    return str(target)
 
 
 def _drop_echoes(
@@ -352,6 +378,7 @@ def summarise(
         "dry_run_file": loaded.get("dry_run_file"),
         "would_deliver": loaded.get("would_deliver", 0),
         "report_paths": validated.get("report_paths", []),
+        "quarantined_ids": list(validated.get("quarantined_ids") or ()),
     }
     buckets = ("delivered", "would_deliver", "quarantined", "already_delivered", "not_ready")
     if sum(summary[k] for k in buckets) != summary["extracted"]:
@@ -373,8 +400,14 @@ def summary_line(summary: dict[str, Any]) -> str:
     )
     if summary.get("resent"):
         line += f"; resent={summary['resent']}"
+    if summary.get("quarantined") and summary.get("quarantined_ids"):
+        shown = summary["quarantined_ids"][:IDS_IN_LINE]
+        more = summary["quarantined"] - len(shown)
+        line += f"; quarantined_ids={','.join(shown)}" + (f" +{more} more" if more > 0 else "")
     if summary.get("unknown_ids"):
         line += f"; unknown_ids={','.join(summary['unknown_ids'])}"
+    if summary.get("quarantined") and summary.get("report_paths"):
+        line += f"; report={summary['report_paths'][0]}"
     if dry:
         line += f"; DRY RUN, nothing uploaded: {summary.get('dry_run_file') or 'no file'}"
     return line

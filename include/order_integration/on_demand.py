@@ -17,10 +17,22 @@ from typing import Any
 import pendulum
 
 from order_integration.exceptions import PermanentError
+from order_integration.ids import MAX_ORDER_ID, parse_order_id
 from order_integration.windows import Window, stamp
 
 MAX_ORDER_IDS = 500  # one run; a larger repair is a window run or a backfill
 MAX_WINDOW_DAYS = 31  # wider windows belong to a backfill, which runs them one by one
+
+#: JSON schema of one ``order_ids`` entry, checked when the run is triggered (form, CLI, REST),
+#: before a run exists. Airflow's form renders an array whose items have no ``type`` as a text
+#: box with one entry per line, which arrive as strings; the CLI and the REST API send numbers.
+#: A line may hold several ids split by commas or blanks, and may be blank.
+ORDER_ID_ITEM_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": MAX_ORDER_ID},
+        {"type": "string", "pattern": r"^[\s,]*([0-9]{1,20}([\s,]+[0-9]{1,20})*)?[\s,]*$"},
+    ],
+}
 
 
 class RequestRefused(PermanentError):
@@ -110,22 +122,30 @@ def _time(name: str, value: Any) -> pendulum.DateTime:
 
 
 def _order_ids(value: Any) -> tuple[int, ...]:
-    if value is None or value == "":
+    """The ids as the form (one per line: a list of strings, blank lines included), the CLI or
+    the REST API (a list of numbers, or one string of ids split by commas or blanks) give them."""
+    if value is None:
         return ()
-    if isinstance(value, str):  # the form's multi-line text, or a CLI conf typed by hand
-        value = [v for v in value.replace(",", " ").split() if v]
+    if isinstance(value, str):
+        value = [value]
     if not isinstance(value, list | tuple):
         raise RequestRefused(f"order_ids must be a list of order numbers, got {value!r}")
+    items: list[Any] = []
+    for item in value:
+        items.extend(item.replace(",", " ").split() if isinstance(item, str) else [item])
     ids: list[int] = []
     bad = []
-    for item in value:
-        text = str(item).strip()
-        if isinstance(item, bool) or not text.isdigit() or int(text) <= 0 or int(text) >= 2**63:
+    for item in items:
+        number = parse_order_id(item)
+        if number is None:
             bad.append(item)
         else:
-            ids.append(int(text))
+            ids.append(number)
     if bad:
-        raise RequestRefused(f"order_ids must be positive whole numbers; refused: {bad[:10]!r}")
+        raise RequestRefused(
+            f"order_ids must be order numbers (digits 0-9, 1 to {MAX_ORDER_ID}); refused: "
+            + ", ".join(repr(b) for b in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        )
     unique = tuple(dict.fromkeys(ids))
     if len(unique) > MAX_ORDER_IDS:
         raise RequestRefused(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from order_integration.config import StoreConfig, load_config, staging_base
 from order_integration.exceptions import PermanentError
@@ -68,17 +68,42 @@ def _request(context: Mapping[str, Any], request: Mapping[str, Any] | None) -> E
     return ExportRequest(window_from_context(context))
 
 
+#: XCom key of a refused request's reason; the run-note listener (``plugins/``) shows it.
+REFUSAL_KEY = "refusal"
+
+
+class Refused(SystemExit):
+    """Ends a task whose request the operator must change: no retry is due and a traceback
+    would bury the one sentence that says what to fix. Airflow's task runner logs a
+    ``SystemExit`` as ``Task exited`` without a traceback and fails the task once its tries
+    are used up (the on-demand ``check_request`` has none left: ``retries=0``)."""
+
+
+def refuse(store_id: str, reason: str, context: Mapping[str, Any]) -> NoReturn:
+    """Fail this task with ``reason`` as its only message: in the log and, through XCom
+    (``REFUSAL_KEY``), in the run's note."""
+    log.error("store %s: request refused: %s", store_id, reason)
+    ti = context.get("ti")
+    if ti is not None:
+        ti.xcom_push(key=REFUSAL_KEY, value=reason)
+    raise Refused(f"refused: {reason}")
+
+
 @fail_fast
 def check_request(store_id: str, context: Mapping[str, Any]) -> dict[str, Any]:
-    """The on-demand form, checked before anything runs (a refusal fails the run at once)."""
+    """The on-demand form, checked before anything runs. A refusal fails the run at once with
+    one sentence (:func:`refuse`); the form itself refuses what its JSON schema can say."""
     import pendulum
 
     _store(store_id)
     dag_run = context.get("dag_run")
     run_after = getattr(dag_run, "run_after", None) or context.get("logical_date")
-    if run_after is None:
-        raise RequestRefused("the run has no trigger time (run_after)")
-    request = parse_request(context.get("params") or {}, run_after=pendulum.instance(run_after))
+    try:
+        if run_after is None:
+            raise RequestRefused("the run has no trigger time (run_after)")
+        request = parse_request(context.get("params") or {}, run_after=pendulum.instance(run_after))
+    except RequestRefused as exc:
+        refuse(store_id, str(exc), context)
     log.info("store %s: on-demand export of %s", store_id, request.describe())
     return request.as_dict()
 
@@ -118,7 +143,8 @@ def validate(
     client = get_client(store.platform, store.storefront_conn_id)
     return export.validate(
         store, _staging(store, req.window, context), ObjectStoragePath(extracted["raw_path"]), client,
-        _ledger(), resend=req.resend, dry_run=req.dry_run,
+        _ledger(), resend=req.resend, dry_run=req.dry_run, by_ids=req.by_ids, window=req.window,
+        run_id=str(context["run_id"]),
     )
 
 

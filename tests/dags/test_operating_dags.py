@@ -53,13 +53,66 @@ def test_on_demand_dag_has_a_typed_form_and_no_schedule(dagbag):
                                                             "publish"]
     params = dag.params
     for name, kind in (("start", ["null", "string"]), ("end", ["null", "string"]),
-                       ("order_ids", ["null", "array"]), ("resend", "boolean"), ("dry_run", "boolean")):
+                       ("order_ids", ["null", "array"]), ("resend", ["null", "boolean"]),
+                       ("dry_run", ["null", "boolean"])):
         param = params.get_param(name)
         assert param.schema["type"] == kind, name
         assert param.schema.get("title") and param.description, f"{name}: the form needs a title and help"
     assert params.get_param("order_ids").schema["maxItems"] == 500
     assert params["resend"] is False and params["dry_run"] is False
     assert dag.get_task("check_request").retries == 0, "a refused form is not retried"
+
+
+# What Airflow 3.3's trigger form does with a param schema (its UI bundle, FieldSelector and
+# FlexibleForm): an array whose ``items`` have no ``type`` (or type ``string``) is a text box,
+# one entry per line, sent as a list of strings; any other array is a JSON editor. A field is
+# marked required (a red star) unless its ``type`` lists ``null``.
+def _ui_renders_lines(schema):
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    return "array" in types and (schema.get("items") or {}).get("type") in (None, "string")
+
+
+def _ui_marks_required(schema):
+    return bool(schema.get("type")) and (not isinstance(schema["type"], list) or "null" not in schema["type"])
+
+
+def test_on_demand_form_takes_ids_one_per_line_and_marks_nothing_required(dagbag):
+    params = dagbag.dags["order_export_on_demand__demo"].params
+    assert _ui_renders_lines(params.get_param("order_ids").schema), "order ids must be a text box"
+    for name in ("start", "end", "order_ids", "resend", "dry_run"):
+        assert not _ui_marks_required(params.get_param(name).schema), f"{name} shows a required star"
+
+
+@pytest.fixture(scope="module")
+def served_params(dagbag):
+    """The form as the api-server holds it (the serialized DAG): the REST API and the UI's
+    trigger validate a run's conf against it before the run exists (HTTP 400 when it fails)."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = dagbag.dags["order_export_on_demand__demo"]
+    return DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag)).params
+
+
+@pytest.mark.parametrize("conf", [
+    {"order_ids": ["1200", "1204"]},                 # the form, one id per line
+    {"order_ids": ["1200", "", "1204, 1205", " "]},  # blank lines, a pasted "a, b" line
+    {"order_ids": [1001, 1002], "resend": True},     # the CLI / REST form the README shows
+    {"start": "2026-11-02T10:00:00Z", "end": "2026-11-02T11:00:00Z", "dry_run": True},
+])
+def test_on_demand_form_accepts_the_documented_forms(served_params, conf):
+    served_params.deep_merge(conf).validate()
+
+
+@pytest.mark.parametrize("conf", [
+    {"order_ids": ["12a"]}, {"order_ids": ["²"]}, {"order_ids": ["٣"]}, {"order_ids": [0]},
+    {"order_ids": [-5]}, {"order_ids": ["9" * 21]}, {"order_ids": [1.5]},
+    {"order_ids": [str(i) for i in range(1, 502)]},
+])
+def test_on_demand_form_refuses_what_its_schema_can_say_before_a_run_exists(served_params, conf):
+    from airflow.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        served_params.deep_merge(conf).validate()
 
 
 def test_every_task_alerts_on_failure_and_storefront_and_load_tasks_use_pools(dagbag):

@@ -33,6 +33,8 @@ def test_a_time_without_offset_is_utc():
 def test_order_ids_from_a_list_or_the_forms_text_deduplicated_in_order():
     assert _parse(order_ids=[5, "3", 5]).order_ids == (5, 3)
     assert _parse(order_ids="12\n7, 12 9").order_ids == (12, 7, 9)
+    # the form's text box: one entry per line, as strings; blank lines and "a, b" lines too
+    assert _parse(order_ids=["1200", "", "1204, 1205", "  1210 "]).order_ids == (1200, 1204, 1205, 1210)
 
 
 def test_an_id_run_is_named_after_its_trigger_second():
@@ -61,7 +63,9 @@ def test_the_request_survives_xcom():
     ({"start": 1700000000, "end": "2026-11-29T10:00:00Z"}, "start must be an ISO 8601 date-time string"),
     ({"start": "2026-10-01T00:00:00Z", "end": "2026-11-29T00:00:00Z"}, "more than 31 days; backfill"),
     ({"start": "2026-11-29T12:00:00Z", "end": "2026-11-29T13:00:00Z"}, "after the run started"),
-    ({"order_ids": [1, -2, "x", 1.5, True]}, "positive whole numbers; refused: [-2, 'x', 1.5, True]"),
+    ({"order_ids": [1, -2, "x", 1.5, True]}, "refused: -2, 'x', 1.5, True"),
+    # str.isdigit() takes these; int() then fails on '²' and reads '٣' as order 3
+    ({"order_ids": ["²", "٣", "１２", "9" * 21]}, "refused: '²', '٣', '１２', '999999999999999999999'"),
     ({"order_ids": {"id": 1}}, "order_ids must be a list"),
     ({"order_ids": list(range(1, MAX_ORDER_IDS + 2))}, f"at most {MAX_ORDER_IDS} per run"),
     ({"order_ids": [1], "resend": "yes"}, "resend must be true or false"),

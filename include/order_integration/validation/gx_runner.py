@@ -101,8 +101,6 @@ class ValidationOutcome:
     statistics: dict[str, Any]
     gx_result: dict[str, Any]
     invalid_orders: list[InvalidOrder] = field(default_factory=list)
-    #: frame name -> the GX validation result rendered as an HTML page (GX's own renderer)
-    html_pages: dict[str, str] = field(default_factory=dict)
 
 
 def quarantine_key(order: Order, position: int) -> str:
@@ -116,9 +114,27 @@ def quarantine_key(order: Order, position: int) -> str:
 # --------------------------------------------------------------------------- suite loading
 
 
+def quiet_gx() -> None:
+    """Import GX with no telemetry and only its warnings in the task log. At INFO, GX
+    logs about 200 lines of its own bookkeeping while importing ("Skipping registering
+    function …", "Multiple declarations of metric …", its temporary docs folder), which buried
+    the quarantine table an operator opens the log for."""
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations  # noqa: F401  (its modules set their loggers' levels at import)
+
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        # a few GX modules pin their own logger to INFO (e.g. the ephemeral docs folder's)
+        if (name.startswith("great_expectations.") and isinstance(logger, logging.Logger)
+                and logging.NOTSET < logger.level < logging.WARNING):
+            logger.setLevel(logging.WARNING)
+
+
 def load_suite(path: Path | None = None) -> tuple[RuleSpec, ...]:
     """Read and check the suite YAML; raises :class:`ConfigError` naming the rule at fault."""
     import yaml
+
+    quiet_gx()  # checking the suite imports GX's expectation classes
 
     path = Path(path) if path is not None else DEFAULT_SUITE_PATH
     try:
@@ -303,7 +319,7 @@ def validate_orders(orders: Sequence[Order], *, suite_path: Path | None = None) 
     frames_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    failures, gx_result, pages = _run_gx(frames, specs)
+    failures, gx_result = _run_gx(frames, specs)
     gx_seconds = time.perf_counter() - started
     gx_result["suite"] = str(suite_path or DEFAULT_SUITE_PATH)
 
@@ -348,7 +364,7 @@ def validate_orders(orders: Sequence[Order], *, suite_path: Path | None = None) 
         "build_frames_seconds": round(frames_seconds, 3),
         "gx_seconds": round(gx_seconds, 3),
     }
-    return ValidationOutcome(valid, invalid, statistics, gx_result, invalid_orders, pages)
+    return ValidationOutcome(valid, invalid, statistics, gx_result, invalid_orders)
 
 
 def _unique(problems: Sequence[Problem]) -> list[Problem]:
@@ -357,13 +373,9 @@ def _unique(problems: Sequence[Problem]) -> list[Problem]:
 
 def _run_gx(
     frames: OrderFrames, specs: Sequence[RuleSpec]
-) -> tuple[dict[int, list[int]], dict[str, Any], dict[str, str]]:
-    """Run the suite; returns spec index -> failing row positions of its frame, a summary and
-    each validated frame's result as an HTML page."""
-    # Before the first import: GX must not phone home from a production worker.
-    os.environ["GX_ANALYTICS_ENABLED"] = "False"
-    # GX logs hundreds of "Skipping registering function ..." lines at import: not for task logs.
-    logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
+) -> tuple[dict[int, list[int]], dict[str, Any]]:
+    """Run the suite; returns spec index -> failing row positions of its frame, and a summary."""
+    quiet_gx()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -372,7 +384,6 @@ def _run_gx(
     source = context.data_sources.add_pandas("order_validation")
 
     failures: dict[int, list[int]] = {}
-    pages: dict[str, str] = {}
     summary: dict[str, Any] = {
         "success": True, "gx_version": gx.__version__, "frames": {}, "expectations": [],
     }
@@ -397,7 +408,6 @@ def _run_gx(
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [key]},
         )
         summary["frames"][frame_name] = {"rows": len(frame), "success": bool(result.success)}
-        pages[frame_name] = _render_page(result, frame_name)
         summary["success"] = summary["success"] and bool(result.success)
         for res in result.results:
             index = int(res.expectation_config.meta["index"])
@@ -413,20 +423,7 @@ def _run_gx(
                 )
             )
     summary["expectations"].sort(key=lambda row: row["index"])
-    return failures, summary, pages
-
-
-def _render_page(result: Any, frame_name: str) -> str:
-    """GX's validation-results page (the one Data Docs shows); failing to render only costs
-    the page, never the validation."""
-    try:
-        from great_expectations.render.renderer import ValidationResultsPageRenderer
-        from great_expectations.render.view import DefaultJinjaPageView
-
-        return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
-    except Exception:  # see docstring
-        log.warning("could not render the GX report of %s", frame_name, exc_info=True)
-        return ""
+    return failures, summary
 
 
 def _summary_row(
