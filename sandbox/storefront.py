@@ -77,6 +77,8 @@ ORDERBY = ("date", "id", "include", "title", "slug", "modified")
 FAULT_TYPES = frozenset({"429", "500", "502", "503", "html", "truncated", "empty", "drift", "delay",
                          "duplicate"})
 JSON_TYPE = "application/json; charset=UTF-8"
+_ROUTE_ID = re.compile(r"[0-9]+")
+_LEADING_INT = re.compile(r"[+-]?[0-9]+")
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(Z|z|[+-]\d{2}(?::?\d{2})?)?$")
 _WALL = "%Y-%m-%dT%H:%M:%S"
@@ -575,10 +577,9 @@ def _id_list(raw: str | None) -> list[int] | None:
         return None
     ids = []
     for part in re.split(r"[\s,]+", raw.strip()):
-        try:
-            ids.append(abs(int(part)))
-        except ValueError:
-            ids.append(0)
+        # absint reads leading ASCII digits ("12abc" is 12); Python's int would take "١٢" and "1_2"
+        digits = _LEADING_INT.match(part)
+        ids.append(abs(int(digits.group())) if digits else 0)
     return [i for i in dict.fromkeys(ids) if i] or None
 
 
@@ -713,9 +714,9 @@ class StorefrontApp:
         editable = method in ("POST", "PUT", "PATCH")
         if parts == ["batch"] and editable:
             return self.with_json(body, self.batch)
-        if not parts[0].isdigit():
+        order_id = _route_id(parts[0])
+        if order_id is None:
             return _no_route()
-        order_id = int(parts[0])
         if len(parts) == 1 and method == "GET":
             return self.get_order(order_id, params)
         if len(parts) == 1 and editable:
@@ -735,9 +736,9 @@ class StorefrontApp:
             return catalog.list(params)
         if parts == ["batch"] and editable:
             return self.with_json(body, catalog.batch)
-        if not parts or not parts[0].isdigit():
+        pid = _route_id(parts[0]) if parts else None
+        if pid is None:
             return _no_route()
-        pid = int(parts[0])
         if len(parts) == 1 and method == "GET":
             return catalog.get(pid)
         if len(parts) == 1 and editable:
@@ -748,8 +749,9 @@ class StorefrontApp:
             return catalog.list(params, parent_id=pid)
         if parts[2:] == ["batch"] and editable:
             return self.with_json(body, lambda data: catalog.batch(data, parent_id=pid))
-        if len(parts) == 3 and parts[2].isdigit() and method == "GET":
-            return catalog.get(int(parts[2]), parent_id=pid)
+        variation_id = _route_id(parts[2]) if len(parts) == 3 else None
+        if variation_id is not None and method == "GET":
+            return catalog.get(variation_id, parent_id=pid)
         return _no_route()
 
     @staticmethod
@@ -832,7 +834,7 @@ class StorefrontApp:
     def _batch_update(self, item: Any) -> Any:
         oid = item.get("id") if isinstance(item, dict) else None
         if not isinstance(oid, int) or isinstance(oid, bool):
-            oid = int(oid) if isinstance(oid, str) and oid.isdigit() else 0
+            oid = (_route_id(oid) or 0) if isinstance(oid, str) else 0
         resp = self.update_order(oid, item) if oid else _invalid_id(400)
         data = json.loads(resp.body)
         if resp.status == 200:
@@ -920,6 +922,12 @@ def _answer(status: int, body: dict[str, Any]) -> Response:
     if status == 200:
         return Response(200, wp_json(body))
     return wp_error(status, body["code"], body["message"])
+
+
+def _route_id(text: str) -> int | None:
+    """An id in a route: WordPress matches ``(?P<id>[\\d]+)`` with PCRE, where ``\\d`` is ASCII
+    (``str.isdigit`` also takes ``²``, which ``int`` refuses, and ``٣``, which it reads as 3)."""
+    return int(text) if _ROUTE_ID.fullmatch(text) else None
 
 
 def _no_route() -> Response:
@@ -1544,7 +1552,7 @@ class SandboxStorefront:
         if method == "POST" and route == "/orders":
             count = self.add_orders(data if isinstance(data, list) else [data])
             return Response(200, wp_json({"upserted": count}))
-        if method == "GET" and route.startswith("/orders/") and route[8:].isdigit():
+        if method == "GET" and route.startswith("/orders/") and _route_id(route[8:]) is not None:
             order = self.get_order(int(route[8:]))
             return _invalid_id() if order is None else Response(200, wp_json(order))
         if method == "POST" and route == "/touch":
@@ -1560,7 +1568,7 @@ class SandboxStorefront:
             return Response(200, wp_json({"upserted": count}))
         if method == "GET" and route == "/products":
             return Response(200, wp_json(self.stock_levels()))
-        if method == "GET" and route.startswith("/products/") and route[10:].isdigit():
+        if method == "GET" and route.startswith("/products/") and _route_id(route[10:]) is not None:
             item = self.product(int(route[10:]))
             return wp_error(404, "woocommerce_rest_product_invalid_id", "Invalid ID.") if item is None else (
                 Response(200, wp_json(item)))

@@ -27,7 +27,8 @@ Refused (outcome ``refused: <reason>``, the line goes to ``errors.json``): any e
 ``completed`` order); any event for an order in another status (``refunded``, ``failed``,
 drafts: the sync only moves orders it knows how to move); a partial shipment of a SKU the
 order does not have, or of more units than ordered minus those already shipped. Unknown
-orders (404, or an id that is not a WooCommerce id) are ``error: order not found``.
+orders (404, or an id that is not an order id: :mod:`order_integration.ids`) are
+``error: order not found``.
 
 Partial shipments are summed per (order, SKU) from the ledger's applied ``shipped`` rows
 (``quantity`` is per event, not a running total) and compared with the order's
@@ -71,6 +72,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pendulum
 
+from order_integration.backend.sftp import FileTooLarge
 from order_integration.backend.status_files import (
     LineError,
     ParsedFile,
@@ -81,6 +83,7 @@ from order_integration.backend.status_files import (
 )
 from order_integration.exceptions import InvariantViolation, StorefrontRequestRejected
 from order_integration.failpoints import failpoint
+from order_integration.ids import parse_order_id
 from order_integration.storefronts.woocommerce_writes import BatchItemResult, OrderNotFound, same_note
 
 if TYPE_CHECKING:
@@ -362,19 +365,20 @@ class _Run:
                 first_line[event.event_key] = event.line_number
                 fresh.append((index, event))
         fresh = self._refuse_reused_tracking(fresh)
-        numeric = {e.order_id for _i, e in fresh if e.order_id.isdigit() and int(e.order_id) > 0}
-        raw_orders = self.writer.get_orders(sorted({int(o) for o in numeric})) if numeric else {}
+        # The parser refuses a bad id already; events built otherwise meet the same rule here.
+        numeric = {e.order_id: n for _i, e in fresh if (n := parse_order_id(e.order_id)) is not None}
+        raw_orders = self.writer.get_orders(sorted(set(numeric.values()))) if numeric else {}
         shipped = self.ledger.shipped_quantities(self.store_id, numeric)
         orders: dict[str, _Order] = {}
-        for oid in numeric:
-            raw = raw_orders.get(int(oid))
+        for oid, number in numeric.items():
+            raw = raw_orders.get(number)
             if raw is not None:
                 mine = {sku: units for (o, sku), units in shipped.items() if o == oid}
                 orders[oid] = _Order.from_api(raw, mine)
         for index, event in fresh:
             order = orders.get(event.order_id)
             if order is None:
-                detail = "" if event.order_id in numeric else f" ({event.order_id!r} is not a WooCommerce id)"
+                detail = "" if event.order_id in numeric else f" ({event.order_id!r} is not an order id)"
                 self.settle(index, EventOutcome(event, error(f"order not found{detail}")))
                 continue
             self.plan_event(index, event, order)
@@ -603,7 +607,11 @@ def sync_file(
     """
     outbound = store.backend.outbound_dir
     path = posixpath.join(outbound, name)
-    parsed = parse_status_file(sftp_session.read_bytes(path), name)
+    try:
+        parsed = parse_status_file(sftp_session.read_bytes(path), name)
+    except FileTooLarge as exc:  # refused unread, as an unreadable file: to error/ with the reason
+        log.warning("store %s: status file %s: %s", store.id, name, exc.reason)
+        parsed = ParsedFile(errors=[LineError(1, "", exc.reason)], file_error=exc.reason)
     outcomes = apply_file(store.id, parsed.events, writer, ledger, source_file=name,
                           batch_threshold=batch_threshold) if parsed.events else []
     ledger.record_status_events(store.id, name, [

@@ -150,7 +150,8 @@ def test_the_catalogue_covers_the_issue() -> None:
         assert needed in ids, needed
     assert {c["id"] for c in STATUS_CASES} >= {
         "bom", "latin1", "unknown_orders", "shipped_above_ordered", "half_written_no_final_newline",
-        "csv_injection_in_note", "order_id_path_traversal"}
+        "csv_injection_in_note", "order_id_path_traversal", "order_id_superscript_two",
+        "order_id_arabic_indic_three"}
 
 
 # ------------------------------------------------------------------------------- library drive

@@ -24,7 +24,12 @@ from order_integration.inventory import (
     sync_stock_file,
 )
 from order_integration.ledger import Ledger, sqlite_engine
-from order_integration.storefronts.woocommerce_products import StockUpdate, WooCommerceStock, sku_chunks
+from order_integration.storefronts.woocommerce_products import (
+    StockUpdate,
+    WooCommerceStock,
+    catalog_item,
+    sku_chunks,
+)
 from sandbox.sftp_server import EmbeddedSftpServer
 from sandbox.storefront import SandboxStorefront, generate_products
 
@@ -120,6 +125,20 @@ def accounted(result: FileResult) -> None:
 # ------------------------------------------------------------------------------------------------
 # the client
 # ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["\u0663", "\u00b2", "-3", "0", "3.0", str(2**64), True])
+def test_a_product_id_that_is_not_ascii_digits_is_no_catalogue_item(bad: object) -> None:
+    """``٣`` passed ``str.isdigit`` and ``int`` made it product 3; ``²`` crashed in ``int``."""
+    assert catalog_item({"id": bad, "sku": "A", "type": "simple"}) is None
+    assert catalog_item({"id": 9, "parent_id": bad, "sku": "A", "type": "variation"}) is None
+
+
+@pytest.mark.parametrize(("raw", "quantity"), [("\u00b2", None), ("\u0663", None), ("1e3", None), ("-4", -4),
+                                               (" 12 ", 12), (7, 7), (7.0, 7), (None, None)])
+def test_a_stock_quantity_is_read_from_ascii_digits_only(raw: object, quantity: int | None) -> None:
+    item = catalog_item({"id": 3, "sku": "A", "type": "simple", "stock_quantity": raw})
+    assert item is not None and item.stock_quantity == quantity
 
 
 def test_lookup_resolves_products_and_variations_100_skus_per_request_and_caches(env: Env) -> None:

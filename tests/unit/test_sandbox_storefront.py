@@ -494,6 +494,27 @@ def test_put_updates_status_and_bumps_date_modified(fresh: SandboxStorefront, ht
     assert http.put(f"{fresh.base_url}{ORDERS_PATH}/1005", data=b"{nope", timeout=10).status_code == 400
 
 
+def test_ids_in_routes_and_bodies_are_ascii_digits_as_in_wordpress(fresh: SandboxStorefront,
+                                                                    http: requests.Session) -> None:
+    """WordPress routes match ids with PCRE ``\\d`` (ASCII without the ``u`` flag) and ``absint``
+    reads ASCII digits only: ``²`` is no route (``str.isdigit`` took it and ``int`` raised: a
+    500) and Arabic-Indic ``١٠٠١`` is not order 1001."""
+    # A client percent-encodes these, but the server reads a raw request line as Latin-1 (b"\\xb2" is ²).
+    for path in ("orders/\u00b2", "orders/\u0661\u0660\u0660\u0661", "orders/\u0661\u0660\u0660\u0661/notes",
+                 "products/\u00b2", "products/\u0663/variations", "products/1/variations/\u00b2"):
+        resp = fresh.app.route("GET", f"/wp-json/wc/v3/{path}", {}, b"")
+        assert (resp.status, json.loads(resp.body)["code"]) == (404, "rest_no_route"), (path, resp.body)
+    for path in ("orders/\u00b2", "orders/\u0661\u0660\u0660\u0661", "products/\u00b2"):
+        resp = fresh.control("GET", f"/__sandbox/{path}", b"")
+        assert (resp.status, json.loads(resp.body)["code"]) == (404, "sandbox_no_route"), (path, resp.body)
+    base = f"{fresh.base_url}{ORDERS_PATH}"
+    batch = http.post(f"{base}/batch", json={"update": [{"id": "\u0661\u0660\u0661\u0660", "status": "on-hold"}]},
+                      timeout=10).json()
+    assert batch["update"][0]["error"]["code"] == "woocommerce_rest_shop_order_invalid_id"
+    assert _ids(_list(fresh, http, include="\u0661\u0660\u0660\u0661,1002")) == [1002]
+    assert fresh.get_order(1010)["status"] != "on-hold"  # type: ignore[index]
+
+
 def test_notes_can_be_added_and_listed(fresh: SandboxStorefront, http: requests.Session) -> None:
     url = f"{fresh.base_url}{ORDERS_PATH}/1007/notes"
     created = http.post(url, json={"note": "Exported to ERP as batch 42 – ✓"}, timeout=10)

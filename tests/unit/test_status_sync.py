@@ -8,7 +8,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,18 @@ def test_writer_reads_updates_and_adds_notes(env: Env) -> None:
     assert [(n["note"], n["customer_note"]) for n in w.list_notes(1001)] == [("Hello", True)]
     with pytest.raises(OrderNotFound):
         w.add_note(999_999, "x", customer_note=False)
+
+
+@pytest.mark.parametrize("bad", ["\u00b2", "\u0661\u0660\u0660\u0662", "-1002", "0", str(2**64), True])
+def test_writer_refuses_an_id_that_is_not_ascii_digits_before_any_request(env: Env, bad: object) -> None:
+    """``١٠٠٢`` passed ``str.isdigit`` and ``int`` made it order 1002; ``²`` crashed in ``int``."""
+    for call in (lambda: env.writer.update_status(bad, "processing"),  # type: ignore[arg-type]
+                 lambda: env.writer.add_note(bad, "x", False),  # type: ignore[arg-type]
+                 lambda: env.writer.get_orders([bad]),  # type: ignore[list-item]
+                 lambda: env.writer.batch_update([{"id": bad, "status": "processing"}])):
+        with pytest.raises(ValueError, match=r"is not an order id \(ASCII digits 1\.\."):
+            call()
+    assert env.shop.request_log == [] and env.status(1002) == "pending"
 
 
 def test_batch_update_chunks_and_reports_item_errors(env: Env) -> None:
@@ -306,13 +318,40 @@ def test_backwards_moves_are_refused(env: Env, status: str, event: str) -> None:
 
 def test_unknown_order_is_a_line_error(env: Env) -> None:
     result = env.sync("u.csv", status_csv(ev(999_999, "accepted"), ev("ABC", "accepted"), ev(1001, "accepted")))
-    outcomes = [o.outcome for o in result.outcomes]
-    assert outcomes[0] == "error: order not found"
-    assert outcomes[1].startswith("error: order not found") and "not a WooCommerce id" in outcomes[1]
-    assert outcomes[2] == "applied"
+    assert [o.outcome for o in result.outcomes] == ["error: order not found", "applied"]
+    assert [(e.line_number, e.order_id) for e in result.invalid_lines] == [(3, "ABC")]
     report = json.loads((env.outbound / "error" / "u.csv.errors.json").read_bytes())
     assert [(e["line_number"], e["order_id"]) for e in report["errors"]] == [(2, "999999"), (3, "ABC")]
     assert report["errors"][0]["reason"] == "error: order not found"
+    assert "'ABC' is not an order id" in report["errors"][1]["reason"]
+
+
+def test_an_id_of_non_ascii_digits_is_an_invalid_line_not_a_stuck_file(env: Env) -> None:
+    """``str.isdigit`` takes ``²`` (``int`` then raised and failed the file on every run) and
+    Arabic-Indic ``١٠٠٢`` (``int`` read it as order 1002 and changed that order)."""
+    data = status_csv(ev("\u00b2", "accepted"), ev("\u0661\u0660\u0660\u0662", "accepted"), ev(1001, "accepted"))
+    result = env.sync("digits.csv", data)
+    assert [(o.event.order_id, o.outcome) for o in result.outcomes] == [("1001", "applied")]
+    assert [(e.line_number, e.order_id) for e in result.invalid_lines] == [
+        (2, "\u00b2"), (3, "\u0661\u0660\u0660\u0662")]
+    assert env.files("error") == ["digits.csv", "digits.csv.errors.json"]
+    report = json.loads((env.outbound / "error" / "digits.csv.errors.json").read_bytes())
+    assert [(e["line_number"], "is not an order id" in e["reason"]) for e in report["errors"]] == [
+        (2, True), (3, True)]
+    assert env.status(1001) == "processing"
+    assert env.status(1002) == "pending" and env.shop.notes(1002) == []
+
+
+def test_apply_file_never_reads_a_non_ascii_id_as_a_number(env: Env) -> None:
+    """Events built without the parser get the same rule: an error line, not a crash or order 1002."""
+    good = parse_status_file(status_csv(ev(1001, "accepted")), "x.csv").events[0]
+    events = [replace(good, order_id="\u00b2", event_key="k1"),
+              replace(good, order_id="\u0661\u0660\u0660\u0662", event_key="k2")]
+    outcomes = apply_file(STORE, events, env.writer, env.ledger, source_file="x.csv")
+    assert [o.outcome for o in outcomes] == [
+        "error: order not found ('\u00b2' is not an order id)",
+        "error: order not found ('\u0661\u0660\u0660\u0662' is not an order id)"]
+    assert env.writes() == [] and env.status(1002) == "pending"
 
 
 def test_several_events_of_one_order_in_one_file_keep_their_order(env: Env) -> None:

@@ -11,7 +11,9 @@ invalid: we would otherwise guess what the backend meant). Empty lines are ignor
 Line rules (a broken line is a :class:`LineError` naming the rule and the value; the other
 lines of the file still count):
 
-* ``order_id`` is present;
+* ``order_id`` is an order id: ASCII digits in ``1 … MAX_ORDER_ID``
+  (:mod:`order_integration.ids`; ``²`` or Arabic-Indic ``٣`` pass ``str.isdigit`` but are
+  no id, and must not become a crash or another order further on);
 * ``event`` is one of ``accepted``, ``shipped``, ``cancelled``, ``rejected``;
 * ``occurred_at`` is ISO 8601 *with* a UTC designator (``Z`` or ``+00:00``): a naive time
   is ambiguous and another offset breaks the contract, both are refused;
@@ -49,6 +51,8 @@ from datetime import datetime
 from typing import Literal, get_args
 
 import pendulum
+
+from order_integration.ids import MAX_ORDER_ID, is_order_id
 
 EventType = Literal["accepted", "shipped", "cancelled", "rejected"]
 EVENTS: tuple[str, ...] = get_args(EventType)
@@ -214,6 +218,9 @@ def _validate(values: dict[str, str]) -> tuple[list[str], pendulum.DateTime | No
     event, sku, quantity = values["event"], values["sku"], values["quantity"]
     if not values["order_id"]:
         problems.append("order_id is missing")
+    elif not is_order_id(values["order_id"]):
+        problems.append(f"order_id {_echo(values['order_id'])} is not an order id "
+                        f"(ASCII digits 1..{MAX_ORDER_ID})")
     if event not in EVENTS:
         problems.append(f"event {_echo(event)} is not one of {', '.join(EVENTS)}")
     occurred = parse_occurred_at(values["occurred_at"])

@@ -39,15 +39,19 @@ failure later in the file leaves what was applied known to the caller.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from order_integration.exceptions import StorefrontError
+from order_integration.ids import parse_order_id
 from order_integration.storefronts.woocommerce import MAX_PER_PAGE
 from order_integration.storefronts.woocommerce_writes import WooCommerceWriter
 
 log = logging.getLogger(__name__)
+
+_QUANTITY = re.compile(r"-?[0-9]{1,18}")
 
 PRODUCTS_ENDPOINT = "wp-json/wc/v3/products"
 #: Fields the look-up reads (``_fields`` keeps answers small).
@@ -104,32 +108,40 @@ class StockWriteResult:
         return self.error is None
 
 
-def _int(value: Any) -> int | None:
+def _quantity(value: Any) -> int | None:
+    """A stock quantity from the store's JSON: an integral number, or ASCII digits with an
+    optional minus (``str.isdigit`` would take ``²``, which ``int`` refuses, and ``٣``)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _QUANTITY.fullmatch(value.strip()):
         return int(value.strip())
     return None
+
+
+def _item_id(value: Any) -> int | None:
+    """A product or variation id: posts like orders, so the order-id rule (:mod:`order_integration.ids`)."""
+    return parse_order_id(value)
 
 
 def catalog_item(row: Any) -> CatalogItem | None:
     """A look-up answer row as a :class:`CatalogItem` (``None`` when unusable)."""
     if not isinstance(row, dict):
         return None
-    item_id, parent = _int(row.get("id")), _int(row.get("parent_id")) or 0
+    item_id = _item_id(row.get("id"))
     sku = row.get("sku")
-    if not item_id or item_id <= 0 or not isinstance(sku, str) or not sku:
+    if item_id is None or not isinstance(sku, str) or not sku:
         return None
     kind = str(row.get("type") or "simple")
     manage = row.get("manage_stock")
     manage_stock: bool | str = manage if manage in (True, "parent") else False
-    quantity = _int(row.get("stock_quantity"))
+    quantity = _quantity(row.get("stock_quantity"))
     if kind == "variation":
-        if parent <= 0:
+        parent = _item_id(row.get("parent_id"))
+        if parent is None:
             return None
         return CatalogItem(sku, parent, item_id, manage_stock, quantity, kind)
     return CatalogItem(sku, item_id, None, manage_stock, quantity, kind)
@@ -265,7 +277,7 @@ class WooCommerceStock(WooCommerceWriter):
             if not result.ok:
                 out.append(StockWriteResult(update, error=result.error))
                 continue
-            quantity = _int((result.order or {}).get("stock_quantity"))
+            quantity = _quantity((result.order or {}).get("stock_quantity"))
             out.append(StockWriteResult(update, stock_quantity=quantity))
             item = update.item
             self._items[item.sku] = CatalogItem(item.sku, item.product_id, item.variation_id,

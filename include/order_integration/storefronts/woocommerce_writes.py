@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from order_integration.exceptions import ConfigError, StorefrontError, StorefrontRequestRejected
+from order_integration.ids import MAX_ORDER_ID, parse_order_id
 from order_integration.storefronts.woocommerce import (
     MAX_PER_PAGE,
     ORDERS_ENDPOINT,
@@ -86,17 +87,11 @@ def same_note(a: str, b: str) -> bool:
 
 
 def _order_id(value: object) -> int:
-    """A WooCommerce order id (a positive integer, or its decimal text)."""
-    if isinstance(value, bool):
-        raise ValueError(f"order id {value!r} is not a positive integer")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-    else:
-        raise ValueError(f"order id {value!r} is not a positive integer")
-    if number <= 0:
-        raise ValueError(f"order id {value!r} is not a positive integer")
+    """A WooCommerce order id (an ``int`` or ASCII digits, :func:`~order_integration.ids.parse_order_id`);
+    refused before it reaches a URL or a request body."""
+    number = parse_order_id(value)
+    if number is None:
+        raise ValueError(f"order id {value!r} is not an order id (ASCII digits 1..{MAX_ORDER_ID})")
     return number
 
 
