@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 from order_integration.config import load_config
 from order_integration.exceptions import ConfigError
+from order_integration.ids import MAX_ORDER_ID, parse_order_id
 
 
 def _ledger(url: str | None) -> Any:
@@ -50,7 +52,8 @@ def _quarantine_list(args: argparse.Namespace) -> int:
 
 
 def _order_key(order_id: str) -> tuple[int, str]:
-    return (int(order_id), "") if order_id.isdigit() else (0, order_id)
+    number = parse_order_id(order_id)
+    return (number, "") if number is not None else (0, order_id)
 
 
 def _quarantine_release(args: argparse.Namespace) -> int:
@@ -58,11 +61,20 @@ def _quarantine_release(args: argparse.Namespace) -> int:
     from order_integration.quarantine import release_command
 
     load_config().store(args.store)
-    bad = [i for i in args.order_ids if not i.isdigit()]
+    bad = [i for i in args.order_ids if parse_order_id(i) is None]
     if bad:
-        raise ConfigError(f"order ids must be numbers, got {bad}")
+        raise ConfigError(f"order ids are digits 0-9 (1 to {MAX_ORDER_ID}); refused: {', '.join(bad)}")
     if len(args.order_ids) > MAX_ORDER_IDS:
         raise ConfigError(f"at most {MAX_ORDER_IDS} order ids per run, got {len(args.order_ids)}")
+    entries = _ledger(args.ledger_url).quarantine(args.store, include_released=True)
+    open_ids = {e["order_id"] for e in entries if e.get("released_at") is None}
+    released = {e["order_id"] for e in entries} - open_ids
+    for order_id in args.order_ids:
+        key = str(parse_order_id(order_id))
+        if key not in open_ids:
+            why = "was released already" if key in released else "was never quarantined"
+            print(f"warning: order {order_id} of store {args.store} {why}; the run exports it as it is "
+                  "now (see `quarantine list`)", file=sys.stderr)
     command = release_command(args.store, args.order_ids)
     if args.print:
         print(command)
@@ -96,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     release.add_argument("--store", required=True)
     release.add_argument("order_ids", nargs="+", metavar="ORDER_ID")
     release.add_argument("--print", action="store_true", help="only print the airflow command")
+    release.add_argument("--ledger-url", help="SQLAlchemy URL of the ledger (default: as the tasks)")
     release.set_defaults(func=_quarantine_release)
     pools = sub.add_parser("pools", help="pools of the configured stores, for `airflow pools import`")
     pools.set_defaults(func=_pools)
@@ -104,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Output is for people: what the library logs for task logs (where the ledger is, …) is not.
+    logging.getLogger("order_integration").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except ConfigError as exc:

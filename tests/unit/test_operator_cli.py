@@ -60,13 +60,59 @@ def test_an_unknown_store_is_an_error_not_an_empty_list(tmp_path):
     assert "store 'nope' is not in the config (stores: demo)" in proc.stderr
 
 
+def _quarantined(db, *order_ids):
+    ledger = Ledger(sqlite_engine(db), create=True)
+    ledger.record_quarantine("demo", [(oid, "v1", [{"rule": "r", "detail": "d"}]) for oid in order_ids])
+    return ledger
+
+
 def test_release_prints_the_trigger_of_the_on_demand_dag(tmp_path):
-    proc = _cli(tmp_path, "quarantine", "release", "--store", "demo", "12", "7", "--print")
+    db = tmp_path / "ledger.db"
+    _quarantined(db, "12", "7")
+    url = ("--ledger-url", f"sqlite:///{db}")
+    proc = _cli(tmp_path, "quarantine", "release", "--store", "demo", "12", "7", "--print", *url)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (
         "airflow dags trigger order_export_on_demand__demo --conf '{\"order_ids\": [12, 7]}'")
-    bad = _cli(tmp_path, "quarantine", "release", "--store", "demo", "12", "x7", "--print")
-    assert bad.returncode == 2 and "order ids must be numbers" in bad.stderr
+    assert proc.stderr == "", "no warning for ids that are in quarantine"
+    for bad_id in ("x7", "²", "٣"):
+        bad = _cli(tmp_path, "quarantine", "release", "--store", "demo", "12", bad_id, "--print", *url)
+        assert bad.returncode == 2 and f"order ids are digits 0-9 (1 to 18446744073709551615); refused: {bad_id}" \
+            in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
+
+
+def test_release_warns_about_ids_that_are_not_in_quarantine(tmp_path):
+    db = tmp_path / "ledger.db"
+    ledger = _quarantined(db, "12", "30")
+    from sqlalchemy import text
+
+    with ledger.engine.begin() as conn:  # 30 was released by an earlier delivery
+        conn.execute(text("UPDATE order_quarantine SET released_at = quarantined_at WHERE order_id = '30'"))
+    proc = _cli(tmp_path, "quarantine", "release", "--store", "demo", "12", "99999", "30", "--print",
+                "--ledger-url", f"sqlite:///{db}")
+    assert proc.returncode == 0, proc.stderr
+    assert "order_ids\": [12, 99999, 30]" in proc.stdout, "still printed: the operator may mean it"
+    assert "warning: order 99999 of store demo was never quarantined" in proc.stderr
+    assert "warning: order 30 of store demo was released already" in proc.stderr
+    assert "order 12 " not in proc.stderr
+
+
+def test_quarantine_list_prints_for_people_not_log_lines(tmp_path):
+    """The default ledger (no connection: SQLite in AIRFLOW_HOME) is looked up through Airflow,
+    whose logging would print the library's 'ledger is SQLite at …' line first."""
+    home = tmp_path / "home"
+    home.mkdir()
+    _quarantined(home / "order_ledger.db", "12")
+    cfg = tmp_path / "stores.yaml"
+    cfg.write_text(yaml.safe_dump({"stores": [_store("demo")]}))
+    env = {**os.environ, "ORDER_INTEGRATION_CONFIG": str(cfg), "AIRFLOW_HOME": str(home)}
+    env.pop("AIRFLOW_CONN_ORDER_LEDGER", None)
+    proc = subprocess.run([sys.executable, "-m", "order_integration", "quarantine", "list", "--store", "demo"],
+                          env=env, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("store demo: 1 quarantine open entries"), proc.stdout[:300]
+    assert "ledger is SQLite" not in proc.stdout + proc.stderr
 
 
 def test_release_command_quotes_for_the_shell():
