@@ -55,8 +55,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pendulum
 
+from order_integration.backend.sftp import FileTooLarge
 from order_integration.backend.stock_files import (
     ParsedStockFile,
+    RowError,
     StockRow,
     list_stock_files,
     parse_stock_file,
@@ -310,7 +312,11 @@ def sync_stock_file(
     """
     stock_dir = store.backend.stock_dir
     path = posixpath.join(stock_dir, name)
-    parsed = parse_stock_file(sftp_session.read_bytes(path), name)
+    try:
+        parsed = parse_stock_file(sftp_session.read_bytes(path), name)
+    except FileTooLarge as exc:  # refused unread, as an unreadable file: to error/ with the reason
+        log.warning("store %s: stock file %s: %s", store.id, name, exc.reason)
+        parsed = ParsedStockFile(errors=[RowError(1, "", exc.reason)], file_error=exc.reason)
     outcomes = apply_stock_rows(store.id, parsed, client, ledger, source_file=name,
                                 manage_stock_on_apply=store.manage_stock_on_apply)
     failed = any(o.failed for o in outcomes)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from order_integration.exceptions import BackendAuthError, BackendError, ConfigError
+from order_integration.exceptions import BackendAuthError, BackendError, ConfigError, OrderIntegrationError
 
 if TYPE_CHECKING:
     from airflow.providers.sftp.hooks.sftp import SFTPHook
@@ -53,6 +53,12 @@ FIRST_RETRY_WAIT = 3.0
 #: Bytes per SFTP write request (paramiko's and OpenSSH's usual size) and requests in flight.
 WRITE_CHUNK = 32768
 WRITE_WINDOW = 64
+#: Largest backend file (a status or stock file) :meth:`SftpSession.read_bytes` loads into
+#: memory: 64 MiB is about a million status lines, far above any real drop, and well inside a
+#: worker's memory. A bigger file is refused unread (:class:`FileTooLarge`) and goes to
+#: ``error/`` with the reason; it never exhausts a worker.
+MAX_READ_BYTES = 64 * 1024 * 1024
+_READ_CHUNK = 1024 * 1024
 
 _TRUE = {"true", "1", "yes", "on"}
 _HOST_KEY_TYPES = (
@@ -62,6 +68,21 @@ _HOST_KEY_TYPES = (
     "ecdsa-sha2-nistp384",
     "ecdsa-sha2-nistp521",
 )
+
+
+class FileTooLarge(OrderIntegrationError):
+    """A backend file is larger than the read limit: it is not loaded (see :data:`MAX_READ_BYTES`).
+
+    Not a transport failure: the caller moves the file to ``error/`` with :attr:`reason`."""
+
+    def __init__(self, path: str, size: int, limit: int, *, growing: bool = False) -> None:
+        self.path, self.size, self.limit = path, size, limit
+        self.reason = (
+            f"{posixpath.basename(path)}: the file is {'at least ' if growing else ''}{size:,} bytes, "
+            f"more than the {limit:,}-byte limit for a backend file; it was not read (split it into "
+            "smaller files)"
+        )
+        super().__init__(self.reason)
 
 
 def _is_true(value: Any) -> bool:
@@ -160,9 +181,11 @@ class SftpSession:
     where documented.
     """
 
-    def __init__(self, sftp: SFTPClient, conn_id: str) -> None:
+    def __init__(self, sftp: SFTPClient, conn_id: str, *, max_read_bytes: int | None = None) -> None:
         self._sftp = sftp
         self._conn_id = conn_id
+        #: ``None``: :data:`MAX_READ_BYTES` as it is at read time.
+        self.max_read_bytes = max_read_bytes
 
     @property
     def client(self) -> SFTPClient:
@@ -202,15 +225,32 @@ class SftpSession:
         return sorted(self._call(f"listdir {remote_dir}", lambda: self._sftp.listdir(remote_dir)))
 
     def read_bytes(self, path: str) -> bytes:
-        """Whole content of ``path``.
+        """Whole content of ``path``, at most :attr:`max_read_bytes` (default :data:`MAX_READ_BYTES`).
+
+        The size is checked before reading (``stat``) and again while reading (a file still
+        growing), so memory never holds more than the limit plus one chunk.
 
         :raises FileNotFoundError: if ``path`` does not exist.
+        :raises FileTooLarge: if the file is larger than the limit (nothing kept in memory).
         """
+        limit = MAX_READ_BYTES if self.max_read_bytes is None else self.max_read_bytes
 
         def _read() -> bytes:
+            size = self._sftp.stat(path).st_size or 0
+            if size > limit:
+                raise FileTooLarge(path, size, limit)
+            chunks: list[bytes] = []
+            total = 0
             with self._sftp.open(path, "rb") as fh:
-                fh.prefetch()  # pipelined reads instead of one round trip per 32 KB
-                return fh.read()
+                fh.prefetch(size)  # pipelined reads instead of one round trip per 32 KB
+                while True:
+                    chunk = fh.read(min(_READ_CHUNK, limit + 1 - total))
+                    if not chunk:
+                        return b"".join(chunks)
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    if total > limit:  # it grew after the stat
+                        raise FileTooLarge(path, total, limit, growing=True)
 
         return self._call(f"read {path}", _read)
 
@@ -320,6 +360,8 @@ class SftpBackend:
     :param conn_timeout: TCP/handshake timeout in seconds; default is the connection's
         ``conn_timeout`` extra, else :data:`DEFAULT_CONN_TIMEOUT`.
     :param io_timeout: socket timeout of SFTP operations in seconds (``None``: wait forever).
+    :param max_read_bytes: largest file :meth:`SftpSession.read_bytes` loads (default
+        :data:`MAX_READ_BYTES`).
     """
 
     def __init__(
@@ -329,11 +371,13 @@ class SftpBackend:
         conn_retry_attempts: int | None = None,
         conn_timeout: int | None = None,
         io_timeout: float | None = DEFAULT_IO_TIMEOUT,
+        max_read_bytes: int | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.conn_retry_attempts = conn_retry_attempts
         self.conn_timeout = conn_timeout
         self.io_timeout = io_timeout
+        self.max_read_bytes = max_read_bytes
 
     def _make_hook(self) -> SFTPHook:
         """Look the connection up, validate it and build the hook (no network traffic yet)."""
@@ -446,7 +490,7 @@ class SftpBackend:
                 if mapped is exc:
                     raise
                 raise mapped from exc
-            yield SftpSession(sftp, self.conn_id)
+            yield SftpSession(sftp, self.conn_id, max_read_bytes=self.max_read_bytes)
 
     @staticmethod
     def _close_client(hook: SFTPHook) -> None:
