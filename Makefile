@@ -54,6 +54,7 @@ airflow-db: install
 	  { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
 	@$(PY) -m order_integration pools >$(AIRFLOW_HOME)/pools.json && \
 	  $(VENV)/bin/airflow pools import $(AIRFLOW_HOME)/pools.json >/dev/null
+	@$(PY) -m order_integration ledger migrate
 
 demo: airflow-db
 	$(PY) -m sandbox.demo

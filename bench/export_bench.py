@@ -329,7 +329,7 @@ class Run:
         client = get_client(self.store.platform, self.store.storefront_conn_id)
         raw_path = ObjectStoragePath(self.extracted["raw_path"])
         self.validated = export.validate(self.store, self.staging, raw_path, client,
-                                         Ledger(sqlite_engine(self.ledger_path)))
+                                         Ledger(sqlite_engine(self.ledger_path), create=True))
         return self.validated
 
     def load(self) -> dict[str, Any]:
@@ -341,7 +341,8 @@ class Run:
 
         self.loaded = export.load(
             self.store, self.window, self.run_id, self.staging,
-            ObjectStoragePath(self.validated["deliverable_path"]), Ledger(sqlite_engine(self.ledger_path)),
+            ObjectStoragePath(self.validated["deliverable_path"]),
+            Ledger(sqlite_engine(self.ledger_path), create=True),
             SftpBackend(self.store.backend_conn_id),
         )
         return {"delivered": self.loaded["delivered"], "files": len(self.loaded["files"])}

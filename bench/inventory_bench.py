@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"catalogue: {len(initial)} SKUs ({sum(1 for p in products if p.get('type') == 'variable')} "
               f"variable products); {_uptime()}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            ledger = Ledger(sqlite_engine(Path(tmp) / "ledger.db"))
+            ledger = Ledger(sqlite_engine(Path(tmp) / "ledger.db"), create=True)
             first = {sku: q + 1 for sku, q in initial.items()}
             rows.append(scenario("(a) first snapshot, all changed", stock_csv(first, AS_OF[0]), "snap_1.csv",
                                  ledger, shop.base_url))

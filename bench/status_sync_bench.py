@@ -211,8 +211,8 @@ def run_sync(data: bytes, ledger_path: Path, name: str) -> dict[str, Any]:
     parse_s = time.perf_counter() - t0
     assert not parsed.errors, parsed.errors[:3]
     with WooCommerceWriter(CONN_ID) as writer:
-        outcomes = status_sync.apply_file(STORE_ID, parsed.events, writer, Ledger(sqlite_engine(ledger_path)),
-                                          source_file=name)
+        outcomes = status_sync.apply_file(STORE_ID, parsed.events, writer,
+                                          Ledger(sqlite_engine(ledger_path), create=True), source_file=name)
     return {"parse_s": parse_s, "outcomes": outcomes}
 
 

@@ -45,3 +45,13 @@ def export_harness(airflow_home, sshd, tmp_path):
 
     with sandbox_stores(airflow_home, sshd, tmp_path) as make:
         yield make
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A throw-away PostgreSQL cluster on loopback (the distributed tier's :class:`Postgres`),
+    one per session; tests create their own databases in it (``postgres.create_database``)."""
+    from tests.support.infra import Postgres
+
+    with Postgres(tmp_path_factory.mktemp("postgres")).start() as server:
+        yield server

@@ -3,7 +3,9 @@
 * ``quarantine list --store S [--all] [--json]`` — what is quarantined and why;
 * ``quarantine release --store S ORDER_ID…`` — re-validate and deliver fixed orders
   (triggers ``order_export_on_demand__S``; ``--print`` only shows the command);
-* ``pools`` — the Airflow pools the DAGs use, as JSON for ``airflow pools import``.
+* ``pools`` — the Airflow pools the DAGs use, as JSON for ``airflow pools import``;
+* ``ledger migrate [--ledger-url URL]`` — create or upgrade the ledger's schema (idempotent;
+  run once per release before the workers, which never create or alter tables).
 
 The ledger is the ``order_ledger`` connection (else ``$AIRFLOW_HOME/order_ledger.db``), as
 in the tasks; ``--ledger-url`` points at any SQLAlchemy URL instead.
@@ -85,6 +87,19 @@ def _quarantine_release(args: argparse.Namespace) -> int:
     return subprocess.call(shlex.split(command))
 
 
+def _ledger_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy import create_engine
+
+    from order_integration.ledger import engine_from_airflow, migrate
+
+    engine = create_engine(args.ledger_url) if args.ledger_url else engine_from_airflow(migrate_default=False)
+    try:
+        print(migrate(engine).describe(engine.url.render_as_string(hide_password=True)))
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _pools(_args: argparse.Namespace) -> int:
     from order_integration.pools import pools_for
 
@@ -112,6 +127,12 @@ def parser() -> argparse.ArgumentParser:
     release.set_defaults(func=_quarantine_release)
     pools = sub.add_parser("pools", help="pools of the configured stores, for `airflow pools import`")
     pools.set_defaults(func=_pools)
+    ledger = sub.add_parser("ledger", help="the ledger's schema")
+    lsub = ledger.add_subparsers(dest="action", required=True)
+    ledger_migrate = lsub.add_parser(
+        "migrate", help="create or upgrade the ledger's tables (once per release, before the workers)")
+    ledger_migrate.add_argument("--ledger-url", help="SQLAlchemy URL of the ledger (default: as the tasks)")
+    ledger_migrate.set_defaults(func=_ledger_migrate)
     return top
 
 

@@ -20,6 +20,12 @@ class ConfigError(PermanentError):
     """The store config or a connection is malformed; the message names the key."""
 
 
+class LedgerSchemaError(ConfigError):
+    """The ledger has no schema, or an older one than this release needs: the deployment's
+    migration step (``python -m order_integration ledger migrate``) has not run. Workers never
+    create or alter tables, so retrying cannot help; the message names the command."""
+
+
 class StorefrontError(OrderIntegrationError):
     """The storefront misbehaved in a way that may pass (5xx, 429, HTML or truncated body)."""
 

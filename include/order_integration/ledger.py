@@ -12,6 +12,16 @@ A load claims versions first (the unique key decides races between overlapping r
 renders and uploads the claimed versions, then marks the batch uploaded and writes
 ``order_deliveries`` in one transaction. A batch left pending by a crash is finished by
 the next load of the store (same content, same file name), so nothing is lost or doubled.
+
+Writers never read a row to decide whether to write it: the database decides, with an
+``INSERT … ON CONFLICT`` (SQLite >= 3.24, PostgreSQL), so concurrent runs cannot interleave
+between a read and a write.
+
+The schema is created and migrated by an explicit step, :func:`migrate` (``python -m
+order_integration ledger migrate``), never by the tasks: workers need no DDL rights. Its
+version is kept in ``ledger_schema``; a ledger behind :data:`SCHEMA_VERSION` is refused with
+the command to run. Only the default SQLite file (no ``order_ledger`` connection: a laptop,
+the demo) is migrated on first use, see :func:`engine_from_airflow`.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from typing import Any
 import pendulum
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -39,7 +50,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
-    bindparam,
     create_engine,
     event,
     func,
@@ -47,9 +57,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from order_integration.exceptions import ConfigError, LedgerSchemaError
 from order_integration.failpoints import failpoint
 
 LEDGER_CONN_ID = "order_ledger"
@@ -144,6 +155,21 @@ order_resends = Table(
     UniqueConstraint("batch_id", "order_id", "order_version", name="uq_order_resends"),
 )
 
+# One row per schema version this ledger was migrated to (``migrate``); the highest is its version.
+ledger_schema = Table(
+    "ledger_schema", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("migrated_at", DateTime(timezone=True), nullable=False),
+)
+
+#: The schema version this release reads and writes. History (docs/operating.md, "Ledger schema"):
+#: 0 — a ledger made before versioning: the tables and columns of whichever release created it;
+#: 1 — every table and column above. ``migrate`` reaches 1 from 0 or from nothing by creating the
+#:     missing tables and adding the missing nullable columns — the only changes releases made.
+#: A later version that needs more than that adds its step to ``migrate``, keyed by this number.
+SCHEMA_VERSION = 1
+MIGRATE_COMMAND = "python -m order_integration ledger migrate"
+
 OrderVersion = tuple[str, str]  # (order_id, order_version)
 _CHUNK = 500  # keeps IN (...) lists under every database's parameter limit
 
@@ -212,65 +238,177 @@ def sqlite_engine(path: str | Path) -> Engine:
     return engine
 
 
-def engine_from_airflow() -> Engine:
-    """The ``order_ledger`` connection's engine, else SQLite at ``$AIRFLOW_HOME/order_ledger.db``."""
+def _default_sqlite_path() -> Path:
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    return home / "order_ledger.db"
+
+
+def engine_from_airflow(*, migrate_default: bool = True) -> Engine:
+    """The ``order_ledger`` connection's engine, else SQLite at ``$AIRFLOW_HOME/order_ledger.db``.
+
+    That default file is migrated here (``migrate_default``): it is the newcomer's ledger (a
+    laptop, ``make demo``), and a file has no DDL rights to withhold. A configured connection
+    never is: ``ledger migrate`` runs once per release, and the workers need no DDL rights."""
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         conn = BaseHook.get_connection(LEDGER_CONN_ID)
     except AirflowNotFoundException:
-        home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
-        path = home / "order_ledger.db"
+        path = _default_sqlite_path()
         log.info("no %r connection: ledger is SQLite at %s", LEDGER_CONN_ID, path)
-        return sqlite_engine(path)
+        engine = sqlite_engine(path)
+        if migrate_default:
+            migrate(engine)
+        return engine
     return conn.get_hook().get_sqlalchemy_engine()
 
 
-class Ledger:
-    """Reads and writes the ledger tables; every write is one short transaction."""
+def _where(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
-    def __init__(self, engine: Engine, *, create: bool = True) -> None:
+
+def _dialect_insert(bind: Engine | Connection, table: Table) -> Any:
+    """``insert(table)`` of the ledger's database, which has ``on_conflict_do_update`` /
+    ``on_conflict_do_nothing`` (SQLite >= 3.24 and PostgreSQL spell it alike)."""
+    name = bind.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        raise ConfigError(f"the ledger ({LEDGER_CONN_ID!r} connection) needs SQLite or PostgreSQL, "
+                          f"not {name}")
+    return dialect_insert(table)
+
+
+def schema_version(engine: Engine) -> int | None:
+    """The ledger's schema version: None when it has no ledger table at all, 0 when its tables
+    predate versioning (no ``ledger_schema``), else the highest version it was migrated to."""
+    from sqlalchemy import inspect
+
+    tables = set(inspect(engine).get_table_names())
+    if ledger_schema.name in tables:
+        with engine.connect() as conn:
+            version = conn.execute(select(func.max(ledger_schema.c.version))).scalar()
+        if version is not None:
+            return int(version)
+    return 0 if tables & set(metadata.tables) else None
+
+
+def check_schema(engine: Engine) -> int:
+    """The ledger's schema version, or :class:`LedgerSchemaError` naming the command to run when
+    it is behind this release. A newer version is fine: releases only add tables and nullable
+    columns, which an older release's writes leave empty."""
+    version = schema_version(engine)
+    if version is None or version < SCHEMA_VERSION:
+        state = "has no schema" if version is None else f"is at version {version}, needs {SCHEMA_VERSION}"
+        raise LedgerSchemaError(f"the ledger at {_where(engine)} {state}: run `{MIGRATE_COMMAND}`")
+    return version
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """What :func:`migrate` did: versions before (None: no schema) and after, and the changes."""
+
+    before: int | None
+    after: int
+    created_tables: tuple[str, ...] = ()
+    added_columns: tuple[str, ...] = ()  # "table.column"
+
+    def describe(self, where: str) -> str:
+        if self.before == self.after:
+            return f"ledger at {where}: schema version {self.after}, nothing to do"
+        start = "no schema" if self.before is None else f"version {self.before}"
+        changes = [f"created {', '.join(self.created_tables)}"] if self.created_tables else []
+        changes += [f"added {', '.join(self.added_columns)}"] if self.added_columns else []
+        return (f"ledger at {where}: migrated from {start} to version {self.after}"
+                + (f" ({'; '.join(changes)})" if changes else ""))
+
+
+def migrate(engine: Engine, attempts: int = 5) -> Migration:
+    """Bring the ledger's schema to :data:`SCHEMA_VERSION`: create missing tables, add missing
+    nullable columns, record the version in ``ledger_schema``. Idempotent; nothing to do (one
+    catalog query) when the ledger is current.
+
+    Safe to run several times at once (the compose init next to a laptop's run, the first
+    tasks of a backfill on the default SQLite file): creating checks, then creates, so another
+    process can create a table or column in between ("already exists"; on PostgreSQL a duplicate
+    ``pg_type`` row). Then the check runs again and finds it."""
+    unread = -1
+    before: int | None = unread
+    created: list[str] = []
+    added: list[str] = []
+    for attempt in range(1, attempts + 1):
+        try:  # every step may meet another process's DDL, the first read included (SQLite's WAL set-up)
+            if before == unread:
+                before = schema_version(engine)
+            if before is not None and before >= SCHEMA_VERSION:
+                return Migration(before, before)
+            created += _create_missing_tables(engine)
+            added += _add_missing_columns(engine)
+            with engine.begin() as conn:
+                conn.execute(_dialect_insert(conn, ledger_schema).on_conflict_do_nothing(),
+                             {"version": SCHEMA_VERSION, "migrated_at": _now()})
+            break
+        except DBAPIError as exc:
+            if attempt == attempts:
+                raise
+            log.info("ledger: schema changed concurrently by another process (%s); checking again",
+                     str(exc.orig).splitlines()[0] if exc.orig else exc)
+            time.sleep(0.05 * attempt)
+    migration = Migration(before, SCHEMA_VERSION, tuple(created), tuple(added))
+    log.info("%s", migration.describe(_where(engine)))
+    return migration
+
+
+def _create_missing_tables(engine: Engine) -> list[str]:
+    from sqlalchemy import inspect
+
+    have = set(inspect(engine).get_table_names())
+    missing = [t.name for t in metadata.sorted_tables if t.name not in have]
+    if missing:
+        metadata.create_all(engine)
+    return missing
+
+
+def _add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns this release defines to tables an older one created (version 0
+    to 1: ``status_events.event_key`` … ``tracking_number``, ``stock_levels.location``,
+    ``delivery_claims.base_version``). Columns are only ever added, never changed; a missing
+    required column means the table is not one this package made."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    added: list[str] = []
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                if not column.nullable:
+                    raise LedgerSchemaError(f"the ledger at {_where(engine)}: table {table.name} lacks the "
+                                            f"required column {column.name}; it was not made by this package")
+                ddl = column.type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}')
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
+class Ledger:
+    """Reads and writes the ledger tables; every write is one short transaction.
+
+    It never creates or alters a table: it checks the schema version and refuses a ledger that
+    is behind (:class:`LedgerSchemaError`). ``create=True`` runs :func:`migrate` first — for
+    tests and tools that own a throw-away ledger, not for workers."""
+
+    def __init__(self, engine: Engine, *, create: bool = False) -> None:
         self.engine = engine
         if create:
-            self._create_schema()
-
-    def _create_schema(self, attempts: int = 5) -> None:
-        """Create missing tables and columns. Several task processes may meet a fresh ledger at
-        once (a backfill's first runs): ``create_all`` checks, then creates, so another process
-        can create a table in between ("already exists"; on PostgreSQL a duplicate ``pg_type``
-        row). Then the check runs again and finds it."""
-        for attempt in range(1, attempts + 1):
-            try:
-                metadata.create_all(self.engine)
-                self._add_missing_columns()
-                return
-            except DBAPIError as exc:
-                if attempt == attempts:
-                    raise
-                log.info("ledger: schema created concurrently by another process (%s); checking again",
-                         str(exc.orig).splitlines()[0] if exc.orig else exc)
-                time.sleep(0.05 * attempt)
-
-    def _add_missing_columns(self) -> None:
-        """Add nullable columns a newer release defines to tables an older one created.
-
-        ``create_all`` creates missing tables only; columns are only ever added (the contract
-        tables are extended, never changed), so this is the whole migration story."""
-        from sqlalchemy import inspect
-
-        inspector = inspect(self.engine)
-        existing_tables = set(inspector.get_table_names())
-        with self.engine.begin() as conn:
-            for table in metadata.sorted_tables:
-                if table.name not in existing_tables:
-                    continue
-                have = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in have and column.nullable:
-                        ddl = column.type.compile(dialect=self.engine.dialect)
-                        conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}')
-                        log.info("ledger: added column %s.%s", table.name, column.name)
+            migrate(engine)
+        else:
+            check_schema(engine)
 
     # -- reads ---------------------------------------------------------------------------
     def claimed_versions(self, store_id: str, order_ids: Iterable[str]) -> dict[str, set[str]]:
@@ -477,9 +615,8 @@ class Ledger:
                  "file_name": batch.file_name, "delivered_at": now}
                 for s, o, v in claims
             ]
-            rows = self._fresh(conn, order_deliveries, rows)
-            if rows:
-                conn.execute(insert(order_deliveries), rows)
+            if rows:  # a concurrent completion of the same batch may have recorded them: skip those
+                conn.execute(self._insert_ignore_stmt(conn, order_deliveries), rows)
             failpoint("ledger.complete_batch.mid", store=batch.store_id)
             resent = conn.execute(
                 update(order_resends)
@@ -635,79 +772,45 @@ class Ledger:
     ) -> int:
         """Upsert ``stock_levels`` rows (``sku``, ``quantity``, ``as_of``, optional ``location``).
 
-        A level never replaces a newer one (``as_of`` only moves forward), so two writers can
-        not undo each other. Returns how many rows were inserted or replaced."""
+        A level never replaces a newer one (``as_of`` only moves forward; an equal ``as_of``
+        replaces, as the sync applied it): the database decides, row by row, in the upsert's
+        ``WHERE``, so two writers cannot undo each other. Returns how many rows were inserted
+        or replaced."""
         if not levels:
             return 0
         s = stock_levels.c
         now = _now()
+        stmt = _dialect_insert(self.engine, stock_levels)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[s.store_id, s.sku],
+            set_={k: stmt.excluded[k] for k in ("quantity", "as_of", "applied_at", "source_file",
+                                                 "location")},
+            where=stmt.excluded.as_of >= s.as_of,
+        ).returning(s.sku)  # a row comes back only where a level was inserted or replaced
         written = 0
-        replace = (update(stock_levels)
-                   .where(s.store_id == bindparam("b_store"), s.sku == bindparam("b_sku"))
-                   .values(quantity=bindparam("quantity"), as_of=bindparam("as_of"),
-                           applied_at=bindparam("applied_at"), source_file=bindparam("source_file"),
-                           location=bindparam("location")))
+        # one row per SKU (the last wins): an upsert may not touch one row twice
         for chunk in _chunks(list({lv["sku"]: lv for lv in levels}.values())):
+            rows = [{"store_id": store_id, "sku": lv["sku"], "quantity": lv["quantity"],
+                     "as_of": _utc(lv["as_of"]), "applied_at": now, "source_file": source_file[:255],
+                     "location": str(lv["location"])[:64] if lv.get("location") else None}
+                    for lv in chunk]
             with self.engine.begin() as conn:
-                skus = [lv["sku"] for lv in chunk]
-                have = {r.sku: _utc(r.as_of) for r in conn.execute(
-                    select(s.sku, s.as_of).where(s.store_id == store_id, s.sku.in_(skus)))}
-                fresh, newer = [], []
-                for lv in chunk:
-                    location = str(lv["location"])[:64] if lv.get("location") else None
-                    values = {"quantity": lv["quantity"], "as_of": _utc(lv["as_of"]), "applied_at": now,
-                              "source_file": source_file[:255], "location": location}
-                    if lv["sku"] not in have:
-                        fresh.append({"store_id": store_id, "sku": lv["sku"], **values})
-                    elif values["as_of"] >= have[lv["sku"]]:
-                        newer.append({"b_store": store_id, "b_sku": lv["sku"], **values})
-                if fresh:
-                    conn.execute(insert(stock_levels), fresh)
-                if newer:
-                    conn.execute(replace, newer)  # executemany: one statement, many rows
-                written += len(fresh) + len(newer)
+                written += len(conn.execute(stmt, rows).all())
         return written
 
     # -- helpers -------------------------------------------------------------------------
-    @staticmethod
-    def _fresh(conn: Any, table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The rows whose (store_id, order_id, order_version) is not in ``table`` yet.
-
-        Filters on ``order_id IN (...)`` (indexed by the unique key's prefix) and matches the
-        versions here: a tuple IN makes SQLite scan the whole store's history per chunk."""
-        if not rows:
-            return []
-        found: set[OrderVersion] = set()
-        ids = sorted({r["order_id"] for r in rows})
-        for chunk in _chunks(ids):
-            found.update(
-                (o, v) for o, v in conn.execute(
-                    select(table.c.order_id, table.c.order_version).where(
-                        table.c.store_id == rows[0]["store_id"], table.c.order_id.in_(chunk)
-                    )
-                )
-            )
-        return [r for r in rows if (r["order_id"], r["order_version"]) not in found]
-
     def _insert_ignore(self, table: Table, rows: list[dict[str, Any]]) -> int:
-        """Insert rows, skipping those that hit the (store_id, order_id, order_version) key.
-
-        Portable across SQLite and PostgreSQL: filter what exists, insert the rest, and on a
-        race (another transaction won between the two) fall back to row-by-row inserts."""
+        """Insert rows, skipping those that hit the (store_id, order_id, order_version) key;
+        returns how many were new. One ``INSERT … ON CONFLICT DO NOTHING`` per chunk."""
         inserted = 0
         for chunk in _chunks(rows):
-            try:
-                with self.engine.begin() as conn:
-                    fresh = self._fresh(conn, table, chunk)
-                    if fresh:
-                        conn.execute(insert(table), fresh)
-                    inserted += len(fresh)
-            except IntegrityError:
-                for row in chunk:
-                    try:
-                        with self.engine.begin() as conn:
-                            conn.execute(insert(table), [row])
-                        inserted += 1
-                    except IntegrityError:
-                        continue
+            with self.engine.begin() as conn:
+                inserted += len(conn.execute(self._insert_ignore_stmt(conn, table), list(chunk)).all())
         return inserted
+
+    @staticmethod
+    def _insert_ignore_stmt(bind: Engine | Connection, table: Table) -> Any:
+        c = table.c
+        return (_dialect_insert(bind, table)
+                .on_conflict_do_nothing(index_elements=[c.store_id, c.order_id, c.order_version])
+                .returning(c.order_id))

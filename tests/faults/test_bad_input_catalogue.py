@@ -284,7 +284,7 @@ def test_every_order_case_end_to_end(shop_env, sftp_server: EmbeddedSftpServer, 
     shop.inject_faults(faults)
 
     store = _store(inbound=f"inbound_{tmp_path.name}")
-    ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"))
+    ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"), create=True)
     staging = ObjectStoragePath(f"file://{tmp_path / 'staging'}")
     client = WooCommerceClient(SHOP_CONN, per_page=20, sleep=lambda _s: None)
     summary = _run(store, WINDOW, staging, client, ledger, "run_1")
@@ -381,7 +381,7 @@ def test_status_file_case(shop_env, sftp_server: EmbeddedSftpServer, tmp_path: P
     expect = case["expect"]
 
     writer = WooCommerceWriter(SHOP_CONN, timeout=10, sleep=lambda _s: None)
-    ledger = Ledger(sqlite_engine(tmp_path / "status.db"))
+    ledger = Ledger(sqlite_engine(tmp_path / "status.db"), create=True)
     try:
         with SftpBackend(SFTP_CONN, conn_retry_attempts=1).session() as session:
             result = sync_file(store, name, session, writer, ledger)

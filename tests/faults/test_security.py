@@ -432,7 +432,7 @@ def test_hostile_backend_file_names_end_in_error_inside_the_folder(
         for name in BACKEND_NAMES:
             (folder / name).write_text(bad)
         before = set(_files(sshd.root))
-        ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"))
+        ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"), create=True)
         with SftpBackend(store.backend_conn_id, conn_retry_attempts=1).session() as sftp:
             if kind == "status":
                 with WooCommerceWriter(store.storefront_conn_id) as writer:
@@ -650,7 +650,7 @@ def test_least_privilege_account_runs_export_and_syncs_but_writes_nowhere_else(
         (server.root / b.outbound_dir / "status.csv").write_text(
             STATUS_HEADER + "1001,cancelled,2026-11-02T11:10:00Z,,,,,,\n1002,dispatched,2026-11-02T11:10:00Z,,,,,,\n")
         (server.root / b.stock_dir / "stock.csv").write_text("sku,quantity,as_of\nSKU-1,-3,2026-11-02T10:00:00Z\n")
-        ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"))
+        ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"), create=True)
         window = Window(DAY.add(hours=10), DAY.add(hours=11))
         staging = export.run_dir(ObjectStoragePath(f"file://{tmp_path / 'staging'}"), store.id, window, "manual__1")
         deliverable = staging / export.DELIVERABLE_FILE

@@ -322,7 +322,7 @@ def test_export_load_dropped_mid_upload_then_retried_delivers_each_order_once(
     staging = export.run_dir(ObjectStoragePath(f"file://{tmp_path / 'staging'}"), STORE.id, WINDOW, "run_a")
     deliverable = staging / export.DELIVERABLE_FILE
     deliverable.write_text("".join(json.dumps(order_record(o)) + "\n" for o in orders))
-    ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"))
+    ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"), create=True)
     inbound = sshd.root / STORE.backend.inbound_dir
 
     def load() -> dict[str, Any]:

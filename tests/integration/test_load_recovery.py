@@ -44,7 +44,7 @@ def env(sftp_server, tmp_path, monkeypatch):
         "backend": {"inbound_dir": f"in_{store_id}"}}]}).stores[0]
     monkeypatch.setenv("AIRFLOW_CONN_BACKEND_CRASH", json.dumps(sftp_server.airflow_connection()))
     staging = ObjectStoragePath(f"file://{tmp_path / 'staging'}")
-    ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"))
+    ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"), create=True)
 
     def stage(orders, run_id):
         run = export.run_dir(staging, store.id, WINDOW, run_id)

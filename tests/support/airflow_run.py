@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from order_integration.ledger import Ledger, sqlite_engine
+from order_integration.ledger import Ledger, migrate, sqlite_engine
 from sandbox.storefront import SandboxStorefront
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,8 @@ _migrated_template: Path | None = None
 
 
 def migrate_airflow_db(airflow_home: Path) -> None:
-    """A fresh Airflow metadata database (SQLite) in ``airflow_home``.
+    """A fresh Airflow metadata database (SQLite) in ``airflow_home``, and the ledger's schema in
+    its default SQLite file, as ``make airflow-db`` makes them.
 
     ``airflow db migrate`` runs once per process (about 15 s), into a template folder; every
     home gets a copy of that file (the same schema and rows a migration of its own would give)."""
@@ -55,6 +56,7 @@ def migrate_airflow_db(airflow_home: Path) -> None:
             raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         _migrated_template = template / "airflow.db"
     shutil.copyfile(_migrated_template, airflow_home / "airflow.db")
+    migrate(sqlite_engine(airflow_home / "order_ledger.db"))
 
 
 def _summary(output: str) -> dict[str, Any] | None:

@@ -127,7 +127,8 @@ def _env_store() -> Any:
 def _ledger() -> Any:
     from order_integration.ledger import Ledger, sqlite_engine
 
-    return Ledger(sqlite_engine(Path(os.environ["CHAOS_LEDGER"])))
+    # as a task on the default SQLite ledger: migrated on first use (ledger.engine_from_airflow)
+    return Ledger(sqlite_engine(Path(os.environ["CHAOS_LEDGER"])), create=True)
 
 
 def _staging(window: Any, run_id: str) -> Any:

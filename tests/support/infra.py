@@ -513,6 +513,12 @@ def loopback_cluster(base_dir: Path, storefront: Any, *, workers: Sequence[str] 
         (home / "config").mkdir(parents=True, exist_ok=True)
         if local_settings:
             (home / "config" / "airflow_local_settings.py").write_text(local_settings)
+        # the ledger's schema, as airflow-init makes it (docker/airflow-init.sh): workers never do
+        migrated = subprocess.run([sys.executable, "-m", "order_integration", "ledger", "migrate"],
+                                  env={**os.environ, **env, "AIRFLOW_HOME": str(home)}, cwd=home,
+                                  capture_output=True, text=True, timeout=120, check=False)
+        if migrated.returncode != 0:
+            raise RuntimeError(f"ledger migrate failed:\n{migrated.stdout[-2000:]}\n{migrated.stderr[-2000:]}")
         services = stack.enter_context(AirflowServices(
             home, env=env, components=compose_components(compose, workers), dag_ids=list(dag_ids),
             api_port=api_port, migrate=True, start_timeout=240))

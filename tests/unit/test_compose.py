@@ -141,6 +141,20 @@ print(json.dumps({"bad": bad, "unknown": unknown, "version": __import__("airflow
     assert result["unknown"] == [], f"unknown config options: {result['unknown']}"
 
 
+def test_the_init_and_make_airflow_db_migrate_the_ledger():
+    """Workers never create or alter ledger tables: the one-shot init does, before them (every
+    Airflow service waits for airflow-init), and so does ``make airflow-db`` locally."""
+    from order_integration.__main__ import parser
+
+    init = [line.strip() for line in (ROOT / "docker" / "airflow-init.sh").read_text().splitlines()]
+    step = "python -m order_integration ledger migrate"
+    assert step in init and init.index(step) > init.index("airflow db migrate")
+    makefile = (ROOT / "Makefile").read_text()
+    target = makefile[makefile.index("\nairflow-db:"):makefile.index("\ndemo:")]
+    assert "$(PY) -m order_integration ledger migrate" in target
+    assert parser().parse_args(step.split()[3:]).func.__name__ == "_ledger_migrate"
+
+
 def test_the_environment_carries_the_package_contract(compose):
     env = compose_airflow_env(_filled_env(), compose)
     assert {"ORDER_INTEGRATION_CONFIG", "ORDER_INTEGRATION_STAGING"} <= set(env)

@@ -112,7 +112,7 @@ def env(monkeypatch: pytest.MonkeyPatch, sftp_server: EmbeddedSftpServer, tmp_pa
                         backend=BackendConfig(stock_dir=stock_dir))
     try:
         with SftpBackend(SFTP_CONN, conn_retry_attempts=1).session() as session:
-            yield Env(shop, store, session, Ledger(sqlite_engine(tmp_path / "l.db")), sftp_server.root / stock_dir)
+            yield Env(shop, store, session, Ledger(sqlite_engine(tmp_path / "l.db"), create=True), sftp_server.root / stock_dir)
     finally:
         shop.stop()
 

@@ -4,14 +4,15 @@ import threading
 import pytest
 from sqlalchemy import inspect
 
-from order_integration.ledger import Ledger, sqlite_engine
+from order_integration.exceptions import LedgerSchemaError
+from order_integration.ledger import SCHEMA_VERSION, Ledger, migrate, schema_version, sqlite_engine
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
 def ledger(tmp_path):
-    return Ledger(sqlite_engine(tmp_path / "ledger.db"))
+    return Ledger(sqlite_engine(tmp_path / "ledger.db"), create=True)
 
 
 def test_contract_tables_exist_with_contract_columns(ledger):
@@ -82,12 +83,12 @@ def test_quarantine_is_recorded_once_per_version(ledger):
 def test_concurrent_claims_never_double(tmp_path):
     """Two writers racing for the same versions: every version is won exactly once."""
     path = tmp_path / "ledger.db"
-    Ledger(sqlite_engine(path))
+    migrate(sqlite_engine(path))
     versions = [(str(i), "v") for i in range(300)]
     results: list[set] = []
 
     def claim(run):
-        _, won = Ledger(sqlite_engine(path), create=False).open_batch("demo", run, "W", "x", versions)
+        _, won = Ledger(sqlite_engine(path)).open_batch("demo", run, "W", "x", versions)
         results.append(won)
 
     threads = [threading.Thread(target=claim, args=(f"run{i}",)) for i in range(4)]
@@ -107,11 +108,18 @@ def test_columns_added_by_a_newer_release_are_added_to_an_existing_ledger(tmp_pa
         conn.execute(text("CREATE TABLE delivery_claims (store_id VARCHAR(32) NOT NULL, order_id VARCHAR(64) "
                           "NOT NULL, order_version VARCHAR(32) NOT NULL, batch_id VARCHAR(36) NOT NULL)"))
         conn.execute(text("INSERT INTO delivery_claims VALUES ('demo', '1', 'v1', 'b1')"))
-    ledger = Ledger(engine)
+    assert schema_version(engine) == 0  # made before versioning
+    with pytest.raises(LedgerSchemaError, match=rf"is at version 0, needs {SCHEMA_VERSION}: run "
+                                                r"`python -m order_integration ledger migrate`"):
+        Ledger(engine)
+    done = migrate(engine)
+    assert (done.before, done.after, done.added_columns) == (0, SCHEMA_VERSION, ("delivery_claims.base_version",))
+    assert "order_deliveries" in done.created_tables
     names = [c["name"] for c in inspect(engine).get_columns("delivery_claims")]
     assert names == ["store_id", "order_id", "order_version", "batch_id", "base_version"]
-    assert ledger.claimed_versions("demo", ["1"]) == {"1": {"v1"}}
-    Ledger(engine)  # idempotent
+    assert Ledger(engine).claimed_versions("demo", ["1"]) == {"1": {"v1"}}
+    again = migrate(engine)  # idempotent
+    assert (again.before, again.after, again.created_tables, again.added_columns) == (1, 1, (), ())
 
 
 def test_status_free_digests_are_kept_with_claims(ledger):
@@ -122,14 +130,16 @@ def test_status_free_digests_are_kept_with_claims(ledger):
 def _open_fresh_ledger(path, barrier, results) -> None:
     barrier.wait()  # every process meets the fresh file at the same moment
     try:
+        migrate(sqlite_engine(path))  # what each task does to the default SQLite file
         Ledger(sqlite_engine(path))
         results.put("ok")
     except Exception as exc:  # reported to the parent
         results.put(f"{type(exc).__name__}: {exc}"[:300])
 
 
-def test_several_processes_creating_a_fresh_ledger_at_once_all_succeed(tmp_path) -> None:
-    """A backfill's first task processes meet an empty ledger together: no "already exists"."""
+def test_several_processes_migrating_a_fresh_ledger_at_once_all_succeed(tmp_path) -> None:
+    """A backfill's first task processes meet an empty default ledger together, each migrating
+    it: no "already exists", and one version row."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
@@ -142,6 +152,7 @@ def test_several_processes_creating_a_fresh_ledger_at_once_all_succeed(tmp_path)
         for p in procs:
             p.join(60)
         assert [results.get(timeout=10) for _ in procs] == ["ok"] * 8
+        assert schema_version(sqlite_engine(path)) == SCHEMA_VERSION
 
 
 def test_a_sqlite_ledger_keeps_no_file_open_between_transactions(tmp_path) -> None:
@@ -152,8 +163,60 @@ def test_a_sqlite_ledger_keeps_no_file_open_between_transactions(tmp_path) -> No
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc")
     path = tmp_path / "ledger.db"
-    ledger = Ledger(sqlite_engine(path))
+    ledger = Ledger(sqlite_engine(path), create=True)
     ledger.record_quarantine("s", [("1", "v1", [{"rule": "r", "detail": "d"}])])
     assert ledger.quarantine("s")
     open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
     assert not {p for p in open_files if p.startswith(str(path))}, open_files
+
+
+def test_a_ledger_without_schema_is_refused_with_the_command_to_run(tmp_path) -> None:
+    """Workers never create tables: an empty database is refused, naming the migration step."""
+    engine = sqlite_engine(tmp_path / "empty.db")
+    assert schema_version(engine) is None
+    with pytest.raises(LedgerSchemaError) as refused:
+        Ledger(engine)
+    assert str(refused.value) == (f"the ledger at sqlite:///{tmp_path / 'empty.db'} has no schema: "
+                                  "run `python -m order_integration ledger migrate`")
+    assert inspect(engine).get_table_names() == []  # the check created nothing
+    done = migrate(engine)
+    assert (done.before, done.after) == (None, SCHEMA_VERSION)
+    assert "ledger_schema" in done.created_tables
+    Ledger(engine)
+
+
+def test_stock_levels_only_move_forward(ledger) -> None:
+    from datetime import UTC, datetime
+
+    t0, t1 = datetime(2026, 12, 4, 8, tzinfo=UTC), datetime(2026, 12, 4, 9, tzinfo=UTC)
+    assert ledger.record_stock_levels("demo", "a.csv", [{"sku": "A", "quantity": 1, "as_of": t1},
+                                                        {"sku": "B", "quantity": 2, "as_of": t0}]) == 2
+    # A: older (skipped); B: equal (replaced, as the sync applied it); C: new
+    assert ledger.record_stock_levels("demo", "b.csv", [{"sku": "A", "quantity": 9, "as_of": t0},
+                                                        {"sku": "B", "quantity": 3, "as_of": t0, "location": "W1"},
+                                                        {"sku": "C", "quantity": 4, "as_of": t1}]) == 2
+    levels = ledger.list_stock_levels("demo")
+    assert {k: (v.quantity, v.as_of, v.source_file, v.location) for k, v in levels.items()} == {
+        "A": (1, t1, "a.csv", None), "B": (3, t0, "b.csv", "W1"), "C": (4, t1, "b.csv", None)}
+
+
+def test_tasks_migrate_the_default_sqlite_ledger_but_never_a_configured_one(tmp_path, monkeypatch) -> None:
+    """The newcomer's ``$AIRFLOW_HOME/order_ledger.db`` is migrated on first use; a ledger behind
+    the ``order_ledger`` connection is the deployment's, migrated by ``ledger migrate`` only."""
+    import json
+
+    from order_integration.tasks import _ledger
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("AIRFLOW_HOME", str(home))
+    monkeypatch.delenv("AIRFLOW_CONN_ORDER_LEDGER", raising=False)
+    assert _ledger().record_quarantine("s", [("1", "v1", [])]) == 1
+    assert schema_version(sqlite_engine(home / "order_ledger.db")) == SCHEMA_VERSION
+
+    configured = tmp_path / "configured.db"
+    monkeypatch.setenv("AIRFLOW_CONN_ORDER_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(configured)}))
+    with pytest.raises(LedgerSchemaError, match=r"the ledger at sqlite:///.*configured\.db has no schema: run "
+                                                r"`python -m order_integration ledger migrate`"):
+        _ledger()
+    assert inspect(sqlite_engine(configured)).get_table_names() == []

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def ledger(tmp_path):
-    return Ledger(sqlite_engine(tmp_path / "ledger.db"))
+    return Ledger(sqlite_engine(tmp_path / "ledger.db"), create=True)
 
 
 def _deliver(ledger, run_id, versions, *, resend=False, name="f.csv"):

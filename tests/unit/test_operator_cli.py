@@ -32,7 +32,7 @@ def _cli(tmp_path, *args, stores=None):
 
 def test_quarantine_list_shows_open_entries_with_reasons_and_the_release_command(tmp_path):
     db = tmp_path / "ledger.db"
-    ledger = Ledger(sqlite_engine(db))
+    ledger = Ledger(sqlite_engine(db), create=True)
     ledger.record_quarantine("demo", [
         ("1002", "abc", [{"rule": "quantity_positive", "detail": "line 1 quantity -1"}]),
         ("77", "def", [{"rule": "currency_known", "detail": "currency ''"},

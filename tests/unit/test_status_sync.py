@@ -125,7 +125,7 @@ def env(monkeypatch: pytest.MonkeyPatch, sftp_server: EmbeddedSftpServer, tmp_pa
     writer = WooCommerceWriter(SHOP_CONN, timeout=10, sleep=lambda _s: None)
     try:
         with SftpBackend(SFTP_CONN, conn_retry_attempts=1).session() as session:
-            yield Env(shop, store, session, writer, Ledger(sqlite_engine(tmp_path / "l.db")),
+            yield Env(shop, store, session, writer, Ledger(sqlite_engine(tmp_path / "l.db"), create=True),
                       sftp_server.root / outbound)
     finally:
         writer.close()
@@ -453,7 +453,7 @@ def test_a_rerun_after_a_crash_recognises_what_is_already_on_the_storefront(env:
     apply_file(STORE, events, env.writer, env.ledger, source_file="c.csv")
     writes = len(env.writes())
     # Same storefront, but a ledger that never saw the rows (the crash came before them).
-    fresh = Ledger(sqlite_engine(tmp_path / "fresh.db"))
+    fresh = Ledger(sqlite_engine(tmp_path / "fresh.db"), create=True)
     outcomes = apply_file(STORE, events, env.writer, fresh, source_file="c.csv")
     assert [(o.outcome, o.new_status) for o in outcomes] == [("applied", "cancelled"), ("applied", "processing")]
     assert len(env.writes()) == writes  # nothing written again
