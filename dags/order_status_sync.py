@@ -9,8 +9,10 @@ idempotently, records every event in the ledger's `status_events`, and moves the
 `outbound_dir/archive/`, or to `outbound_dir/error/` beside `<name>.errors.json` when some
 lines could not be applied (every good line is applied first).
 
-Files are mapped one task each, one at a time in name order, so one bad file never blocks
-the others and the events of a later file never overtake an earlier one.
+One task applies the files one after the other in name order, so the events of a later
+file never overtake an earlier one. A file with bad lines does not stop the others (it goes
+to `error/`); a file that fails (storefront or SFTP down) stops the run: it and the files
+after it stay for the retry. The task logs one summary line per file and one for the run.
 """
 
 from __future__ import annotations
@@ -37,22 +39,13 @@ def build_status_sync_dag(store: StoreConfig):
     def order_status_sync() -> None:
         from order_integration import tasks
 
-        @task(execution_timeout=timedelta(minutes=5))
-        def list_files() -> list[str]:
-            return tasks.list_status_files(store.id)
+        # One task for all files: they must apply in name order, and a mapped file waiting
+        # for its retry would let the next one overtake it.
+        @task(execution_timeout=timedelta(minutes=60), pool=store.storefront_pool)
+        def sync_files() -> dict:
+            return tasks.sync_status_files(store.id)
 
-        @task(execution_timeout=timedelta(minutes=30), max_active_tis_per_dagrun=1,
-              pool=store.storefront_pool)
-        def sync_file(name: str) -> dict:
-            return tasks.sync_status_file(store.id, name)
-
-        # all_success (the default): a file that failed fails the run, visibly, while the
-        # other files' mapped tasks still ran to the end.
-        @task(execution_timeout=timedelta(minutes=5))
-        def summary(results: list[dict]) -> dict:
-            return tasks.summarise_status_sync(store.id, list(results))
-
-        summary(sync_file.expand(name=list_files()))
+        sync_files()
 
     return order_status_sync()
 

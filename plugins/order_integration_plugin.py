@@ -1,6 +1,6 @@
 """Airflow plugin: puts each run's one-line summary on the DAG run as its note.
 
-The export's ``publish`` task and the syncs' ``summary`` task return a ``note`` (the line
+The export's ``publish`` task and the status sync's ``sync_files`` task return a ``note`` (the line
 operators grep for); when the run finishes, this listener — running in the scheduler, in
 the transaction that finishes the run — copies it to the run's note so the grid view shows
 it. A failed run gets a note naming its failed tasks. An operator's own
@@ -15,7 +15,7 @@ from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
 PREFIXES = ("order_export__", "order_export_on_demand__", "order_status_sync__", "inventory_sync__")
-SUMMARY_TASKS = ("publish", "summary")
+SUMMARY_TASKS = ("publish", "sync_files")
 MAX_NOTE = 1000  # dag_run_note.content is String(1000)
 
 

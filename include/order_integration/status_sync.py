@@ -663,20 +663,29 @@ def sync_outbound(
 ) -> OutboundResult:
     """:func:`sync_file` for every status file in ``outbound_dir``, oldest name first.
 
-    A file another run took meanwhile is skipped; any other failure raises (the files not yet
-    handled stay for the next run)."""
+    The order is the contract's promise that a later file never overtakes an earlier one, so
+    the first file that fails stops the call: its error is raised, and it and every file after
+    it stay in ``outbound_dir`` for the next try (the files before it are archived already).
+    A file another run took meanwhile is skipped."""
     outbound = store.backend.outbound_dir
     try:
         names = list_status_files(sftp_session.listdir(outbound))
     except FileNotFoundError:
         log.info("store %s: no outbound directory %s yet", store.id, outbound)
         return OutboundResult()
+    log.info("store %s: %d status file(s) in %s/: %s", store.id, len(names), outbound,
+             ", ".join(names) or "none")
     result = OutboundResult()
-    for name in names:
+    for position, name in enumerate(names):
         try:
             result.files.append(sync_file(store, name, sftp_session, writer, ledger,
                                           batch_threshold=batch_threshold))
         except FileNotFoundError:
             log.info("store %s: status file %s disappeared (taken by another run)", store.id, name)
+        except Exception:
+            log.error("store %s: status file %s failed; it and the %d file(s) after it stay in %s/ "
+                      "for the retry (%d file(s) before it done)", store.id, name,
+                      len(names) - position - 1, outbound, len(result.files))
+            raise
     log.info("store %s: %d status files: %s", store.id, len(result.files), result.counts)
     return result

@@ -202,25 +202,15 @@ def publish(
 
 # -- status sync (backend -> storefront) ---------------------------------------------------
 @fail_fast
-def list_status_files(store_id: str) -> list[str]:
-    """Complete status files waiting in the store's ``outbound_dir`` (no dot or ``.part`` names)."""
-    from order_integration.backend import status_files
-    from order_integration.backend.sftp import SftpBackend
+def sync_status_files(store_id: str) -> dict[str, Any]:
+    """Apply every complete status file in the store's ``outbound_dir`` (no dot or ``.part``
+    names), oldest name first; archive each (or move it to error/); log and print the run's
+    summary line.
 
-    store = _store(store_id)
-    with SftpBackend(store.backend_conn_id).session() as sftp:
-        try:
-            names = status_files.list_status_files(sftp.listdir(store.backend.outbound_dir))
-        except FileNotFoundError:
-            names = []
-    log.info("store %s: %d status file(s) in %s/: %s", store.id, len(names), store.backend.outbound_dir,
-             ", ".join(names) or "none")
-    return names
-
-
-@fail_fast
-def sync_status_file(store_id: str, name: str) -> dict[str, Any]:
-    """Apply one status file to the storefront, record it, archive it (or move it to error/)."""
+    One task, not one mapped task per file: a later file must never overtake an earlier one
+    (``rejected`` then ``accepted`` must end ``processing``), and a mapped file waiting for its
+    retry let the next one run. The first file that fails stops the task: it and the files
+    after it stay for the retry, the files before it are archived already."""
     from order_integration import status_sync
     from order_integration.backend.sftp import SftpBackend
     from order_integration.storefronts.woocommerce_writes import WooCommerceWriter
@@ -230,13 +220,10 @@ def sync_status_file(store_id: str, name: str) -> dict[str, Any]:
         WooCommerceWriter(store.storefront_conn_id) as writer,
         SftpBackend(store.backend_conn_id).session() as sftp,
     ):
-        try:
-            result = status_sync.sync_file(store, name, sftp, writer, _ledger())
-        except FileNotFoundError:
-            log.info("store %s: status file %s is gone (handled by another run)", store.id, name)
-            return {"file": name, "moved_to": None, "errors_file": None, "counts": {}}
-    return {"file": name, "moved_to": result.moved_to, "errors_file": result.errors_file,
-            "counts": result.counts}
+        result = status_sync.sync_outbound(store, sftp, writer, _ledger())
+    files = [{"file": f.name, "moved_to": f.moved_to, "errors_file": f.errors_file, "counts": f.counts}
+             for f in result.files]
+    return summarise_status_sync(store_id, files)
 
 
 def summarise_status_sync(store_id: str, results: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def test_every_task_alerts_on_failure_and_storefront_and_load_tasks_use_pools(da
         dag = dagbag.dags[dag_id]
         assert dag.get_task("extract").pool == "storefront__storefront_demo"
         assert dag.get_task("load").pool == "order_load__demo"
-    assert dagbag.dags["order_status_sync__demo"].get_task("sync_file").pool == "storefront__storefront_demo"
+    assert dagbag.dags["order_status_sync__demo"].get_task("sync_files").pool == "storefront__storefront_demo"
 
 
 def test_each_store_gets_its_own_dags_pools_and_settings(many_stores):

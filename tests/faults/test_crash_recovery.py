@@ -201,7 +201,7 @@ def test_every_planned_crash_happened_and_airflow_retried_the_task(cluster):
         for point in s.points:
             if point.startswith("status_sync."):
                 status_tries = _tries(cluster, s.status_dag, s.status_run)
-                assert status_tries["sync_file[0]"][1] >= 2, status_tries
+                assert status_tries["sync_files[-1]"][1] >= 2, status_tries
                 continue
             task = task_of[point.split(".")[0]]
             kills = sum(1 for p in s.points if task_of.get(p.split(".")[0]) == task)
@@ -253,7 +253,7 @@ def test_every_status_event_is_applied_exactly_once(cluster):
             range(2, 2 + len(s.events))), (s.id, events)
         # The summary counts what the successful try did: after a crash past the ledger rows,
         # the retry finds the lines applied (by the killed try) and says so.
-        counts = cluster.services.api.xcom(s.status_dag, s.status_run, "summary")["counts"]
+        counts = cluster.services.api.xcom(s.status_dag, s.status_run, "sync_files")["counts"]
         assert counts["applied"] + counts["skipped_duplicate"] == len(s.events), counts
         assert counts["refused"] == counts["error"] == counts["invalid"] == 0, counts
         if "status_sync.before_move" not in s.points:

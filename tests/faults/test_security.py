@@ -567,9 +567,8 @@ def test_canary_secrets_appear_in_nothing_written(
             + f"{delivered[2]},dispatched,2026-11-02T11:12:00Z,,,,,,\n"
             + "999999,cancelled,2026-11-02T11:13:00Z,,,,,,\n")
         shop.inject_faults([{"type": "500", "method": "PUT", "times": 1}])
-        assert tasks.list_status_files("sec_canary") == ["status_1.csv"]
-        synced = tasks.sync_status_file("sec_canary", "status_1.csv")
-        assert synced["errors_file"] and synced["counts"]["applied"] == 2, synced
+        synced = tasks.sync_status_files("sec_canary")
+        assert synced["error_files"] == ["status_1.csv"] and synced["counts"]["applied"] == 2, synced
         assert any(m == "PUT" and s == 500 for m, _p, s in shop.request_log)
 
         (harness.outbound_dir / "status_2.csv").write_text(
@@ -577,7 +576,7 @@ def test_canary_secrets_appear_in_nothing_written(
         monkeypatch.setenv(f"AIRFLOW_CONN_{store_conn('sec_canary')}", json.dumps(
             {"conn_type": "http", "host": shop.base_url, "login": key, "password": wrong_secret}))
         with pytest.raises(AirflowFailException, match="credentials refused") as refused:
-            tasks.sync_status_file("sec_canary", "status_2.csv")
+            tasks.sync_status_files("sec_canary")
         assert shop.request_log[-1][2] == 401
         assert (harness.outbound_dir / "status_2.csv").exists()  # stays for the retry
 

@@ -277,7 +277,7 @@ def test_status_sync_triggered_through_the_api_applies_the_backends_file(deploym
     run_id, state = phase_one.status_run.get()
     assert state == "success"
     synced = [ti for ti in api.task_instances(f"order_status_sync__{d.store}", run_id)
-              if ti["task_id"] == "sync_file"]
+              if ti["task_id"] == "sync_files"]
     assert [ti["state"] for ti in synced] == ["success"], "this run applied the one file"
     assert [d.shop.get_order(o["id"])["status"] for o in HELD] == ["processing", "processing"]
     assert api.run(f"order_status_sync__{d.store}", run_id)["note"].startswith(f"status sync {d.store}: files=1")

@@ -101,3 +101,34 @@ def test_a_file_with_bad_lines_applies_the_good_ones_and_moves_to_error(export_h
     report_json = json.loads((error_dir / f"{name}.errors.json").read_text())
     text = json.dumps(report_json)
     assert "999999999" in text and "dispatched" in text
+
+
+def test_a_file_waiting_for_its_retry_is_not_overtaken_by_the_next_one(export_harness):
+    """Issue 13, defect 2: files apply in name order even when file n needs a retry. File 1
+    rejects order X, file 2 accepts it again; file 1's first try fails before it changes X
+    (every attempt of another order's note answers 503). Applying file 2 meanwhile, then
+    file 1 on its retry, would leave X on-hold; the right end is processing."""
+    orders = generate_orders(4, start=DAY.add(hours=9), end=DAY.add(hours=11), seed=5)
+    for order in orders:
+        order["status"] = "pending"
+    harness, shop = export_harness(orders, retries=2, retry_delay_seconds=1)
+    x, y = orders[0]["id"], orders[1]["id"]
+    header = "order_id,event,occurred_at,carrier,tracking_number,tracking_url,sku,quantity,note\n"
+    harness.outbound_dir.mkdir(parents=True, exist_ok=True)
+    (harness.outbound_dir / "status_1.csv").write_text(
+        header + f"{y},accepted,2026-11-02T10:00:00Z,,,,,,\n"
+        f"{x},rejected,2026-11-02T10:00:00Z,,,,,,address incomplete\n")
+    (harness.outbound_dir / "status_2.csv").write_text(
+        header + f"{x},accepted,2026-11-02T10:30:00Z,,,,,,address fixed\n")
+    # the client's six attempts of Y's note: file 1's first try fails with a transient error
+    shop.inject_faults([{"type": "503", "retry_after": 0, "times": 6, "method": "POST",
+                         "path": f"/orders/{y}/notes"}])
+
+    sync = harness.run_status_sync("2026-11-02T11:40:00+00:00")
+    assert sync.ok, sync.output[-4000:]
+    assert shop.pending_faults == [], "file 1's first try did not fail"
+    assert "status file status_1.csv failed; it and the 1 file(s) after it stay" in sync.output
+    assert sorted(p.name for p in (harness.outbound_dir / "archive").iterdir()) == ["status_1.csv", "status_2.csv"]
+    assert shop.get_order(x)["status"] == "processing"
+    assert [n["note"].split(" ", 1)[0] for n in shop.notes(x)] == ["Rejected", "Accepted"]  # as added
+    assert shop.get_order(y)["status"] == "processing"

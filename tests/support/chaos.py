@@ -183,7 +183,8 @@ def _publish(start: str, end: str, validated: dict[str, Any], loaded: dict[str, 
     return export.summarise(STORE_ID, _window(start, end), validated, loaded)
 
 
-def _sync(name: str) -> dict[str, Any]:
+def _sync() -> dict[str, Any]:
+    """The status-sync DAG's one task: every file in outbound_dir, in name order."""
     from order_integration import status_sync
     from order_integration.backend.sftp import SftpBackend
     from order_integration.storefronts.woocommerce_writes import WooCommerceWriter
@@ -191,11 +192,8 @@ def _sync(name: str) -> dict[str, Any]:
     store = _env_store()
     with (WooCommerceWriter(store.storefront_conn_id) as writer,
           SftpBackend(store.backend_conn_id, conn_retry_attempts=1).session() as sftp):
-        try:
-            result = status_sync.sync_file(store, name, sftp, writer, _ledger())
-        except FileNotFoundError:
-            return {"gone": True, "counts": {}}
-    return {"moved_to": result.moved_to, "counts": result.counts}
+        result = status_sync.sync_outbound(store, sftp, writer, _ledger())
+    return {"moved_to": [f.moved_to for f in result.files], "counts": result.counts}
 
 
 _STEPS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -407,7 +405,7 @@ class Chaos:
             (self.outbound / f".{name}.part").rename(self.outbound / name)
             self.report.status_files += 1
             self.report.status_lines += len(lines) - 1
-            result = self._try("sync", {"name": name}, f"{run_id}_{name}")
+            result = self._try("sync", {}, f"{run_id}_{name}")
             if result is None:
                 self.report.problems.append(f"status file {name} failed every try")
             else:

@@ -18,6 +18,7 @@ import pytest
 from order_integration.backend.sftp import SftpBackend, SftpSession
 from order_integration.backend.status_files import STATUS_COLUMNS, parse_status_file
 from order_integration.config import BackendConfig, StoreConfig
+from order_integration.exceptions import StorefrontError
 from order_integration.ledger import Ledger, sqlite_engine
 from order_integration.status_sync import FileResult, apply_file, sync_file, sync_outbound
 from order_integration.storefronts.woocommerce_writes import OrderNotFound, WooCommerceWriter
@@ -468,6 +469,23 @@ def test_sync_outbound_handles_every_status_file(env: Env) -> None:
     assert [f.name for f in result.files] == ["a.csv", "b.csv"]
     assert result.counts["applied"] == 2 and env.status(1003) == "pending"
     assert sorted(p.name for p in env.outbound.iterdir() if p.is_file()) == [".c.csv.part"]
+
+
+def test_sync_outbound_stops_at_the_first_failing_file_and_keeps_the_later_ones(env: Env) -> None:
+    """A later file never overtakes an earlier one: a.csv's first try fails (transient), so
+    b.csv (which accepts the order a.csv rejects) waits; the retry applies both, in order."""
+    env.drop("a.csv", status_csv(ev(1003, "accepted"), ev(1004, "rejected", note="no address")))
+    env.drop("b.csv", status_csv(ev(1004, "accepted", occurred_at="2026-11-29T11:00:00Z")))
+    env.shop.inject_faults([{"type": "503", "retry_after": 0, "times": 6, "method": "POST",
+                             "path": "/orders/1003/notes"}])
+    with pytest.raises(StorefrontError):
+        sync_outbound(env.store, env.session, env.writer, env.ledger)
+    assert sorted(p.name for p in env.outbound.iterdir() if p.is_file()) == ["a.csv", "b.csv"]
+    assert env.status(1004) == "pending" and env.shop.notes(1004) == []
+    result = sync_outbound(env.store, env.session, env.writer, env.ledger)
+    assert [f.name for f in result.files] == ["a.csv", "b.csv"] and result.counts["applied"] == 3
+    assert env.status(1004) == "processing"
+    assert [n["note"].split(" ", 1)[0] for n in env.shop.notes(1004)] == ["Rejected", "Accepted"]
 
 
 def test_a_line_left_without_an_outcome_stops_the_file_before_it_moves() -> None:
