@@ -133,10 +133,11 @@ def parse_quantity(value: str) -> int | str:
     if not value:
         return "quantity is missing"
     if _DIGITS.fullmatch(value):
-        number = int(value)
-        if number > MAX_QUANTITY:
+        significant = value.lstrip("0") or "0"
+        # length first: int() refuses more than 4,300 digits with a ValueError (found by fuzzing)
+        if len(significant) > len(str(MAX_QUANTITY)) or int(significant) > MAX_QUANTITY:
             return f"quantity {_echo(value)} is too large (at most {MAX_QUANTITY})"
-        return number
+        return int(significant)
     if _NEGATIVE.fullmatch(value):
         return f"quantity {_echo(value)} is negative"
     if _FRACTION.fullmatch(value):
