@@ -169,7 +169,7 @@ def test_too_many_invalid_orders_trip_the_breaker_after_recording_them(export_ha
                  if DAY.add(hours=9, minutes=50) <= _modified(o) < DAY.add(hours=11) and o["status"] in EXPORTABLE]
     for i in in_window[: max(3, len(in_window) // 3)]:
         orders[i] = make_invalid(orders[i], "bad_country")
-    harness, _ = export_harness(orders, validation={"max_quarantine_ratio": 0.05})
+    harness, _ = export_harness(orders, validation={"max_quarantine_ratio": 0.05, "min_validated_for_ratio": 5})
     result = harness.run("2026-11-02T11:00:00+00:00")
     assert result.returncode != 0
     assert "QuarantineRatioExceeded" in result.output and "max_quarantine_ratio" in result.output

@@ -111,6 +111,8 @@ def test_a_form_with_both_a_window_and_ids_is_refused_before_anything_runs(expor
     result = harness.run_on_demand({"start": "2026-11-02T10:00:00Z", "end": "2026-11-02T11:00:00Z",
                                     "order_ids": [exportable[0]["id"]]})
     assert result.returncode != 0 or "failed" in result.output.lower()
-    assert "give either a window (start, end) or order_ids, not both" in result.output
+    assert "request refused: give either a window (start, end) or order_ids, not both" in result.output
+    # a refusal is one sentence, not a traceback (before: AirflowFailException and 15 frames)
+    assert "Traceback" not in result.output and "AirflowFailException" not in result.output, result.output[-3000:]
     assert len(shop.request_log) == requests_before, "nothing was read from the storefront"
     assert harness.inbound_files() == []

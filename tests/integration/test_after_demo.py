@@ -1,0 +1,127 @@
+"""After `make demo`, the operator's next steps on the same Airflow home (issue 12).
+
+The demo's window exports (its own ``sandbox.demo.export_window``, ``airflow dags test`` as
+``make demo`` runs it) must leave every logical date the schedule
+and backfills need: Airflow keys runs by logical date, and a run started by hand that took the
+next window's date blocked ``order_export__<store>`` for good ("run already exists; skipping
+dagrun creation"). Then a real deployment (api-server, scheduler, dag-processor, triggerer on
+loopback) with the schedule on:
+
+* ``airflow backfill create --dry-run`` over the demo's hours lists every window;
+* unpausing the export DAG creates the next scheduled window's run, and it succeeds;
+* the on-demand form through the REST API: ids one per line are taken, a non-id is refused
+  before a run exists (HTTP 400), a reversed window fails ``check_request`` with one sentence
+  in the run note and the log, and no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pendulum
+import pytest
+
+from order_integration.config import load_config
+from order_integration.pools import pools_for
+from sandbox.demo import export_window
+from sandbox.generator import generate_orders
+from tests.support.airflow_run import migrate_airflow_db, sandbox_stores
+from tests.support.airflow_services import LEAN_SETTINGS, LOCAL_COMPONENTS, AirflowServices, ServicesError
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+
+RUN_TIMEOUT = 420.0
+
+
+@pytest.fixture(scope="module")
+def after_demo(tmp_path_factory, sshd):
+    home = tmp_path_factory.mktemp("after_demo_home")
+    migrate_airflow_db(home)
+    now = pendulum.now("UTC")
+    hour = now.start_of("hour")
+    # Orders over the last three hours, as the demo seeds them (none modified in the future).
+    orders = generate_orders(45, start=hour.subtract(hours=3), end=now.subtract(seconds=30), seed=12)
+    with sandbox_stores(home, sshd, tmp_path_factory.mktemp("after_demo_stores")) as make:
+        harness, _shop = make(orders)
+        env = harness.env()
+        log_dir = tmp_path_factory.mktemp("after_demo_logs")
+        # What make demo runs for its windows (here the two before the last complete one).
+        demo_lines = [export_window(env, harness.store_id, hour.subtract(hours=h), hour.subtract(hours=h - 1),
+                                    log_dir) for h in (3, 2)]
+
+        service_env = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        service_env.update(LEAN_SETTINGS)  # the schedule stays on: that is what is tested
+        dag_ids = [harness.dag_id, f"order_export_on_demand__{harness.store_id}"]
+        with AirflowServices(home, service_env, LOCAL_COMPONENTS, dag_ids=dag_ids) as services:
+            services.api.ensure_pools(pools_for(load_config(harness.config_path).stores))
+            yield {"harness": harness, "orders": orders, "services": services, "hour": hour,
+                   "demo_lines": demo_lines}
+
+
+def _iso(dt: pendulum.DateTime) -> str:
+    return dt.to_iso8601_string()
+
+
+def test_the_demo_exported_its_windows(after_demo):
+    lines = after_demo["demo_lines"]
+    assert all(line.startswith(f"order export {after_demo['harness'].store_id} [") for line in lines), lines
+    assert after_demo["harness"].inbound_files(), "the demo's windows delivered files"
+
+
+def test_a_backfill_over_the_demos_hours_lists_every_window(after_demo):
+    services, hour = after_demo["services"], after_demo["hour"]
+    dag_id = after_demo["harness"].dag_id
+    # --from-date/--to-date are logical dates (window starts), both included
+    dry = services.backfill(dag_id, _iso(hour.subtract(hours=3)), _iso(hour.subtract(hours=1)), dry_run=True)
+    listed = re.findall(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d", dry["output"])
+    starts = sorted({pendulum.parse(s.replace(" ", "T"), tz="UTC").to_iso8601_string() for s in listed})
+    assert starts == [_iso(hour.subtract(hours=h)) for h in (3, 2, 1)], dry["output"]
+
+
+def test_the_scheduler_runs_the_next_window_after_the_demo(after_demo):
+    services, harness, hour = after_demo["services"], after_demo["harness"], after_demo["hour"]
+    api = services.api
+    api.unpause(harness.dag_id)
+    deadline = time.monotonic() + 240
+    scheduled: list[dict] = []
+    while not scheduled:
+        scheduled = api.runs(harness.dag_id, run_type="scheduled")
+        if time.monotonic() > deadline:
+            raise ServicesError("no scheduled run was created after unpausing\n"
+                                + services.diagnostics(["scheduler"]))
+        time.sleep(2)
+    run = scheduled[0]
+    # catchup is off: the latest window that has ended, the one after the demo's last
+    assert pendulum.parse(run["data_interval_start"]) >= hour.subtract(hours=1), run
+    assert api.wait_for_run(harness.dag_id, run["dag_run_id"], timeout=RUN_TIMEOUT) == "success"
+    summary = api.xcom(harness.dag_id, run["dag_run_id"], "publish")
+    assert summary is not None and summary["extracted"] >= summary["delivered"], summary
+    assert api.run(harness.dag_id, run["dag_run_id"])["note"] == summary["note"]
+
+
+def test_the_form_takes_ids_one_per_line_and_refuses_bad_input_with_one_sentence(after_demo):
+    services, harness = after_demo["services"], after_demo["harness"]
+    api = services.api
+    dag_id = f"order_export_on_demand__{harness.store_id}"
+    api.unpause(dag_id)
+
+    # Refused by the form's schema: no run is created (the UI shows the message).
+    with pytest.raises(ServicesError, match=r"-> 400: .*order_ids"):
+        api.request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {"order_ids": ["12a"]}})
+
+    # Ids as the form sends them: one per line, strings, a blank line.
+    ids = [str(o["id"]) for o in after_demo["orders"][:2]]
+    by_lines = api.trigger(dag_id, conf={"order_ids": [ids[0], "", ids[1]]})
+    assert api.wait_for_run(dag_id, by_lines, timeout=RUN_TIMEOUT) == "success"
+
+    # What the schema cannot say (a reversed window) fails check_request with one sentence.
+    reversed_window = api.trigger(dag_id, conf={"start": "2026-11-02T11:00:00Z", "end": "2026-11-02T10:00:00Z"})
+    assert api.wait_for_run(dag_id, reversed_window, timeout=RUN_TIMEOUT, fail_fast=False) == "failed"
+    note = api.run(dag_id, reversed_window)["note"]
+    assert note.startswith("FAILED (") and "check_request: refused: the window is empty or reversed" in note, note
+    [check] = [ti for ti in api.task_instances(dag_id, reversed_window) if ti["task_id"] == "check_request"]
+    log = api.task_log(dag_id, reversed_window, "check_request", check["try_number"])
+    assert "request refused: the window is empty or reversed" in log, log[-2000:]
+    assert "Traceback" not in log and "File \"" not in log, log[-3000:]
