@@ -11,6 +11,7 @@ Every order the storefront returns ends in exactly one bucket, and the summary p
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -46,14 +47,23 @@ VALIDATION_FILE = "validation_result.json"
 MAX_IDS_REPORTED = 20
 #: Of those, the ones the one-line summary shows before "+N more".
 IDS_IN_LINE = 5
+#: A run's staging folder: at most this much of the sanitised run id, then a digest of the raw
+#: one (48 bits; Airflow's run ids are at most 250 characters, the folder name fits NAME_MAX).
+_RUN_NAME_CHARS = 200
+_RUN_DIGEST_CHARS = 12
 
 
 def run_dir(base: ObjectStoragePath, store_id: str, window: Window, run_id: str) -> ObjectStoragePath:
-    """Staging folder of one run: ``<base>/<store>/<window>/<run id>/``."""
+    """Staging folder of one run: ``<base>/<store>/<window>/<run id>_<digest>/``.
+
+    The run id is sanitised to stay readable, and ``<digest>`` (of the raw run id) keeps the
+    mapping one-to-one: sanitising alone gives ``a:b`` and ``a+b`` one folder, where two runs
+    would overwrite each other's staged orders."""
     # Airflow's run ids may hold dots and dashes ("..", "-rf" are run ids too): the name starts
     # with neither, so it never climbs up, hides, or reads as a command option.
-    safe_run = re.sub(r"[^A-Za-z0-9_.\-]+", "_", run_id).lstrip(".-") or "_"
-    path = base / store_id / window.label / safe_run
+    safe_run = re.sub(r"[^A-Za-z0-9_.\-]+", "_", run_id).lstrip(".-")[:_RUN_NAME_CHARS] or "_"
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:_RUN_DIGEST_CHARS]
+    path = base / store_id / window.label / f"{safe_run}_{digest}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

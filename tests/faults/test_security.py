@@ -364,6 +364,27 @@ def test_staging_folder_of_a_run_stays_in_its_window_folder(tmp_path: Path, run_
     assert OUR_NAME.fullmatch(made.name) and len(made.name.encode()) <= 255, made.name
 
 
+def test_staging_folders_of_two_run_ids_never_collide(tmp_path: Path) -> None:
+    """Sanitising alone mapped ``a:b``, ``a+b``, ``a b`` and ``a_b`` to one folder, where two
+    runs would read and overwrite each other's staged orders (issue 13, defect 5)."""
+    from airflow.sdk import ObjectStoragePath
+
+    from order_integration import export
+    from order_integration.windows import Window
+
+    window = Window(DAY.add(hours=10), DAY.add(hours=11))
+    base = ObjectStoragePath(f"file://{tmp_path / 'staging'}")
+    run_ids = ["a:b", "a+b", "a b", "a_b", "a__b", ".a_b", "-a_b", "x" * 250, "x" * 249 + "y",
+               "manual__2026-11-02T11:00:00+00:00", "manual__2026-11-02T11:00:00-00:00"]
+    folders = {run_id: Path(export.run_dir(base, "demo", window, run_id).path) for run_id in run_ids}
+    assert len(set(folders.values())) == len(run_ids), folders
+    # every task and every retry of one run finds the same folder
+    assert Path(export.run_dir(base, "demo", window, "a:b").path) == folders["a:b"]
+    # still readable: the sanitised run id, then a short digest of the raw one
+    assert folders["manual__2026-11-02T11:00:00+00:00"].name.startswith("manual__2026-11-02T11_00_00_00_00_")
+    assert all(OUR_NAME.fullmatch(f.name) and len(f.name.encode()) <= 255 for f in folders.values())
+
+
 def test_backend_file_names_that_point_elsewhere_are_not_ours() -> None:
     from order_integration.backend.status_files import list_status_files
     from order_integration.backend.stock_files import list_stock_files

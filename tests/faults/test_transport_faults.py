@@ -114,7 +114,10 @@ def _extract(tmp_path: Path, client: WooCommerceClient) -> list[dict[str, Any]]:
 
 
 def _staged_rows(tmp_path: Path) -> list[str]:
-    raw = tmp_path / "staging" / STORE.id / WINDOW.label / "run" / export.RAW_FILE
+    from airflow.sdk import ObjectStoragePath
+
+    staging = export.run_dir(ObjectStoragePath(f"file://{tmp_path / 'staging'}"), STORE.id, WINDOW, "run")
+    raw = Path(staging.path) / export.RAW_FILE
     return raw.read_text().splitlines() if raw.exists() else []
 
 
