@@ -356,7 +356,11 @@ def _finish_batch(
         ledger.set_batch_file(batch.batch_id, str(staged), name, written.orders)
         failpoint("load.after_render", store=store.id)
         batch = ledger.batch(batch.batch_id)
-    assert batch.staged_path is not None and batch.file_name is not None
+    if batch.staged_path is None or batch.file_name is None:
+        raise InvariantViolation(
+            f"store {store.id}: batch {batch.batch_id} (window {batch.window_label}) has no rendered "
+            f"file in the ledger right after rendering it; its row was changed meanwhile, so the "
+            f"load stops rather than upload an unknown file")
     with path(batch.staged_path).open("rb") as fh:
         remote = sftp.upload_atomic(
             fh, store.backend.inbound_dir, batch.file_name,

@@ -63,6 +63,7 @@ from order_integration.backend.stock_files import (
     list_stock_files,
     parse_stock_file,
 )
+from order_integration.exceptions import InvariantViolation
 from order_integration.status_sync import ARCHIVE_DIR, ERROR_DIR, ERRORS_SUFFIX, free_name
 from order_integration.storefronts.woocommerce_products import CatalogItem, StockUpdate, StockWriteResult
 
@@ -267,7 +268,9 @@ def apply_stock_rows(
                                        f"refused by the storefront: {result.error}", row.quantity))
     outcomes.sort(key=lambda o: (o.line_number, o.sku))
     if len(outcomes) != parsed.row_count:  # a bug, never bad input: refuse to report wrong counts
-        raise RuntimeError(f"{source_file}: {len(outcomes)} outcomes for {parsed.row_count} rows")
+        raise InvariantViolation(
+            f"store {store_id}: stock file {source_file}: {len(outcomes)} outcome(s) for "
+            f"{parsed.row_count} row(s); a row would be lost from the report")
     return outcomes
 
 

@@ -15,7 +15,7 @@ import pytest
 from order_integration.backend.sftp import SftpBackend, SftpSession
 from order_integration.backend.stock_files import parse_stock_file
 from order_integration.config import BackendConfig, StoreConfig
-from order_integration.exceptions import StorefrontError
+from order_integration.exceptions import InvariantViolation, PermanentError, StorefrontError
 from order_integration.inventory import (
     OUTCOMES,
     FileResult,
@@ -324,6 +324,33 @@ def test_a_storefront_failure_mid_file_keeps_the_file_and_what_was_applied(env: 
     assert env.writes()[writes_before:] == [
         ("POST", f"/wp-json/wc/v3/products/{env.shop.product_by_sku('SKU-151')['parent_id']}/variations/batch", 200)]
     assert env.stock("SKU-151") == 44 and env.files("archive") == ["j.csv"]
+
+
+class LosingClient:
+    """A stock client with a bug: ``set_stock`` answers one result fewer than it was given."""
+
+    def __init__(self, inner: WooCommerceStock) -> None:
+        self.inner = inner
+
+    def lookup(self, skus):  # type: ignore[no-untyped-def]
+        return self.inner.lookup(skus)
+
+    def problem(self, sku: str) -> str | None:
+        return self.inner.problem(sku)
+
+    def set_stock(self, updates, *, manage_stock=True, on_applied=None):  # type: ignore[no-untyped-def]
+        return self.inner.set_stock(updates, manage_stock=manage_stock, on_applied=on_applied)[1:]
+
+
+def test_a_row_left_without_an_outcome_stops_the_file_as_an_invariant_violation(env: Env) -> None:
+    """A ``RuntimeError`` said this before (issue 13, defect 6): retried by Airflow, and not the
+    ``InvariantViolation`` the status sync and the export raise for counts that do not add up."""
+    parsed = parse_stock_file(stock_csv(("SKU-11", 1, T1), ("SKU-12", 2, T1)), "lost.csv")
+    with env.client() as client, pytest.raises(InvariantViolation) as raised:
+        apply_stock_rows(STORE, parsed, LosingClient(client), env.ledger, source_file="lost.csv")
+    assert str(raised.value) == ("store inv: stock file lost.csv: 1 outcome(s) for 2 row(s); "
+                                 "a row would be lost from the report")
+    assert isinstance(raised.value, PermanentError)
 
 
 def test_apply_rows_without_files_and_the_directory_loop(env: Env) -> None:
