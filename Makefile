@@ -14,11 +14,12 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM   := 4
 export GX_ANALYTICS_ENABLED         := False
 
-.PHONY: help install system-deps airflow-db demo test test-unit test-integration test-faults test-distributed lint lock bench clean
+.PHONY: help install system-deps airflow-db demo test test-unit test-integration test-faults test-distributed fuzz lint lock bench clean
 
 help:
 	@echo "make demo   - set up, then run the export against the sandbox storefront and embedded SFTP"
 	@echo "make test   - set up, then run the whole test suite (DAG integrity, unit, integration)"
+	@echo "make fuzz   - the property tests (tests/fuzz) with the long hypothesis profile (minutes)"
 	@echo "make lint   - ruff (incl. Airflow AIR rules)"
 	@echo "make lock   - recompile requirements.txt from requirements.in"
 	@echo "make bench  - export benchmarks (bench/README.md)"
@@ -73,6 +74,11 @@ test-faults: install system-deps
 
 test-distributed: install system-deps
 	$(PY) -m pytest -m distributed
+
+# `make test` runs tests/fuzz too, with the bounded `ci` profile (seconds); this is the long run
+# whose figures go in docs/reliability.md.
+fuzz: install
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -m fuzz -p no:cacheprovider --hypothesis-show-statistics tests/fuzz
 
 lint: install
 	$(VENV)/bin/ruff check .
