@@ -1,7 +1,9 @@
 """Store config: YAML -> frozen, validated objects.
 
 Read at DAG parse time, so this module imports only the standard library and PyYAML and
-does no I/O beyond reading the one file. Unknown keys and bad values are refused with a
+does no I/O beyond reading the one file (croniter, which checks cron schedules as Airflow's
+timetables do, is imported when a schedule is checked: the DAG files' timetables import it
+at parse time anyway). Unknown keys and bad values are refused with a
 message that names the key (``stores[0].backend.format: 'xml' is not one of csv, jsonl``).
 """
 
@@ -277,6 +279,9 @@ def _schedule(raw: Mapping[str, Any], key: str, default: str, where: str) -> str
     value = raw.get(key, default)
     if not isinstance(value, str) or not _valid_schedule(value):
         raise ConfigError(f"{where}.{key}: {value!r} is not a cron expression or preset")
+    problem = _cron_problem(value)
+    if problem is not None:
+        raise ConfigError(f"{where}.{key}: {value!r} is not a valid cron expression: {problem}")
     return value
 
 
@@ -285,6 +290,22 @@ def _valid_schedule(schedule: str) -> bool:
         return True
     parts = schedule.split()
     return len(parts) == 5 and all(re.fullmatch(r"[0-9A-Za-z*/,\-?LW#]+", p) for p in parts)
+
+
+def _cron_problem(schedule: str) -> str | None:
+    """Why croniter — what Airflow's cron timetables validate with — refuses ``schedule``
+    (``99 * * * *``: out of range), else ``None``; refused here, the store and key are named,
+    where the DAG would fail to import later. croniter is imported here, not at module level:
+    the DAG files' timetables import it at parse time anyway, a bare config read need not."""
+    if schedule in _PRESETS:
+        return None
+    from croniter import CroniterError, croniter
+
+    try:
+        croniter(schedule)
+    except CroniterError as exc:
+        return str(exc)
+    return None
 
 
 def cron_of(schedule: str) -> str:

@@ -53,6 +53,28 @@ def test_bad_values_are_refused_naming_the_key(patch, names):
     assert names in str(err.value)
 
 
+@pytest.mark.parametrize(("key", "cron"), [
+    ("schedule", "99 * * * *"), ("status_sync_schedule", "0 24 * * *"), ("inventory_sync_schedule", "0 0 32 * *"),
+    ("schedule", "0 0 * 13 *"), ("schedule", "0 0 * * 8"), ("schedule", "*/0 * * * *"), ("schedule", "0 0 * * MON-XYZ"),
+])
+def test_a_cron_airflow_would_refuse_is_refused_at_load_naming_store_and_key(key, cron):
+    """The shape check took ``99 * * * *``; the DAG then failed to import. croniter (what
+    Airflow's timetables validate with) decides, when the config is read (issue 13, defect 6)."""
+    raw = {"stores": [{**MINIMAL["stores"][0], key: cron}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert str(err.value).startswith(f"stores[0] (demo).{key}: {cron!r} is not a valid cron expression: ")
+
+
+@pytest.mark.parametrize("cron", ["*/7 * * * *", "0 6-18 * * MON-FRI", "30 2 L * *", "0 0 * * 5#2", "0 0 1W * *",
+                                  "0 0 ? * *", "0 0 * * 7", "@daily"])
+def test_crons_airflow_takes_are_taken(cron):
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    store = parse_config({"stores": [{**MINIMAL["stores"][0], "schedule": cron}]}).stores[0]
+    CronDataIntervalTimetable(cron_of(store.schedule), timezone="UTC").validate()
+
+
 def test_inventory_keys_are_read():
     raw = {"stores": [{**MINIMAL["stores"][0], "inventory_sync_schedule": "*/5 * * * *",
                        "manage_stock_on_apply": True}]}
