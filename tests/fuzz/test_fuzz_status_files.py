@@ -7,8 +7,10 @@ built valid becomes an event carrying its values; a line built broken never beco
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from order_integration.backend.status_files import EVENTS, STATUS_COLUMNS, ParsedFile, parse_status_file
@@ -101,8 +103,14 @@ def check_accounted(parsed: ParsedFile) -> None:
         assert event.quantity is None or event.quantity > 0
 
 
+#: A known defect of status_files.py, pinned by the strict xfail test at the end of this module;
+#: kept out of the random runs so they stay green meanwhile. Drop this when that test passes.
+_KNOWN_HUGE_QUANTITY = re.compile(rb"[0-9]{4301}")
+
+
 @given(status_files())
 def test_status_file_every_line_one_outcome(file: CsvFile) -> None:
+    assume(not _KNOWN_HUGE_QUANTITY.search(file.data))
     parsed = parse_status_file(file.data, "fuzz.csv")
     check_accounted(parsed)
     if not file.header_ok and file.records == []:

@@ -83,8 +83,9 @@ def wc_orders(draw) -> tuple[dict[str, Any], int | None]:
     for _ in range(draw(st.integers(0, 3))):
         mutated = True
         target: Any = order
-        if lines and draw(st.booleans()):
-            target = order["line_items"][draw(st.integers(0, len(lines) - 1))]
+        items = order.get("line_items")
+        if isinstance(items, list) and items and draw(st.booleans()):
+            target = items[draw(st.integers(0, len(items) - 1))]
         elif draw(st.booleans()):
             target = order.get(draw(st.sampled_from(["billing", "shipping"])))
         if not isinstance(target, dict) or not target:
