@@ -162,7 +162,7 @@ ledger_schema = Table(
     Column("migrated_at", DateTime(timezone=True), nullable=False),
 )
 
-#: The schema version this release reads and writes. History (docs/operating.md, "Ledger schema"):
+#: The schema version this release reads and writes. History (docs/ledger.md, "Schema versions"):
 #: 0 — a ledger made before versioning: the tables and columns of whichever release created it;
 #: 1 — every table and column above. ``migrate`` reaches 1 from 0 or from nothing by creating the
 #:     missing tables and adding the missing nullable columns — the only changes releases made.
@@ -340,7 +340,7 @@ def migrate(engine: Engine, attempts: int = 5) -> Migration:
     created: list[str] = []
     added: list[str] = []
     for attempt in range(1, attempts + 1):
-        try:  # every step may meet another process's DDL, the first read included (SQLite's WAL set-up)
+        try:  # every step may meet another process's DDL, the first read too (SQLite: 'database is locked')
             if before == unread:
                 before = schema_version(engine)
             if before is not None and before >= SCHEMA_VERSION:
