@@ -36,10 +36,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@touch $@
 
 # Servers the tests start themselves on loopback: OpenSSH's sshd (a real SFTP server) for the
-# integration tier; PostgreSQL and Redis for the distributed (Celery) tier. Installed only where missing.
+# integration tier; PostgreSQL and Redis for the distributed (Celery) tier; Debian's chromium,
+# which Playwright drives in the UI tests. Installed only where missing.
 system-deps:
 	@missing=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

@@ -56,8 +56,8 @@ def build_on_demand_dag(store: StoreConfig):
             "order_ids": Param(
                 [], type=["null", "array"], items=ORDER_ID_ITEM_SCHEMA, maxItems=MAX_ORDER_IDS,
                 section=SECTION_WHAT, title="Order ids",
-                description=f"Storefront order ids, one per line (at most {MAX_ORDER_IDS}). Leave the "
-                "window empty when you use this.",
+                description=f"Storefront order numbers (digits only), one per line, at most "
+                f"{MAX_ORDER_IDS}. Leave the window empty when you use this.",
             ),
             "resend": Param(
                 False, type=["null", "boolean"], section=SECTION_HOW, title="Resend",

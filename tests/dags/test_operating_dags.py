@@ -105,7 +105,7 @@ def test_on_demand_form_accepts_the_documented_forms(served_params, conf):
 
 @pytest.mark.parametrize("conf", [
     {"order_ids": ["12a"]}, {"order_ids": ["²"]}, {"order_ids": ["٣"]}, {"order_ids": [0]},
-    {"order_ids": [-5]}, {"order_ids": ["9" * 21]}, {"order_ids": [1.5]},
+    {"order_ids": [-5]}, {"order_ids": [2**64]}, {"order_ids": [1.5]}, {"order_ids": ["1-2"]},
     {"order_ids": [str(i) for i in range(1, 502)]},
 ])
 def test_on_demand_form_refuses_what_its_schema_can_say_before_a_run_exists(served_params, conf):

@@ -27,7 +27,7 @@ from order_integration.config import load_config
 from order_integration.pools import pools_for
 from sandbox.demo import export_window
 from sandbox.generator import generate_orders
-from tests.support.airflow_run import migrate_airflow_db, sandbox_stores
+from tests.support.airflow_run import ROOT, migrate_airflow_db, sandbox_stores
 from tests.support.airflow_services import LEAN_SETTINGS, LOCAL_COMPONENTS, AirflowServices, ServicesError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -125,3 +125,66 @@ def test_the_form_takes_ids_one_per_line_and_refuses_bad_input_with_one_sentence
     log = api.task_log(dag_id, reversed_window, "check_request", check["try_number"])
     assert "request refused: the window is empty or reversed" in log, log[-2000:]
     assert "Traceback" not in log and "File \"" not in log, log[-3000:]
+
+
+def test_the_trigger_form_in_a_browser(after_demo):
+    """Airflow's own UI in Debian's chromium (Playwright): the ids box is a text box taking one
+    id per line, nothing is marked required, and a non-id is refused in the form with no run
+    made. Screenshots: ``.artifacts/ui/``."""
+    from playwright.sync_api import sync_playwright
+
+    services, harness = after_demo["services"], after_demo["harness"]
+    dag_id = f"order_export_on_demand__{harness.store_id}"
+    api = services.api
+    api.unpause(dag_id)
+    ids = [str(o["id"]) for o in after_demo["orders"][2:5]]
+    shots = ROOT / ".artifacts" / "ui"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(f"{services.base_url}/")
+            page.locator("input[name=username]").fill("admin")
+            page.locator("input[name=password]").fill(api.password())
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+            page.wait_for_load_state("networkidle")
+
+            def open_form():
+                page.goto(f"{services.base_url}/dags/{dag_id}", wait_until="networkidle")
+                page.get_by_role("button", name="Trigger").first.click()
+                dialog = page.get_by_role("dialog")
+                for section in ("How", "What to export: a window or order ids"):
+                    dialog.get_by_text(section, exact=True).click()
+                    page.wait_for_timeout(300)
+                    # Chakra's field marks a required field with a "*" part; none of ours is.
+                    assert dialog.locator('[data-part="required-indicator"]').count() == 0, section
+                return dialog
+
+            dialog = open_form()
+            box = dialog.locator("#element_order_ids")
+            assert box.evaluate("e => e.tagName") == "TEXTAREA", "order ids must be a text box, not a JSON editor"
+            box.fill("\n".join(ids[:2]) + f"\n\n{ids[2]}\n")
+            page.screenshot(path=str(shots / "trigger_form_ids_one_per_line.png"), full_page=True)
+            with page.expect_response(lambda r: r.url.endswith("/dagRuns") and r.request.method == "POST") as sent:
+                dialog.get_by_role("button", name="Trigger").click()
+            assert sent.value.status == 200, sent.value.text()[:500]
+            run = sent.value.json()
+            assert [i for i in run["conf"]["order_ids"] if i.strip()] == ids, run["conf"]
+
+            runs_before = len(api.runs(dag_id))
+            dialog = open_form()
+            dialog.locator("#element_order_ids").fill(f"{ids[0]}\n12a\n")
+            with page.expect_response(lambda r: r.url.endswith("/dagRuns") and r.request.method == "POST") as sent:
+                dialog.get_by_role("button", name="Trigger").click()
+            assert sent.value.status == 400
+            page.get_by_text("Invalid input for param order_ids").wait_for(timeout=10_000)
+            assert "'12a'" in dialog.inner_text()
+            page.screenshot(path=str(shots / "trigger_form_refuses_a_non_id.png"), full_page=True)
+            assert len(api.runs(dag_id)) == runs_before, "a refused form makes no run"
+        finally:
+            browser.close()
+    assert api.wait_for_run(dag_id, run["dag_run_id"], timeout=RUN_TIMEOUT) == "success"
+    summary = api.xcom(dag_id, run["dag_run_id"], "publish")
+    assert summary["extracted"] == 3 and summary["unknown_ids"] == [], summary
