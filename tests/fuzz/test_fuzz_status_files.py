@@ -7,10 +7,8 @@ built valid becomes an event carrying its values; a line built broken never beco
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from hypothesis import assume, example, given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from order_integration.backend.status_files import EVENTS, STATUS_COLUMNS, ParsedFile, parse_status_file
@@ -103,14 +101,8 @@ def check_accounted(parsed: ParsedFile) -> None:
         assert event.quantity is None or event.quantity > 0
 
 
-#: A known defect of status_files.py, pinned by the strict xfail test at the end of this module;
-#: kept out of the random runs so they stay green meanwhile. Drop this when that test passes.
-_KNOWN_HUGE_QUANTITY = re.compile(rb"[0-9]{4301}")
-
-
 @given(status_files())
 def test_status_file_every_line_one_outcome(file: CsvFile) -> None:
-    assume(not _KNOWN_HUGE_QUANTITY.search(file.data))
     parsed = parse_status_file(file.data, "fuzz.csv")
     check_accounted(parsed)
     if not file.header_ok and file.records == []:
@@ -149,11 +141,9 @@ HUGE_QUANTITY = (b"order_id,event,occurred_at,carrier,tracking_number,tracking_u
                  b"1,shipped,2026-11-02T10:00:00Z,DHL,1,,A," + b"9" * 4301 + b",\n")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "status_files.py (owned by H1, not edited here): _validate calls int(quantity) on a 4,301-digit "
-    "quantity, which Python refuses (int max str digits) -> ValueError escapes parse_status_file"))
 def test_status_file_quantity_of_4301_digits_is_a_line_error_not_a_crash() -> None:
-    """Found by the fuzzer (test_status_file_any_bytes_never_raise's first run, 2026-12-04)."""
+    """Found by the fuzzer (test_status_file_any_bytes_never_raise's first run, 2026-12-04);
+    fixed in status_files.parse_quantity (length before int())."""
     parsed = parse_status_file(HUGE_QUANTITY, "fuzz.csv")
     check_accounted(parsed)
     assert parsed.events == [] and "quantity" in parsed.errors[0].reason

@@ -144,6 +144,10 @@ def test_empty_and_non_utf8_files() -> None:
         ({"event": "shipped", "carrier": "DHL", "sku": "A", "quantity": "-1"}, "quantity '-1' is not a positive"),
         ({"event": "shipped", "carrier": "DHL", "sku": "A", "quantity": "1.5"}, "quantity '1.5' is not a positive"),
         ({"event": "shipped", "carrier": "DHL", "sku": "A", "quantity": "two"}, "quantity 'two' is not a positive"),
+        # int() refuses more than 4,300 digits with a ValueError: a crash on every run, not a line error
+        ({"event": "shipped", "carrier": "DHL", "sku": "A", "quantity": "9" * 4301}, "is not a positive integer"),
+        ({"event": "shipped", "carrier": "DHL", "sku": "A", "quantity": str(2**31)}, "is not a positive integer"),
+        ({"event": "shipped", "carrier": "DHL", "sku": "A", "quantity": "\u00b2"}, "is not a positive integer"),
         ({"event": "shipped", "carrier": "DHL", "sku": "A"}, "sku 'A' is given without quantity"),
         ({"event": "shipped", "carrier": "DHL", "quantity": "2"}, "quantity '2' is given without sku"),
         ({"event": "accepted", "sku": "A", "quantity": "1"}, "sku/quantity are only allowed with 'shipped'"),
@@ -161,6 +165,13 @@ def test_each_line_rule_names_the_rule_and_the_value(values: dict[str, str], exp
     assert err.line_number == 3
     assert err.order_id == values.get("order_id", "1001")
     assert expected in err.reason
+
+
+def test_a_quantity_with_leading_zeros_is_its_number_however_long() -> None:
+    data = status_csv(line(event="shipped", carrier="DHL", sku="A", quantity="007"),
+                      line(event="shipped", carrier="DHL", sku="B", quantity="0" * 5000 + "2"))
+    parsed = parse_status_file(data, "s.csv")
+    assert parsed.errors == [] and [e.quantity for e in parsed.events] == [7, 2]
 
 
 def test_several_broken_rules_are_all_named() -> None:

@@ -17,8 +17,8 @@ lines of the file still count):
 * ``event`` is one of ``accepted``, ``shipped``, ``cancelled``, ``rejected``;
 * ``occurred_at`` is ISO 8601 *with* a UTC designator (``Z`` or ``+00:00``): a naive time
   is ambiguous and another offset breaks the contract, both are refused;
-* ``quantity``, when given, is a positive integer (digits only) — the units of ``sku``
-  shipped by this event, not a running total;
+* ``quantity``, when given, is a positive integer (ASCII digits, at most ``MAX_QUANTITY``)
+  — the units of ``sku`` shipped by this event, not a running total;
 * ``sku`` and ``quantity`` come together or not at all, and only with ``shipped`` (a partial
   cancel or accept does not exist; applying it to the whole order would be wrong);
 * ``shipped`` needs ``carrier`` or ``tracking_number``: the customer is told how the parcel
@@ -62,6 +62,8 @@ STATUS_COLUMNS: tuple[str, ...] = (
     "quantity", "note",
 )
 _QUANTITY = re.compile(r"[0-9]+")
+#: Most units one ``shipped`` line may carry (a storefront's integer quantity).
+MAX_QUANTITY = 2**31 - 1
 _URL = re.compile(r"https?://[^\s]+", re.IGNORECASE)
 _BOM = "\ufeff"
 #: Longest value we echo back in a reason (a whole garbage line helps nobody).
@@ -212,6 +214,17 @@ def check_header(header: list[str], columns: tuple[str, ...] = STATUS_COLUMNS,
     return None
 
 
+def parse_quantity(text: str) -> int | None:
+    """``text`` as units shipped: ASCII digits (leading zeros allowed) for 1 … ``MAX_QUANTITY``,
+    else ``None``. The length is checked before ``int``, which refuses more than 4,300 digits
+    with a ``ValueError`` (a crash on every run of the file, not a line error)."""
+    significant = text.lstrip("0")
+    if not _QUANTITY.fullmatch(text) or not significant or len(significant) > len(str(MAX_QUANTITY)):
+        return None
+    number = int(significant)
+    return number if number <= MAX_QUANTITY else None
+
+
 def _validate(values: dict[str, str]) -> tuple[list[str], pendulum.DateTime | None]:
     """Every broken rule of one line (empty when the line is good), and its parsed time."""
     problems: list[str] = []
@@ -227,8 +240,8 @@ def _validate(values: dict[str, str]) -> tuple[list[str], pendulum.DateTime | No
     if isinstance(occurred, str):
         problems.append(occurred)
         occurred = None
-    if quantity and (not _QUANTITY.fullmatch(quantity) or int(quantity) == 0):
-        problems.append(f"quantity {_echo(quantity)} is not a positive integer")
+    if quantity and parse_quantity(quantity) is None:
+        problems.append(f"quantity {_echo(quantity)} is not a positive integer (at most {MAX_QUANTITY})")
     if bool(sku) != bool(quantity):
         given, absent = ("sku", "quantity") if sku else ("quantity", "sku")
         problems.append(f"{given} {_echo(values[given])} is given without {absent}; give both or neither")
@@ -245,7 +258,7 @@ def _validate(values: dict[str, str]) -> tuple[list[str], pendulum.DateTime | No
 
 def _event(line_number: int, values: dict[str, str], occurred_at: pendulum.DateTime) -> StatusEvent:
     sku = values["sku"] or None
-    quantity = int(values["quantity"]) if values["quantity"] else None
+    quantity = parse_quantity(values["quantity"]) if values["quantity"] else None
     key = event_key(
         values["order_id"], values["event"], occurred_at, values["carrier"], values["tracking_number"],
         values["tracking_url"], sku, quantity, values["note"],
