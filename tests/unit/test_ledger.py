@@ -220,3 +220,18 @@ def test_tasks_migrate_the_default_sqlite_ledger_but_never_a_configured_one(tmp_
                                                 r"`python -m order_integration ledger migrate`"):
         _ledger()
     assert inspect(sqlite_engine(configured)).get_table_names() == []
+
+
+def test_the_migrate_command_reports_what_it_did_and_is_idempotent(tmp_path, capsys) -> None:
+    from order_integration.__main__ import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert main(["quarantine", "list", "--store", "demo", "--ledger-url", url]) == 2  # reads refuse too
+    assert capsys.readouterr().err == (f"error: the ledger at {url} has no schema: "
+                                       "run `python -m order_integration ledger migrate`\n")
+    assert main(["ledger", "migrate", "--ledger-url", url]) == 0
+    assert capsys.readouterr().out.startswith(f"ledger at {url}: migrated from no schema to version "
+                                              f"{SCHEMA_VERSION} (created delivery_batches, ")
+    assert main(["ledger", "migrate", "--ledger-url", url]) == 0
+    assert capsys.readouterr().out == f"ledger at {url}: schema version {SCHEMA_VERSION}, nothing to do\n"
+    assert main(["quarantine", "list", "--store", "demo", "--ledger-url", url]) == 0
