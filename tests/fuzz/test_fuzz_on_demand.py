@@ -59,6 +59,8 @@ params = st.one_of(wild, st.builds(lambda a, b: {**a, **b}, st.one_of(plausible_
 
 
 @given(params)
+@example({"start": "0001-01-01T00:00:00+14:00", "end": "0001-01-01T01:00:00+14:00"})
+@example({"start": "9999-12-31T23:00:00-12:00", "end": "9999-12-31T23:30:00-12:00"})
 @example({"order_ids": ["1\n2", "", " , "]})
 @example({"order_ids": "18446744073709551615,18446744073709551616"})
 @example({"start": "2026-11-29T10:00:00Z", "end": "2026-11-29T11:00:00Z", "resend": None, "dry_run": True})
