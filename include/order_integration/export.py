@@ -200,7 +200,7 @@ def validate(
     ))
     (staging / VALIDATION_FILE).write_text(json.dumps(outcome.gx_result, default=str, indent=1))
     report_path = _write_report(store, staging, window, run_id, counts.validated, entries,
-                                outcome.gx_result.get("expectations", []))
+                                outcome.gx_result.get("expectations", []), by_ids=by_ids)
     if entries:
         log.warning("store %s: %d order(s) %squarantined:\n%s", store.id, len(entries),
                     "would be " if dry_run else "", quarantine_table(
@@ -236,14 +236,19 @@ def _check_breaker(store: StoreConfig, counts: ValidateCounts, *, by_ids: bool, 
 def _write_report(
     store: StoreConfig, staging: ObjectStoragePath, window: Window | None, run_id: str, validated: int,
     entries: Sequence[tuple[str, str, list[dict[str, str]]]], expectations: Sequence[Mapping[str, Any]],
+    *, by_ids: bool = False,
 ) -> str:
     """The run's HTML validation report (self-contained), in staging beside its other files."""
     from order_integration.validation.report import render_report
 
     label = window.label if window is not None else "no_window"
+    if window is None:
+        scope = "-"
+    else:  # an id run's window is only the trigger second that names its files
+        scope = f"order ids (run of {window.start.to_iso8601_string()})" if by_ids else f"window {window}"
     target = staging / f"validation_report_{store.id}_{label}.html"
     target.write_text(render_report(
-        store_id=store.id, window=str(window) if window is not None else "-", run_id=run_id or "-",
+        store_id=store.id, scope=scope, run_id=run_id or "-",
         validated=validated, expectations=expectations,
         quarantined=({"order_id": oid, "order_version": ver, "reasons": why} for oid, ver, why in entries),
     ))

@@ -95,7 +95,7 @@ def test_validate_imports_and_runs_gx_without_its_info_chatter():
 def test_the_validation_report_is_self_contained_and_keyed_by_order_id_and_rule():
     window = Window(pendulum.datetime(2026, 11, 2, 10, tz="UTC"), pendulum.datetime(2026, 11, 2, 11, tz="UTC"))
     page = render_report(
-        store_id="demo", window=str(window), run_id="scheduled__2026-11-02T10:00:00+00:00", validated=55,
+        store_id="demo", scope=f"window {window}", run_id="scheduled__2026-11-02T10:00:00+00:00", validated=55,
         quarantined=[
             {"order_id": "1204", "order_version": "v2", "reasons": [
                 {"rule": "email_valid", "detail": "customer_email 'x(at)y' <script>"},

@@ -23,14 +23,15 @@ th { background: #f2f2f2; } td.num { text-align: right; } .fail { color: #a40000
 
 
 def render_report(
-    *, store_id: str, window: str, run_id: str, validated: int,
+    *, store_id: str, scope: str, run_id: str, validated: int,
     quarantined: Iterable[Mapping[str, Any]], expectations: Iterable[Mapping[str, Any]],
 ) -> str:
-    """The page. ``quarantined``: ``{"order_id", "order_version", "reasons": [{"rule",
-    "detail"}]}`` per order; ``expectations``: the GX summary rows (``rule``, ``frame``,
-    ``expectation``, ``column``, ``success``, ``unexpected_count``)."""
+    """The page. ``scope`` says what was validated (``window [a, b)``, or order ids);
+    ``quarantined``: ``{"order_id", "order_version", "reasons": [{"rule", "detail"}]}`` per
+    order; ``expectations``: the GX summary rows (``rule``, ``frame``, ``expectation``,
+    ``column``, ``success``, ``unexpected_count``)."""
     entries = list(quarantined)
-    title = f"Order validation: store {store_id}, window {window}"
+    title = f"Order validation: store {store_id}, {scope}"
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
