@@ -342,7 +342,7 @@ class Run:
         self.loaded = export.load(
             self.store, self.window, self.run_id, self.staging,
             ObjectStoragePath(self.validated["deliverable_path"]),
-            Ledger(sqlite_engine(self.ledger_path), create=True),
+            Ledger(sqlite_engine(self.ledger_path), create=True).deliveries,
             SftpBackend(self.store.backend_conn_id),
         )
         return {"delivered": self.loaded["delivered"], "files": len(self.loaded["files"])}

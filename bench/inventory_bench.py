@@ -97,7 +97,7 @@ def scenario(name: str, data: bytes, file_name: str, ledger: Any, base_url: str)
     started = time.perf_counter()
     parsed = parse_stock_file(data, file_name)
     with WooCommerceStock(CONN_ID, timeout=120) as client:
-        outcomes = apply_stock_rows(STORE_ID, parsed, client, ledger, source_file=file_name)
+        outcomes = apply_stock_rows(STORE_ID, parsed, client, ledger.stock_levels, source_file=file_name)
     seconds = time.perf_counter() - started
     log = request_log(base_url)[seen:]
     kinds = Counter(kind(m, p) for m, p, _status in log)

@@ -212,7 +212,8 @@ def run_sync(data: bytes, ledger_path: Path, name: str) -> dict[str, Any]:
     assert not parsed.errors, parsed.errors[:3]
     with WooCommerceWriter(CONN_ID) as writer:
         outcomes = status_sync.apply_file(STORE_ID, parsed.events, writer,
-                                          Ledger(sqlite_engine(ledger_path), create=True), source_file=name)
+                                          Ledger(sqlite_engine(ledger_path), create=True).status_events,
+                                          source_file=name)
     return {"parse_s": parse_s, "outcomes": outcomes}
 
 

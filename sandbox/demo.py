@@ -219,7 +219,7 @@ def _report(inbound_dir: str, airflow_home: Path) -> None:
 
     _banner("quarantine (order_quarantine in the ledger)")
     ledger = Ledger(sqlite_engine(airflow_home / "order_ledger.db"), create=False)
-    for entry in ledger.quarantine("demo"):
+    for entry in ledger.quarantine.entries("demo"):
         reasons = "; ".join(f"{r['rule']}: {r['detail']}" for r in entry["reasons"])
         print(f"order {entry['order_id']} (version {entry['order_version']}): {reasons}")
 

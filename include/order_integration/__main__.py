@@ -38,7 +38,7 @@ def _quarantine_list(args: argparse.Namespace) -> int:
     from order_integration.quarantine import quarantine_table
 
     load_config().store(args.store)  # an unknown store is an error, not an empty list
-    entries = _ledger(args.ledger_url).quarantine(args.store, include_released=args.all)
+    entries = _ledger(args.ledger_url).quarantine.entries(args.store, include_released=args.all)
     if args.json:
         print(json.dumps(entries, default=str, ensure_ascii=False, indent=1))
         return 0
@@ -68,7 +68,7 @@ def _quarantine_release(args: argparse.Namespace) -> int:
         raise ConfigError(f"order ids are digits 0-9 (1 to {MAX_ORDER_ID}); refused: {', '.join(bad)}")
     if len(args.order_ids) > MAX_ORDER_IDS:
         raise ConfigError(f"at most {MAX_ORDER_IDS} order ids per run, got {len(args.order_ids)}")
-    entries = _ledger(args.ledger_url).quarantine(args.store, include_released=True)
+    entries = _ledger(args.ledger_url).quarantine.entries(args.store, include_released=True)
     open_ids = {e["order_id"] for e in entries if e.get("released_at") is None}
     released = {e["order_id"] for e in entries} - open_ids
     for order_id in args.order_ids:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
     from order_integration.backend.sftp import SftpBackend
-    from order_integration.ledger import Batch, Ledger
+    from order_integration.ledger import Batch, Deliveries, Ledger
     from order_integration.storefronts.base import StorefrontClient
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def validate(
     counts = ValidateCounts()
     orders = [client.normalise(raw, store.id) for raw in _read_jsonl(raw_path)]
     counts.extracted = len(orders)
-    claimed = ledger.claimed_versions(store.id, (o.order_id for o in orders))
+    claimed = ledger.deliveries.claimed_versions(store.id, (o.order_id for o in orders))
     exportable = set(store.export_statuses)
     records: dict[int, dict[str, Any]] = {}
     changed = []
@@ -180,13 +180,14 @@ def validate(
     if len(outcome.valid) + len(outcome.invalid_orders) != len(candidates):
         raise InvariantViolation(f"store {store.id}: validation returned {len(outcome.valid)} valid + "
                              f"{len(outcome.invalid_orders)} invalid of {len(candidates)} orders")
-    before = ledger.quarantined_versions(store.id, (bad.order.order_id for bad in outcome.invalid_orders))
+    before = ledger.quarantine.unreleased_versions(
+        store.id, (bad.order.order_id for bad in outcome.invalid_orders))
     entries = [
         (bad.order.order_id, records[id(bad.order)]["order_version"], [p.as_dict() for p in bad.problems])
         for bad in outcome.invalid_orders
     ]
     if not dry_run:
-        ledger.record_quarantine(store.id, entries)
+        ledger.quarantine.record(store.id, entries)
         failpoint("validate.after_quarantine", store=store.id)
     counts.quarantined = len(entries)
     counts.newly_quarantined = sum(1 for oid, ver, _ in entries if (oid, ver) not in before)
@@ -262,10 +263,10 @@ def _drop_echoes(
     """Orders whose only change since a delivered version is the status this package wrote
     back (status sync) are the echo of our own write: already delivered, not a new version."""
     ids = [o.order_id for o in orders if o.order_id]
-    written = ledger.statuses_written(store_id, ids) if ids else {}
+    written = ledger.status_events.statuses_written(store_id, ids) if ids else {}
     if not written:
         return orders
-    bases = ledger.claimed_bases(store_id, written)
+    bases = ledger.deliveries.claimed_bases(store_id, written)
     kept = []
     for order in orders:
         ours = written.get(order.order_id)
@@ -281,10 +282,10 @@ def _drop_echoes(
 # -- load ----------------------------------------------------------------------------------
 def load(
     store: StoreConfig, window: Window, run_id: str, staging: ObjectStoragePath,
-    deliverable_path: ObjectStoragePath, ledger: Ledger, backend: SftpBackend,
+    deliverable_path: ObjectStoragePath, deliveries: Deliveries, backend: SftpBackend,
     *, resend: bool = False, dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Deliver the staged orders not delivered yet, crash-safe (see :mod:`order_integration.ledger`).
+    """Deliver the staged orders not delivered yet, crash-safe (:mod:`order_integration.ledger.deliveries`).
 
     Batches left pending by an earlier attempt (of this run or another) are finished first;
     then the versions still unclaimed are claimed, rendered, uploaded and recorded. With
@@ -295,21 +296,21 @@ def load(
     if dry_run:
         return _dry_run(store, window, staging, records)
     with backend.session() as sftp:
-        for batch in ledger.pending_batches(store.id):
+        for batch in deliveries.pending_batches(store.id):
             log.info("store %s: finishing batch %s left by run %s", store.id, batch.batch_id, batch.run_id)
-            _finish_batch(store, staging, ledger, sftp, batch)
+            _finish_batch(store, staging, deliveries, sftp, batch)
         if versions:
             bases = {(r["order_id"], r["order_version"]): status_free_version(r) for r in records}
-            batch, _won = ledger.open_batch(
+            batch, _won = deliveries.open_batch(
                 store.id, run_id, window.label, str(deliverable_path), versions, bases, resend=resend
             )
             failpoint("load.after_claim", store=store.id)
-            _finish_batch(store, staging, ledger, sftp, batch, records)
+            _finish_batch(store, staging, deliveries, sftp, batch, records)
     # Counted from the ledger, so a retry after a crash reports what the run delivered in all.
-    owners = ledger.claim_runs(store.id, versions)
-    resent = ledger.run_resends(store.id, run_id) & set(versions) if resend else set()
+    owners = deliveries.claim_runs(store.id, versions)
+    resent = deliveries.run_resends(store.id, run_id) & set(versions) if resend else set()
     delivered = sum(1 for v in versions if owners.get(v) == run_id or v in resent)
-    files = ledger.run_files(store.id, run_id)
+    files = deliveries.run_files(store.id, run_id)
     log.info("store %s: delivered %d orders (%d of them sent again on request) in %s; "
              "%d were delivered by other runs", store.id, delivered, len(resent),
              ", ".join(files) or "no file", len(versions) - delivered)
@@ -338,16 +339,16 @@ def _dry_run(
 
 
 def _finish_batch(
-    store: StoreConfig, staging: ObjectStoragePath, ledger: Ledger, sftp: Any,
+    store: StoreConfig, staging: ObjectStoragePath, deliveries: Deliveries, sftp: Any,
     batch: Batch, source: list[dict[str, Any]] | None = None,
 ) -> None:
     """Render (if not yet), upload and record one batch; an empty batch is dropped.
 
     ``source``: the batch's source records when the caller has them already in memory."""
     path = type(staging)  # the staging path's class makes the batch's other paths (file://, s3://)
-    claims = ledger.batch_claims(batch.batch_id)
+    claims = deliveries.batch_claims(batch.batch_id)
     if not claims:
-        ledger.drop_batch(batch.batch_id)
+        deliveries.drop_batch(batch.batch_id)
         return
     fmt = store.backend.format
     if batch.staged_path is None or batch.file_name is None:
@@ -358,9 +359,9 @@ def _finish_batch(
             written = write_orders(records, fmt, fh)
         # The batch's own window names the file, whichever run finishes it.
         name = f"orders_{store.id}_{batch.window_label}_{written.digest}.{fmt}"
-        ledger.set_batch_file(batch.batch_id, str(staged), name, written.orders)
+        deliveries.set_batch_file(batch.batch_id, str(staged), name, written.orders)
         failpoint("load.after_render", store=store.id)
-        batch = ledger.batch(batch.batch_id)
+        batch = deliveries.batch(batch.batch_id)
     if batch.staged_path is None or batch.file_name is None:
         raise InvariantViolation(
             f"store {store.id}: batch {batch.batch_id} (window {batch.window_label}) has no rendered "
@@ -372,7 +373,7 @@ def _finish_batch(
             progress=lambda _sent, _size: failpoint("sftp.upload.partial", store=store.id),
         )
     failpoint("load.after_upload", store=store.id)
-    count = ledger.complete_batch(batch)
+    count = deliveries.complete_batch(batch)
     log.info("store %s: uploaded %s (%d orders)", store.id, remote, count)
 
 

@@ -70,7 +70,7 @@ from order_integration.storefronts.woocommerce_products import CatalogItem, Stoc
 if TYPE_CHECKING:
     from order_integration.backend.sftp import SftpSession
     from order_integration.config import StoreConfig
-    from order_integration.ledger import Ledger, StockLevel
+    from order_integration.ledger import StockLevel, StockLevels
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def apply_stock_rows(
     store_id: str,
     parsed: ParsedStockFile,
     client: StockClient,
-    ledger: Ledger,
+    stock_levels: StockLevels,
     *,
     source_file: str = "-",
     manage_stock_on_apply: bool = False,
@@ -229,7 +229,7 @@ def apply_stock_rows(
         switch management on) instead of reporting them as ``unmanaged``.
     """
     outcomes = _parse_outcomes(parsed)
-    last = ledger.stock_levels_of(store_id, [r.sku for r in parsed.rows])
+    last = stock_levels.levels(store_id, [r.sku for r in parsed.rows])
     candidates: list[StockRow] = []
     already: list[StockRow] = []  # unchanged levels with a newer as_of: the ledger moves forward
     for row in parsed.rows:
@@ -251,11 +251,11 @@ def apply_stock_rows(
             outcomes.append(settled)
             if settled.outcome == UNCHANGED:
                 already.append(row)
-    ledger.record_stock_levels(store_id, source_file, [_level(r) for r in already])
+    stock_levels.record(store_id, source_file, [_level(r) for r in already])
 
     def record(results: list[StockWriteResult]) -> None:
         done = [r.update.key for r in results if r.ok]
-        ledger.record_stock_levels(store_id, source_file, [_level(row) for row in done])
+        stock_levels.record(store_id, source_file, [_level(row) for row in done])
 
     for result in client.set_stock(updates, manage_stock=True, on_applied=record) if updates else []:
         row = result.update.key
@@ -306,7 +306,7 @@ def sync_stock_file(
     name: str,
     sftp_session: SftpSession,
     client: StockClient,
-    ledger: Ledger,
+    stock_levels: StockLevels,
 ) -> FileResult:
     """Read, apply, record and move one stock file of ``store.backend.stock_dir``.
 
@@ -320,7 +320,7 @@ def sync_stock_file(
     except FileTooLarge as exc:  # refused unread, as an unreadable file: to error/ with the reason
         log.warning("store %s: stock file %s: %s", store.id, name, exc.reason)
         parsed = ParsedStockFile(errors=[RowError(1, "", exc.reason)], file_error=exc.reason)
-    outcomes = apply_stock_rows(store.id, parsed, client, ledger, source_file=name,
+    outcomes = apply_stock_rows(store.id, parsed, client, stock_levels, source_file=name,
                                 manage_stock_on_apply=store.manage_stock_on_apply)
     failed = any(o.failed for o in outcomes)
     result_dir = posixpath.join(stock_dir, ERROR_DIR if failed else ARCHIVE_DIR)
@@ -351,7 +351,7 @@ class StockDirResult:
 
 
 def sync_stock_dir(store: StoreConfig, sftp_session: SftpSession, client: StockClient,
-                   ledger: Ledger) -> StockDirResult:
+                   stock_levels: StockLevels) -> StockDirResult:
     """:func:`sync_stock_file` for every stock file in ``stock_dir``, in name order.
 
     A file another run took meanwhile is skipped; any other failure raises (the files not yet
@@ -364,7 +364,7 @@ def sync_stock_dir(store: StoreConfig, sftp_session: SftpSession, client: StockC
     result = StockDirResult()
     for name in names:
         try:
-            result.files.append(sync_stock_file(store, name, sftp_session, client, ledger))
+            result.files.append(sync_stock_file(store, name, sftp_session, client, stock_levels))
         except FileNotFoundError:
             log.info("store %s: stock file %s disappeared (taken by another run)", store.id, name)
     return result

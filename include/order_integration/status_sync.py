@@ -89,7 +89,7 @@ from order_integration.storefronts.woocommerce_writes import BatchItemResult, Or
 if TYPE_CHECKING:
     from order_integration.backend.sftp import SftpSession
     from order_integration.config import StoreConfig
-    from order_integration.ledger import Ledger
+    from order_integration.ledger import StatusEvents
 
 log = logging.getLogger(__name__)
 
@@ -327,12 +327,12 @@ def _decide(event: StatusEvent, order: _Order) -> str | tuple[str | None, bool]:
 class _Run:
     """The state of one :func:`apply_file` call."""
 
-    def __init__(self, store_id: str, source_file: str, writer: StatusWriter, ledger: Ledger,
+    def __init__(self, store_id: str, source_file: str, writer: StatusWriter, status_events: StatusEvents,
                  batch_threshold: int) -> None:
         self.store_id = store_id
         self.source_file = source_file
         self.writer = writer
-        self.ledger = ledger
+        self.status_events = status_events
         self.batch_threshold = batch_threshold
         self.outcomes: dict[int, EventOutcome] = {}
         self.steps: dict[int, list[_Step]] = {}  # order id -> its applicable events in file order
@@ -354,7 +354,7 @@ class _Run:
     # -- planning ----------------------------------------------------------------------------
 
     def plan(self, events: Sequence[StatusEvent]) -> None:
-        done_before = self.ledger.applied_status_event_keys(self.store_id, [e.event_key for e in events])
+        done_before = self.status_events.applied_keys(self.store_id, [e.event_key for e in events])
         first_line: dict[str, int] = {}
         fresh: list[tuple[int, StatusEvent]] = []
         for index, event in enumerate(events):
@@ -368,7 +368,7 @@ class _Run:
         # The parser refuses a bad id already; events built otherwise meet the same rule here.
         numeric = {e.order_id: n for _i, e in fresh if (n := parse_order_id(e.order_id)) is not None}
         raw_orders = self.writer.get_orders(sorted(set(numeric.values()))) if numeric else {}
-        shipped = self.ledger.shipped_quantities(self.store_id, numeric)
+        shipped = self.status_events.shipped_quantities(self.store_id, numeric)
         orders: dict[str, _Order] = {}
         for oid, number in numeric.items():
             raw = raw_orders.get(number)
@@ -388,7 +388,7 @@ class _Run:
         number (applied before, or earlier in this file) is refused — it is a backend mistake
         that would show a stranger's parcel to the customer."""
         numbers = [e.tracking_number for _i, e in fresh if e.event == "shipped" and e.tracking_number]
-        owners = self.ledger.tracking_owners(self.store_id, numbers) if numbers else {}
+        owners = self.status_events.tracking_owners(self.store_id, numbers) if numbers else {}
         kept = []
         for index, event in fresh:
             number = event.tracking_number if event.event == "shipped" else ""
@@ -497,14 +497,14 @@ class _Run:
                 self.fail(step, f"status {step.target!r} refused by the storefront: {result.error}")
 
     def record(self, outcomes: Sequence[EventOutcome]) -> None:
-        self.ledger.record_status_events(self.store_id, self.source_file, [o.ledger_row() for o in outcomes])
+        self.status_events.record(self.store_id, self.source_file, [o.ledger_row() for o in outcomes])
 
 
 def apply_file(
     store_id: str,
     events: Sequence[StatusEvent],
     writer: StatusWriter,
-    ledger: Ledger,
+    status_events: StatusEvents,
     *,
     source_file: str = "-",
     batch_threshold: int = BATCH_THRESHOLD,
@@ -518,7 +518,7 @@ def apply_file(
     :param source_file: the file name recorded in the ledger.
     :param batch_threshold: status changes in one wave from which ``batch_update`` is used.
     """
-    run = _Run(store_id, source_file, writer, ledger, batch_threshold)
+    run = _Run(store_id, source_file, writer, status_events, batch_threshold)
     run.plan(events)
     run.execute()
     applied = {s.index: s.outcome for steps in run.steps.values() for s in steps if s.outcome is not None}
@@ -596,7 +596,7 @@ def sync_file(
     name: str,
     sftp_session: SftpSession,
     writer: StatusWriter,
-    ledger: Ledger,
+    status_events: StatusEvents,
     *,
     batch_threshold: int = BATCH_THRESHOLD,
 ) -> FileResult:
@@ -612,9 +612,9 @@ def sync_file(
     except FileTooLarge as exc:  # refused unread, as an unreadable file: to error/ with the reason
         log.warning("store %s: status file %s: %s", store.id, name, exc.reason)
         parsed = ParsedFile(errors=[LineError(1, "", exc.reason)], file_error=exc.reason)
-    outcomes = apply_file(store.id, parsed.events, writer, ledger, source_file=name,
+    outcomes = apply_file(store.id, parsed.events, writer, status_events, source_file=name,
                           batch_threshold=batch_threshold) if parsed.events else []
-    ledger.record_status_events(store.id, name, [
+    status_events.record(store.id, name, [
         {"line_number": e.line_number, "order_id": e.order_id[:64], "event": e.event[:32],
          "outcome": error(f"invalid line: {e.reason}")}
         for e in parsed.errors
@@ -658,7 +658,7 @@ class OutboundResult:
 
 
 def sync_outbound(
-    store: StoreConfig, sftp_session: SftpSession, writer: StatusWriter, ledger: Ledger,
+    store: StoreConfig, sftp_session: SftpSession, writer: StatusWriter, status_events: StatusEvents,
     *, batch_threshold: int = BATCH_THRESHOLD,
 ) -> OutboundResult:
     """:func:`sync_file` for every status file in ``outbound_dir``, oldest name first.
@@ -678,7 +678,7 @@ def sync_outbound(
     result = OutboundResult()
     for position, name in enumerate(names):
         try:
-            result.files.append(sync_file(store, name, sftp_session, writer, ledger,
+            result.files.append(sync_file(store, name, sftp_session, writer, status_events,
                                           batch_threshold=batch_threshold))
         except FileNotFoundError:
             log.info("store %s: status file %s disappeared (taken by another run)", store.id, name)

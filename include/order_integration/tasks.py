@@ -162,8 +162,8 @@ def load(
     req = _request(context, request)
     return export.load(
         store, req.window, str(context["run_id"]), _staging(store, req.window, context),
-        ObjectStoragePath(validated["deliverable_path"]), _ledger(), SftpBackend(store.backend_conn_id),
-        resend=req.resend, dry_run=req.dry_run,
+        ObjectStoragePath(validated["deliverable_path"]), _ledger().deliveries,
+        SftpBackend(store.backend_conn_id), resend=req.resend, dry_run=req.dry_run,
     )
 
 
@@ -220,7 +220,7 @@ def sync_status_files(store_id: str) -> dict[str, Any]:
         WooCommerceWriter(store.storefront_conn_id) as writer,
         SftpBackend(store.backend_conn_id).session() as sftp,
     ):
-        result = status_sync.sync_outbound(store, sftp, writer, _ledger())
+        result = status_sync.sync_outbound(store, sftp, writer, _ledger().status_events)
     files = [{"file": f.name, "moved_to": f.moved_to, "errors_file": f.errors_file, "counts": f.counts}
              for f in result.files]
     return summarise_status_sync(store_id, files)
@@ -260,7 +260,7 @@ def sync_stock_files(store_id: str) -> dict[str, Any]:
         WooCommerceStock(store.storefront_conn_id) as client,
         SftpBackend(store.backend_conn_id).session() as sftp,
     ):
-        result = inventory.sync_stock_dir(store, sftp, client, _ledger())
+        result = inventory.sync_stock_dir(store, sftp, client, _ledger().stock_levels)
     files = [{"file": f.name, "moved_to": f.moved_to, "errors_file": f.errors_file, "rows": f.rows,
               "counts": f.counts} for f in result.files]
     return summarise_inventory_sync(store_id, files, requests=client.requests)

@@ -108,7 +108,7 @@ def test_backfill_delivers_every_eligible_order_once_on_both_workers(cluster):
     delivered = cluster.delivered()
     assert len(delivered) == len(set(delivered)), "an order version was delivered twice"
     assert sorted(oid for oid, _ in delivered) == sorted(expected)
-    ledger_ids = [d["order_id"] for d in cluster.ledger().deliveries(STORE)]
+    ledger_ids = [d["order_id"] for d in cluster.ledger().deliveries.delivered(STORE)]
     assert sorted(ledger_ids) == sorted(expected), "the Postgres ledger disagrees with the SFTP server"
 
     hosts = {ti["hostname"] for r in runs for ti in cluster.api.task_instances(EXPORT, r["dag_run_id"])}
@@ -134,7 +134,7 @@ def test_status_sync_applies_the_erp_answers(cluster, monkeypatch):
     expected = {"accepted": "processing", "shipped": "completed", "rejected": "on-hold", "cancelled": "cancelled"}
     actual = {oid: cluster.shop.get_order(int(oid))["status"] for oid in last_event}
     assert actual == {oid: expected[e] for oid, e in last_event.items()}
-    applied = [e for e in cluster.ledger().status_events_of(STORE) if e["outcome"] == "applied"]
+    applied = [e for e in cluster.ledger().status_events.recorded(STORE) if e["outcome"] == "applied"]
     assert len(applied) == len(report.events), "every event applied exactly once"
 
 
@@ -173,5 +173,5 @@ def test_a_worker_killed_mid_task_is_retried_on_the_other_worker(cluster):
     window_ids = _exportable(late, DAY.add(hours=11, minutes=50), DAY.add(hours=13))
     assert window_ids <= new | {oid for oid, _ in before}, "an eligible order of the window was lost"
     assert {oid for oid in new} >= window_ids
-    ledger = [(d["order_id"], d["order_version"]) for d in cluster.ledger().deliveries(STORE)]
+    ledger = [(d["order_id"], d["order_version"]) for d in cluster.ledger().deliveries.delivered(STORE)]
     assert sorted(ledger) == sorted(set(delivered))

@@ -249,7 +249,7 @@ def _run(store, window: Window, staging_base, client, ledger, run_id: str) -> di
     extracted = export.extract(store, window, staging, client)
     validated = export.validate(store, staging, type(staging)(extracted["raw_path"]), client, ledger)
     loaded = export.load(store, window, run_id, staging, type(staging)(validated["deliverable_path"]),
-                         ledger, SftpBackend(store.backend_conn_id, conn_retry_attempts=1))
+                         ledger.deliveries, SftpBackend(store.backend_conn_id, conn_retry_attempts=1))
     return export.summarise(store.id, window, validated, loaded)
 
 
@@ -307,8 +307,8 @@ def test_every_order_case_end_to_end(shop_env, sftp_server: EmbeddedSftpServer, 
 
     # as the storefront serves them (WooCommerce fills in a missing _gmt twin from the local time)
     versions = {name: normalise_order(served_copy[name], STORE).version for name in expected}
-    deliveries = {(d["order_id"], d["order_version"]) for d in ledger.deliveries(store.id)}
-    quarantine = {q["order_version"]: q for q in ledger.quarantine(store.id)}
+    deliveries = {(d["order_id"], d["order_version"]) for d in ledger.deliveries.delivered(store.id)}
+    quarantine = {q["order_version"]: q for q in ledger.quarantine.entries(store.id)}
     for name, expect in expected.items():
         case = next(c for c in CASES if c["id"] == name)
         version = versions[name]
@@ -384,7 +384,7 @@ def test_status_file_case(shop_env, sftp_server: EmbeddedSftpServer, tmp_path: P
     ledger = Ledger(sqlite_engine(tmp_path / "status.db"), create=True)
     try:
         with SftpBackend(SFTP_CONN, conn_retry_attempts=1).session() as session:
-            result = sync_file(store, name, session, writer, ledger)
+            result = sync_file(store, name, session, writer, ledger.status_events)
     finally:
         writer.close()
 

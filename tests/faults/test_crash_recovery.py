@@ -221,11 +221,11 @@ def test_every_eligible_order_reaches_the_backend_exactly_once(cluster):
         per_order = Counter((r["order_id"], r["line_number"]) for r in rows)
         assert [k for k, n in per_order.items() if n > 1] == [], f"{s.id}: a row delivered twice"
         assert {r["order_id"] for r in rows} == eligible, f"{s.id}: lost or foreign orders"
-        deliveries = s.harness.ledger().deliveries(s.id)
+        deliveries = s.harness.ledger().deliveries.delivered(s.id)
         assert sorted(d["order_id"] for d in deliveries) == sorted(eligible)
         assert {d["file_name"] for d in deliveries} == {files[0].name}
-        assert s.harness.ledger().pending_batches(s.id) == []
-        assert [q["order_id"] for q in s.harness.ledger().quarantine(s.id)] == [str(INVALID_ID)]
+        assert s.harness.ledger().deliveries.pending_batches(s.id) == []
+        assert [q["order_id"] for q in s.harness.ledger().quarantine.entries(s.id)] == [str(INVALID_ID)]
         summary = cluster.services.api.xcom(s.harness.dag_id, s.export_run, "publish")
         assert summary["delivered"] == len(eligible) and summary["quarantined"] == 1, summary
         assert summary["extracted"] == len(ORDERS)
@@ -248,7 +248,7 @@ def test_every_status_event_is_applied_exactly_once(cluster):
             assert order is not None and order["status"] == target, (s.id, oid, event, order and order["status"])
             notes = s.shop.notes(oid)
             assert len(notes) == 1, f"{s.id}: order {oid} ({event}) has {len(notes)} notes: {notes}"
-        events = s.harness.ledger().status_events_of(s.id)
+        events = s.harness.ledger().status_events.recorded(s.id)
         assert Counter(e["line_number"] for e in events if e["outcome"] == "applied") == Counter(
             range(2, 2 + len(s.events))), (s.id, events)
         # The summary counts what the successful try did: after a crash past the ledger rows,

@@ -78,7 +78,7 @@ def test_status_files_over_the_limit_go_to_error_with_the_reason_and_the_others_
             WooCommerceWriter("unused_shop") as writer:
         tracemalloc.start()  # the connection is open (its imports done): what the sync itself holds
         try:
-            result = sync_outbound(_store(), session, writer, ledger)
+            result = sync_outbound(_store(), session, writer, ledger.status_events)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -104,7 +104,7 @@ def test_stock_files_over_the_limit_go_to_error_with_the_reason(server: Embedded
     ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"), create=True)
     with SftpBackend(CONN, conn_retry_attempts=1, max_read_bytes=LIMIT).session() as session, \
             WooCommerceStock("unused_shop") as client:
-        result = sync_stock_dir(_store(), session, client, ledger)
+        result = sync_stock_dir(_store(), session, client, ledger.stock_levels)
 
     assert [(f.name, f.moved_to) for f in result.files] == [
         ("a_over.csv", "stock/error/a_over.csv"), ("b_five_gb.csv", "stock/error/b_five_gb.csv")]

@@ -457,11 +457,11 @@ def test_hostile_backend_file_names_end_in_error_inside_the_folder(
         with SftpBackend(store.backend_conn_id, conn_retry_attempts=1).session() as sftp:
             if kind == "status":
                 with WooCommerceWriter(store.storefront_conn_id) as writer:
-                    result = status_sync.sync_outbound(store, sftp, writer, ledger)
+                    result = status_sync.sync_outbound(store, sftp, writer, ledger.status_events)
                 moved = {f.name: (f.moved_to, f.errors_file) for f in result.files}
             else:
                 with WooCommerceStock(store.storefront_conn_id) as stock:
-                    stock_result = inventory.sync_stock_dir(store, sftp, stock, ledger)
+                    stock_result = inventory.sync_stock_dir(store, sftp, stock, ledger.stock_levels)
                 moved = {f.name: (f.moved_to, f.errors_file) for f in stock_result.files}
     assert sorted(moved) == sorted(BACKEND_NAMES)
     error_dir = folder / "error"
@@ -677,13 +677,13 @@ def test_least_privilege_account_runs_export_and_syncs_but_writes_nowhere_else(
         deliverable.write_text("".join(json.dumps(replace(make_order(str(i)), store_id=store.id).record()) + "\n"
                                        for i in (1001, 1002)))
         backend = SftpBackend(store.backend_conn_id, conn_retry_attempts=1)
-        loaded = export.load(store, window, "manual__1", staging, deliverable, ledger, backend)
+        loaded = export.load(store, window, "manual__1", staging, deliverable, ledger.deliveries, backend)
         assert loaded["delivered"] == 2 and len(loaded["files"]) == 1
         with backend.session() as sftp:
             with WooCommerceWriter(store.storefront_conn_id) as writer:
-                [status] = status_sync.sync_outbound(store, sftp, writer, ledger).files
+                [status] = status_sync.sync_outbound(store, sftp, writer, ledger.status_events).files
             with WooCommerceStock(store.storefront_conn_id) as stock:
-                [stocked] = inventory.sync_stock_dir(store, sftp, stock, ledger).files
+                [stocked] = inventory.sync_stock_dir(store, sftp, stock, ledger.stock_levels).files
             assert status.errors_file and stocked.errors_file  # error/ made and written, by the account
 
             inbound_file = f"{b.inbound_dir}/{loaded['files'][0]}"

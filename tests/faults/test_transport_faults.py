@@ -329,7 +329,7 @@ def test_export_load_dropped_mid_upload_then_retried_delivers_each_order_once(
     inbound = sshd.root / STORE.backend.inbound_dir
 
     def load() -> dict[str, Any]:
-        return export.load(STORE, WINDOW, "run_a", staging, deliverable, ledger, _backend())
+        return export.load(STORE, WINDOW, "run_a", staging, deliverable, ledger.deliveries, _backend())
 
     cut = 64 * 1024
     proxy.cut_after(cut, "up")  # past the SSH handshake (a few KB), inside the orders file
@@ -337,14 +337,14 @@ def test_export_load_dropped_mid_upload_then_retried_delivers_each_order_once(
         load()
     assert proxy.cuts == 1
     assert [n for n in _names(inbound) if not n.startswith(".")] == [], "no final file after the drop"
-    assert ledger.deliveries(STORE.id) == []
+    assert ledger.deliveries.delivered(STORE.id) == []
 
     before = proxy.forwarded["up"]
     result = load()  # Airflow's retry of the task
     assert proxy.forwarded["up"] - before > cut + cut // 2, "the cut really was inside the file"
     files = _names(inbound)
     assert result["delivered"] == len(orders) and result["files"] == files and len(files) == 1
-    assert sorted(int(d["order_id"]) for d in ledger.deliveries(STORE.id)) == list(range(1, 801))
+    assert sorted(int(d["order_id"]) for d in ledger.deliveries.delivered(STORE.id)) == list(range(1, 801))
     rows = (inbound / files[0]).read_text().splitlines()[1:]
     order_ids = [row.split(",")[1] for row in rows]
     assert len(order_ids) == 2 * len(orders) and sorted(set(order_ids), key=int) == [str(i) for i in range(1, 801)]

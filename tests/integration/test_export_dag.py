@@ -58,7 +58,7 @@ def test_a_window_delivers_its_exportable_orders_once(export_harness):
     assert re.fullmatch(rf"orders_{harness.store_id}_20261102T100000Z_20261102T110000Z_[0-9a-f]{{12}}\.csv", file.name)
     assert s["files"] == [file.name]
     assert not any(p.name.startswith(".") for p in harness.inbound_dir.iterdir()), "no .part left behind"
-    ledger_ids = {r["order_id"] for r in harness.ledger().deliveries(harness.store_id)}
+    ledger_ids = {r["order_id"] for r in harness.ledger().deliveries.delivered(harness.store_id)}
     assert ledger_ids == expected
 
 
@@ -151,7 +151,7 @@ def test_invalid_orders_are_quarantined_and_the_rest_delivered(export_harness):
     delivered_ids = {oid for oid, _ in harness.delivered_versions()}
     assert not bad_ids & delivered_ids
     assert delivered_ids == _expected(orders, DAY.add(hours=9, minutes=50), DAY.add(hours=11)) - bad_ids
-    quarantine = {q["order_id"]: q for q in harness.ledger().quarantine(harness.store_id)}
+    quarantine = {q["order_id"]: q for q in harness.ledger().quarantine.entries(harness.store_id)}
     assert set(quarantine) == bad_ids
     rules = {oid: {r["rule"] for r in q["reasons"]} for oid, q in quarantine.items()}
     assert "order_adds_up" in rules[str(orders[window[0]]["id"])]
@@ -174,7 +174,7 @@ def test_too_many_invalid_orders_trip_the_breaker_after_recording_them(export_ha
     assert result.returncode != 0
     assert "QuarantineRatioExceeded" in result.output and "max_quarantine_ratio" in result.output
     assert harness.inbound_files() == []
-    assert len(harness.ledger().quarantine(harness.store_id)) == max(3, len(in_window) // 3)
+    assert len(harness.ledger().quarantine.entries(harness.store_id)) == max(3, len(in_window) // 3)
 
 
 def test_refused_storefront_credentials_fail_at_once(export_harness):
@@ -195,4 +195,4 @@ def test_a_changed_backend_host_key_fails_at_once_and_delivers_nothing(export_ha
     assert result.returncode != 0
     assert "BackendAuthError" in result.output and "host key" in result.output
     assert harness.inbound_files() == []
-    assert harness.ledger().deliveries(harness.store_id) == []
+    assert harness.ledger().deliveries.delivered(harness.store_id) == []

@@ -103,7 +103,7 @@ def _race(make: Callable[[], Engine], first: Callable[[Ledger], Any], second: Ca
 
 def _levels(*pairs: tuple[int, datetime]) -> Callable[[Ledger], int]:
     def write(ledger: Ledger) -> int:
-        return ledger.record_stock_levels("demo", f"stock_{pairs[0][0]}.csv", [
+        return ledger.stock_levels.record("demo", f"stock_{pairs[0][0]}.csv", [
             {"sku": f"SKU-{i}", "quantity": qty, "as_of": as_of} for i, (qty, as_of) in enumerate(pairs)])
     return write
 
@@ -112,17 +112,17 @@ def _levels(*pairs: tuple[int, datetime]) -> Callable[[Ledger], int]:
 def test_an_older_stock_level_written_last_never_moves_as_of_backwards(engines, seeded):
     """A (newer, T2) commits while B (older, T1) is between its read and its write."""
     if seeded:
-        Ledger(engines()).record_stock_levels("demo", "stock_0.csv", [{"sku": "SKU-0", "quantity": 5, "as_of": T0}])
+        Ledger(engines()).stock_levels.record("demo", "stock_0.csv", [{"sku": "SKU-0", "quantity": 5, "as_of": T0}])
     written = _race(engines, first=_levels((20, T2)), second=_levels((10, T1)))
-    level = Ledger(engines()).stock_levels_of("demo", ["SKU-0"])["SKU-0"]
+    level = Ledger(engines()).stock_levels.levels("demo", ["SKU-0"])["SKU-0"]
     assert (level.quantity, level.as_of, level.source_file) == (20, T2, "stock_20.csv")
     assert written == [1, 0], "the stale level counted as written"
 
 
 def test_a_newer_stock_level_written_last_replaces_the_older_one(engines):
-    Ledger(engines()).record_stock_levels("demo", "stock_0.csv", [{"sku": "SKU-0", "quantity": 5, "as_of": T0}])
+    Ledger(engines()).stock_levels.record("demo", "stock_0.csv", [{"sku": "SKU-0", "quantity": 5, "as_of": T0}])
     written = _race(engines, first=_levels((10, T1)), second=_levels((20, T2)))
-    level = Ledger(engines()).stock_levels_of("demo", ["SKU-0"])["SKU-0"]
+    level = Ledger(engines()).stock_levels.levels("demo", ["SKU-0"])["SKU-0"]
     assert (level.quantity, level.as_of) == (20, T2)
     assert written == [1, 1]
 
@@ -130,28 +130,28 @@ def test_a_newer_stock_level_written_last_replaces_the_older_one(engines):
 def test_the_same_batch_completed_twice_at_once_records_each_delivery_once(engines):
     """Two loads finishing the same pending batch (a retry and the next run's recovery)."""
     ledger = Ledger(engines())
-    batch, won = ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
-    ledger.set_batch_file(batch.batch_id, "file:///staged.csv", "orders_demo_W_abc.csv", 2)
-    stored = ledger.batch(batch.batch_id)
-    assert _race(engines, first=lambda lg: lg.complete_batch(stored), second=lambda lg: lg.complete_batch(stored)) \
+    batch, won = ledger.deliveries.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
+    ledger.deliveries.set_batch_file(batch.batch_id, "file:///staged.csv", "orders_demo_W_abc.csv", 2)
+    stored = ledger.deliveries.batch(batch.batch_id)
+    assert _race(engines, first=lambda lg: lg.deliveries.complete_batch(stored), second=lambda lg: lg.deliveries.complete_batch(stored)) \
         == [2, 2]
-    assert sorted((d["order_id"], d["order_version"]) for d in ledger.deliveries("demo")) == sorted(won)
+    assert sorted((d["order_id"], d["order_version"]) for d in ledger.deliveries.delivered("demo")) == sorted(won)
 
 
 def test_quarantining_the_same_versions_at_once_records_each_once(engines):
     reasons = [{"rule": "email_valid", "detail": "not an email address"}]
     entries = [("1", "v1", reasons), ("2", "v1", reasons), ("3", "v1", reasons)]
-    new = _race(engines, first=lambda lg: lg.record_quarantine("demo", entries),
-                second=lambda lg: lg.record_quarantine("demo", entries[1:]))
+    new = _race(engines, first=lambda lg: lg.quarantine.record("demo", entries),
+                second=lambda lg: lg.quarantine.record("demo", entries[1:]))
     assert sum(new) == 3
-    rows = Ledger(engines()).quarantine("demo")
+    rows = Ledger(engines()).quarantine.entries("demo")
     assert sorted((r["order_id"], r["order_version"]) for r in rows) == [("1", "v1"), ("2", "v1"), ("3", "v1")]
 
 
 def test_claims_raced_by_two_batches_are_won_once(engines):
     versions = [(str(i), "v") for i in range(50)]
-    won = _race(engines, first=lambda lg: lg.open_batch("demo", "a", "W", "x", versions)[1],
-                second=lambda lg: lg.open_batch("demo", "b", "W", "x", versions[25:])[1])
+    won = _race(engines, first=lambda lg: lg.deliveries.open_batch("demo", "a", "W", "x", versions)[1],
+                second=lambda lg: lg.deliveries.open_batch("demo", "b", "W", "x", versions[25:])[1])
     assert not won[0] & won[1]
     assert won[0] | won[1] == set(versions)
 
@@ -197,15 +197,15 @@ def test_a_worker_without_ddl_rights_works_on_a_migrated_postgres_ledger(postgre
             conn.exec_driver_sql("CREATE TABLE probe (x integer)")  # the worker really has no DDL rights
 
         ledger = Ledger(worker)
-        batch, won = ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
+        batch, won = ledger.deliveries.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
         assert won == {("1", "v1"), ("2", "v1")}
-        ledger.set_batch_file(batch.batch_id, "file:///staged.csv", "orders_demo_W_abc.csv", 2)
-        assert ledger.complete_batch(ledger.batch(batch.batch_id)) == 2
-        assert ledger.record_quarantine("demo", [("3", "v1", [{"rule": "r", "detail": "d"}])]) == 1
-        assert ledger.record_stock_levels("demo", "s.csv", [{"sku": "A", "quantity": 1, "as_of": T0}]) == 1
-        assert ledger.record_status_events("demo", "f.csv", [
+        ledger.deliveries.set_batch_file(batch.batch_id, "file:///staged.csv", "orders_demo_W_abc.csv", 2)
+        assert ledger.deliveries.complete_batch(ledger.deliveries.batch(batch.batch_id)) == 2
+        assert ledger.quarantine.record("demo", [("3", "v1", [{"rule": "r", "detail": "d"}])]) == 1
+        assert ledger.stock_levels.record("demo", "s.csv", [{"sku": "A", "quantity": 1, "as_of": T0}]) == 1
+        assert ledger.status_events.record("demo", "f.csv", [
             {"line_number": 2, "order_id": "1", "event": "accepted", "outcome": "applied"}]) == 1
-        assert sorted(d["order_id"] for d in ledger.deliveries("demo")) == ["1", "2"]
+        assert sorted(d["order_id"] for d in ledger.deliveries.delivered("demo")) == ["1", "2"]
     finally:
         worker.dispose()
         admin.dispose()

@@ -12,7 +12,7 @@ import pytest
 from order_integration import export
 from order_integration.backend.sftp import SftpBackend
 from order_integration.config import parse_config
-from order_integration.ledger import Ledger, sqlite_engine
+from order_integration.ledger import Deliveries, Ledger, sqlite_engine
 from order_integration.model import order_record
 from order_integration.windows import Window
 from sandbox.sftp_server import EmbeddedSftpServer
@@ -57,7 +57,7 @@ def env(sftp_server, tmp_path, monkeypatch):
 
 
 def _load(store, ledger, run, path, run_id):
-    return export.load(store, WINDOW, run_id, run, path, ledger, SftpBackend(store.backend_conn_id))
+    return export.load(store, WINDOW, run_id, run, path, ledger.deliveries, SftpBackend(store.backend_conn_id))
 
 
 @pytest.mark.parametrize("crash_at", ["set_batch_file", "upload", "complete_batch"])
@@ -69,8 +69,8 @@ def test_a_retry_after_a_crash_delivers_each_order_exactly_once(env, monkeypatch
     from order_integration.backend import sftp as sftp_module
 
     targets = {
-        "set_batch_file": (Ledger, "set_batch_file"),
-        "complete_batch": (Ledger, "complete_batch"),
+        "set_batch_file": (Deliveries, "set_batch_file"),
+        "complete_batch": (Deliveries, "complete_batch"),
         "upload": (sftp_module.SftpSession, "upload_atomic"),
     }
     owner, name = targets[crash_at]
@@ -90,10 +90,10 @@ def test_a_retry_after_a_crash_delivers_each_order_exactly_once(env, monkeypatch
     assert len(files) == 1 and not files[0].startswith("."), files
     assert result["delivered"] == 5 and result["already_delivered"] == 0
     assert result["files"] == files
-    deliveries = ledger.deliveries(store.id)
+    deliveries = ledger.deliveries.delivered(store.id)
     assert sorted(d["order_id"] for d in deliveries) == ["1", "2", "3", "4", "5"]
     assert {d["file_name"] for d in deliveries} == set(files)
-    assert ledger.pending_batches(store.id) == []
+    assert ledger.deliveries.pending_batches(store.id) == []
 
     again = _load(store, ledger, run, path, "run_a")
     assert again == result
@@ -105,7 +105,7 @@ def test_another_run_finishes_a_batch_left_behind(env, monkeypatch):
     store, ledger, stage, inbound = env
     run_a, path_a = stage([make_order(str(i)) for i in range(1, 4)], "run_a")
     with monkeypatch.context() as m, pytest.raises(Crash):
-        m.setattr(Ledger, "set_batch_file", lambda *a, **k: (_ for _ in ()).throw(Crash()))
+        m.setattr(Deliveries, "set_batch_file", lambda *a, **k: (_ for _ in ()).throw(Crash()))
         _load(store, ledger, run_a, path_a, "run_a")
 
     run_b, path_b = stage([make_order(str(i)) for i in range(3, 6)], "run_b")  # 3 overlaps
@@ -114,7 +114,7 @@ def test_another_run_finishes_a_batch_left_behind(env, monkeypatch):
     assert len(result["files"]) == 1  # B's own file; A's was finished on A's behalf
     assert len(list(inbound.iterdir())) == 2
     assert {b["run_id"] for b in _batches(ledger, store.id)} == {"run_a", "run_b"}
-    delivered = sorted(d["order_id"] for d in ledger.deliveries(store.id))
+    delivered = sorted(d["order_id"] for d in ledger.deliveries.delivered(store.id))
     assert delivered == ["1", "2", "3", "4", "5"]
     rows = [line for p in inbound.iterdir() for line in p.read_text().splitlines()[1:]]
     order_ids = [r.split(",")[1] for r in rows]
@@ -125,7 +125,7 @@ def test_another_run_finishes_a_batch_left_behind(env, monkeypatch):
 def _batches(ledger, store_id):
     from sqlalchemy import select
 
-    from order_integration.ledger import delivery_batches
+    from order_integration.ledger.schema import delivery_batches
 
     with ledger.engine.connect() as conn:
         return [dict(r) for r in conn.execute(

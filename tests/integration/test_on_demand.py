@@ -61,9 +61,9 @@ def test_fixed_orders_are_released_by_id_and_unknown_ids_reported(export_harness
     assert "not found in the storefront" in result.output
 
     ledger = harness.ledger()
-    [entry] = ledger.quarantine(harness.store_id, include_released=True)
+    [entry] = ledger.quarantine.entries(harness.store_id, include_released=True)
     assert entry["order_id"] == str(bad_id) and entry["released_at"] is not None
-    assert ledger.quarantine(harness.store_id) == []
+    assert ledger.quarantine.entries(harness.store_id) == []
     assert "0 quarantine open entries" in _quarantine_cli(harness, "list")
     delivered = [oid for oid, _ in harness.delivered_versions()]
     assert delivered.count(str(bad_id)) == 1, "the fixed order goes out exactly once"
@@ -79,7 +79,7 @@ def test_dry_run_uploads_nothing_and_resend_delivers_again_recorded(export_harne
     dry = harness.run_on_demand({**window, "dry_run": True})
     assert dry.returncode == 0, dry.output[-4000:]
     assert harness.inbound_files() == [], "a dry run uploads nothing"
-    assert harness.ledger().deliveries(harness.store_id) == [], "a dry run records nothing"
+    assert harness.ledger().deliveries.delivered(harness.store_id) == [], "a dry run records nothing"
     found = re.search(r"DRY RUN, nothing uploaded: file://(\S+)", dry.output)
     assert found, dry.output[-3000:]
     staged = Path(found.group(1))
@@ -97,11 +97,11 @@ def test_dry_run_uploads_nothing_and_resend_delivers_again_recorded(export_harne
     assert resent.ok, resent.output[-4000:]
     assert resent.summary["delivered"] == 2 and "resent=2" in resent.output
     ledger = harness.ledger()
-    resends = ledger.resends(harness.store_id)
+    resends = ledger.deliveries.resends(harness.store_id)
     assert sorted(int(r["order_id"]) for r in resends) == sorted(resend_ids)
     assert all(r["file_name"] == resent.summary["files"][0] and r["resent_at"] for r in resends)
     # order_deliveries keeps the first delivery only
-    assert len(ledger.deliveries(harness.store_id)) == len(exportable)
+    assert len(ledger.deliveries.delivered(harness.store_id)) == len(exportable)
 
 
 def test_a_form_with_both_a_window_and_ids_is_refused_before_anything_runs(export_harness):

@@ -248,7 +248,7 @@ def test_a_backfill_delivers_every_eligible_order_of_its_windows_once(deployment
     assert len(by_backfill) == len(set(by_backfill)), "an order in two backfill files"
     assert set(by_backfill) | {CONTENDED_ID} == expected, "every eligible order, nothing else"
 
-    ledger = d.harness.ledger().deliveries(d.store)
+    ledger = d.harness.ledger().deliveries.delivered(d.store)
     assert sorted(r["order_id"] for r in ledger if r["file_name"] in {p.name for p in first + second}) \
         == sorted(by_backfill)
     assert not any(p.name.startswith(".") for p in d.harness.inbound_dir.iterdir()), "no .part left behind"
@@ -283,7 +283,7 @@ def test_status_sync_triggered_through_the_api_applies_the_backends_file(deploym
     assert api.run(f"order_status_sync__{d.store}", run_id)["note"].startswith(f"status sync {d.store}: files=1")
     outbound = d.harness.outbound_dir
     assert (outbound / "archive" / STATUS_FILE).exists() and not (outbound / STATUS_FILE).exists()
-    events = d.harness.ledger().status_events_of(d.store, STATUS_FILE)
+    events = d.harness.ledger().status_events.recorded(d.store, STATUS_FILE)
     assert sorted((r["order_id"], r["outcome"]) for r in events) == sorted(
         (str(o["id"]), "applied") for o in HELD)
 
@@ -307,7 +307,7 @@ def test_an_overlapping_backfill_that_reprocesses_delivers_nothing_twice(deploym
 
     every = d.harness.delivered_versions()
     assert len(every) == len(set(every)), "an order version was delivered twice"
-    ledger = d.harness.ledger().deliveries(d.store)
+    ledger = d.harness.ledger().deliveries.delivered(d.store)
     assert len(ledger) == len({(r["order_id"], r["order_version"]) for r in ledger}) == len(every)
 
 

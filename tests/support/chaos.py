@@ -174,7 +174,7 @@ def _load(start: str, end: str, run_id: str, deliverable_path: str) -> dict[str,
 
     store, window = _env_store(), _window(start, end)
     return export.load(store, window, run_id, _staging(window, run_id), ObjectStoragePath(deliverable_path),
-                       _ledger(), SftpBackend(store.backend_conn_id, conn_retry_attempts=1))
+                       _ledger().deliveries, SftpBackend(store.backend_conn_id, conn_retry_attempts=1))
 
 
 def _publish(start: str, end: str, validated: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +192,7 @@ def _sync() -> dict[str, Any]:
     store = _env_store()
     with (WooCommerceWriter(store.storefront_conn_id) as writer,
           SftpBackend(store.backend_conn_id, conn_retry_attempts=1).session() as sftp):
-        result = status_sync.sync_outbound(store, sftp, writer, _ledger())
+        result = status_sync.sync_outbound(store, sftp, writer, _ledger().status_events)
     return {"moved_to": [f.moved_to for f in result.files], "counts": result.counts}
 
 
@@ -468,13 +468,13 @@ class Chaos:
             self.report.duplicated += len(twice_in_file)
             in_files.update({(r["order_id"], r["order_version"]) for r in rows})
         twice = [k for k, n in in_files.items() if n > 1]
-        resent = {(r["order_id"], r["order_version"]) for r in ledger.resends(STORE_ID)}
+        resent = {(r["order_id"], r["order_version"]) for r in ledger.deliveries.resends(STORE_ID)}
         self.report.duplicated += sum(1 for k in twice if k not in resent)
-        recorded = {(d["order_id"], d["order_version"]) for d in ledger.deliveries(STORE_ID)}
+        recorded = {(d["order_id"], d["order_version"]) for d in ledger.deliveries.delivered(STORE_ID)}
         self.report.lost += len(recorded - set(in_files))
         self.report.duplicated += len(set(in_files) - recorded)  # in a file, unknown to the ledger
         self.report.versions_delivered = len(in_files)
-        bad = {(q["order_id"], q["order_version"]) for q in ledger.quarantine(STORE_ID, include_released=True)} & set(in_files)
+        bad = {(q["order_id"], q["order_version"]) for q in ledger.quarantine.entries(STORE_ID, include_released=True)} & set(in_files)
         if bad:  # still quarantined, yet in a file: bad data reached the backend
             self.report.problems.append(f"quarantined versions in a file: {sorted(bad)[:5]}")
             self.report.duplicated += len(bad)
@@ -484,7 +484,7 @@ class Chaos:
             self.report.problems.append(f"recorded, in no file: {sorted(recorded - set(in_files))[:5]}")
 
         assert self.shop is not None
-        events = ledger.status_events_of(STORE_ID)
+        events = ledger.status_events.recorded(STORE_ID)
         applied = Counter(e["event_key"] for e in events if e["outcome"] == "applied")
         self.report.duplicated += sum(n - 1 for n in applied.values() if n > 1)
         per_order = Counter(e["order_id"] for e in events if e["outcome"] == "applied")

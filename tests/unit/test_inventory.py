@@ -83,7 +83,7 @@ class Env:
         if data is not None:
             self.drop(name, data)
         with client or self.client() as c:
-            return sync_stock_file(store or self.store, name, self.session, c, self.ledger)
+            return sync_stock_file(store or self.store, name, self.session, c, self.ledger.stock_levels)
 
     def stock(self, sku: str) -> int | None:
         item = self.shop.product_by_sku(sku)
@@ -210,7 +210,7 @@ def test_levels_are_applied_recorded_and_archived(env: Env) -> None:
     assert (env.stock("SKU-1"), env.stock("SKU-151")) == (40, 0)
     assert result.moved_to.endswith("archive/s1.csv") and result.errors_file is None
     assert env.files("archive") == ["s1.csv"] and not (env.stock_dir / "s1.csv").exists()
-    levels = env.ledger.list_stock_levels(STORE)
+    levels = env.ledger.stock_levels.all_levels(STORE)
     assert {s: lv.quantity for s, lv in levels.items()} == {"SKU-1": 40, "SKU-151": 0, "SKU-2": 2}
     assert levels["SKU-1"].source_file == "s1.csv" and levels["SKU-1"].as_of.isoformat() == "2026-11-29T10:00:00+00:00"
 
@@ -244,7 +244,7 @@ def test_a_newer_snapshot_without_change_asks_nothing_and_keeps_the_stores_own_s
     assert (result.counts["unchanged"], result.counts["applied"]) == (1, 1)
     assert env.stock("SKU-15") == 28 and env.stock("SKU-16") == 29
     assert [r[0] for r in env.requests()[before:]] == ["GET", "POST"]  # SKU-16 only
-    level = env.ledger.stock_levels_of(STORE, ["SKU-15"])["SKU-15"]
+    level = env.ledger.stock_levels.levels(STORE, ["SKU-15"])["SKU-15"]
     assert (level.quantity, level.source_file, level.as_of.hour) == (30, "l2.csv", 11)  # as_of moved on
     assert env.sync("l3.csv", stock_csv(("SKU-15", 30, T1))).counts["stale"] == 1
 
@@ -258,7 +258,7 @@ def test_newest_snapshot_wins_whatever_the_arrival_order(env: Env) -> None:
     stale = next(o for o in older.outcomes if o.outcome == "stale")
     assert stale.sku == "SKU-5" and "older than the level 20" in stale.reason and "b_new.csv" in stale.reason
     assert (env.stock("SKU-5"), env.stock("SKU-7")) == (20, 30)
-    assert env.ledger.stock_levels_of(STORE, ["SKU-5"])["SKU-5"].quantity == 20
+    assert env.ledger.stock_levels.levels(STORE, ["SKU-5"])["SKU-5"].quantity == 20
     newest = env.sync("d.csv", stock_csv(("SKU-5", 25, T3)))
     assert newest.counts["applied"] == 1 and env.stock("SKU-5") == 25
 
@@ -315,7 +315,7 @@ def test_a_storefront_failure_mid_file_keeps_the_file_and_what_was_applied(env: 
     with pytest.raises(StorefrontError, match="giving up after 2 attempts"):
         env.sync("j.csv", client=env.client(max_attempts=2))
     assert (env.stock_dir / "j.csv").exists() and env.files("archive") == []
-    recorded = env.ledger.list_stock_levels(STORE)
+    recorded = env.ledger.stock_levels.all_levels(STORE)
     assert len(recorded) == 150 and "SKU-151" not in recorded  # both product batches, not the variation
     writes_before = len(env.writes())
     retry = env.sync("j.csv")
@@ -347,7 +347,7 @@ def test_a_row_left_without_an_outcome_stops_the_file_as_an_invariant_violation(
     ``InvariantViolation`` the status sync and the export raise for counts that do not add up."""
     parsed = parse_stock_file(stock_csv(("SKU-11", 1, T1), ("SKU-12", 2, T1)), "lost.csv")
     with env.client() as client, pytest.raises(InvariantViolation) as raised:
-        apply_stock_rows(STORE, parsed, LosingClient(client), env.ledger, source_file="lost.csv")
+        apply_stock_rows(STORE, parsed, LosingClient(client), env.ledger.stock_levels, source_file="lost.csv")
     assert str(raised.value) == ("store inv: stock file lost.csv: 1 outcome(s) for 2 row(s); "
                                  "a row would be lost from the report")
     assert isinstance(raised.value, PermanentError)
@@ -356,13 +356,13 @@ def test_a_row_left_without_an_outcome_stops_the_file_as_an_invariant_violation(
 def test_apply_rows_without_files_and_the_directory_loop(env: Env) -> None:
     parsed = parse_stock_file(stock_csv(("SKU-13", 1, T1)), "mem.csv")
     with env.client() as client:
-        outcomes = apply_stock_rows(STORE, parsed, client, env.ledger, source_file="mem.csv")
+        outcomes = apply_stock_rows(STORE, parsed, client, env.ledger.stock_levels, source_file="mem.csv")
     assert [(o.sku, o.outcome, o.reason) for o in outcomes] == [("SKU-13", "applied", "13 -> 1")]
     env.drop("k2.csv", stock_csv(("SKU-14", 3, T2)))
     env.drop("k1.csv", stock_csv(("SKU-14", 2, T1)))
     env.drop(".k0.csv.part", b"sku,quantity,as_of\nSKU-14,")
     with env.client() as client:
-        result = sync_stock_dir(env.store, env.session, client, env.ledger)
+        result = sync_stock_dir(env.store, env.session, client, env.ledger.stock_levels)
     assert [f.name for f in result.files] == ["k1.csv", "k2.csv"]
     assert result.counts["applied"] == 2 and env.stock("SKU-14") == 3
     assert (env.stock_dir / ".k0.csv.part").exists()

@@ -27,57 +27,68 @@ def test_contract_tables_exist_with_contract_columns(ledger):
     assert cols["stock_levels"][:6] == ["store_id", "sku", "quantity", "as_of", "applied_at", "source_file"]
 
 
+def test_the_ledger_is_one_store_per_table_family_over_one_engine(ledger):
+    from order_integration.ledger import Deliveries, Quarantine, StatusEvents, StockLevels
+
+    stores = {"deliveries": Deliveries, "quarantine": Quarantine, "status_events": StatusEvents,
+              "stock_levels": StockLevels}
+    for name, kind in stores.items():
+        store = getattr(ledger, name)
+        assert type(store) is kind and store.engine is ledger.engine
+    assert [n for n in vars(type(ledger)) if not n.startswith("_")] == [], "no methods forwarded to a store"
+
+
 def test_claims_decide_overlapping_batches(ledger):
-    _, won1 = ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
-    _, won2 = ledger.open_batch("demo", "run2", "W", "file:///b", [("2", "v1"), ("3", "v1")])
+    _, won1 = ledger.deliveries.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
+    _, won2 = ledger.deliveries.open_batch("demo", "run2", "W", "file:///b", [("2", "v1"), ("3", "v1")])
     assert won1 == {("1", "v1"), ("2", "v1")}
     assert won2 == {("3", "v1")}
     # A new version of an order is claimable; another store's ids are independent.
-    _, won3 = ledger.open_batch("demo", "run3", "W", "file:///c", [("1", "v2")])
-    _, won4 = ledger.open_batch("other", "run3", "W", "file:///c", [("1", "v1")])
+    _, won3 = ledger.deliveries.open_batch("demo", "run3", "W", "file:///c", [("1", "v2")])
+    _, won4 = ledger.deliveries.open_batch("other", "run3", "W", "file:///c", [("1", "v1")])
     assert won3 == {("1", "v2")} and won4 == {("1", "v1")}
-    assert ledger.claimed_versions("demo", ["1", "2", "9"]) == {"1": {"v1", "v2"}, "2": {"v1"}}
-    assert ledger.claim_runs("demo", [("1", "v1"), ("3", "v1")]) == {("1", "v1"): "run1", ("3", "v1"): "run2"}
+    assert ledger.deliveries.claimed_versions("demo", ["1", "2", "9"]) == {"1": {"v1", "v2"}, "2": {"v1"}}
+    assert ledger.deliveries.claim_runs("demo", [("1", "v1"), ("3", "v1")]) == {("1", "v1"): "run1", ("3", "v1"): "run2"}
 
 
 def test_batch_lifecycle_records_deliveries_once(ledger):
-    batch, _ = ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
-    assert [b.batch_id for b in ledger.pending_batches("demo")] == [batch.batch_id]
-    ledger.set_batch_file(batch.batch_id, "file:///staged.csv", "orders_demo_W_abc.csv", 2)
-    stored = ledger.batch(batch.batch_id)
+    batch, _ = ledger.deliveries.open_batch("demo", "run1", "W", "file:///a", [("1", "v1"), ("2", "v1")])
+    assert [b.batch_id for b in ledger.deliveries.pending_batches("demo")] == [batch.batch_id]
+    ledger.deliveries.set_batch_file(batch.batch_id, "file:///staged.csv", "orders_demo_W_abc.csv", 2)
+    stored = ledger.deliveries.batch(batch.batch_id)
     assert (stored.file_name, stored.orders) == ("orders_demo_W_abc.csv", 2)
-    assert ledger.complete_batch(stored) == 2
-    assert ledger.complete_batch(stored) == 2  # a repeated completion writes nothing twice
-    rows = ledger.deliveries("demo")
+    assert ledger.deliveries.complete_batch(stored) == 2
+    assert ledger.deliveries.complete_batch(stored) == 2  # a repeated completion writes nothing twice
+    rows = ledger.deliveries.delivered("demo")
     assert sorted((r["order_id"], r["file_name"]) for r in rows) == [("1", "orders_demo_W_abc.csv"),
                                                                       ("2", "orders_demo_W_abc.csv")]
-    assert ledger.pending_batches("demo") == []
+    assert ledger.deliveries.pending_batches("demo") == []
 
 
 def test_empty_batch_is_dropped(ledger):
-    ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1")])
-    batch, won = ledger.open_batch("demo", "run2", "W", "file:///a", [("1", "v1")])
+    ledger.deliveries.open_batch("demo", "run1", "W", "file:///a", [("1", "v1")])
+    batch, won = ledger.deliveries.open_batch("demo", "run2", "W", "file:///a", [("1", "v1")])
     assert won == set()
-    ledger.drop_batch(batch.batch_id)
-    assert [b.run_id for b in ledger.pending_batches("demo")] == ["run1"]
+    ledger.deliveries.drop_batch(batch.batch_id)
+    assert [b.run_id for b in ledger.deliveries.pending_batches("demo")] == ["run1"]
 
 
 def test_complete_needs_a_file(ledger):
-    batch, _ = ledger.open_batch("demo", "run1", "W", "file:///a", [("1", "v1")])
+    batch, _ = ledger.deliveries.open_batch("demo", "run1", "W", "file:///a", [("1", "v1")])
     with pytest.raises(ValueError, match="has no file"):
-        ledger.complete_batch(batch)
+        ledger.deliveries.complete_batch(batch)
     with pytest.raises(ValueError):
-        ledger.complete_batch(dataclasses.replace(batch, file_name=None))
+        ledger.deliveries.complete_batch(dataclasses.replace(batch, file_name=None))
 
 
 def test_quarantine_is_recorded_once_per_version(ledger):
     reasons = [{"rule": "email_valid", "detail": "customer_email 'x' is not an email address"}]
-    assert ledger.record_quarantine("demo", [("1", "v1", reasons), ("2", "v1", reasons)]) == 2
-    assert ledger.record_quarantine("demo", [("1", "v1", reasons), ("1", "v2", reasons)]) == 1
-    rows = ledger.quarantine("demo")
+    assert ledger.quarantine.record("demo", [("1", "v1", reasons), ("2", "v1", reasons)]) == 2
+    assert ledger.quarantine.record("demo", [("1", "v1", reasons), ("1", "v2", reasons)]) == 1
+    rows = ledger.quarantine.entries("demo")
     assert [(r["order_id"], r["order_version"]) for r in rows] == [("1", "v1"), ("1", "v2"), ("2", "v1")]
     assert rows[0]["reasons"] == reasons and rows[0]["released_at"] is None
-    assert ledger.quarantined_versions("demo", ["1"]) == {("1", "v1"), ("1", "v2")}
+    assert ledger.quarantine.unreleased_versions("demo", ["1"]) == {("1", "v1"), ("1", "v2")}
 
 
 def test_concurrent_claims_never_double(tmp_path):
@@ -88,7 +99,7 @@ def test_concurrent_claims_never_double(tmp_path):
     results: list[set] = []
 
     def claim(run):
-        _, won = Ledger(sqlite_engine(path)).open_batch("demo", run, "W", "x", versions)
+        _, won = Ledger(sqlite_engine(path)).deliveries.open_batch("demo", run, "W", "x", versions)
         results.append(won)
 
     threads = [threading.Thread(target=claim, args=(f"run{i}",)) for i in range(4)]
@@ -117,14 +128,14 @@ def test_columns_added_by_a_newer_release_are_added_to_an_existing_ledger(tmp_pa
     assert "order_deliveries" in done.created_tables
     names = [c["name"] for c in inspect(engine).get_columns("delivery_claims")]
     assert names == ["store_id", "order_id", "order_version", "batch_id", "base_version"]
-    assert Ledger(engine).claimed_versions("demo", ["1"]) == {"1": {"v1"}}
+    assert Ledger(engine).deliveries.claimed_versions("demo", ["1"]) == {"1": {"v1"}}
     again = migrate(engine)  # idempotent
     assert (again.before, again.after, again.created_tables, again.added_columns) == (1, 1, (), ())
 
 
 def test_status_free_digests_are_kept_with_claims(ledger):
-    ledger.open_batch("demo", "run1", "W", "x", [("1", "v1"), ("2", "v1")], {("1", "v1"): "b1"})
-    assert ledger.claimed_bases("demo", ["1", "2", "3"]) == {"1": {"b1"}}
+    ledger.deliveries.open_batch("demo", "run1", "W", "x", [("1", "v1"), ("2", "v1")], {("1", "v1"): "b1"})
+    assert ledger.deliveries.claimed_bases("demo", ["1", "2", "3"]) == {"1": {"b1"}}
 
 
 def _open_fresh_ledger(path, barrier, results) -> None:
@@ -164,8 +175,8 @@ def test_a_sqlite_ledger_keeps_no_file_open_between_transactions(tmp_path) -> No
         pytest.skip("needs /proc")
     path = tmp_path / "ledger.db"
     ledger = Ledger(sqlite_engine(path), create=True)
-    ledger.record_quarantine("s", [("1", "v1", [{"rule": "r", "detail": "d"}])])
-    assert ledger.quarantine("s")
+    ledger.quarantine.record("s", [("1", "v1", [{"rule": "r", "detail": "d"}])])
+    assert ledger.quarantine.entries("s")
     open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
     assert not {p for p in open_files if p.startswith(str(path))}, open_files
 
@@ -189,13 +200,13 @@ def test_stock_levels_only_move_forward(ledger) -> None:
     from datetime import UTC, datetime
 
     t0, t1 = datetime(2026, 12, 4, 8, tzinfo=UTC), datetime(2026, 12, 4, 9, tzinfo=UTC)
-    assert ledger.record_stock_levels("demo", "a.csv", [{"sku": "A", "quantity": 1, "as_of": t1},
+    assert ledger.stock_levels.record("demo", "a.csv", [{"sku": "A", "quantity": 1, "as_of": t1},
                                                         {"sku": "B", "quantity": 2, "as_of": t0}]) == 2
     # A: older (skipped); B: equal (replaced, as the sync applied it); C: new
-    assert ledger.record_stock_levels("demo", "b.csv", [{"sku": "A", "quantity": 9, "as_of": t0},
+    assert ledger.stock_levels.record("demo", "b.csv", [{"sku": "A", "quantity": 9, "as_of": t0},
                                                         {"sku": "B", "quantity": 3, "as_of": t0, "location": "W1"},
                                                         {"sku": "C", "quantity": 4, "as_of": t1}]) == 2
-    levels = ledger.list_stock_levels("demo")
+    levels = ledger.stock_levels.all_levels("demo")
     assert {k: (v.quantity, v.as_of, v.source_file, v.location) for k, v in levels.items()} == {
         "A": (1, t1, "a.csv", None), "B": (3, t0, "b.csv", "W1"), "C": (4, t1, "b.csv", None)}
 
@@ -211,7 +222,7 @@ def test_tasks_migrate_the_default_sqlite_ledger_but_never_a_configured_one(tmp_
     home.mkdir()
     monkeypatch.setenv("AIRFLOW_HOME", str(home))
     monkeypatch.delenv("AIRFLOW_CONN_ORDER_LEDGER", raising=False)
-    assert _ledger().record_quarantine("s", [("1", "v1", [])]) == 1
+    assert _ledger().quarantine.record("s", [("1", "v1", [])]) == 1
     assert schema_version(sqlite_engine(home / "order_ledger.db")) == SCHEMA_VERSION
 
     configured = tmp_path / "configured.db"

@@ -15,46 +15,46 @@ def ledger(tmp_path):
 
 
 def _deliver(ledger, run_id, versions, *, resend=False, name="f.csv"):
-    batch, _ = ledger.open_batch("demo", run_id, "W", "file:///src", versions, resend=resend)
-    ledger.set_batch_file(batch.batch_id, "file:///staged", name, len(versions))
-    return batch, ledger.complete_batch(ledger.batch(batch.batch_id))
+    batch, _ = ledger.deliveries.open_batch("demo", run_id, "W", "file:///src", versions, resend=resend)
+    ledger.deliveries.set_batch_file(batch.batch_id, "file:///staged", name, len(versions))
+    return batch, ledger.deliveries.complete_batch(ledger.deliveries.batch(batch.batch_id))
 
 
 def test_a_resend_repeats_delivered_versions_and_records_them_apart(ledger):
     _deliver(ledger, "sched", [("1", "v1"), ("2", "v1")], name="first.csv")
     batch, count = _deliver(ledger, "manual", [("1", "v1"), ("3", "v1")], resend=True, name="again.csv")
     assert count == 2
-    assert ledger.batch_claims(batch.batch_id) == {("1", "v1"), ("3", "v1")}
+    assert ledger.deliveries.batch_claims(batch.batch_id) == {("1", "v1"), ("3", "v1")}
     # order_deliveries keeps the first delivery of each version; the repeat is in order_resends
-    assert sorted((d["order_id"], d["file_name"]) for d in ledger.deliveries("demo")) == [
+    assert sorted((d["order_id"], d["file_name"]) for d in ledger.deliveries.delivered("demo")) == [
         ("1", "first.csv"), ("2", "first.csv"), ("3", "again.csv")]
-    [resend] = ledger.resends("demo")
+    [resend] = ledger.deliveries.resends("demo")
     assert (resend["order_id"], resend["run_id"], resend["file_name"]) == ("1", "manual", "again.csv")
     assert resend["resent_at"] is not None
-    assert ledger.run_resends("demo", "manual") == {("1", "v1")}
+    assert ledger.deliveries.run_resends("demo", "manual") == {("1", "v1")}
 
 
 def test_without_resend_a_delivered_version_is_not_claimed_again(ledger):
     _deliver(ledger, "sched", [("1", "v1")])
-    _, won = ledger.open_batch("demo", "manual", "W", "file:///src", [("1", "v1")])
-    assert won == set() and ledger.resends("demo") == []
+    _, won = ledger.deliveries.open_batch("demo", "manual", "W", "file:///src", [("1", "v1")])
+    assert won == set() and ledger.deliveries.resends("demo") == []
 
 
 def test_a_pending_resend_batch_is_finished_with_its_repeats(ledger):
     _deliver(ledger, "sched", [("1", "v1")])
-    batch, _ = ledger.open_batch("demo", "manual", "W", "file:///src", [("1", "v1")], resend=True)
-    assert [b.batch_id for b in ledger.pending_batches("demo")] == [batch.batch_id]
-    assert ledger.batch_claims(batch.batch_id) == {("1", "v1")}, "the crash-recovery path sees the repeat"
-    assert ledger.run_resends("demo", "manual") == set(), "not resent until the file is on the server"
+    batch, _ = ledger.deliveries.open_batch("demo", "manual", "W", "file:///src", [("1", "v1")], resend=True)
+    assert [b.batch_id for b in ledger.deliveries.pending_batches("demo")] == [batch.batch_id]
+    assert ledger.deliveries.batch_claims(batch.batch_id) == {("1", "v1")}, "the crash-recovery path sees the repeat"
+    assert ledger.deliveries.run_resends("demo", "manual") == set(), "not resent until the file is on the server"
 
 
 def test_delivery_releases_every_open_quarantine_entry_of_the_order(ledger):
     reasons = [{"rule": "r", "detail": "d"}]
-    ledger.record_quarantine("demo", [("1", "bad1", reasons), ("1", "bad2", reasons), ("2", "bad", reasons)])
-    ledger.record_quarantine("other", [("1", "bad1", reasons)])
+    ledger.quarantine.record("demo", [("1", "bad1", reasons), ("1", "bad2", reasons), ("2", "bad", reasons)])
+    ledger.quarantine.record("other", [("1", "bad1", reasons)])
     _deliver(ledger, "manual", [("1", "fixed")])
-    assert [(q["order_id"], q["order_version"]) for q in ledger.quarantine("demo")] == [("2", "bad")]
-    released = [q for q in ledger.quarantine("demo", include_released=True) if q["released_at"] is not None]
+    assert [(q["order_id"], q["order_version"]) for q in ledger.quarantine.entries("demo")] == [("2", "bad")]
+    released = [q for q in ledger.quarantine.entries("demo", include_released=True) if q["released_at"] is not None]
     assert sorted(q["order_version"] for q in released) == ["bad1", "bad2"]
-    assert len(ledger.quarantine("other")) == 1, "another store's entry with the same id stays"
-    assert ledger.quarantined_versions("demo", ["1", "2"]) == {("2", "bad")}
+    assert len(ledger.quarantine.entries("other")) == 1, "another store's entry with the same id stays"
+    assert ledger.quarantine.unreleased_versions("demo", ["1", "2"]) == {("2", "bad")}

@@ -33,12 +33,12 @@ def _cli(tmp_path, *args, stores=None):
 def test_quarantine_list_shows_open_entries_with_reasons_and_the_release_command(tmp_path):
     db = tmp_path / "ledger.db"
     ledger = Ledger(sqlite_engine(db), create=True)
-    ledger.record_quarantine("demo", [
+    ledger.quarantine.record("demo", [
         ("1002", "abc", [{"rule": "quantity_positive", "detail": "line 1 quantity -1"}]),
         ("77", "def", [{"rule": "currency_known", "detail": "currency ''"},
                        {"rule": "totals_add_up", "detail": "off by 0.01"}]),
     ])
-    ledger.record_quarantine("other", [("5", "x", [{"rule": "r", "detail": "d"}])])
+    ledger.quarantine.record("other", [("5", "x", [{"rule": "r", "detail": "d"}])])
     proc = _cli(tmp_path, "quarantine", "list", "--store", "demo", "--ledger-url", f"sqlite:///{db}")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -62,7 +62,7 @@ def test_an_unknown_store_is_an_error_not_an_empty_list(tmp_path):
 
 def _quarantined(db, *order_ids):
     ledger = Ledger(sqlite_engine(db), create=True)
-    ledger.record_quarantine("demo", [(oid, "v1", [{"rule": "r", "detail": "d"}]) for oid in order_ids])
+    ledger.quarantine.record("demo", [(oid, "v1", [{"rule": "r", "detail": "d"}]) for oid in order_ids])
     return ledger
 
 

@@ -91,7 +91,7 @@ class Env:
     def sync(self, name: str, data: bytes | None = None, **kwargs: Any) -> FileResult:
         if data is not None:
             self.drop(name, data)
-        return sync_file(self.store, name, self.session, self.writer, self.ledger, **kwargs)
+        return sync_file(self.store, name, self.session, self.writer, self.ledger.status_events, **kwargs)
 
     def status(self, order_id: int) -> str:
         order = self.shop.get_order(order_id)
@@ -107,7 +107,7 @@ class Env:
         return [r for r in self.shop.request_log if r[0] != "GET"]
 
     def rows(self, source_file: str | None = None) -> list[dict[str, Any]]:
-        return self.ledger.status_events_of(STORE, source_file)
+        return self.ledger.status_events.recorded(STORE, source_file)
 
     def files(self, sub: str) -> list[str]:
         folder = self.outbound / sub
@@ -249,7 +249,7 @@ def test_partial_shipments_across_files_complete_after_the_last_part(env: Env) -
     env.set_status(1004, "processing")
     env.sync("part1.csv", status_csv(ship(1004, sku="SKU-A", quantity=1)))
     assert env.status(1004) == "processing"
-    assert env.ledger.shipped_quantities(STORE, ["1004"]) == {("1004", "SKU-A"): 1}
+    assert env.ledger.status_events.shipped_quantities(STORE, ["1004"]) == {("1004", "SKU-A"): 1}
     result = env.sync("part2.csv", status_csv(
         ship(1004, sku="SKU-B", quantity=1, occurred_at="2026-11-30T09:00:00Z"),
         ship(1004, sku="SKU-A", quantity=1, occurred_at="2026-11-30T09:00:00Z", tracking_number="JJD000999"),
@@ -280,7 +280,7 @@ def test_over_shipment_is_refused(env: Env) -> None:
     assert outcomes[1].startswith("refused: over-shipment: sku 'SKU-A' ordered 2, already shipped 1")
     assert outcomes[2].startswith("refused: sku 'SKU-Z' is not in the order")
     assert env.status(1005) == "processing" and len(env.shop.notes(1005)) == 1
-    assert env.ledger.shipped_quantities(STORE, ["1005"]) == {("1005", "SKU-A"): 1}
+    assert env.ledger.status_events.shipped_quantities(STORE, ["1005"]) == {("1005", "SKU-A"): 1}
     assert not result.ok and env.files("error") == ["over.csv", "over.csv.errors.json"]
 
 
@@ -348,7 +348,7 @@ def test_apply_file_never_reads_a_non_ascii_id_as_a_number(env: Env) -> None:
     good = parse_status_file(status_csv(ev(1001, "accepted")), "x.csv").events[0]
     events = [replace(good, order_id="\u00b2", event_key="k1"),
               replace(good, order_id="\u0661\u0660\u0660\u0662", event_key="k2")]
-    outcomes = apply_file(STORE, events, env.writer, env.ledger, source_file="x.csv")
+    outcomes = apply_file(STORE, events, env.writer, env.ledger.status_events, source_file="x.csv")
     assert [o.outcome for o in outcomes] == [
         "error: order not found ('\u00b2' is not an order id)",
         "error: order not found ('\u0661\u0660\u0660\u0662' is not an order id)"]
@@ -361,7 +361,7 @@ def test_several_events_of_one_order_in_one_file_keep_their_order(env: Env) -> N
     assert env.status(1010) == "completed"
     puts = [w for w in env.writes() if w[0] == "PUT"]
     assert len(puts) == 2
-    assert env.ledger.statuses_written(STORE, ["1010", "1001"]) == {"1010": "completed"}
+    assert env.ledger.status_events.statuses_written(STORE, ["1010", "1001"]) == {"1010": "completed"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -439,7 +439,7 @@ def test_many_status_changes_use_the_batch_endpoint(env: Env) -> None:
     methods = [(w[0], w[1].split("?")[0].rsplit("/", 1)[-1]) for w in env.writes()]
     assert methods.count(("POST", "batch")) == 1 and not any(m == "PUT" for m, _ in methods)
     assert methods.count(("POST", "notes")) == 12
-    assert env.ledger.statuses_written(STORE, [str(o) for o in ORDER_IDS]) == {
+    assert env.ledger.status_events.statuses_written(STORE, [str(o) for o in ORDER_IDS]) == {
         str(oid): "processing" for oid in ORDER_IDS[:12]}
 
 
@@ -451,11 +451,11 @@ def test_few_status_changes_use_put(env: Env) -> None:
 
 def test_a_rerun_after_a_crash_recognises_what_is_already_on_the_storefront(env: Env, tmp_path: Path) -> None:
     events = parse_status_file(status_csv(ev(1011, "cancelled"), ev(1012, "accepted")), "c.csv").events
-    apply_file(STORE, events, env.writer, env.ledger, source_file="c.csv")
+    apply_file(STORE, events, env.writer, env.ledger.status_events, source_file="c.csv")
     writes = len(env.writes())
     # Same storefront, but a ledger that never saw the rows (the crash came before them).
     fresh = Ledger(sqlite_engine(tmp_path / "fresh.db"), create=True)
-    outcomes = apply_file(STORE, events, env.writer, fresh, source_file="c.csv")
+    outcomes = apply_file(STORE, events, env.writer, fresh.status_events, source_file="c.csv")
     assert [(o.outcome, o.new_status) for o in outcomes] == [("applied", "cancelled"), ("applied", "processing")]
     assert len(env.writes()) == writes  # nothing written again
     assert len(env.shop.notes(1011)) == 1 and len(env.shop.notes(1012)) == 1
@@ -465,7 +465,7 @@ def test_sync_outbound_handles_every_status_file(env: Env) -> None:
     env.drop("b.csv", status_csv(ev(1001, "accepted")))
     env.drop("a.csv", status_csv(ev(1002, "accepted")))
     env.drop(".c.csv.part", status_csv(ev(1003, "accepted")))
-    result = sync_outbound(env.store, env.session, env.writer, env.ledger)
+    result = sync_outbound(env.store, env.session, env.writer, env.ledger.status_events)
     assert [f.name for f in result.files] == ["a.csv", "b.csv"]
     assert result.counts["applied"] == 2 and env.status(1003) == "pending"
     assert sorted(p.name for p in env.outbound.iterdir() if p.is_file()) == [".c.csv.part"]
@@ -479,10 +479,10 @@ def test_sync_outbound_stops_at_the_first_failing_file_and_keeps_the_later_ones(
     env.shop.inject_faults([{"type": "503", "retry_after": 0, "times": 6, "method": "POST",
                              "path": "/orders/1003/notes"}])
     with pytest.raises(StorefrontError):
-        sync_outbound(env.store, env.session, env.writer, env.ledger)
+        sync_outbound(env.store, env.session, env.writer, env.ledger.status_events)
     assert sorted(p.name for p in env.outbound.iterdir() if p.is_file()) == ["a.csv", "b.csv"]
     assert env.status(1004) == "pending" and env.shop.notes(1004) == []
-    result = sync_outbound(env.store, env.session, env.writer, env.ledger)
+    result = sync_outbound(env.store, env.session, env.writer, env.ledger.status_events)
     assert [f.name for f in result.files] == ["a.csv", "b.csv"] and result.counts["applied"] == 3
     assert env.status(1004) == "processing"
     assert [n["note"].split(" ", 1)[0] for n in env.shop.notes(1004)] == ["Rejected", "Accepted"]

@@ -1,0 +1,257 @@
+"""The ledger's schema: every table, its version, and the explicit migration step.
+
+Contract tables (operators query them): ``order_deliveries``, ``order_quarantine``,
+``status_events``, ``stock_levels``. Internal ones: ``delivery_batches``, ``delivery_claims``
+and ``order_resends`` (see :mod:`order_integration.ledger.deliveries`), ``ledger_schema``.
+
+The schema is created and migrated by an explicit step, :func:`migrate` (``python -m
+order_integration ledger migrate``), never by the tasks: workers need no DDL rights. Its
+version is kept in ``ledger_schema``; a ledger behind :data:`SCHEMA_VERSION` is refused with
+the command to run (:func:`check_schema`). Only the default SQLite file (no ``order_ledger``
+connection: a laptop, the demo) is migrated on first use, see
+:func:`order_integration.ledger.engine_from_airflow`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+)
+from sqlalchemy.exc import DBAPIError
+
+from order_integration.exceptions import LedgerSchemaError
+from order_integration.ledger.db import dialect_insert, now, where
+
+log = logging.getLogger(__name__)
+metadata = MetaData()
+
+order_deliveries = Table(
+    "order_deliveries", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("order_version", String(32), nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("store_id", "order_id", "order_version", name="uq_order_deliveries"),
+)
+order_quarantine = Table(
+    "order_quarantine", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("order_version", String(32), nullable=False),
+    Column("reasons", Text, nullable=False),  # JSON list of {"rule", "detail"}
+    Column("quarantined_at", DateTime(timezone=True), nullable=False),
+    Column("released_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("store_id", "order_id", "order_version", name="uq_order_quarantine"),
+)
+status_events = Table(
+    "status_events", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("source_file", String(255), nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    # Added by the status sync (nullable, so older rows and other writers stay valid):
+    Column("event_key", String(64), nullable=True, index=True),  # digest of the event's content
+    Column("sku", String(128), nullable=True),  # partial shipments only
+    Column("quantity", Integer, nullable=True),  # units of ``sku`` shipped by this event
+    Column("new_status", String(32), nullable=True),  # the storefront status this event wrote
+    Column("note", Text, nullable=True),  # the note text the event put on the order
+    Column("occurred_at", DateTime(timezone=True), nullable=True),  # when the backend says it happened
+    Column("tracking_number", String(128), nullable=True),
+)
+stock_levels = Table(
+    "stock_levels", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("sku", String(128), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("source_file", String(255), nullable=False),
+    # Added by the inventory sync (nullable, so older rows stay valid): where the backend
+    # counted the level (informational: WooCommerce keeps one level per SKU).
+    Column("location", String(64), nullable=True),
+    UniqueConstraint("store_id", "sku", name="uq_stock_levels"),
+)
+delivery_batches = Table(
+    "delivery_batches", metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("store_id", String(32), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("window_label", String(40), nullable=False),  # the run's window, as file names carry it
+    Column("source_path", Text, nullable=False),
+    Column("staged_path", Text, nullable=True),
+    Column("file_name", String(255), nullable=True),
+    Column("orders", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("uploaded_at", DateTime(timezone=True), nullable=True),
+)
+delivery_claims = Table(
+    "delivery_claims", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("order_version", String(32), nullable=False),
+    Column("batch_id", String(36), nullable=False, index=True),
+    # digest of the version without its status: recognises the echo of a status we wrote back
+    Column("base_version", String(32), nullable=True),
+    UniqueConstraint("store_id", "order_id", "order_version", name="uq_delivery_claims"),
+)
+# Versions an operator sent again on purpose (on-demand ``resend``): ``order_deliveries``
+# keeps the first delivery, this table every deliberate repeat. ``resent_at`` and
+# ``file_name`` are set when the batch's file is on the server.
+order_resends = Table(
+    "order_resends", metadata,
+    Column("store_id", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("order_version", String(32), nullable=False),
+    Column("batch_id", String(36), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("file_name", String(255), nullable=True),
+    Column("resent_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("batch_id", "order_id", "order_version", name="uq_order_resends"),
+)
+
+# One row per schema version this ledger was migrated to (``migrate``); the highest is its version.
+ledger_schema = Table(
+    "ledger_schema", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("migrated_at", DateTime(timezone=True), nullable=False),
+)
+
+#: The schema version this release reads and writes. History (docs/ledger.md, "Schema versions"):
+#: 0 — a ledger made before versioning: the tables and columns of whichever release created it;
+#: 1 — every table and column above. ``migrate`` reaches 1 from 0 or from nothing by creating the
+#:     missing tables and adding the missing nullable columns — the only changes releases made.
+#: A later version that needs more than that adds its step to ``migrate``, keyed by this number.
+SCHEMA_VERSION = 1
+MIGRATE_COMMAND = "python -m order_integration ledger migrate"
+
+
+def schema_version(engine: Engine) -> int | None:
+    """The ledger's schema version: None when it has no ledger table at all, 0 when its tables
+    predate versioning (no ``ledger_schema``), else the highest version it was migrated to."""
+    from sqlalchemy import inspect
+
+    tables = set(inspect(engine).get_table_names())
+    if ledger_schema.name in tables:
+        with engine.connect() as conn:
+            version = conn.execute(select(func.max(ledger_schema.c.version))).scalar()
+        if version is not None:
+            return int(version)
+    return 0 if tables & set(metadata.tables) else None
+
+
+def check_schema(engine: Engine) -> int:
+    """The ledger's schema version, or :class:`LedgerSchemaError` naming the command to run when
+    it is behind this release. A newer version is fine: releases only add tables and nullable
+    columns, which an older release's writes leave empty."""
+    version = schema_version(engine)
+    if version is None or version < SCHEMA_VERSION:
+        state = "has no schema" if version is None else f"is at version {version}, needs {SCHEMA_VERSION}"
+        raise LedgerSchemaError(f"the ledger at {where(engine)} {state}: run `{MIGRATE_COMMAND}`")
+    return version
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """What :func:`migrate` did: versions before (None: no schema) and after, and the changes."""
+
+    before: int | None
+    after: int
+    created_tables: tuple[str, ...] = ()
+    added_columns: tuple[str, ...] = ()  # "table.column"
+
+    def describe(self, where: str) -> str:
+        if self.before == self.after:
+            return f"ledger at {where}: schema version {self.after}, nothing to do"
+        start = "no schema" if self.before is None else f"version {self.before}"
+        changes = [f"created {', '.join(self.created_tables)}"] if self.created_tables else []
+        changes += [f"added {', '.join(self.added_columns)}"] if self.added_columns else []
+        return (f"ledger at {where}: migrated from {start} to version {self.after}"
+                + (f" ({'; '.join(changes)})" if changes else ""))
+
+
+def migrate(engine: Engine, attempts: int = 5) -> Migration:
+    """Bring the ledger's schema to :data:`SCHEMA_VERSION`: create missing tables, add missing
+    nullable columns, record the version in ``ledger_schema``. Idempotent; nothing to do (one
+    catalog query) when the ledger is current.
+
+    Safe to run several times at once (the compose init next to a laptop's run, the first
+    tasks of a backfill on the default SQLite file): creating checks, then creates, so another
+    process can create a table or column in between ("already exists"; on PostgreSQL a duplicate
+    ``pg_type`` row). Then the check runs again and finds it."""
+    unread = -1
+    before: int | None = unread
+    created: list[str] = []
+    added: list[str] = []
+    for attempt in range(1, attempts + 1):
+        try:  # every step may meet another process's DDL, the first read too (SQLite: 'database is locked')
+            if before == unread:
+                before = schema_version(engine)
+            if before is not None and before >= SCHEMA_VERSION:
+                return Migration(before, before)
+            created += _create_missing_tables(engine)
+            added += _add_missing_columns(engine)
+            with engine.begin() as conn:
+                conn.execute(dialect_insert(conn, ledger_schema).on_conflict_do_nothing(),
+                             {"version": SCHEMA_VERSION, "migrated_at": now()})
+            break
+        except DBAPIError as exc:
+            if attempt == attempts:
+                raise
+            log.info("ledger: schema changed concurrently by another process (%s); checking again",
+                     str(exc.orig).splitlines()[0] if exc.orig else exc)
+            time.sleep(0.05 * attempt)
+    migration = Migration(before, SCHEMA_VERSION, tuple(created), tuple(added))
+    log.info("%s", migration.describe(where(engine)))
+    return migration
+
+
+def _create_missing_tables(engine: Engine) -> list[str]:
+    from sqlalchemy import inspect
+
+    have = set(inspect(engine).get_table_names())
+    missing = [t.name for t in metadata.sorted_tables if t.name not in have]
+    if missing:
+        metadata.create_all(engine)
+    return missing
+
+
+def _add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns this release defines to tables an older one created (version 0
+    to 1: ``status_events.event_key`` … ``tracking_number``, ``stock_levels.location``,
+    ``delivery_claims.base_version``). Columns are only ever added, never changed; a missing
+    required column means the table is not one this package made."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    added: list[str] = []
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                if not column.nullable:
+                    raise LedgerSchemaError(f"the ledger at {where(engine)}: table {table.name} lacks the "
+                                            f"required column {column.name}; it was not made by this package")
+                ddl = column.type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}')
+                added.append(f"{table.name}.{column.name}")
+    return added
