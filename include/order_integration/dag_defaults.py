@@ -35,5 +35,14 @@ def default_args(
     return args
 
 
+#: The DAGs each store gets: ``<kind>__<store id>`` (the DAG files in ``dags/``).
+DAG_KINDS = ("order_export", "order_export_on_demand", "order_status_sync", "inventory_sync")
+
+
+def dag_ids(store_id: str) -> tuple[str, ...]:
+    """The ids of ``store_id``'s DAGs."""
+    return tuple(f"{kind}__{store_id}" for kind in DAG_KINDS)
+
+
 def tags(store_id: str, kind: str) -> list[str]:
     return ["order-integration", f"store:{store_id}", kind]
