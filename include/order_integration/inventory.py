@@ -51,7 +51,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 
@@ -65,7 +65,7 @@ from order_integration.backend.stock_files import (
 )
 from order_integration.exceptions import InvariantViolation
 from order_integration.status_sync import ARCHIVE_DIR, ERROR_DIR, ERRORS_SUFFIX, free_name
-from order_integration.storefronts.woocommerce_products import CatalogItem, StockUpdate, StockWriteResult
+from order_integration.storefronts.base import CatalogItem, StockClient, StockUpdate, StockWriteResult
 
 if TYPE_CHECKING:
     from order_integration.backend.sftp import SftpSession
@@ -85,17 +85,6 @@ OUTCOMES: tuple[str, ...] = (APPLIED, UNCHANGED, STALE, UNKNOWN_SKU, UNMANAGED, 
 #: Outcomes that send the file to ``error/`` (listed in ``errors.json``).
 FAILED: frozenset[str] = frozenset({UNKNOWN_SKU, REJECTED})
 _LOGGED_SKUS = 20
-
-
-class StockClient(Protocol):
-    """What the inventory sync needs from a storefront (``WooCommerceStock`` fits)."""
-
-    def lookup(self, skus: Iterable[str]) -> dict[str, CatalogItem]: ...
-
-    def problem(self, sku: str) -> str | None: ...
-
-    def set_stock(self, updates: Sequence[StockUpdate], *, manage_stock: bool = True,
-                  on_applied: Any = None) -> list[StockWriteResult]: ...
 
 
 @dataclass(frozen=True, slots=True)

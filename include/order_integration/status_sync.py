@@ -68,7 +68,7 @@ import posixpath
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 
@@ -84,7 +84,7 @@ from order_integration.backend.status_files import (
 from order_integration.exceptions import InvariantViolation, StorefrontRequestRejected
 from order_integration.failpoints import failpoint
 from order_integration.ids import parse_order_id
-from order_integration.storefronts.woocommerce_writes import BatchItemResult, OrderNotFound, same_note
+from order_integration.storefronts.base import OrderNotFound, StatusWriter, same_note
 
 if TYPE_CHECKING:
     from order_integration.backend.sftp import SftpSession
@@ -106,18 +106,6 @@ SKIPPED_DUPLICATE = "skipped_duplicate"
 _ACTIVE = ("pending", "on-hold", "processing")
 
 
-class StatusWriter(Protocol):
-    """What the sync needs from a storefront (``WooCommerceWriter`` fits)."""
-
-    def get_orders(self, order_ids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
-
-    def list_notes(self, order_id: int) -> list[dict[str, Any]]: ...
-
-    def add_note(self, order_id: int, note: str, customer_note: bool) -> dict[str, Any]: ...
-
-    def update_status(self, order_id: int, status: str) -> dict[str, Any]: ...
-
-    def batch_update(self, updates: Sequence[dict[str, Any]]) -> list[BatchItemResult]: ...
 
 
 def refused(reason: str) -> str:

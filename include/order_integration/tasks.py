@@ -213,11 +213,11 @@ def sync_status_files(store_id: str) -> dict[str, Any]:
     after it stay for the retry, the files before it are archived already."""
     from order_integration import status_sync
     from order_integration.backend.sftp import SftpBackend
-    from order_integration.storefronts.woocommerce_writes import WooCommerceWriter
+    from order_integration.storefronts import get_status_writer
 
     store = _store(store_id)
     with (
-        WooCommerceWriter(store.storefront_conn_id) as writer,
+        get_status_writer(store.platform, store.storefront_conn_id) as writer,
         SftpBackend(store.backend_conn_id).session() as sftp,
     ):
         result = status_sync.sync_outbound(store, sftp, writer, _ledger().status_events)
@@ -253,11 +253,11 @@ def sync_stock_files(store_id: str) -> dict[str, Any]:
     in no guaranteed order), and the look-up cache then spans the run."""
     from order_integration import inventory
     from order_integration.backend.sftp import SftpBackend
-    from order_integration.storefronts.woocommerce_products import WooCommerceStock
+    from order_integration.storefronts import get_stock_client
 
     store = _store(store_id)
     with (
-        WooCommerceStock(store.storefront_conn_id) as client,
+        get_stock_client(store.platform, store.storefront_conn_id) as client,
         SftpBackend(store.backend_conn_id).session() as sftp,
     ):
         result = inventory.sync_stock_dir(store, sftp, client, _ledger().stock_levels)

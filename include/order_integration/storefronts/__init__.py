@@ -10,14 +10,35 @@ import importlib
 from typing import Any
 
 from order_integration.exceptions import ConfigError
-from order_integration.storefronts.base import PageProgress, StorefrontClient, StorefrontRequestRejected
+from order_integration.storefronts.base import (
+    PageProgress,
+    StatusWriter,
+    StockClient,
+    StorefrontClient,
+    StorefrontRequestRejected,
+)
 
-__all__ = ["PLATFORMS", "PageProgress", "StorefrontClient", "StorefrontRequestRejected", "get_client"]
+__all__ = ["PLATFORMS", "PageProgress", "StorefrontClient", "StorefrontRequestRejected", "get_client",
+           "get_status_writer", "get_stock_client"]
 
-#: platform name → (module, class)
-PLATFORMS: dict[str, tuple[str, str]] = {
-    "woocommerce": ("order_integration.storefronts.woocommerce", "WooCommerceClient"),
+#: platform name → what it offers → (module, class). Each class takes the Airflow connection id
+#: first; the writers are context managers (their HTTP session closes on exit).
+PLATFORMS: dict[str, dict[str, tuple[str, str]]] = {
+    "woocommerce": {
+        "orders": ("order_integration.storefronts.woocommerce", "WooCommerceClient"),
+        "status": ("order_integration.storefronts.woocommerce_writes", "WooCommerceWriter"),
+        "stock": ("order_integration.storefronts.woocommerce_products", "WooCommerceStock"),
+    },
 }
+
+
+def _platform_class(platform: str, role: str) -> Any:
+    try:
+        module_name, class_name = PLATFORMS[platform][role]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(PLATFORMS))
+        raise ConfigError(f"unknown storefront platform {platform!r}; known: {known}") from None
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def get_client(platform: str, conn_id: str, **kwargs: Any) -> StorefrontClient:
@@ -26,10 +47,14 @@ def get_client(platform: str, conn_id: str, **kwargs: Any) -> StorefrontClient:
     ``kwargs`` go to the client's constructor (``per_page``, ``max_attempts``, ``on_page``...).
     An unknown platform raises :class:`ConfigError` naming the known ones.
     """
-    try:
-        module_name, class_name = PLATFORMS[platform]
-    except (KeyError, TypeError):
-        known = ", ".join(sorted(PLATFORMS))
-        raise ConfigError(f"unknown storefront platform {platform!r}; known: {known}") from None
-    client_class = getattr(importlib.import_module(module_name), class_name)
-    return client_class(conn_id, **kwargs)
+    return _platform_class(platform, "orders")(conn_id, **kwargs)
+
+
+def get_status_writer(platform: str, conn_id: str, **kwargs: Any) -> StatusWriter:
+    """What the status sync writes through (a context manager), for ``platform``."""
+    return _platform_class(platform, "status")(conn_id, **kwargs)
+
+
+def get_stock_client(platform: str, conn_id: str, **kwargs: Any) -> StockClient:
+    """What the stock sync reads and writes stock levels through (a context manager)."""
+    return _platform_class(platform, "stock")(conn_id, **kwargs)

@@ -1,4 +1,8 @@
-"""What every storefront client offers the tasks: a window scan and a normaliser.
+"""The storefront interfaces: what the export, the status sync and the stock sync need from a
+platform, with the types and errors they share. Nothing here knows a platform; each platform
+module implements these and is chosen by :mod:`order_integration.storefronts` (the registry).
+
+Reading orders: a window scan and a normaliser.
 
 A client is deliberately small. ``iter_orders`` answers one question — which orders were
 modified in ``[modified_from, modified_to)`` and what do they look like now — and
@@ -8,7 +12,9 @@ without ever raising. Everything platform-specific (paging, auth, retries) lives
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import html
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import pendulum
@@ -16,7 +22,10 @@ import pendulum
 from order_integration.exceptions import StorefrontRequestRejected
 from order_integration.model import Order
 
-__all__ = ["PageProgress", "StorefrontClient", "StorefrontRequestRejected"]
+__all__ = [
+    "BatchItemResult", "CatalogItem", "OrderNotFound", "PageProgress", "StatusWriter", "StockClient",
+    "StockUpdate", "StockWriteResult", "StorefrontClient", "StorefrontRequestRejected", "same_note",
+]
 
 
 class PageProgress(Protocol):
@@ -54,3 +63,108 @@ class StorefrontClient(Protocol):
     def normalise(self, raw: dict[str, Any], store_id: str) -> Order:
         """The canonical order; never raises, malformed values become ``parse_problems``."""
         ...
+
+
+# -- writing order statuses back (status sync) ---------------------------------------------
+class OrderNotFound(StorefrontRequestRejected):
+    """The store has no order with that id."""
+
+    def __init__(self, order_id: int | str, message: str) -> None:
+        super().__init__(message)
+        self.order_id = order_id
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItemResult:
+    """One item of a batch update: the updated order, or the store's error for it
+    (``not_found`` when the store has no such order)."""
+
+    order_id: int
+    order: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    not_found: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None and self.error_message is None
+
+    @property
+    def error(self) -> str | None:
+        """``code: message`` of a failed item, ``None`` when it succeeded."""
+        return None if self.ok else f"{self.error_code}: {self.error_message}"
+
+
+def same_note(a: str, b: str) -> bool:
+    """Whether two note texts are the same note (entities and whitespace runs do not count)."""
+    return " ".join(html.unescape(a).split()) == " ".join(html.unescape(b).split())
+
+
+class StatusWriter(Protocol):
+    """What the status sync needs from a storefront."""
+
+    def get_orders(self, order_ids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
+
+    def list_notes(self, order_id: int) -> list[dict[str, Any]]: ...
+
+    def add_note(self, order_id: int, note: str, customer_note: bool) -> dict[str, Any]: ...
+
+    def update_status(self, order_id: int, status: str) -> dict[str, Any]: ...
+
+    def batch_update(self, updates: Sequence[dict[str, Any]]) -> list[BatchItemResult]: ...
+
+
+# -- stock levels (inventory sync) ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    """What the store says about one SKU: where to write and what it shows now."""
+
+    sku: str
+    product_id: int  # the product, or the variation's parent product
+    variation_id: int | None  # set for a variation
+    manage_stock: bool | str  # True / False, or "parent" for a variation managed by its parent
+    stock_quantity: int | None
+    type: str = "simple"
+
+    @property
+    def managed(self) -> bool:
+        """Whether this product/variation keeps its own stock level."""
+        return self.manage_stock is True
+
+    @property
+    def label(self) -> str:
+        if self.variation_id is None:
+            return f"product {self.product_id}"
+        return f"variation {self.variation_id} of product {self.product_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StockUpdate:
+    """Set ``item``'s stock to ``quantity`` (and switch management on: ``manage_stock``)."""
+
+    item: CatalogItem
+    quantity: int
+    key: Any = None  # the caller's handle (e.g. the stock row), passed back in the result
+
+
+@dataclass(frozen=True, slots=True)
+class StockWriteResult:
+    update: StockUpdate
+    error: str | None = None  # the store's ``code: message`` for a refused item
+    stock_quantity: int | None = None  # what the store answered after the write
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class StockClient(Protocol):
+    """What the inventory sync needs from a storefront."""
+
+    def lookup(self, skus: Iterable[str]) -> dict[str, CatalogItem]: ...
+
+    def problem(self, sku: str) -> str | None: ...
+
+    def set_stock(self, updates: Sequence[StockUpdate], *, manage_stock: bool = True,
+                  on_applied: Callable[[list[StockWriteResult]], None] | None = None,
+                  ) -> list[StockWriteResult]: ...

@@ -41,11 +41,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from order_integration.exceptions import StorefrontError
 from order_integration.ids import parse_order_id
+from order_integration.storefronts.base import CatalogItem, StockUpdate, StockWriteResult
 from order_integration.storefronts.woocommerce import MAX_PER_PAGE
 from order_integration.storefronts.woocommerce_writes import WooCommerceWriter
 
@@ -63,49 +63,6 @@ MAX_SKU_PARAM = 2000
 LOOKUP_GROUP = MAX_PER_PAGE - 1
 #: Pages of one look-up request before we suspect a plugin ignoring ``sku=``.
 _MAX_LOOKUP_PAGES = 50
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogItem:
-    """What the store says about one SKU: where to write and what it shows now."""
-
-    sku: str
-    product_id: int  # the product, or the variation's parent product
-    variation_id: int | None  # set for a variation
-    manage_stock: bool | str  # True / False, or "parent" for a variation managed by its parent
-    stock_quantity: int | None
-    type: str = "simple"
-
-    @property
-    def managed(self) -> bool:
-        """Whether this product/variation keeps its own stock level."""
-        return self.manage_stock is True
-
-    @property
-    def label(self) -> str:
-        if self.variation_id is None:
-            return f"product {self.product_id}"
-        return f"variation {self.variation_id} of product {self.product_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class StockUpdate:
-    """Set ``item``'s stock to ``quantity`` (and switch management on: ``manage_stock``)."""
-
-    item: CatalogItem
-    quantity: int
-    key: Any = None  # the caller's handle (e.g. the stock row), passed back in the result
-
-
-@dataclass(frozen=True, slots=True)
-class StockWriteResult:
-    update: StockUpdate
-    error: str | None = None  # WooCommerce's ``code: message`` for a refused item
-    stock_quantity: int | None = None  # what the store answered after the write
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 def _quantity(value: Any) -> int | None:

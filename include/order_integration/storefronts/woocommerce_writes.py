@@ -21,18 +21,17 @@ of a ``with`` block); it is opened on the first call.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
 
-from order_integration.exceptions import ConfigError, StorefrontError, StorefrontRequestRejected
+from order_integration.exceptions import ConfigError, StorefrontError
 from order_integration.ids import MAX_ORDER_ID, parse_order_id
+from order_integration.storefronts.base import BatchItemResult, OrderNotFound, same_note
 from order_integration.storefronts.woocommerce import (
     MAX_PER_PAGE,
     ORDERS_ENDPOINT,
@@ -48,42 +47,6 @@ log = logging.getLogger(__name__)
 #: WooCommerce's limit of items per ``/batch`` request.
 MAX_BATCH = 100
 _INVALID_ID = "woocommerce_rest_shop_order_invalid_id"
-
-
-class OrderNotFound(StorefrontRequestRejected):
-    """The store has no order with that id (HTTP 404 ``woocommerce_rest_shop_order_invalid_id``)."""
-
-    def __init__(self, order_id: int | str, message: str) -> None:
-        super().__init__(message)
-        self.order_id = order_id
-
-
-@dataclass(frozen=True, slots=True)
-class BatchItemResult:
-    """One item of a batch update: the updated order, or WooCommerce's error for it."""
-
-    order_id: int
-    order: dict[str, Any] | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error_code is None and self.error_message is None
-
-    @property
-    def not_found(self) -> bool:
-        return self.error_code == _INVALID_ID
-
-    @property
-    def error(self) -> str | None:
-        """``code: message`` of a failed item, ``None`` when it succeeded."""
-        return None if self.ok else f"{self.error_code}: {self.error_message}"
-
-
-def same_note(a: str, b: str) -> bool:
-    """Whether two note texts are the same note (entities and whitespace runs do not count)."""
-    return " ".join(html.unescape(a).split()) == " ".join(html.unescape(b).split())
 
 
 def _order_id(value: object) -> int:
@@ -257,7 +220,8 @@ class WooCommerceWriter(WooCommerceClient):
             if error:
                 error = error if isinstance(error, dict) else {"message": str(error)}
                 results.append(BatchItemResult(item["id"], error_code=str(error.get("code", "")),
-                                               error_message=str(error.get("message", ""))))
+                                               error_message=str(error.get("message", "")),
+                                               not_found=error.get("code") == _INVALID_ID))
             else:
                 results.append(BatchItemResult(item["id"], order=answer))
         return results

@@ -1,0 +1,47 @@
+"""Platform code stays behind the storefront interfaces (issue 14, part 1: the first step).
+
+The export, the status sync, the stock sync and the tasks name no platform module: they take
+the shared types from ``storefronts.base`` and the platform's classes from the registry."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from order_integration.exceptions import ConfigError
+from order_integration.storefronts import PLATFORMS, get_client, get_status_writer, get_stock_client
+
+pytestmark = pytest.mark.unit
+
+LIBRARY = Path(__file__).resolve().parents[2] / "include" / "order_integration"
+NEUTRAL = ("export.py", "status_sync.py", "inventory.py", "tasks.py", "on_demand.py", "quarantine.py")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("name", NEUTRAL)
+def test_platform_neutral_modules_import_no_platform_module(name):
+    platform_modules = {module for roles in PLATFORMS.values() for module, _cls in roles.values()}
+    imported = _imported_modules(LIBRARY / name)
+    assert not imported & platform_modules, f"{name} imports {sorted(imported & platform_modules)}"
+    assert not any(m.startswith("order_integration.storefronts.") and m.split(".")[-1].startswith(tuple(PLATFORMS))
+                   for m in imported), f"{name} imports a platform module: {sorted(imported)}"
+
+
+def test_the_registry_gives_each_role_of_a_platform():
+    assert type(get_client("woocommerce", "storefront_x")).__name__ == "WooCommerceClient"
+    assert type(get_status_writer("woocommerce", "storefront_x")).__name__ == "WooCommerceWriter"
+    assert type(get_stock_client("woocommerce", "storefront_x")).__name__ == "WooCommerceStock"
+    for factory in (get_client, get_status_writer, get_stock_client):
+        with pytest.raises(ConfigError, match="unknown storefront platform 'magento'; known: woocommerce"):
+            factory("magento", "storefront_x")
