@@ -14,7 +14,9 @@ from typing import ClassVar
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-PREFIXES = ("order_export__", "order_export_on_demand__", "order_status_sync__", "inventory_sync__")
+from order_integration.dag_defaults import DAG_KINDS
+
+PREFIXES = tuple(f"{kind}__" for kind in DAG_KINDS)
 SUMMARY_TASKS = ("publish", "sync_files")
 MAX_NOTE = 1000  # dag_run_note.content is String(1000)
 
