@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from order_integration.backend.sftp import SftpBackend
     from order_integration.ledger import Batch, Deliveries, Ledger
-    from order_integration.storefronts.base import StorefrontClient
+    from order_integration.storefronts.base import Normaliser, StorefrontClient
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class ValidateCounts:
 
 def validate(
     store: StoreConfig, staging: ObjectStoragePath, raw_path: ObjectStoragePath,
-    client: StorefrontClient, ledger: Ledger, *, resend: bool = False, dry_run: bool = False,
+    normaliser: Normaliser, ledger: Ledger, *, resend: bool = False, dry_run: bool = False,
     by_ids: bool = False, window: Window | None = None, run_id: str = "",
 ) -> dict[str, Any]:
     """Normalise, classify against the ledger, validate the rest and stage what may go out.
@@ -155,7 +155,7 @@ def validate(
     from order_integration.validation.gx_runner import validate_orders
 
     counts = ValidateCounts()
-    orders = [client.normalise(raw, store.id) for raw in _read_jsonl(raw_path)]
+    orders = [normaliser.normalise(raw, store.id) for raw in _read_jsonl(raw_path)]
     counts.extracted = len(orders)
     claimed = ledger.deliveries.claimed_versions(store.id, (o.order_id for o in orders))
     exportable = set(store.export_statuses)

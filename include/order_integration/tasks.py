@@ -136,13 +136,13 @@ def validate(
     from airflow.sdk import ObjectStoragePath
 
     from order_integration import export
-    from order_integration.storefronts import get_client
+    from order_integration.storefronts import get_normaliser
 
     store = _store(store_id)
     req = _request(context, request)
-    client = get_client(store.platform, store.storefront_conn_id)
     return export.validate(
-        store, _staging(store, req.window, context), ObjectStoragePath(extracted["raw_path"]), client,
+        store, _staging(store, req.window, context), ObjectStoragePath(extracted["raw_path"]),
+        get_normaliser(store.platform),
         _ledger(), resend=req.resend, dry_run=req.dry_run, by_ids=req.by_ids, window=req.window,
         run_id=str(context["run_id"]),
     )

@@ -11,12 +11,19 @@ from pathlib import Path
 import pytest
 
 from order_integration.exceptions import ConfigError
-from order_integration.storefronts import PLATFORMS, get_client, get_status_writer, get_stock_client
+from order_integration.storefronts import (
+    PLATFORMS,
+    get_client,
+    get_normaliser,
+    get_status_writer,
+    get_stock_client,
+)
 
 pytestmark = pytest.mark.unit
 
 LIBRARY = Path(__file__).resolve().parents[2] / "include" / "order_integration"
-NEUTRAL = ("export.py", "status_sync.py", "inventory.py", "tasks.py", "on_demand.py", "quarantine.py")
+NEUTRAL = ("export.py", "status_sync.py", "inventory.py", "tasks.py", "on_demand.py", "quarantine.py",
+           "storefronts/base.py", "storefronts/http.py", "storefronts/normalise.py", "storefronts/__init__.py")
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -42,6 +49,7 @@ def test_the_registry_gives_each_role_of_a_platform():
     assert type(get_client("woocommerce", "storefront_x")).__name__ == "WooCommerceClient"
     assert type(get_status_writer("woocommerce", "storefront_x")).__name__ == "WooCommerceWriter"
     assert type(get_stock_client("woocommerce", "storefront_x")).__name__ == "WooCommerceStock"
+    assert type(get_normaliser("woocommerce")).__name__ == "WooCommerceNormaliser"
     for factory in (get_client, get_status_writer, get_stock_client):
         with pytest.raises(ConfigError, match="unknown storefront platform 'magento'; known: woocommerce"):
             factory("magento", "storefront_x")

@@ -259,12 +259,12 @@ def test_an_unexpected_failure_is_logged_with_its_traceback_and_keeps_no_unsafe_
 ) -> None:
     """Issue 13, defect 6: the last-resort ``except`` logged nothing (a bug looked like bad data),
     and its fallback Order took the raw id as text (``../../x`` became an order id)."""
-    import order_integration.storefronts.woocommerce as woo
+    import order_integration.storefronts.woocommerce_normalise as woo
 
-    def broken(order, problems) -> None:
+    def broken(order, problems, keys) -> None:
         raise RuntimeError("a bug in a check")
 
-    monkeypatch.setattr(woo, "_check_text", broken)
+    monkeypatch.setattr(woo, "check_text", broken)
     raw = load("order_usd")
     with caplog.at_level("ERROR", logger=woo.__name__):
         order = normalise_order(raw, "demo")

@@ -11,6 +11,7 @@ from typing import Any
 
 from order_integration.exceptions import ConfigError
 from order_integration.storefronts.base import (
+    Normaliser,
     PageProgress,
     StatusWriter,
     StockClient,
@@ -19,13 +20,15 @@ from order_integration.storefronts.base import (
 )
 
 __all__ = ["PLATFORMS", "PageProgress", "StorefrontClient", "StorefrontRequestRejected", "get_client",
-           "get_status_writer", "get_stock_client"]
+           "get_normaliser", "get_status_writer", "get_stock_client"]
 
-#: platform name → what it offers → (module, class). Each class takes the Airflow connection id
-#: first; the writers are context managers (their HTTP session closes on exit).
+#: platform name → what it offers → (module, class). ``orders``, ``status`` and ``stock`` classes
+#: take the Airflow connection id first; the writers are context managers (their HTTP session
+#: closes on exit). ``normalise`` is the normaliser alone: no connection, no HTTP.
 PLATFORMS: dict[str, dict[str, tuple[str, str]]] = {
     "woocommerce": {
         "orders": ("order_integration.storefronts.woocommerce", "WooCommerceClient"),
+        "normalise": ("order_integration.storefronts.woocommerce_normalise", "WooCommerceNormaliser"),
         "status": ("order_integration.storefronts.woocommerce_writes", "WooCommerceWriter"),
         "stock": ("order_integration.storefronts.woocommerce_products", "WooCommerceStock"),
     },
@@ -48,6 +51,11 @@ def get_client(platform: str, conn_id: str, **kwargs: Any) -> StorefrontClient:
     An unknown platform raises :class:`ConfigError` naming the known ones.
     """
     return _platform_class(platform, "orders")(conn_id, **kwargs)
+
+
+def get_normaliser(platform: str) -> Normaliser:
+    """What turns ``platform``'s raw orders into canonical ones (validation needs nothing else)."""
+    return _platform_class(platform, "normalise")()
 
 
 def get_status_writer(platform: str, conn_id: str, **kwargs: Any) -> StatusWriter:

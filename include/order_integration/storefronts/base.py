@@ -23,8 +23,9 @@ from order_integration.exceptions import StorefrontRequestRejected
 from order_integration.model import Order
 
 __all__ = [
-    "BatchItemResult", "CatalogItem", "OrderNotFound", "PageProgress", "StatusWriter", "StockClient",
-    "StockUpdate", "StockWriteResult", "StorefrontClient", "StorefrontRequestRejected", "same_note",
+    "BatchItemResult", "CatalogItem", "Normaliser", "OrderNotFound", "PageProgress", "StatusWriter",
+    "StockClient", "StockUpdate", "StockWriteResult", "StorefrontClient", "StorefrontRequestRejected",
+    "same_note",
 ]
 
 
@@ -59,6 +60,14 @@ class StorefrontClient(Protocol):
         """Raw platform dicts of these orders as they are now, each once; an id the store does
         not know is left out (the caller reports it), never an error."""
         ...
+
+    def normalise(self, raw: dict[str, Any], store_id: str) -> Order:
+        """The canonical order; never raises, malformed values become ``parse_problems``."""
+        ...
+
+
+class Normaliser(Protocol):
+    """Raw platform order → canonical :class:`~order_integration.model.Order` (what validation needs)."""
 
     def normalise(self, raw: dict[str, Any], store_id: str) -> Order:
         """The canonical order; never raises, malformed values become ``parse_problems``."""

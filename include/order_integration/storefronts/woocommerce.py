@@ -74,50 +74,39 @@ HTTP date, capped at ``max_wait_seconds``) then retry; other 5xx, 408, connectio
 timeouts, a 200 whose body is not a JSON list (an HTML page, truncated JSON), and a short page
 that its own ``X-WP-Total`` says is incomplete (``[]`` in the middle of a listing) → exponential
 backoff with tenacity. After ``max_attempts`` the iterator raises ``StorefrontError``.
-
-How WooCommerce's totals relate
--------------------------------
-``WC_Abstract_Order::calculate_totals`` stores ``discount_total = Σ line subtotal − Σ line
-total`` and ``total = Σ line total + Σ fee total + shipping_total + cart_tax + shipping_tax``,
-all amounts excluding tax (``total_tax = cart_tax + shipping_tax``). Hence
-``subtotal − discount + shipping_total + fees + tax == total`` where ``subtotal`` is the sum of
-the line ``subtotal`` s. It can be off by a minor unit or two when the store rounds tax at
-subtotal or prices include tax (line amounts are kept unrounded and re-derived from gross
-prices), when a negative fee was capped, or when an admin edited amounts without
-"Recalculate". Refunds never change ``total`` (they are listed in ``refunds[]``). Line
-``price`` is ``total / quantity`` (after discounts), so ``unit_price`` is derived from
-``subtotal / quantity`` instead (before discounts).
 """
 
 from __future__ import annotations
 
 import calendar
-import email.utils
-import ipaddress
 import json
 import logging
-import math
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
 
 import pendulum
 import requests
-import tenacity
 
-from order_integration.currency import is_valid_currency, quantize
 from order_integration.exceptions import ConfigError, StorefrontAuthError, StorefrontError
-from order_integration.ids import parse_order_id
-from order_integration.model import Address, LineItem, Order, Problem, format_time
+from order_integration.model import Order
 from order_integration.storefronts.base import PageProgress, StorefrontRequestRejected
+from order_integration.storefronts.http import (  # noqa: F401 (re-exported for older imports)
+    StoreHttp,
+    TransientError,
+    check_store_url,
+    is_loopback_host,
+    parse_retry_after,
+    snippet,
+)
+from order_integration.storefronts.normalise import parse_time
+from order_integration.storefronts.woocommerce_normalise import normalise_order
 
 if TYPE_CHECKING:
     from airflow.providers.http.hooks.http import HttpHook
+    from airflow.sdk import Connection
 
 log = logging.getLogger(__name__)
 
@@ -125,28 +114,7 @@ log = logging.getLogger(__name__)
 ORDERS_ENDPOINT = "wp-json/wc/v3/orders"
 #: WooCommerce's maximum ``per_page``.
 MAX_PER_PAGE = 100
-_SNIPPET = 120
 _WC_TIME = "%Y-%m-%dT%H:%M:%S"
-#: Largest decimal exponent accepted for money and quantities (a quadrillion): beyond is garbage.
-_MAX_DIGITS = 15
-#: Money as WooCommerce writes it (``wc_format_decimal``): a plain decimal. An exponent
-#: (``1e2``) or a decimal comma (``29,99``) means a plugin or locale broke the format: refused.
-_PLAIN_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-#: No real order was created before this; 1970-01-01 is an unset (zero) date.
-_EARLIEST = pendulum.datetime(2000, 1, 1, tz="UTC")
-#: Characters no text may carry to the backend: control characters other than tab, LF and CR
-#: (NUL, the ESC of ANSI sequences, DEL, C1) and the bidi embeddings, overrides and isolates,
-#: which reorder how the text is shown (CVE-2021-42574). Zero-width joiners stay: emoji and
-#: Persian need them.
-_UNSAFE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-#: Longest text passed on: a spreadsheet cell's limit (32,767), well inside the 128 KiB field
-#: limit of common CSV readers (Python's csv module); WooCommerce's own note column holds 64 KiB.
-MAX_TEXT_LENGTH = 32_767
-_ADDRESS_FIELDS = (
-    ("first_name", "first_name"), ("last_name", "last_name"), ("company", "company"),
-    ("address1", "address_1"), ("address2", "address_2"), ("city", "city"), ("region", "state"),
-    ("postcode", "postcode"), ("country", "country"), ("phone", "phone"), ("email", "email"),
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,83 +179,6 @@ def window_query(modified_from: datetime, modified_to: datetime) -> dict[str, st
 # HTTP
 # --------------------------------------------------------------------------------------------
 
-#: Redirects followed inside the store's own origin (scheme, host and port) before giving up.
-MAX_REDIRECTS = 5
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """``(scheme, host, port)`` of ``url``, lower case, the scheme's default port filled in."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:  # a port that is not a number or out of range
-        port = -1
-    return scheme, (parts.hostname or "").lower(), port if port is not None else _DEFAULT_PORTS.get(scheme)
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or an address of 127.0.0.0/8 or ``::1`` (no name is looked up)."""
-    host = host.lower().rstrip(".")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_store_url(url: str, conn_id: str) -> None:
-    """Refuse a base URL that would carry the API secret in clear: only ``https://`` is allowed,
-    and plain ``http://`` only to a loopback host (a local stand-in). Raises ``ConfigError``."""
-    scheme, host, _port = _origin(url)
-    if scheme == "https" and host:
-        return
-    if scheme == "http" and is_loopback_host(host):
-        return
-    if scheme == "http":
-        raise ConfigError(
-            f"connection {conn_id!r}: host {url!r} is plain HTTP to a remote host, which would send the "
-            "REST consumer secret and the orders in clear; refused. Use the store's https:// URL "
-            "(plain http:// is allowed only for loopback: localhost, 127.0.0.0/8, ::1)"
-        )
-    raise ConfigError(
-        f"connection {conn_id!r}: host {url!r} must be the store's base URL with an https:// scheme, "
-        "e.g. https://shop.example.com"
-    )
-
-
-
-class _TransientError(StorefrontError):
-    """A failure worth retrying; ``retry_after`` is the server's requested wait, if any."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None, now: pendulum.DateTime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); ``None`` if absent/bad."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # RFC 9110 dates are GMT
-            when = when.replace(tzinfo=pendulum.UTC)
-        now = now or pendulum.now("UTC")
-        seconds = (when - now).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
 def _describe(params: Mapping[str, str]) -> str:
     """The request's position for messages: its cursor or id list, and page."""
     if "include" in params:
@@ -298,19 +189,15 @@ def _describe(params: Mapping[str, str]) -> str:
     return f"{where}, page={params.get('page')}"
 
 
-def _snippet(response: requests.Response) -> str:
-    return response.content[: _SNIPPET * 4].decode("utf-8", "replace")[:_SNIPPET]
-
-
 def _wc_error(response: requests.Response) -> str:
     """WooCommerce's ``code: message`` from an error body, else the body's start."""
     try:
         body = json.loads(response.content)
     except ValueError:
-        return repr(_snippet(response))
+        return repr(snippet(response))
     if isinstance(body, dict) and ("code" in body or "message" in body):
         return f"{body.get('code', '')}: {body.get('message', '')}"
-    return repr(_snippet(response))
+    return repr(snippet(response))
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +230,7 @@ def _check_complete(page: _Page, params: Mapping[str, str]) -> None:
         short = page.pages is not None and number < page.pages
         said = f"X-WP-TotalPages={page.pages}"
     if short:
-        raise _TransientError(
+        raise TransientError(
             f"HTTP 200 page {number} holds {len(page.rows)} of {per_page} orders but {said} says "
             "there are more: incomplete page"
         )
@@ -364,7 +251,7 @@ class _Scan:
     estimate: int | None = None
 
 
-class WooCommerceClient:
+class WooCommerceClient(StoreHttp):
     """Reads one WooCommerce store's orders through an Airflow ``http`` connection."""
 
     platform = "woocommerce"
@@ -391,17 +278,10 @@ class WooCommerceClient:
         """
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise ConfigError(f"per_page must be within 1..{MAX_PER_PAGE}, got {per_page}")
-        if max_attempts < 1:
-            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
-        self.conn_id = conn_id
+        super().__init__(conn_id, max_attempts=max_attempts, max_wait_seconds=max_wait_seconds,
+                         timeout=timeout, sleep=sleep)
         self.per_page = per_page
-        self.max_attempts = max_attempts
-        self.max_wait_seconds = max_wait_seconds
         self.on_page = on_page
-        self.timeout = timeout
-        self._sleep = sleep
-        self._host = "?"
-        self._backoff = tenacity.wait_exponential(multiplier=1, min=1, max=max_wait_seconds)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -429,7 +309,7 @@ class WooCommerceClient:
     def _fetch(self, wanted: list[int]) -> Iterator[dict[str, Any]]:
         if not wanted:
             return
-        hook, session, url = self._open_session()
+        hook, session, url = self._open_session(ORDERS_ENDPOINT)
         found: dict[int, dict[str, Any]] = {}
         with session:
             for start in range(0, len(wanted), MAX_PER_PAGE):
@@ -457,7 +337,7 @@ class WooCommerceClient:
     def _iter(self, first: int, stop: int) -> Iterator[dict[str, Any]]:
         if first >= stop:
             return
-        hook, session, url = self._open_session()
+        hook, session, url = self._open_session(ORDERS_ENDPOINT)
         with session:
             scan = _Scan(stop=stop, seen={})
             self._scan(scan, first - 1, lambda params: self._get_page(hook, session, url, params))
@@ -541,7 +421,7 @@ class WooCommerceClient:
         order_id = row.get("id")
         if not isinstance(order_id, int) or isinstance(order_id, bool):
             raise StorefrontError(f"{where} has no integer id ({order_id!r}); cannot deduplicate")
-        modified = _parse_time(row.get("date_modified_gmt"))
+        modified = parse_time(row.get("date_modified_gmt"))
         if modified is None:
             raise StorefrontError(
                 f"{where} (order {order_id}) has an unusable date_modified_gmt "
@@ -563,153 +443,21 @@ class WooCommerceClient:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def _open_session(self) -> tuple[HttpHook, requests.Session, str]:
-        from airflow.providers.http.hooks.http import HttpHook
-        from airflow.sdk.exceptions import AirflowNotFoundException
+    # -- HTTP ------------------------------------------------------------------------------
 
-        hook = HttpHook(method="GET", http_conn_id=self.conn_id)
-        try:
-            conn = hook.get_connection(self.conn_id)
-        except AirflowNotFoundException as exc:
-            raise ConfigError(f"storefront connection {self.conn_id!r} is not defined") from exc
-        host = conn.host or ""
-        self._host = host
-        if "://" not in host:
-            raise ConfigError(
-                f"connection {self.conn_id!r}: host {host!r} must be the store's base URL with scheme, "
-                "e.g. https://shop.example.com"
-            )
-        check_store_url(host, self.conn_id)  # before the hook builds a session holding the secret
+    def _check_connection(self, conn: Connection) -> None:
         if not conn.login or not conn.password:
             raise ConfigError(
                 f"connection {self.conn_id!r}: login/password must hold the WooCommerce consumer key/secret"
             )
-        session = hook.get_conn()
-        verify = session.verify
-        if verify is False or str(verify).strip().lower() in {"false", "0", "no", "off", ""}:
-            session.close()
-            raise ConfigError(
-                f"connection {self.conn_id!r} disables TLS verification (extra verify={verify!r}); "
-                "that is not allowed: install the store's CA instead"
-            )
-        try:
-            check_store_url(hook.base_url, self.conn_id)  # the URL the hook really uses (port added)
-        except ConfigError:
-            session.close()
-            raise
-        return hook, session, hook.url_from_endpoint(ORDERS_ENDPOINT)
-
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return min(float(retry_after), self.max_wait_seconds)
-        return float(self._backoff(state))
-
-    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else 0
-        log.warning(
-            "woocommerce %s: attempt %d/%d failed (%s); retrying in %.1fs",
-            self._host, state.attempt_number, self.max_attempts, error, wait,
-        )
-
-    def _retrying(self) -> tenacity.Retrying:
-        """The retry policy of one request: ``_TransientError`` is retried, anything else raised."""
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_attempts),
-            wait=self._wait,
-            retry=tenacity.retry_if_exception_type(_TransientError),
-            sleep=self._sleep,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
 
     def _get_page(self, hook: HttpHook, session: requests.Session, url: str, params: dict[str, str]) -> _Page:
-        try:
-            return self._retrying()(self._get_once, hook, session, url, params)
-        except _TransientError as exc:
-            raise StorefrontError(
-                f"woocommerce {self._host}: giving up after {self.max_attempts} attempts "
-                f"({_describe(params)}); last error: {exc}"
-            ) from exc
+        return self._retried(lambda: self._get_once(hook, session, url, params), _describe(params))
 
     def _get_once(self, hook: HttpHook, session: requests.Session, url: str, params: dict[str, str]) -> _Page:
         page = self._read(self._send(hook, session, requests.Request("GET", url, params=params)))
         _check_complete(page, params)
         return page
-
-    def _send(
-        self, hook: HttpHook, session: requests.Session, request: requests.Request
-    ) -> requests.Response:
-        """Send one request on the session; transport failures become the package's errors.
-
-        The response is returned whatever its status (see :meth:`_status_error`). Redirects are
-        followed by hand, only inside the store's own origin and only when the method stays the
-        same: a redirect to plain HTTP or to another host is refused with ``ConfigError`` before
-        anything is sent there (requests would follow it, and only strips the credentials)."""
-        prepared = session.prepare_request(request)
-        check_store_url(prepared.url or "", self.conn_id)
-        origin = _origin(prepared.url or "")
-        for _hop in range(MAX_REDIRECTS + 1):
-            response = self._send_once(hook, session, prepared)
-            if not response.is_redirect:
-                return response
-            following = response.next  # what requests would send next (method and auth rules applied)
-            target = following.url if following is not None and following.url else urljoin(
-                response.url, response.headers.get("Location", ""))
-            response.close()
-            if _origin(target) != origin:
-                raise ConfigError(self._redirect_refused(prepared, response, target, origin))
-            if following is None or following.method != prepared.method:
-                raise ConfigError(
-                    f"woocommerce {self._host}: {prepared.method} {response.url} was redirected "
-                    f"(HTTP {response.status_code}) to {target!r} as a {getattr(following, 'method', '?')}; "
-                    f"not followed. Set connection {self.conn_id!r}'s host to the URL the store answers on"
-                )
-            prepared = following
-        raise ConfigError(
-            f"woocommerce {self._host}: more than {MAX_REDIRECTS} redirects from {request.url!r}; "
-            f"check connection {self.conn_id!r}'s host"
-        )
-
-    def _redirect_refused(
-        self, prepared: requests.PreparedRequest, response: requests.Response, target: str,
-        origin: tuple[str, str, int | None],
-    ) -> str:
-        if _origin(target)[0] == "http" and origin[0] == "https":
-            why = "plain HTTP, which would carry the orders (and could carry the credentials) in clear"
-        else:
-            why = "another origin than the store's (scheme, host or port differ)"
-        return (
-            f"woocommerce {self._host}: {prepared.method} {response.url} was redirected (HTTP "
-            f"{response.status_code}) to {target!r}, {why}; not followed. Set connection "
-            f"{self.conn_id!r}'s host to the store's real https:// base URL (or fix the redirect on the "
-            "web server)"
-        )
-
-    def _send_once(
-        self, hook: HttpHook, session: requests.Session, prepared: requests.PreparedRequest
-    ) -> requests.Response:
-        url = prepared.url
-        try:
-            response = hook.run_and_check(
-                session, prepared,
-                {"check_response": False, "timeout": self.timeout, "allow_redirects": False},
-            )
-        except requests.exceptions.SSLError as exc:
-            if "certificate" in str(exc).lower():
-                raise StorefrontAuthError(
-                    f"woocommerce {self._host}: TLS certificate refused for connection "
-                    f"{self.conn_id!r}: {exc}"
-                ) from exc
-            raise _TransientError(f"TLS error: {exc}") from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema) as exc:
-            raise ConfigError(f"connection {self.conn_id!r}: bad store URL {url!r}: {exc}") from exc
-        except requests.exceptions.RequestException as exc:  # connection refused/reset, timeouts
-            raise _TransientError(f"{type(exc).__name__}: {exc}") from exc
-        return response
 
     def _read(self, response: requests.Response) -> _Page:
         if response.status_code == 200:
@@ -726,15 +474,15 @@ class WooCommerceClient:
             )
         if status in (429, 503):
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            return _TransientError(f"HTTP {status} (Retry-After {retry_after})", retry_after=retry_after)
+            return TransientError(f"HTTP {status} (Retry-After {retry_after})", retry_after=retry_after)
         if status >= 500 or status == 408:
-            return _TransientError(f"HTTP {status} {_wc_error(response)}")
+            return TransientError(f"HTTP {status} {_wc_error(response)}")
         if 400 <= status < 500:
             return StorefrontRequestRejected(
                 f"woocommerce {self._host}: request rejected with HTTP {status} {_wc_error(response)} "
                 f"for {response.url}"
             )
-        return _TransientError(f"unexpected HTTP {status} {_wc_error(response)}")
+        return TransientError(f"unexpected HTTP {status} {_wc_error(response)}")
 
     @staticmethod
     def _decode(response: requests.Response) -> _Page:
@@ -742,300 +490,14 @@ class WooCommerceClient:
         try:
             body = json.loads(response.content)  # bytes: json detects UTF-8/16/32 and a BOM
         except ValueError as exc:
-            raise _TransientError(
+            raise TransientError(
                 f"HTTP {response.status_code} with Content-Type {content_type!r} is not valid JSON "
-                f"({exc}); body starts {_snippet(response)!r}"
+                f"({exc}); body starts {snippet(response)!r}"
             ) from exc
         if not isinstance(body, list):
-            raise _TransientError(
+            raise TransientError(
                 f"HTTP {response.status_code} with Content-Type {content_type!r} is a JSON "
-                f"{type(body).__name__}, not a list of orders; body starts {_snippet(response)!r}"
+                f"{type(body).__name__}, not a list of orders; body starts {snippet(response)!r}"
             )
         pages = _total_header(response, "X-WP-TotalPages")
         return _Page(rows=body, total=_total_header(response), pages=pages)
-
-
-# --------------------------------------------------------------------------------------------
-# Normalisation
-# --------------------------------------------------------------------------------------------
-
-
-def _parse_time(value: object) -> pendulum.DateTime | None:
-    """ISO 8601 → aware UTC; a value without offset is UTC (WooCommerce's ``*_gmt``)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=pendulum.UTC)
-    return pendulum.instance(parsed).in_timezone("UTC")
-
-
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[Problem] = []
-
-    def add(self, rule: str, detail: str) -> None:
-        self.items.append(Problem(rule, detail))
-
-
-def _text(value: object) -> str:
-    """A string field as sent; numbers become their text, anything else (null, objects) empty."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        return ""
-    if isinstance(value, int | float | Decimal):
-        return str(value)
-    return ""
-
-
-def _money(value: object, label: str, problems: _Problems, *, required: bool = True) -> Decimal | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            problems.add("parseable_money", f"{label} is missing")
-        return None
-    amount: Decimal | None = None
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        try:
-            amount = Decimal(str(value).strip())
-        except InvalidOperation:
-            amount = None
-    if amount is None or not amount.is_finite():
-        problems.add("parseable_money", f"{label} {value!r} is not a decimal amount")
-        return None
-    if amount and amount.adjusted() > _MAX_DIGITS:  # '1e999999' parses but breaks rounding later
-        problems.add("parseable_money", f"{label} {value!r} is out of range")
-        return None
-    if not _PLAIN_DECIMAL.fullmatch(str(value).strip()):
-        problems.add("parseable_money", f"{label} {value!r} is not a plain decimal amount (like 12.30)")
-        return None
-    return amount
-
-
-def _quantity(value: object, label: str, problems: _Problems) -> int | None:
-    number: Decimal | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float | str):
-        try:
-            number = Decimal(str(value).strip())
-        except InvalidOperation:
-            number = None
-    # bounded before int(): int(Decimal('1e999999')) would build a million-digit number
-    if (
-        number is not None and number.is_finite() and (not number or number.adjusted() <= _MAX_DIGITS)
-        and number == number.to_integral_value()
-    ):
-        return int(number)
-    problems.add("parseable_quantity", f"{label} {value!r} is not an integer")
-    return None
-
-
-def _time(raw: Mapping[str, Any], key: str, problems: _Problems) -> pendulum.DateTime | None:
-    value = raw.get(key)
-    parsed = _parse_time(value)
-    if parsed is None:
-        detail = f"{key} is missing" if value in (None, "") else f"{key} {value!r} is not an ISO 8601 time"
-        problems.add("parseable_date", detail)
-    return parsed
-
-
-def _address(value: object, label: str, problems: _Problems) -> Address:
-    if value is None:
-        return Address()
-    if not isinstance(value, dict):
-        problems.add("parseable_address", f"{label} is a {type(value).__name__}, not an object")
-        return Address()
-    return Address(
-        first_name=_text(value.get("first_name")),
-        last_name=_text(value.get("last_name")),
-        company=_text(value.get("company")),
-        address1=_text(value.get("address_1")),
-        address2=_text(value.get("address_2")),
-        city=_text(value.get("city")),
-        region=_text(value.get("state")),
-        postcode=_text(value.get("postcode")),
-        country=_text(value.get("country")),
-        phone=_text(value.get("phone")),
-        email=_text(value.get("email")),
-    )
-
-
-def _list(raw: Mapping[str, Any], key: str, problems: _Problems) -> list[Any]:
-    value = raw.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        problems.add("parseable_lines", f"{key} is a {type(value).__name__}, not a list")
-        return []
-    return value
-
-
-def _unit_price(
-    subtotal: Decimal | None, quantity: int | None, currency: str, label: str, problems: _Problems
-) -> Decimal | None:
-    if subtotal is None or quantity is None:
-        return None  # the cause is already recorded
-    if quantity == 0:
-        problems.add("parseable_money", f"{label} unit price is undefined: quantity is 0")
-        return None
-    unit = subtotal / quantity
-    return quantize(unit, currency) if is_valid_currency(currency) else unit
-
-
-def _line(item: object, number: int, currency: str, problems: _Problems) -> LineItem:
-    label = f"line {number}"
-    if not isinstance(item, dict):
-        problems.add("parseable_lines", f"{label} is a {type(item).__name__}, not an object")
-        return LineItem(number, "", "", None, None, None, None)
-    quantity = _quantity(item.get("quantity"), f"{label} quantity", problems)
-    subtotal = _money(item.get("subtotal"), f"{label} subtotal", problems)
-    return LineItem(
-        line_number=number,
-        sku=_text(item.get("sku")),
-        product_name=_text(item.get("name")),
-        quantity=quantity,
-        unit_price=_unit_price(subtotal, quantity, currency, label, problems),
-        line_subtotal=subtotal,
-        line_total=_money(item.get("total"), f"{label} total", problems),
-        line_tax=_money(item.get("total_tax"), f"{label} total_tax", problems, required=False),
-    )
-
-
-def _sum(values: list[Decimal | None]) -> Decimal | None:
-    if any(v is None for v in values):
-        return None
-    return sum((v for v in values if v is not None), Decimal(0))
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
-
-
-def _order_id(value: object, problems: _Problems) -> str:
-    """A WooCommerce order id (a positive ``BIGINT UNSIGNED``; digits in a string pass too) as
-    text. Anything else (``../../x``, ``CON``, 300 digits) is a problem and gives ``""``: it
-    never becomes a ledger key or a value the backend might use as a file name."""
-    number = parse_order_id(value)
-    if number is not None:
-        return str(number)
-    problems.add("order_id_present", "id is missing" if value in (None, "") else
-                 f"id {_shown(value)} is not a WooCommerce order id (an integer from 1 to 2^64-1)")
-    return ""
-
-
-def _check_dates(order: Order, problems: _Problems) -> None:
-    """Times that parse but cannot be true: before 2000 (an unset date) or created after modified."""
-    created, updated = order.created_at, order.updated_at
-    for key, value in (("date_created_gmt", created), ("date_modified_gmt", updated)):
-        if value is not None and value < _EARLIEST:
-            problems.add("plausible_date", f"{key} {format_time(value)} is before 2000: an unset date, "
-                                           "not a real order time")
-    if created is not None and updated is not None and created >= _EARLIEST and created > updated:
-        problems.add("plausible_date", f"date_created_gmt {format_time(created)} is after date_modified_gmt "
-                                       f"{format_time(updated)}: an order is not modified before it exists")
-
-
-def _check_text(order: Order, problems: _Problems) -> None:
-    """Every text field the backend gets, checked for :data:`_UNSAFE_TEXT` and its length (one
-    problem per field and kind). One search over all of them first: clean orders cost little."""
-    texts = [order.order_number, order.status, order.currency, order.customer_note]
-    for address in (order.billing, order.shipping):
-        texts += [getattr(address, attr) for attr, _key in _ADDRESS_FIELDS]
-    for line in order.lines:
-        texts += (line.sku, line.product_name)
-    if max(map(len, texts)) <= MAX_TEXT_LENGTH and _UNSAFE_TEXT.search("\n".join(texts)) is None:
-        return
-    labels = ["number", "status", "currency", "customer_note"]
-    for prefix in ("billing", "shipping"):
-        labels += [f"{prefix}.{key}" for _attr, key in _ADDRESS_FIELDS]
-    for line in order.lines:
-        labels += (f"line {line.line_number} sku", f"line {line.line_number} name")
-    for label, text in zip(labels, texts, strict=True):
-        if len(text) > MAX_TEXT_LENGTH:
-            problems.add("text_length", f"{label} is {len(text):,} characters long, more than "
-                                        f"{MAX_TEXT_LENGTH:,}: a backend's CSV reader may refuse the file")
-        found = _UNSAFE_TEXT.search(text)
-        if found is not None:
-            problems.add("safe_text", f"{label} contains U+{ord(found.group()):04X} at character "
-                                      f"{found.start() + 1}: control and bidi control characters are not "
-                                      "passed on to the backend")
-
-
-def _normalise(raw: Mapping[str, Any], store_id: str, problems: _Problems) -> Order:
-    currency = _text(raw.get("currency"))
-    lines = tuple(
-        _line(item, number, currency, problems)
-        for number, item in enumerate(_list(raw, "line_items", problems), start=1)
-    )
-    fee_lines = _list(raw, "fee_lines", problems)
-    fees = _sum([
-        _money(fee.get("total") if isinstance(fee, dict) else fee, f"fee {n} total", problems)
-        for n, fee in enumerate(fee_lines, start=1)
-    ])
-    billing = _address(raw.get("billing"), "billing", problems)
-    shipping = _address(raw.get("shipping"), "shipping", problems)
-    order = Order(
-        store_id=store_id,
-        order_id=_order_id(raw.get("id"), problems),
-        order_number=_text(raw.get("number")),
-        status=_text(raw.get("status")),
-        created_at=_time(raw, "date_created_gmt", problems),
-        updated_at=_time(raw, "date_modified_gmt", problems),
-        currency=currency,
-        customer_email=billing.email,
-        billing=billing,
-        shipping=shipping,
-        lines=lines,
-        subtotal=_sum([line.line_subtotal for line in lines]),
-        discount=_money(raw.get("discount_total"), "discount_total", problems),
-        shipping_total=_money(raw.get("shipping_total"), "shipping_total", problems),
-        fees=fees,
-        tax=_money(raw.get("total_tax"), "total_tax", problems),
-        total=_money(raw.get("total"), "total", problems),
-        customer_note=_text(raw.get("customer_note")),
-        needs_shipping=bool(raw.get("shipping_lines")) or not shipping.is_empty(),
-    )
-    _check_dates(order, problems)
-    _check_text(order, problems)
-    return replace(order, parse_problems=tuple(problems.items))
-
-
-def normalise_order(raw: dict[str, Any], store_id: str) -> Order:
-    """A WooCommerce v3 order dict as the canonical :class:`Order`. Pure; never raises.
-
-    A value that cannot be parsed becomes ``None`` and adds a :class:`Problem` naming the
-    field and the value (rules ``parseable_money``, ``parseable_quantity``, ``parseable_date``,
-    ``order_id_present``, ``parseable_lines``, ``parseable_address``, ``normalisable``), and a
-    value that parses but must not go on likewise (``plausible_date``: before 2000 or created
-    after modified; ``safe_text``: a control or bidi control character in a text field;
-    ``text_length``: a text longer than :data:`MAX_TEXT_LENGTH`).
-    ``unit_price`` is ``subtotal / quantity`` (before discounts; WooCommerce's ``price`` is
-    after them), rounded half-up to the currency's minor units when the currency is ISO 4217.
-    ``subtotal`` sums the line subtotals, ``fees`` the fee lines (0 without any), ``tax`` is
-    ``total_tax`` (cart and shipping tax), ``discount`` is ``discount_total``.
-    """
-    problems = _Problems()
-    if not isinstance(raw, dict):
-        problems.add("normalisable", f"the order is a {type(raw).__name__}, not an object")
-        raw = {}
-    try:
-        return _normalise(raw, store_id, problems)
-    except Exception as exc:  # last resort: a malformed order must never stop the batch
-        # ... but a bug must not hide either: the traceback goes to the task log
-        log.exception("woocommerce: order id %s could not be normalised (store %s); quarantined as "
-                      "'normalisable'", _shown(raw.get("id")), store_id)
-        problems.add("normalisable", f"unexpected {type(exc).__name__}: {exc}")
-        order_id = parse_order_id(raw.get("id"))
-        return Order(
-            store_id=store_id, order_id="" if order_id is None else str(order_id),
-            order_number=_text(raw.get("number")),
-            status=_text(raw.get("status")), created_at=None, updated_at=None,
-            currency=_text(raw.get("currency")), customer_email="", billing=Address(),
-            shipping=Address(), lines=(), subtotal=None, discount=None, shipping_total=None,
-            fees=None, tax=None, total=None, parse_problems=tuple(problems.items),
-        )

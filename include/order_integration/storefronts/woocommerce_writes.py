@@ -32,12 +32,8 @@ import requests
 from order_integration.exceptions import ConfigError, StorefrontError
 from order_integration.ids import MAX_ORDER_ID, parse_order_id
 from order_integration.storefronts.base import BatchItemResult, OrderNotFound, same_note
-from order_integration.storefronts.woocommerce import (
-    MAX_PER_PAGE,
-    ORDERS_ENDPOINT,
-    WooCommerceClient,
-    _TransientError,
-)
+from order_integration.storefronts.http import TransientError
+from order_integration.storefronts.woocommerce import MAX_PER_PAGE, ORDERS_ENDPOINT, WooCommerceClient
 
 if TYPE_CHECKING:
     from airflow.providers.http.hooks.http import HttpHook
@@ -102,7 +98,7 @@ class WooCommerceWriter(WooCommerceClient):
 
     def _session(self) -> tuple[HttpHook, requests.Session]:
         if self._conn is None:
-            hook, session, _url = self._open_session()
+            hook, session, _url = self._open_session(ORDERS_ENDPOINT)
             self._conn = (hook, session)
         return self._conn
 
@@ -251,7 +247,7 @@ class WooCommerceWriter(WooCommerceClient):
                 try:
                     return json.loads(response.content)
                 except ValueError as exc:
-                    raise _TransientError(
+                    raise TransientError(
                         f"HTTP {response.status_code} body is not JSON ({exc}): "
                         f"{response.content[:120]!r}"
                     ) from exc
@@ -259,13 +255,7 @@ class WooCommerceWriter(WooCommerceClient):
                 raise OrderNotFound(order_id, f"woocommerce {self._host}: order {order_id} not found")
             raise self._status_error(response)
 
-        try:
-            return self._retrying()(attempt)
-        except _TransientError as exc:
-            raise StorefrontError(
-                f"woocommerce {self._host}: giving up after {self.max_attempts} attempts ({what}); "
-                f"last error: {exc}"
-            ) from exc
+        return self._retried(attempt, what)
 
 
 def _code(response: requests.Response) -> str | None:
