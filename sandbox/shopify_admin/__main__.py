@@ -1,0 +1,3 @@
+from sandbox.shopify_admin.server import main
+
+raise SystemExit(main())

@@ -1,0 +1,473 @@
+"""HTTP for the Shopify sandbox: ``POST /admin/api/{version}/graphql.json``, control endpoints under
+``/__sandbox/``, bulk result files, and the ``SandboxShopify`` object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from sandbox.shopify_admin import data as d
+from sandbox.shopify_admin import graph as g
+from sandbox.shopify_admin import mutations, resolvers
+
+CONTROL_PREFIX = "/__sandbox"
+JSON_TYPE = "application/json; charset=utf-8"
+_API_PATH = re.compile(r"^/admin/api/([^/]+)/graphql\.json$")
+_VERSION = re.compile(r"^\d{4}-(01|04|07|10)$")
+FAULT_TYPES = frozenset({"429", "500", "502", "503", "internal", "throttled", "truncated", "broken_cursor",
+                         "bulk_failed", "bulk_partial"})
+_UNAUTHORIZED = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
+_BAD_GATEWAY = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+                b"</h1></center>\r\n</body>\r\n</html>\r\n")
+
+
+class Reply:
+    def __init__(self, status: int, body: Any, headers: list[tuple[str, str]] | None = None,
+                 content_type: str = JSON_TYPE) -> None:
+        self.status = status
+        self.body = body if isinstance(body, bytes) else g.json_bytes(body)
+        self.headers = headers or []
+        self.content_type = content_type
+
+
+def root_value() -> dict[str, Any]:
+    return {
+        "orders": resolvers.orders, "order": resolvers.order, "ordersCount": resolvers.orders_count,
+        "node": resolvers.node, "nodes": resolvers.nodes, "shop": resolvers.shop,
+        "currentAppInstallation": resolvers.current_app_installation,
+        "productVariants": resolvers.product_variants, "inventoryItems": resolvers.inventory_items,
+        "inventoryItem": resolvers.inventory_item, "locations": resolvers.locations,
+        "location": resolvers.location, **mutations.ROOT,
+    }
+
+
+def resolve_version(requested: str, state: g.ShopState) -> str | None:
+    """The version that answers: itself when served, else the oldest supported one (Shopify "falls
+    forward"); None (404) for a name that is no version or one not released yet."""
+    if requested == "unstable" or requested in state.supported or requested == g.RELEASE_CANDIDATE:
+        return requested
+    if not _VERSION.match(requested) or requested > g.RELEASE_CANDIDATE:
+        return None
+    newer = [v for v in state.supported if v >= requested]
+    return newer[0] if requested < state.supported[0] else (newer[0] if newer else state.supported[-1])
+
+
+def schema_version(version: str) -> str:
+    return g.CURRENT_VERSION if version in ("unstable", g.RELEASE_CANDIDATE) else version
+
+
+class ShopifyApp:
+    def __init__(self, state: g.ShopState, owner: SandboxShopify) -> None:
+        self.state = state
+        self.owner = owner
+
+    def handle(self, path: str, headers: Any, body: bytes) -> Reply:
+        m = _API_PATH.match(path)
+        if m is None:
+            return Reply(404, {"errors": "Not Found"})
+        version = resolve_version(m.group(1), self.state)
+        if version is None:
+            return Reply(404, {"errors": "Not Found"})
+        vheader = [("X-Shopify-API-Version", version)]
+        token = headers.get("X-Shopify-Access-Token") or ""
+        with self.state.lock:
+            scopes = self.state.tokens.get(token)
+        if scopes is None:
+            return Reply(401, _UNAUTHORIZED, vheader)
+        fault = self.state.take_fault(FAULT_TYPES - {"broken_cursor", "bulk_failed", "bulk_partial"})
+        early = _early_fault(fault, self.state)
+        if early is not None:
+            early.headers += vheader
+            return early
+        try:
+            payload = json.loads(body or b"{}")
+            query = payload["query"]
+        except (ValueError, KeyError, TypeError):
+            return Reply(400, {"errors": {"query": "Required parameter missing or invalid"}}, vheader)
+        reply = self.graphql(version, scopes, query, payload.get("variables") or {}, payload.get("operationName"))
+        reply.headers += vheader
+        if fault and fault["type"] == "truncated":
+            reply.body = reply.body[: max(1, len(reply.body) // 2)]
+        return reply
+
+    def graphql(self, version: str, scopes: set[str], query: Any, variables: Any, operation: Any) -> Reply:
+        ctx = g.Context(self.state, schema_version(version), g.effective_scopes(scopes), self.owner.base_url)
+        ctx.api_version = version  # type: ignore[attr-defined]
+        try:
+            body, actual, requested = g.run(ctx, str(query), variables if isinstance(variables, dict) else {},
+                                            operation if isinstance(operation, str) else None, root_value())
+        except g.Throttled as exc:
+            return Reply(200, _throttled(self.state, int(exc.args[0])))
+        with self.state.lock:
+            status = self.state.bucket.status()
+        ext: dict[str, Any] = {"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
+                                        "throttleStatus": status}}
+        if ctx.search_warnings:
+            ext["search"] = ctx.search_warnings
+        body["extensions"] = ext
+        return Reply(200, body)
+
+
+def _throttled(state: g.ShopState, requested: int) -> dict[str, Any]:
+    with state.lock:
+        status = state.bucket.status()
+    return {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED", "documentation": g.DOCS_RATE}}],
+            "extensions": {"cost": {"requestedQueryCost": requested, "actualQueryCost": None,
+                                    "throttleStatus": status}}}
+
+
+def _early_fault(fault: dict[str, Any] | None, state: g.ShopState) -> Reply | None:
+    if fault is None or fault["type"] == "truncated":
+        return None
+    kind = fault["type"]
+    retry = fault.get("retry_after", 2)
+    if kind in ("429", "503"):
+        headers = [] if retry is None else [("Retry-After", str(retry))]
+        message = ("Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted "
+                   "service." if kind == "429" else "Service Unavailable")
+        return Reply(int(kind), {"errors": message}, headers)
+    if kind == "500":
+        return Reply(500, {"errors": "Internal Server Error"})
+    if kind == "502":
+        return Reply(502, _BAD_GATEWAY, content_type="text/html")
+    if kind == "throttled":
+        return Reply(200, _throttled(state, int(fault.get("cost", 1))))
+    request_id = str(uuid.uuid4())
+    return Reply(200, {"errors": [{
+        "message": f"Internal error. Looks like something went wrong on our end.\nRequest ID: {request_id} "
+                   "(include this in support requests).",
+        "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}}]})
+
+
+# --- HTTP ------------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], owner: SandboxShopify) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def version_string(self) -> str:
+        return "cloudflare"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        owner = self.server.owner
+        path = urlsplit(self.path).path
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        try:
+            if path.startswith(CONTROL_PREFIX):
+                reply = owner.control(method, path[len(CONTROL_PREFIX):].rstrip("/"), body)
+            elif method == "POST":
+                reply = owner.app.handle(path, self.headers, body)
+            else:
+                reply = Reply(404, {"errors": "Not Found"})
+        except Exception as exc:  # a sandbox bug must still answer, and loudly
+            print(f"sandbox shopify: error on {method} {self.path}: {exc!r}", file=sys.stderr, flush=True)
+            reply = Reply(500, {"errors": f"sandbox internal error: {exc!r}"})
+        if not path.startswith(CONTROL_PREFIX):
+            with owner.state.lock:
+                owner.state.log.append({"method": method, "path": path, "status": reply.status,
+                                        "body": body.decode("utf-8", "replace")[:4000]})
+        self._send(reply)
+
+    def _send(self, reply: Reply) -> None:
+        try:
+            self.send_response(reply.status)
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+# --- the public object -----------------------------------------------------------------------------
+
+
+class SandboxShopify:
+    """A Shopify Admin GraphQL API stand-in on a background thread.
+
+    >>> with SandboxShopify(generate_orders(...)) as shop:     # port 0 picks a free port
+    ...     requests.post(shop.graphql_url, json={"query": "{ shop { name } }"},
+    ...                   headers={"X-Shopify-Access-Token": shop.token})
+
+    ``orders`` are ``sandbox.generator`` (WooCommerce-shaped) orders, converted to Shopify orders with the
+    same numeric id (``legacyResourceId``). ``clock`` (aware ``datetime``) is the shop's "now".
+    """
+
+    def __init__(self, orders: list[dict[str, Any]] | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 token: str = "shpat_sandbox", scopes: Iterable[str] = g.ALL_SCOPES,
+                 clock: Callable[[], datetime] | None = None, shop_timezone: str = "UTC",
+                 bucket_size: float = 2000.0, restore_rate: float = 100.0) -> None:
+        self.host, self.port, self.token = host, port, token
+        self.state = g.ShopState(clock or (lambda: datetime.now(UTC)), ZoneInfo(shop_timezone))
+        self.state.tokens[token] = set(scopes)
+        self.set_bucket(bucket_size, restore_rate)
+        self._initial = list(orders or [])
+        self.app = ShopifyApp(self.state, self)
+        self.add_orders(self._initial)
+        self.add_default_catalog()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    def start(self) -> SandboxShopify:
+        if self._server is None:
+            self._server = _Server((self.host, self.port), self)
+            self.port = self._server.server_address[1]
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                            name=f"sandbox-shopify-{self.port}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> SandboxShopify:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def graphql_url(self, version: str = g.CURRENT_VERSION) -> str:
+        return f"{self.base_url}/admin/api/{version}/graphql.json"
+
+    # -- in-process helpers
+
+    def add_orders(self, orders: Iterable[dict[str, Any]]) -> int:
+        """Upsert ``sandbox.generator`` orders (converted); the search index sees them at once."""
+        count = 0
+        with self.state.lock:
+            for wc in orders:
+                self.state.put_order(d.order_from_woocommerce(wc, self.state.ids), indexed_now=True)
+                count += 1
+        return count
+
+    def order(self, order_id: int) -> dict[str, Any] | None:
+        """The stored order (internal shape, a view of fulfillments/tags/note/cancel state)."""
+        with self.state.lock:
+            o = self.state.orders.get(order_id)
+            return None if o is None else json.loads(json.dumps(o, default=str))
+
+    def touch_order(self, order_id: int, when: datetime | None = None, **changes: Any) -> dict[str, Any]:
+        """Edit an order (``note``, ``email``, ``tags`` ...) and move ``updatedAt`` (to ``when`` or now)."""
+        with self.state.lock:
+            o = self.state.orders[order_id]
+            o.update(changes)
+            self.state.touch(o, when)
+        return self.order(order_id) or {}
+
+    def set_scopes(self, scopes: Iterable[str], token: str | None = None) -> None:
+        with self.state.lock:
+            self.state.tokens[token or self.token] = set(scopes)
+
+    def set_index_lag(self, seconds: float) -> None:
+        with self.state.lock:
+            self.state.index_lag = float(seconds)
+
+    def set_bucket(self, size: float, restore_rate: float, *, max_cost: int | None = None) -> None:
+        with self.state.lock:
+            self.state.bucket = g.Bucket(float(size), float(restore_rate), float(size))
+            if max_cost is not None:
+                self.state.max_cost = max_cost
+
+    def set_versions(self, supported: Iterable[str]) -> None:
+        """Which stable versions are still served (a request for another falls forward)."""
+        with self.state.lock:
+            self.state.supported = tuple(sorted(supported))
+
+    def inject_faults(self, faults: list[dict[str, Any]]) -> None:
+        for fault in faults:
+            if fault.get("type") not in FAULT_TYPES:
+                raise ValueError(f"unknown fault type {fault.get('type')!r}; one of {sorted(FAULT_TYPES)}")
+        with self.state.lock:
+            self.state.faults.extend(dict(f) for f in faults)
+
+    @property
+    def request_log(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return [dict(e) for e in self.state.log]
+
+    def inventory(self) -> dict[str, dict[str, int]]:
+        """sku -> {location name: available}."""
+        with self.state.lock:
+            out: dict[str, dict[str, int]] = {}
+            for (iid, lid), qty in self.state.levels.items():
+                out.setdefault(self.state.items[iid]["sku"], {})[self.state.locations[lid]["name"]] = qty
+            return out
+
+    def add_catalog(self, locations: list[dict[str, Any]], variants: list[dict[str, Any]]) -> None:
+        """Seed locations ``{"id", "name"}`` and variants ``{"id", "sku", "title", "item_id",
+        "levels": {location id: available}}`` (product and inventory item come with each variant)."""
+        with self.state.lock:
+            for loc in locations:
+                self.state.locations[int(loc["id"])] = {"id": int(loc["id"]), "name": loc["name"],
+                                                        "isActive": loc.get("isActive", True)}
+            for v in variants:
+                vid, iid = int(v["id"]), int(v.get("item_id") or int(v["id"]) + 1_000_000)
+                self.state.variants[vid] = {"id": vid, "sku": v["sku"], "title": v.get("title") or v["sku"],
+                                            "itemId": iid, "productId": int(v.get("product_id") or vid)}
+                self.state.items[iid] = {"id": iid, "sku": v["sku"], "variantId": vid,
+                                         "tracked": v.get("tracked", True)}
+                for lid, qty in (v.get("levels") or {}).items():
+                    self.state.levels[(iid, int(lid))] = int(qty)
+
+    def add_default_catalog(self) -> None:
+        """One location and a variant per SKU of the generator's catalogue, 25 available each."""
+        from sandbox.generator import _catalogue
+
+        variants = [{"id": 40_000 + i, "sku": p.sku, "title": p.name, "levels": {1: 25}}
+                    for i, p in enumerate(_catalogue()) if p.sku]
+        self.add_catalog([{"id": 1, "name": "Warehouse"}], variants)
+
+    def reset(self) -> None:
+        """Back to the orders given at construction, default catalogue, full bucket, no faults."""
+        with self.state.lock:
+            fresh = g.ShopState(self.state.clock, self.state.shop_tz)
+            fresh.tokens = {self.token: set(g.ALL_SCOPES)}
+            fresh.bucket = g.Bucket(self.state.bucket.maximum, self.state.bucket.restore_rate,
+                                    self.state.bucket.maximum)
+            for name in vars(fresh):
+                if name != "lock":
+                    setattr(self.state, name, getattr(fresh, name))
+        self.add_orders(self._initial)
+        self.add_default_catalog()
+
+    # -- control endpoints (out-of-process tests)
+
+    def control(self, method: str, route: str, body: bytes) -> Reply:
+        if method == "GET" and route.startswith("/bulk/"):
+            return self._bulk_file(route[len("/bulk/"):])
+        try:
+            data = json.loads(body) if body.strip() else None
+            return self._control(method, route, data)
+        except (TypeError, ValueError, KeyError) as exc:
+            return Reply(400, {"error": str(exc)})
+
+    def _bulk_file(self, name: str) -> Reply:
+        with self.state.lock:
+            blob = self.state.bulk_files.get(name)
+        if blob is None:
+            return Reply(404, b"<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
+        return Reply(200, blob, content_type="application/jsonl")
+
+    def _control(self, method: str, route: str, data: Any) -> Reply:  # noqa: C901 (a flat routing table)
+        if method == "POST" and route == "/faults":
+            self.inject_faults(data if isinstance(data, list) else [data])
+            return Reply(200, {"queued": len(self.state.faults)})
+        if method == "GET" and route == "/faults":
+            return Reply(200, list(self.state.faults))
+        if method == "POST" and route == "/orders":
+            return Reply(200, {"upserted": self.add_orders(data if isinstance(data, list) else [data])})
+        if method == "GET" and route.startswith("/orders/"):
+            found = self.order(int(route[len("/orders/"):]))
+            return Reply(404 if found is None else 200, found or {"error": "no such order"})
+        if method == "POST" and route == "/touch":
+            when = d.parse_time(data["when"]) if data.get("when") else None
+            changes = {k: v for k, v in data.items() if k in ("note", "email", "tags", "phone")}
+            return Reply(200, self.touch_order(int(data["id"]), when, **changes))
+        if method == "POST" and route == "/reset":
+            self.reset()
+            return Reply(200, {"orders": len(self.state.orders)})
+        if method == "POST" and route == "/scopes":
+            self.set_scopes(data["scopes"], data.get("token"))
+            return Reply(200, {"ok": True})
+        if method == "POST" and route == "/index_lag":
+            self.set_index_lag(data["seconds"])
+            return Reply(200, {"ok": True})
+        if method == "POST" and route == "/bucket":
+            self.set_bucket(data["size"], data["restore_rate"], max_cost=data.get("max_cost"))
+            return Reply(200, {"ok": True})
+        if method == "POST" and route == "/versions":
+            self.set_versions(data["supported"])
+            return Reply(200, {"supported": list(self.state.supported)})
+        if method == "POST" and route == "/catalog":
+            self.add_catalog(data.get("locations") or [], data.get("variants") or [])
+            return Reply(200, {"ok": True})
+        if method == "GET" and route == "/inventory":
+            return Reply(200, self.inventory())
+        if method == "POST" and route == "/bulk_hold":
+            with self.state.lock:
+                self.state.bulk_hold = bool(data["hold"])
+                if not self.state.bulk_hold:
+                    mutations.release_held(self.state, self.base_url)
+            return Reply(200, {"ok": True})
+        if method == "GET" and route == "/requests":
+            return Reply(200, self.request_log)
+        return Reply(404, {"error": f"No sandbox route {method} {route}."})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.shopify_admin --port 8082 --orders 300 --seed 42``; serves until SIGTERM/SIGINT."""
+    import pendulum
+
+    from sandbox.generator import generate_orders
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    parser = argparse.ArgumentParser(prog="python -m sandbox.shopify_admin", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8082)
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--days", type=float, default=7.0, help="updatedAt spreads over the last N days")
+    parser.add_argument("--first-id", type=int, default=1001)
+    parser.add_argument("--token", default="shpat_sandbox")
+    args = parser.parse_args(argv)
+    orders = generate_orders(args.orders, start=pendulum.instance(now - timedelta(days=args.days)),
+                             end=pendulum.instance(now), seed=args.seed, first_id=args.first_id)
+    shop = SandboxShopify(orders, host=args.host, port=args.port, token=args.token)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    shop.start()
+    print(f"sandbox Shopify listening on {shop.graphql_url()}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        shop.stop()
+    return 0
