@@ -10,53 +10,43 @@ each line that was not applied). Nothing there is overwritten: a taken name gets
 or a refused login raises instead and leaves the file in place for the next run; what was
 applied until then is recorded, so the next run does not repeat it.
 
-Effects on a WooCommerce order
-------------------------------
-=============  ==========================================================================
-``accepted``   ``pending``/``on-hold`` → ``processing``; ``processing``: note only. Private note.
-``shipped``    whole order: → ``completed`` (already ``completed``: note only). Partial
-               (``sku``+``quantity``): note only, and → ``completed`` once every line is
-               fully shipped. Customer note with carrier, tracking number and URL.
-``cancelled``  ``pending``/``on-hold``/``processing`` → ``cancelled``. Private note.
-``rejected``   ``pending``/``processing`` → ``on-hold``; ``on-hold``: note only. Private note
-               with the backend's reason.
-=============  ==========================================================================
-
-Refused (outcome ``refused: <reason>``, the line goes to ``errors.json``): any event for a
-``cancelled`` order; a move backwards (``accepted``/``cancelled``/``rejected`` for a
-``completed`` order); any event for an order in another status (``refunded``, ``failed``,
-drafts: the sync only moves orders it knows how to move); a partial shipment of a SKU the
-order does not have, or of more units than ordered minus those already shipped. Unknown
-orders (404, or an id that is not an order id: :mod:`order_integration.ids`) are
-``error: order not found``.
+Deciding
+--------
+What an event does to an order is the platform's rule (its :class:`StatusApplier`'s
+``decide``; WooCommerce's table is in :mod:`order_integration.storefronts.woocommerce_status`):
+the status it moves the order to, whether its note is for the customer, or why it is refused
+(outcome ``refused: <reason>``, the line goes to ``errors.json``). What is the same on every
+platform is decided here: unknown orders (404, or an id that is not an order id:
+:mod:`order_integration.ids`) are ``error: order not found``; a partial shipment of a SKU the
+order does not have, or of more units than ordered minus those already shipped, is refused;
+a tracking number already used for another order is refused.
 
 Partial shipments are summed per (order, SKU) from the ledger's applied ``shipped`` rows
-(``quantity`` is per event, not a running total) and compared with the order's
-``line_items`` (quantities of lines sharing a SKU add up). An order with a line that has no
-SKU can only be completed by a whole-order ``shipped`` event.
+(``quantity`` is per event, not a running total) and compared with the order's lines
+(quantities of lines sharing a SKU add up); the platform learns whether the order is fully
+shipped once the event is. An order with a line that has no SKU can only be completed by a
+whole-order ``shipped`` event.
 
 Exactly once
 ------------
 * An event whose ``event_key`` (a digest of its content, not of its file or line) is already
   ``applied`` for the store is ``skipped_duplicate`` without any storefront call — the same
   file dropped again, under any name, changes nothing. A repeat inside one file is skipped too.
-* Before writing, the order's current status is read (one ``GET /orders?include=`` per 100
-  orders): a status it already has is not set again.
-* Note texts are deterministic (they contain the event's time) and the order's notes are
-  read before adding one: a note already there is not added again. This covers a crash
-  between a storefront write and its ledger row; so does the order of the writes: the note
-  first, the status last, so a re-run still sees the old status and completes the event
-  (a ``cancelled`` event meeting a cancelled order that carries its note counts as applied).
+* Before writing, the orders' current state is read (``read_orders``): a status an order
+  already has is not set again.
+* Note texts are deterministic (they contain the event's time), so the platform can answer
+  whether an event is already on the order (WooCommerce: the note is there; the note is
+  written first, the status last, so a re-run still sees the old status and completes the
+  event). This covers a crash between a storefront write and its ledger row.
 
 Batches
 -------
 Events are applied in waves: wave *k* holds the *k*-th applicable event of each order, so
-several events of one order keep their file order while different orders go together. In a
-wave the notes are posted first (WooCommerce has no batch endpoint for notes), then the
-status changes: through ``POST /orders/batch`` (≤100 per request) when there are at least
-``batch_threshold`` (10) of them, else one ``PUT`` each. A failed write marks that event
-``error: …`` and every later event of the same order in the file (they were decided on the
-state the failed one would have left).
+several events of one order keep their file order while different orders go together; the
+platform applies a wave as it can best (WooCommerce: the notes, then ``POST /orders/batch``
+from ``batch_threshold`` (10) status changes, else one ``PUT`` each). A failed write marks
+that event ``error: …`` and every later event of the same order in the file (they were
+decided on the state the failed one would have left).
 """
 
 from __future__ import annotations
@@ -81,10 +71,10 @@ from order_integration.backend.status_files import (
     parse_status_file,
     unique_name,
 )
-from order_integration.exceptions import InvariantViolation, StorefrontRequestRejected
+from order_integration.exceptions import InvariantViolation
 from order_integration.failpoints import failpoint
 from order_integration.ids import parse_order_id
-from order_integration.storefronts.base import OrderNotFound, StatusWriter, same_note
+from order_integration.storefronts.base import OrderNotFound, OrderState, StatusApplier, StatusChange
 
 if TYPE_CHECKING:
     from order_integration.backend.sftp import SftpSession
@@ -103,7 +93,6 @@ BATCH_THRESHOLD = 10
 
 APPLIED = "applied"
 SKIPPED_DUPLICATE = "skipped_duplicate"
-_ACTIVE = ("pending", "on-hold", "processing")
 
 
 
@@ -178,54 +167,11 @@ class FileResult:
 
 
 @dataclass(slots=True)
-class _Order:
-    """What the sync knows of one storefront order while it applies a file."""
-
-    order_id: int
-    status: str
-    lines: dict[str, tuple[int, str]]  # sku -> (units ordered, product name)
-    has_line_without_sku: bool
-    shipped: dict[str, int]  # sku -> units shipped so far (ledger + this file)
-    notes: list[dict[str, Any]] | None = None  # read lazily
-    failed_line: int | None = None  # a write for this order failed on that line
-
-    @classmethod
-    def from_api(cls, raw: dict[str, Any], shipped: dict[str, int]) -> _Order:
-        lines: dict[str, tuple[int, str]] = {}
-        without_sku = False
-        for item in raw.get("line_items") or []:
-            if not isinstance(item, dict):
-                continue
-            qty = item.get("quantity")
-            if not isinstance(qty, int) or isinstance(qty, bool) or qty <= 0:
-                continue
-            sku = str(item.get("sku") or "").strip()
-            if not sku:
-                without_sku = True
-                continue
-            units, name = lines.get(sku, (0, str(item.get("name") or sku)))
-            lines[sku] = (units + qty, name)
-        return cls(int(raw["id"]), str(raw.get("status", "")), lines, without_sku, dict(shipped))
-
-    def fully_shipped(self) -> bool:
-        return bool(self.lines) and not self.has_line_without_sku and all(
-            self.shipped.get(sku, 0) >= units for sku, (units, _name) in self.lines.items()
-        )
-
-
-@dataclass(slots=True)
 class _Step:
-    """An event decided to be applicable: the note to add, then the status to reach."""
+    """An event decided to be applicable, with what the platform made of it."""
 
     index: int  # position in the file's events
-    event: StatusEvent
-    order: _Order
-    note: str
-    customer_note: bool
-    target: str | None  # status after the event (None: unchanged)
-    write_status: bool = False
-    recovered: bool = False
-    done: bool = False
+    change: StatusChange
     outcome: EventOutcome | None = None
 
 
@@ -262,49 +208,23 @@ def note_text(event: StatusEvent, order_lines: dict[str, tuple[int, str]] | None
     return f"Part of your order was shipped on {when}{via}: {what}.{_tracking(event)}"
 
 
-def _backwards(event: StatusEvent, status: str) -> str:
-    return f"order is {status!r}; {event.event!r} would move it backwards"
-
-
-def _not_movable(status: str) -> str:
-    return f"order is {status!r}; the status sync only changes pending, on-hold and processing orders"
-
-
-def _decide_shipped(event: StatusEvent, order: _Order) -> str | tuple[str | None, bool]:
-    """(target status, customer note) or the refusal reason, for a shipped event."""
-    if order.status not in (*_ACTIVE, "completed"):
-        return _not_movable(order.status)
+def _shipment(event: StatusEvent, order: OrderState, shipped: dict[str, int]) -> str | bool:
+    """For a partial shipment: why it cannot be (a SKU the order lacks, more units than ordered
+    minus those shipped), else whether every line is fully shipped once it is. A whole-order
+    shipment ships everything."""
     if event.sku is None or event.quantity is None:
-        return "completed", True
+        return True
     if event.sku not in order.lines:
         return f"sku {event.sku!r} is not in the order (skus: {', '.join(sorted(order.lines)) or 'none'})"
     ordered = order.lines[event.sku][0]
-    before = order.shipped.get(event.sku, 0)
+    before = shipped.get(event.sku, 0)
     if before + event.quantity > ordered:
         return (f"over-shipment: sku {event.sku!r} ordered {ordered}, already shipped {before}, "
                 f"this event ships {event.quantity}")
-    order.shipped[event.sku] = before + event.quantity
-    return ("completed" if order.fully_shipped() else None), True
-
-
-def _decide(event: StatusEvent, order: _Order) -> str | tuple[str | None, bool]:
-    """(target status, customer note?) of an applicable event, or why it is refused.
-
-    Updates ``order.shipped`` for an accepted partial shipment."""
-    status = order.status
-    if status == "cancelled":
-        return "order is cancelled on the storefront"
-    if event.event == "shipped":
-        return _decide_shipped(event, order)
-    if status == "completed":
-        return _backwards(event, status)
-    if status not in _ACTIVE:
-        return _not_movable(status)
-    if event.event == "accepted":
-        return "processing", False
-    if event.event == "cancelled":
-        return "cancelled", False
-    return "on-hold", False  # rejected
+    after = {**shipped, event.sku: before + event.quantity}
+    return bool(order.lines) and not order.has_line_without_sku and all(
+        after.get(sku, 0) >= units for sku, (units, _name) in order.lines.items()
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,29 +235,20 @@ def _decide(event: StatusEvent, order: _Order) -> str | tuple[str | None, bool]:
 class _Run:
     """The state of one :func:`apply_file` call."""
 
-    def __init__(self, store_id: str, source_file: str, writer: StatusWriter, status_events: StatusEvents,
+    def __init__(self, store_id: str, source_file: str, applier: StatusApplier, status_events: StatusEvents,
                  batch_threshold: int) -> None:
         self.store_id = store_id
         self.source_file = source_file
-        self.writer = writer
+        self.applier = applier
         self.status_events = status_events
         self.batch_threshold = batch_threshold
         self.outcomes: dict[int, EventOutcome] = {}
         self.steps: dict[int, list[_Step]] = {}  # order id -> its applicable events in file order
+        self.shipped: dict[int, dict[str, int]] = {}  # order id -> sku -> units shipped (ledger + file)
+        self.failed_line: dict[int, int] = {}  # order id -> the line whose write failed
 
     def settle(self, index: int, outcome: EventOutcome) -> None:
         self.outcomes[index] = outcome
-
-    def notes_of(self, order: _Order) -> list[dict[str, Any]]:
-        if order.notes is None:
-            order.notes = list(self.writer.list_notes(order.order_id))
-        return order.notes
-
-    def has_note(self, order: _Order, text: str, customer: bool) -> bool:
-        return any(
-            bool(n.get("customer_note")) == customer and same_note(str(n.get("note", "")), text)
-            for n in self.notes_of(order)
-        )
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -355,14 +266,14 @@ class _Run:
         fresh = self._refuse_reused_tracking(fresh)
         # The parser refuses a bad id already; events built otherwise meet the same rule here.
         numeric = {e.order_id: n for _i, e in fresh if (n := parse_order_id(e.order_id)) is not None}
-        raw_orders = self.writer.get_orders(sorted(set(numeric.values()))) if numeric else {}
+        states = self.applier.read_orders(sorted(set(numeric.values()))) if numeric else {}
         shipped = self.status_events.shipped_quantities(self.store_id, numeric)
-        orders: dict[str, _Order] = {}
+        orders: dict[str, OrderState] = {}
         for oid, number in numeric.items():
-            raw = raw_orders.get(number)
-            if raw is not None:
-                mine = {sku: units for (o, sku), units in shipped.items() if o == oid}
-                orders[oid] = _Order.from_api(raw, mine)
+            state = states.get(number)
+            if state is not None:
+                orders[oid] = state
+                self.shipped[number] = {sku: units for (o, sku), units in shipped.items() if o == oid}
         for index, event in fresh:
             order = orders.get(event.order_id)
             if order is None:
@@ -388,30 +299,27 @@ class _Run:
                 kept.append((index, event))
         return kept
 
-    def plan_event(self, index: int, event: StatusEvent, order: _Order) -> None:
-        decision = _decide(event, order)
+    def plan_event(self, index: int, event: StatusEvent, order: OrderState) -> None:
+        shipped = self.shipped[order.order_id]
+        shipment = _shipment(event, order, shipped) if event.event == "shipped" else False
         note = note_text(event, order.lines)
-        if isinstance(decision, str):
-            try:
-                ours = event.event == "cancelled" and order.status == "cancelled" and self.has_note(
-                    order, note, False
-                )
-            except OrderNotFound:
-                self.settle(index, EventOutcome(event, error("order not found")))
-                return
-            if ours:
-                # We cancelled it earlier and crashed before the ledger row: recognise it.
-                step = _Step(index, event, order, note, False, "cancelled", recovered=True)
-                self.steps.setdefault(order.order_id, []).append(step)
-                return
-            self.settle(index, EventOutcome(event, refused(decision)))
+        try:
+            effect = self.applier.decide(event, order, note, fully_shipped=shipment is True)
+        except OrderNotFound:
+            self.settle(index, EventOutcome(event, error("order not found")))
             return
-        target, customer = decision
-        step = _Step(index, event, order, note, customer, target)
-        step.write_status = target is not None and target != order.status
-        if target is not None:
-            order.status = target  # later events of this order are decided on the new status
-        self.steps.setdefault(order.order_id, []).append(step)
+        if isinstance(effect, str) or isinstance(shipment, str):
+            # the platform's refusal first (an event for a cancelled order), then the shipment's
+            reason = effect if isinstance(effect, str) else str(shipment)
+            self.settle(index, EventOutcome(event, refused(reason)))
+            return
+        if event.event == "shipped" and event.sku is not None and event.quantity is not None:
+            shipped[event.sku] = shipped.get(event.sku, 0) + event.quantity
+        write = effect.target is not None and effect.target != order.status and not effect.recovered
+        change = StatusChange(event, order, note, effect, write_status=write)
+        if effect.target is not None:
+            order.status = effect.target  # later events of this order are decided on the new status
+        self.steps.setdefault(order.order_id, []).append(_Step(index, change))
 
     # -- executing ---------------------------------------------------------------------------
 
@@ -424,65 +332,34 @@ class _Run:
             finally:  # record what reached the storefront, even when a failure aborts the file
                 self.record([s.outcome for s in wave if s.outcome is not None])
 
-    def fail(self, step: _Step, reason: str) -> None:
-        step.outcome = EventOutcome(step.event, error(reason))
-        step.order.failed_line = step.event.line_number
-
     def run_wave(self, wave: list[_Step]) -> None:
+        live = []
         for step in wave:
-            if step.order.failed_line is not None:
+            failed = self.failed_line.get(step.change.order.order_id)
+            if failed is not None:
                 step.outcome = EventOutcome(
-                    step.event, error(f"not applied: line {step.order.failed_line} of this order failed")
-                )
+                    step.change.event, error(f"not applied: line {failed} of this order failed"))
             else:
-                self.post_note(step)
-        failpoint("status_sync.after_notes", store=self.store_id)
-        pending = [s for s in wave if s.outcome is None and s.write_status]
-        if len(pending) >= self.batch_threshold:
-            self.write_batch(pending)
-        else:
-            for n, step in enumerate(pending):
-                if n == 1:
-                    failpoint("status_sync.mid_writes", store=self.store_id)
-                self.write_one(step)
+                live.append(step)
+        try:
+            self.applier.apply([s.change for s in live], store_id=self.store_id,
+                               batch_threshold=self.batch_threshold)
+        finally:  # the changes refused before a failure are settled (and recorded) all the same
+            for step in live:
+                if step.change.error is not None:
+                    self.fail(step)
         failpoint("status_sync.before_ledger", store=self.store_id)
-        for step in wave:
+        for step in live:
             if step.outcome is None:
-                written = step.write_status or step.recovered
-                step.outcome = EventOutcome(step.event, APPLIED, step.target if written else None, step.note)
+                change = step.change
+                written = change.write_status or change.recovered
+                step.outcome = EventOutcome(change.event, APPLIED, change.effect.target if written else None,
+                                            change.note)
 
-    def post_note(self, step: _Step) -> None:
-        order = step.order
-        try:
-            if self.has_note(order, step.note, step.customer_note):
-                # Already there: an earlier run applied this event and stopped before its ledger
-                # row; a status the order already has was most likely written by that run.
-                step.recovered = step.target is not None and not step.write_status
-                return
-            created = self.writer.add_note(order.order_id, step.note, step.customer_note)
-        except OrderNotFound:
-            self.fail(step, "order not found")
-            return
-        except StorefrontRequestRejected as exc:
-            self.fail(step, f"note refused by the storefront: {exc}")
-            return
-        self.notes_of(order).insert(0, created or {"note": step.note, "customer_note": step.customer_note})
-
-    def write_one(self, step: _Step) -> None:
-        try:
-            self.writer.update_status(step.order.order_id, step.target or "")
-        except OrderNotFound:
-            self.fail(step, "order not found")
-        except StorefrontRequestRejected as exc:
-            self.fail(step, f"status {step.target!r} refused by the storefront: {exc}")
-
-    def write_batch(self, steps: list[_Step]) -> None:
-        results = self.writer.batch_update([{"id": s.order.order_id, "status": s.target} for s in steps])
-        for step, result in zip(steps, results, strict=True):
-            if result.not_found:
-                self.fail(step, "order not found")
-            elif not result.ok:
-                self.fail(step, f"status {step.target!r} refused by the storefront: {result.error}")
+    def fail(self, step: _Step) -> None:
+        change = step.change
+        step.outcome = EventOutcome(change.event, error(change.error or "not applied"))
+        self.failed_line[change.order.order_id] = change.event.line_number
 
     def record(self, outcomes: Sequence[EventOutcome]) -> None:
         self.status_events.record(self.store_id, self.source_file, [o.ledger_row() for o in outcomes])
@@ -491,7 +368,7 @@ class _Run:
 def apply_file(
     store_id: str,
     events: Sequence[StatusEvent],
-    writer: StatusWriter,
+    applier: StatusApplier,
     status_events: StatusEvents,
     *,
     source_file: str = "-",
@@ -506,7 +383,7 @@ def apply_file(
     :param source_file: the file name recorded in the ledger.
     :param batch_threshold: status changes in one wave from which ``batch_update`` is used.
     """
-    run = _Run(store_id, source_file, writer, status_events, batch_threshold)
+    run = _Run(store_id, source_file, applier, status_events, batch_threshold)
     run.plan(events)
     run.execute()
     applied = {s.index: s.outcome for steps in run.steps.values() for s in steps if s.outcome is not None}
@@ -583,7 +460,7 @@ def sync_file(
     store: StoreConfig,
     name: str,
     sftp_session: SftpSession,
-    writer: StatusWriter,
+    applier: StatusApplier,
     status_events: StatusEvents,
     *,
     batch_threshold: int = BATCH_THRESHOLD,
@@ -600,7 +477,7 @@ def sync_file(
     except FileTooLarge as exc:  # refused unread, as an unreadable file: to error/ with the reason
         log.warning("store %s: status file %s: %s", store.id, name, exc.reason)
         parsed = ParsedFile(errors=[LineError(1, "", exc.reason)], file_error=exc.reason)
-    outcomes = apply_file(store.id, parsed.events, writer, status_events, source_file=name,
+    outcomes = apply_file(store.id, parsed.events, applier, status_events, source_file=name,
                           batch_threshold=batch_threshold) if parsed.events else []
     status_events.record(store.id, name, [
         {"line_number": e.line_number, "order_id": e.order_id[:64], "event": e.event[:32],
@@ -646,7 +523,7 @@ class OutboundResult:
 
 
 def sync_outbound(
-    store: StoreConfig, sftp_session: SftpSession, writer: StatusWriter, status_events: StatusEvents,
+    store: StoreConfig, sftp_session: SftpSession, applier: StatusApplier, status_events: StatusEvents,
     *, batch_threshold: int = BATCH_THRESHOLD,
 ) -> OutboundResult:
     """:func:`sync_file` for every status file in ``outbound_dir``, oldest name first.
@@ -666,7 +543,7 @@ def sync_outbound(
     result = OutboundResult()
     for position, name in enumerate(names):
         try:
-            result.files.append(sync_file(store, name, sftp_session, writer, status_events,
+            result.files.append(sync_file(store, name, sftp_session, applier, status_events,
                                           batch_threshold=batch_threshold))
         except FileNotFoundError:
             log.info("store %s: status file %s disappeared (taken by another run)", store.id, name)

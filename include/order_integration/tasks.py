@@ -213,14 +213,14 @@ def sync_status_files(store_id: str) -> dict[str, Any]:
     after it stay for the retry, the files before it are archived already."""
     from order_integration import status_sync
     from order_integration.backend.sftp import SftpBackend
-    from order_integration.storefronts import get_status_writer
+    from order_integration.storefronts import get_status_applier
 
     store = _store(store_id)
     with (
-        get_status_writer(store.platform, store.storefront_conn_id) as writer,
+        get_status_applier(store.platform, store.storefront_conn_id) as applier,
         SftpBackend(store.backend_conn_id).session() as sftp,
     ):
-        result = status_sync.sync_outbound(store, sftp, writer, _ledger().status_events)
+        result = status_sync.sync_outbound(store, sftp, applier, _ledger().status_events)
     files = [{"file": f.name, "moved_to": f.moved_to, "errors_file": f.errors_file, "counts": f.counts}
              for f in result.files]
     return summarise_status_sync(store_id, files)

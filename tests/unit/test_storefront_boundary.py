@@ -15,7 +15,7 @@ from order_integration.storefronts import (
     PLATFORMS,
     get_client,
     get_normaliser,
-    get_status_writer,
+    get_status_applier,
     get_stock_client,
 )
 
@@ -47,9 +47,9 @@ def test_platform_neutral_modules_import_no_platform_module(name):
 
 def test_the_registry_gives_each_role_of_a_platform():
     assert type(get_client("woocommerce", "storefront_x")).__name__ == "WooCommerceClient"
-    assert type(get_status_writer("woocommerce", "storefront_x")).__name__ == "WooCommerceWriter"
+    assert type(get_status_applier("woocommerce", "storefront_x")).__name__ == "WooCommerceWriter"
     assert type(get_stock_client("woocommerce", "storefront_x")).__name__ == "WooCommerceStock"
     assert type(get_normaliser("woocommerce")).__name__ == "WooCommerceNormaliser"
-    for factory in (get_client, get_status_writer, get_stock_client):
+    for factory in (get_client, get_status_applier, get_stock_client):
         with pytest.raises(ConfigError, match="unknown storefront platform 'magento'; known: woocommerce"):
             factory("magento", "storefront_x")

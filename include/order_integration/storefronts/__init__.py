@@ -13,14 +13,14 @@ from order_integration.exceptions import ConfigError
 from order_integration.storefronts.base import (
     Normaliser,
     PageProgress,
-    StatusWriter,
+    StatusApplier,
     StockClient,
     StorefrontClient,
     StorefrontRequestRejected,
 )
 
 __all__ = ["PLATFORMS", "PageProgress", "StorefrontClient", "StorefrontRequestRejected", "get_client",
-           "get_normaliser", "get_status_writer", "get_stock_client"]
+           "get_normaliser", "get_status_applier", "get_stock_client"]
 
 #: platform name → what it offers → (module, class). ``orders``, ``status`` and ``stock`` classes
 #: take the Airflow connection id first; the writers are context managers (their HTTP session
@@ -58,8 +58,8 @@ def get_normaliser(platform: str) -> Normaliser:
     return _platform_class(platform, "normalise")()
 
 
-def get_status_writer(platform: str, conn_id: str, **kwargs: Any) -> StatusWriter:
-    """What the status sync writes through (a context manager), for ``platform``."""
+def get_status_applier(platform: str, conn_id: str, **kwargs: Any) -> StatusApplier:
+    """What the status sync applies events through (a context manager), for ``platform``."""
     return _platform_class(platform, "status")(conn_id, **kwargs)
 
 

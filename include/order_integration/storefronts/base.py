@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pendulum
 
 from order_integration.exceptions import StorefrontRequestRejected
 from order_integration.model import Order
 
+if TYPE_CHECKING:
+    from order_integration.backend.status_files import StatusEvent
+
 __all__ = [
-    "BatchItemResult", "CatalogItem", "Normaliser", "OrderNotFound", "PageProgress", "StatusWriter",
-    "StockClient", "StockUpdate", "StockWriteResult", "StorefrontClient", "StorefrontRequestRejected",
-    "same_note",
+    "BatchItemResult", "CatalogItem", "Effect", "Normaliser", "OrderNotFound", "OrderState", "PageProgress",
+    "StatusApplier", "StatusChange", "StockClient", "StockUpdate", "StockWriteResult", "StorefrontClient",
+    "StorefrontRequestRejected", "same_note",
 ]
 
 
@@ -109,18 +112,80 @@ def same_note(a: str, b: str) -> bool:
     return " ".join(html.unescape(a).split()) == " ".join(html.unescape(b).split())
 
 
-class StatusWriter(Protocol):
-    """What the status sync needs from a storefront."""
+@dataclass(slots=True)
+class OrderState:
+    """What the status sync knows of one storefront order while it applies a file.
 
-    def get_orders(self, order_ids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
+    ``status`` is the platform's own word (what the orders file carries). ``lines`` maps each
+    SKU to (units ordered, product name); quantities of lines sharing a SKU add up.
+    ``cache`` is the platform applier's own (notes it read, fulfillment orders...)."""
 
-    def list_notes(self, order_id: int) -> list[dict[str, Any]]: ...
+    order_id: int
+    status: str
+    lines: dict[str, tuple[int, str]]
+    has_line_without_sku: bool
+    cache: dict[str, Any] = field(default_factory=dict)
 
-    def add_note(self, order_id: int, note: str, customer_note: bool) -> dict[str, Any]: ...
 
-    def update_status(self, order_id: int, status: str) -> dict[str, Any]: ...
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """What an applicable event does to an order, as the platform decided it.
 
-    def batch_update(self, updates: Sequence[dict[str, Any]]) -> list[BatchItemResult]: ...
+    ``target``: the status the order has after the event (``None``: unchanged);
+    ``customer_note``: the event's note is for the customer (a shipment) or private;
+    ``recovered``: the storefront already shows this event (an earlier run applied it and
+    stopped before its ledger row): nothing is written again, it counts as applied."""
+
+    target: str | None
+    customer_note: bool = False
+    recovered: bool = False
+
+
+@dataclass(slots=True)
+class StatusChange:
+    """One applicable event on its way to the storefront. The status sync builds it (the note
+    text is its own, deterministic, so an applier recognises it on the order later); the
+    applier fills in ``error`` (why it was not applied) or ``recovered`` (it was already there)."""
+
+    event: StatusEvent
+    order: OrderState
+    note: str
+    effect: Effect
+    write_status: bool  # the target differs from the order's status before the event
+    error: str | None = None
+    recovered: bool = False
+
+
+class StatusApplier(Protocol):
+    """What the status sync needs from a storefront: the orders' state, the platform's rules for
+    each event, and applying a wave of changes (at most one per order) with an idempotency
+    check the platform answers (a change already on the order is ``recovered``, not repeated).
+
+    A context manager: its HTTP session closes on exit."""
+
+    def __enter__(self) -> StatusApplier: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def read_orders(self, order_ids: Sequence[int]) -> dict[int, OrderState]:
+        """The state of these orders; an id the store does not know is left out."""
+        ...
+
+    def decide(
+        self, event: StatusEvent, order: OrderState, note: str, *, fully_shipped: bool
+    ) -> Effect | str:
+        """The event's effect on ``order`` under the platform's rules, or why it is refused.
+
+        ``fully_shipped``: every line of the order is shipped once this event is (partial
+        shipments counted by the status sync). May read the storefront (to recognise an event
+        it applied before); raises :class:`OrderNotFound` when the order is gone."""
+        ...
+
+    def apply(self, changes: Sequence[StatusChange], *, store_id: str, batch_threshold: int) -> None:
+        """Apply one wave (at most one change per order): set ``error`` on each change that was
+        not applied and ``recovered`` on each found already applied. Transient failures after
+        retries and refused credentials raise."""
+        ...
 
 
 # -- stock levels (inventory sync) ---------------------------------------------------------

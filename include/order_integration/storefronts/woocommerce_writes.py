@@ -30,13 +30,25 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from order_integration.exceptions import ConfigError, StorefrontError
+from order_integration.failpoints import failpoint
 from order_integration.ids import MAX_ORDER_ID, parse_order_id
-from order_integration.storefronts.base import BatchItemResult, OrderNotFound, same_note
+from order_integration.storefronts.base import (
+    BatchItemResult,
+    Effect,
+    OrderNotFound,
+    OrderState,
+    StatusChange,
+    StorefrontRequestRejected,
+    same_note,
+)
 from order_integration.storefronts.http import TransientError
 from order_integration.storefronts.woocommerce import MAX_PER_PAGE, ORDERS_ENDPOINT, WooCommerceClient
+from order_integration.storefronts.woocommerce_status import decide, order_state
 
 if TYPE_CHECKING:
     from airflow.providers.http.hooks.http import HttpHook
+
+    from order_integration.backend.status_files import StatusEvent
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +233,83 @@ class WooCommerceWriter(WooCommerceClient):
             else:
                 results.append(BatchItemResult(item["id"], order=answer))
         return results
+
+    # -- the status sync's interface (StatusApplier) -----------------------------------------
+
+    def read_orders(self, order_ids: Sequence[int]) -> dict[int, OrderState]:
+        """The status sync's view of these orders (one ``GET /orders?include=`` per 100)."""
+        return {oid: order_state(raw) for oid, raw in self.get_orders(order_ids).items()}
+
+    def decide(
+        self, event: StatusEvent, order: OrderState, note: str, *, fully_shipped: bool
+    ) -> Effect | str:
+        """WooCommerce's status machine (:mod:`~order_integration.storefronts.woocommerce_status`).
+
+        One refusal is recognised as ours instead: a ``cancelled`` event meeting a cancelled
+        order that carries the event's note — we cancelled it and stopped before the ledger row."""
+        effect = decide(event, order, fully_shipped=fully_shipped)
+        if (isinstance(effect, str) and event.event == "cancelled" and order.status == "cancelled"
+                and self._has_note(order, note, customer=False)):
+            return Effect("cancelled", recovered=True)
+        return effect
+
+    def apply(self, changes: Sequence[StatusChange], *, store_id: str, batch_threshold: int) -> None:
+        """One wave: the notes first (WooCommerce has no batch endpoint for notes; a note already
+        on the order is not posted again and marks the change recovered when the order already
+        has its status), then the status changes — ``POST /orders/batch`` from
+        ``batch_threshold`` changes, else one ``PUT`` each. The note first, the status last: a
+        run that stops in between still sees the old status next time and completes the event."""
+        for change in changes:
+            self._post_note(change)
+        failpoint("status_sync.after_notes", store=store_id)
+        pending = [c for c in changes if c.error is None and c.write_status]
+        if len(pending) >= batch_threshold:
+            updates = [{"id": c.order.order_id, "status": c.effect.target} for c in pending]
+            for change, result in zip(pending, self.batch_update(updates), strict=True):
+                if result.not_found:
+                    change.error = "order not found"
+                elif not result.ok:
+                    change.error = (f"status {change.effect.target!r} refused by the storefront: "
+                                    f"{result.error}")
+            return
+        for n, change in enumerate(pending):
+            if n == 1:
+                failpoint("status_sync.mid_writes", store=store_id)
+            try:
+                self.update_status(change.order.order_id, change.effect.target or "")
+            except OrderNotFound:
+                change.error = "order not found"
+            except StorefrontRequestRejected as exc:
+                change.error = f"status {change.effect.target!r} refused by the storefront: {exc}"
+
+    def _notes(self, order: OrderState) -> list[dict[str, Any]]:
+        if "notes" not in order.cache:
+            order.cache["notes"] = list(self.list_notes(order.order_id))
+        return order.cache["notes"]
+
+    def _has_note(self, order: OrderState, text: str, *, customer: bool) -> bool:
+        return any(
+            bool(n.get("customer_note")) == customer and same_note(str(n.get("note", "")), text)
+            for n in self._notes(order)
+        )
+
+    def _post_note(self, change: StatusChange) -> None:
+        order, customer = change.order, change.effect.customer_note
+        try:
+            if self._has_note(order, change.note, customer=customer):
+                # Already there: an earlier run applied this event and stopped before its ledger
+                # row; a status the order already has was most likely written by that run.
+                change.recovered = change.effect.recovered or (
+                    change.effect.target is not None and not change.write_status)
+                return
+            created = self.add_note(order.order_id, change.note, customer)
+        except OrderNotFound:
+            change.error = "order not found"
+            return
+        except StorefrontRequestRejected as exc:
+            change.error = f"note refused by the storefront: {exc}"
+            return
+        self._notes(order).insert(0, created or {"note": change.note, "customer_note": customer})
 
     # -- HTTP ------------------------------------------------------------------------------
 
