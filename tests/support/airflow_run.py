@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from order_integration.ledger import Ledger, migrate, sqlite_engine
-from sandbox.storefront import SandboxStorefront
+from tests.support.platforms import PLATFORMS
 
 ROOT = Path(__file__).resolve().parents[2]
 # A summary line holds no quotes: stopping at one keeps the XCom repr of a run's note (which
@@ -94,13 +94,16 @@ class ExportHarness:
     sftp_connection: dict[str, Any]
     sftp_root: Path
     store_overrides: dict[str, Any] = field(default_factory=dict)
+    #: the storefront platform (``platforms.PLATFORMS``); for Shopify ``storefront_secret`` is
+    #: the Admin API access token and ``storefront_key`` is unused
+    platform: str = "woocommerce"
 
     def __post_init__(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.work_dir / "stores.yaml"
         store = {
             "id": self.store_id,
-            "platform": "woocommerce",
+            "platform": self.platform,
             "storefront_conn_id": f"storefront_{self.store_id}",
             "backend_conn_id": f"backend_{self.store_id}",
             "schedule": "@hourly",
@@ -129,11 +132,16 @@ class ExportHarness:
             "GX_ANALYTICS_ENABLED": "False",
             "ORDER_INTEGRATION_CONFIG": str(self.config_path),
             "ORDER_INTEGRATION_STAGING": f"file://{self.work_dir / 'staging'}",
-            f"AIRFLOW_CONN_STOREFRONT_{self.store_id.upper()}": json.dumps({
-                "conn_type": "http", "host": self.storefront_url,
-                "login": self.storefront_key, "password": self.storefront_secret}),
+            f"AIRFLOW_CONN_STOREFRONT_{self.store_id.upper()}": json.dumps(self.storefront_connection()),
             f"AIRFLOW_CONN_BACKEND_{self.store_id.upper()}": json.dumps(self.sftp_connection),
         }
+
+    def storefront_connection(self) -> dict[str, Any]:
+        """The storefront's Airflow connection, as the platform's contract has it."""
+        if self.platform == "woocommerce":
+            return {"conn_type": "http", "host": self.storefront_url, "login": self.storefront_key,
+                    "password": self.storefront_secret}
+        return {"conn_type": "http", "host": self.storefront_url, "password": self.storefront_secret}
 
     @property
     def backend_conn_id(self) -> str:
@@ -209,31 +217,36 @@ class ExportHarness:
         return seen
 
 
-#: Sandbox storefront credentials for integration tests; store ids ``it_<n>`` are unique per
-#: test session, so stores sharing an Airflow home, a ledger or an sshd never collide.
-KEY, SECRET = "ck_integration_test", "cs_integration_test"
+#: Store ids ``it_<n>`` are unique per test session, so stores sharing an Airflow home, a ledger
+#: or an sshd never collide. Sandbox credentials are the platform kits' (``platforms``).
 _store_ids = itertools.count(1)
 
 
 @contextlib.contextmanager
 def sandbox_stores(airflow_home: Path, sshd: Any, work_dir: Path
-                   ) -> Iterator[Callable[..., tuple[ExportHarness, SandboxStorefront]]]:
-    """Factory ``make(orders, *, clock=None, **store_overrides) -> (harness, storefront)``.
+                   ) -> Iterator[Callable[..., tuple[ExportHarness, Any]]]:
+    """Factory ``make(orders, *, clock=None, platform="woocommerce", **store_overrides) ->
+    (harness, storefront)``.
 
-    Each call gets its own store id, sandbox storefront and SFTP folder under ``sshd``; the
-    storefronts stop when the ``with`` ends. Used by the ``export_harness`` fixture and by
-    module-scoped fixtures (the scheduler test) that need stores outside a function scope."""
-    started: list[SandboxStorefront] = []
+    Each call gets its own store id, sandbox storefront of ``platform`` (a
+    ``SandboxStorefront`` or a ``SandboxShopify`` holding the same generated orders) and SFTP
+    folder under ``sshd``; the storefronts stop when the ``with`` ends. Used by the
+    ``export_harness`` fixture and by module-scoped fixtures (the scheduler test) that need
+    stores outside a function scope."""
+    started: list[Any] = []
 
     def make(orders: list[dict[str, Any]], *, clock: Callable[[], Any] | None = None,
-             **store_overrides: Any) -> tuple[ExportHarness, SandboxStorefront]:
-        shop = SandboxStorefront(orders, consumer_key=KEY, consumer_secret=SECRET, clock=clock).start()
+             platform: str = "woocommerce", **store_overrides: Any) -> tuple[ExportHarness, Any]:
+        kit = PLATFORMS[platform]
+        shop = kit.start(orders, clock)
         started.append(shop)
         store_id = f"it_{next(_store_ids)}"
+        conn = kit.connection(shop)
         harness = ExportHarness(
             store_id=store_id, airflow_home=airflow_home, work_dir=work_dir / store_id,
-            storefront_url=shop.base_url, storefront_key=KEY, storefront_secret=SECRET,
+            storefront_url=conn["host"], storefront_key=conn.get("login", ""), storefront_secret=conn["password"],
             sftp_connection=sshd.airflow_connection(), sftp_root=sshd.root, store_overrides=store_overrides,
+            platform=platform,
         )
         return harness, shop
 

@@ -36,7 +36,7 @@ class PageProgress(Protocol):
     """Called after every page a scan fetched, so the task can log progress.
 
     ``pages``: requests answered so far; ``orders``: distinct orders seen so far;
-    ``total_estimate``: the store's count for the window (``X-WP-Total`` of the first page,
+    ``total_estimate``: the store's count for the window (as the first page said it,
     raised to ``orders`` if the scan found more), ``None`` when the store sent no count.
     Arguments are passed positionally, so a plain ``lambda p, o, t: ...`` fits.
     """

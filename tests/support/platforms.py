@@ -1,0 +1,60 @@
+"""The storefront platforms, as integration tests meet them: one kit per platform that starts
+its sandbox with the same generated orders, gives the Airflow connection for it, and says
+which of those orders the platform's default ``export_statuses`` export.
+
+Tests take a kit through the ``platform`` fixture (parametrised over :data:`PLATFORMS`), so
+one test body runs for every platform: parametrised, not copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pendulum
+
+#: Sandbox credentials (WooCommerce consumer key/secret; Shopify Admin API token).
+WOO_KEY, WOO_SECRET = "ck_integration_test", "cs_integration_test"
+SHOPIFY_TOKEN = "shpat_integration_test"
+
+
+@dataclass(frozen=True)
+class PlatformKit:
+    name: str
+    #: the generator's (WooCommerce) statuses whose orders this platform's default
+    #: ``export_statuses`` export, once the sandbox converted them
+    exportable_statuses: frozenset[str]
+
+    def start(self, orders: list[dict[str, Any]], clock: Callable[[], Any] | None = None) -> Any:
+        """The platform's sandbox holding ``orders`` (``sandbox.generator`` orders), started."""
+        if self.name == "woocommerce":
+            from sandbox.storefront import SandboxStorefront
+
+            return SandboxStorefront(orders, consumer_key=WOO_KEY, consumer_secret=WOO_SECRET,
+                                     clock=clock).start()
+        from sandbox.shopify_admin import SandboxShopify
+
+        return SandboxShopify(orders, token=SHOPIFY_TOKEN, clock=clock).start()
+
+    def connection(self, shop: Any) -> dict[str, Any]:
+        """The storefront's Airflow connection (``AIRFLOW_CONN_…`` JSON) for a started sandbox."""
+        if self.name == "woocommerce":
+            return {"conn_type": "http", "host": shop.base_url, "login": WOO_KEY, "password": WOO_SECRET}
+        return {"conn_type": "http", "host": shop.base_url, "password": SHOPIFY_TOKEN}
+
+    def exportable(self, order: dict[str, Any]) -> bool:
+        """Whether the platform's default ``export_statuses`` export this generated order."""
+        return order["status"] in self.exportable_statuses
+
+    @staticmethod
+    def modified(order: dict[str, Any]) -> pendulum.DateTime:
+        """The generated order's modification time (``updatedAt`` on Shopify: the same instant)."""
+        return pendulum.parse(order["date_modified_gmt"] + "Z")
+
+
+WOOCOMMERCE = PlatformKit("woocommerce", frozenset({"processing", "on-hold"}))
+#: the sandbox makes processing and completed orders PAID, on-hold ones AUTHORIZED; the
+#: default export_statuses for Shopify are paid, partially_paid and authorized
+SHOPIFY = PlatformKit("shopify", frozenset({"processing", "on-hold", "completed"}))
+PLATFORMS = {kit.name: kit for kit in (WOOCOMMERCE, SHOPIFY)}
