@@ -31,7 +31,7 @@ def parse_gid(value: Any, kind: str | None = None) -> tuple[str, int] | None:
     """``gid://shopify/Order/12`` -> ``("Order", 12)``; None when malformed (or of another kind)."""
     if not isinstance(value, str) or not value.startswith(GID_PREFIX):
         return None
-    rest = value[len(GID_PREFIX):].split("?", 1)[0]
+    rest = value[len(GID_PREFIX) :].split("?", 1)[0]
     parts = rest.split("/")
     if len(parts) != 2 or not parts[1].isdigit() or (kind is not None and parts[0] != kind):
         return None
@@ -82,13 +82,15 @@ def decode_cursor(cursor: str) -> tuple[int, Any] | None:
 
 # --- search syntax ---------------------------------------------------------------------------------
 
-_TERM = re.compile(r"""(-?)([A-Za-z_][A-Za-z0-9_.]*):(<=|>=|<|>)?('[^']*'|"[^"]*"|\S+)|('[^']*'|"[^"]*"|\S+)""")
+_TERM = re.compile(
+    r"""(-?)([A-Za-z_][A-Za-z0-9_.]*):(<=|>=|<|>)?('[^']*'|"[^"]*"|\S+)|('[^']*'|"[^"]*"|\S+)"""
+)
 
 
 @dataclass
 class Term:
-    name: str          # "" for a bare word (the default field)
-    op: str            # "=", "<", "<=", ">", ">="
+    name: str  # "" for a bare word (the default field)
+    op: str  # "=", "<", "<=", ">", ">="
     value: str
     negated: bool = False
 
@@ -182,9 +184,22 @@ def _wc_time(text: str | None) -> datetime | None:
     return None if not text else datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-_COUNTRY_NAMES = {"DE": "Germany", "FR": "France", "PL": "Poland", "GB": "United Kingdom", "US": "United States",
-                  "JP": "Japan", "SE": "Sweden", "KW": "Kuwait", "AT": "Austria", "NL": "Netherlands",
-                  "IT": "Italy", "ES": "Spain", "CH": "Switzerland", "BE": "Belgium"}
+_COUNTRY_NAMES = {
+    "DE": "Germany",
+    "FR": "France",
+    "PL": "Poland",
+    "GB": "United Kingdom",
+    "US": "United States",
+    "JP": "Japan",
+    "SE": "Sweden",
+    "KW": "Kuwait",
+    "AT": "Austria",
+    "NL": "Netherlands",
+    "IT": "Italy",
+    "ES": "Spain",
+    "CH": "Switzerland",
+    "BE": "Belgium",
+}
 
 
 def mailing_address(wc: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -196,11 +211,19 @@ def mailing_address(wc: dict[str, Any] | None) -> dict[str, Any] | None:
     state = wc.get("state") or None
     return {
         "id": gid("MailingAddress", abs(hash((first, last, wc.get("address_1")))) % 10**12),
-        "firstName": first, "lastName": last, "name": " ".join(p for p in (first, last) if p) or None,
-        "company": wc.get("company") or None, "address1": wc.get("address_1") or None,
-        "address2": wc.get("address_2") or None, "city": wc.get("city") or None,
-        "province": state, "provinceCode": state, "zip": wc.get("postcode") or None,
-        "country": _COUNTRY_NAMES.get(code or "", code), "countryCodeV2": code, "phone": wc.get("phone") or None,
+        "firstName": first,
+        "lastName": last,
+        "name": " ".join(p for p in (first, last) if p) or None,
+        "company": wc.get("company") or None,
+        "address1": wc.get("address_1") or None,
+        "address2": wc.get("address_2") or None,
+        "city": wc.get("city") or None,
+        "province": state,
+        "provinceCode": state,
+        "zip": wc.get("postcode") or None,
+        "country": _COUNTRY_NAMES.get(code or "", code),
+        "countryCodeV2": code,
+        "phone": wc.get("phone") or None,
     }
 
 
@@ -215,8 +238,10 @@ class Ids:
         return self.next_id
 
 
-def _tax_lines(wc_taxes: list[dict[str, Any]], rate_by_id: dict[int, tuple[str, Decimal]],
-               ) -> list[dict[str, Any]]:
+def _tax_lines(
+    wc_taxes: list[dict[str, Any]],
+    rate_by_id: dict[int, tuple[str, Decimal]],
+) -> list[dict[str, Any]]:
     lines = []
     for tax in wc_taxes:
         title, rate = rate_by_id.get(int(tax.get("id") or 0), ("Tax", ZERO))
@@ -228,25 +253,52 @@ def _line_from_wc(line: dict[str, Any], rates: dict[int, tuple[str, Decimal]]) -
     qty = int(line["quantity"])
     subtotal, total = _dec(line["subtotal"]), _dec(line["total"])
     return {
-        "id": int(line["id"]), "sku": line.get("sku") or None, "name": line["name"],
-        "title": line.get("parent_name") or line["name"], "variantTitle": None, "quantity": qty,
-        "unitPrice": (subtotal / qty) if qty else ZERO, "subtotal": subtotal, "total": total,
-        "taxLines": _tax_lines(line.get("taxes") or [], rates), "requiresShipping": True,
-        "refunded": 0, "fulfilled": 0,
+        "id": int(line["id"]),
+        "sku": line.get("sku") or None,
+        "name": line["name"],
+        "title": line.get("parent_name") or line["name"],
+        "variantTitle": None,
+        "quantity": qty,
+        "unitPrice": (subtotal / qty) if qty else ZERO,
+        "subtotal": subtotal,
+        "total": total,
+        "taxLines": _tax_lines(line.get("taxes") or [], rates),
+        "requiresShipping": True,
+        "refunded": 0,
+        "fulfilled": 0,
     }
 
 
 def _fee_line(fee: dict[str, Any], line_id: int, rates: dict[int, tuple[str, Decimal]]) -> dict[str, Any]:
     """A WooCommerce fee becomes a custom line item (Shopify has no fee lines): no SKU, no shipping."""
     amount = _dec(fee["total"])
-    return {"id": line_id, "sku": None, "name": fee["name"], "title": fee["name"], "variantTitle": None,
-            "quantity": 1, "unitPrice": amount, "subtotal": amount, "total": amount,
-            "taxLines": _tax_lines(fee.get("taxes") or [], rates), "requiresShipping": False,
-            "refunded": 0, "fulfilled": 0}
+    return {
+        "id": line_id,
+        "sku": None,
+        "name": fee["name"],
+        "title": fee["name"],
+        "variantTitle": None,
+        "quantity": 1,
+        "unitPrice": amount,
+        "subtotal": amount,
+        "total": amount,
+        "taxLines": _tax_lines(fee.get("taxes") or [], rates),
+        "requiresShipping": False,
+        "refunded": 0,
+        "fulfilled": 0,
+    }
 
 
-_FINANCIAL = {"pending": "PENDING", "processing": "PAID", "on-hold": "AUTHORIZED", "completed": "PAID",
-              "cancelled": "VOIDED", "refunded": "REFUNDED", "failed": "EXPIRED", "checkout-draft": "PENDING"}
+_FINANCIAL = {
+    "pending": "PENDING",
+    "processing": "PAID",
+    "on-hold": "AUTHORIZED",
+    "completed": "PAID",
+    "cancelled": "VOIDED",
+    "refunded": "REFUNDED",
+    "failed": "EXPIRED",
+    "checkout-draft": "PENDING",
+}
 
 
 def order_from_woocommerce(wc: dict[str, Any], ids: Ids) -> dict[str, Any]:
@@ -256,43 +308,86 @@ def order_from_woocommerce(wc: dict[str, Any], ids: Ids) -> dict[str, Any]:
     on-hold -> AUTHORIZED; cancelled -> cancelled (VOIDED); refunded -> REFUNDED with a refund; failed
     -> EXPIRED. Fees become custom line items, so the lines still add up to the subtotal.
     """
-    rates = {int(t["rate_id"]): (t.get("label") or "Tax", _dec(t.get("rate_percent")))
-             for t in wc.get("tax_lines") or []}
+    rates = {
+        int(t["rate_id"]): (t.get("label") or "Tax", _dec(t.get("rate_percent")))
+        for t in wc.get("tax_lines") or []
+    }
     currency = wc["currency"]
     lines = [_line_from_wc(line, rates) for line in wc.get("line_items") or []]
     lines += [_fee_line(fee, int(fee["id"]), rates) for fee in wc.get("fee_lines") or []]
     created = _wc_time(wc.get("date_created_gmt")) or datetime.now(UTC)
     updated = _wc_time(wc.get("date_modified_gmt")) or created
     status = wc.get("status") or "pending"
-    shipping = [{"id": int(s["id"]), "title": s.get("method_title") or "", "code": s.get("method_id") or "",
-                 "amount": _dec(s.get("total")), "taxLines": _tax_lines(s.get("taxes") or [], rates)}
-                for s in wc.get("shipping_lines") or []]
+    shipping = [
+        {
+            "id": int(s["id"]),
+            "title": s.get("method_title") or "",
+            "code": s.get("method_id") or "",
+            "amount": _dec(s.get("total")),
+            "taxLines": _tax_lines(s.get("taxes") or [], rates),
+        }
+        for s in wc.get("shipping_lines") or []
+    ]
     billing = wc.get("billing") or {}
     order: dict[str, Any] = {
-        "id": int(wc["id"]), "name": f"#{wc.get('number') or wc['id']}", "createdAt": created, "updatedAt": updated,
-        "processedAt": created, "cancelledAt": None, "cancelReason": None, "closed": False, "closedAt": None,
-        "financial": _FINANCIAL.get(status, "PENDING"), "currency": currency,
-        "email": billing.get("email") or None, "phone": billing.get("phone") or None,
-        "note": wc.get("customer_note") or None, "tags": [],
-        "customer": None if not wc.get("customer_id") else {
-            "id": int(wc["customer_id"]), "firstName": billing.get("first_name") or None,
-            "lastName": billing.get("last_name") or None, "email": billing.get("email") or None,
-            "phone": billing.get("phone") or None},
-        "billingAddress": mailing_address(billing), "shippingAddress": mailing_address(wc.get("shipping")),
-        "lineItems": lines, "shippingLines": shipping, "discount": _dec(wc.get("discount_total")),
-        "tax": _dec(wc.get("total_tax")), "total": _dec(wc.get("total")),
-        "refunds": [], "fulfillmentOrders": [], "fulfillments": [], "test": False,
+        "id": int(wc["id"]),
+        "name": f"#{wc.get('number') or wc['id']}",
+        "createdAt": created,
+        "updatedAt": updated,
+        "processedAt": created,
+        "cancelledAt": None,
+        "cancelReason": None,
+        "closed": False,
+        "closedAt": None,
+        "financial": _FINANCIAL.get(status, "PENDING"),
+        "currency": currency,
+        "email": billing.get("email") or None,
+        "phone": billing.get("phone") or None,
+        "note": wc.get("customer_note") or None,
+        "tags": [],
+        "customer": None
+        if not wc.get("customer_id")
+        else {
+            "id": int(wc["customer_id"]),
+            "firstName": billing.get("first_name") or None,
+            "lastName": billing.get("last_name") or None,
+            "email": billing.get("email") or None,
+            "phone": billing.get("phone") or None,
+        },
+        "billingAddress": mailing_address(billing),
+        "shippingAddress": mailing_address(wc.get("shipping")),
+        "lineItems": lines,
+        "shippingLines": shipping,
+        "discount": _dec(wc.get("discount_total")),
+        "tax": _dec(wc.get("total_tax")),
+        "total": _dec(wc.get("total")),
+        "refunds": [],
+        "fulfillmentOrders": [],
+        "fulfillments": [],
+        "test": False,
     }
-    fo_lines = [{"id": ids.take(), "lineItemId": line["id"], "total": line["quantity"]}
-                for line in lines if line["requiresShipping"]]
+    fo_lines = [
+        {"id": ids.take(), "lineItemId": line["id"], "total": line["quantity"]}
+        for line in lines
+        if line["requiresShipping"]
+    ]
     if fo_lines:
-        order["fulfillmentOrders"].append({"id": ids.take(), "status": "OPEN", "createdAt": created,
-                                           "updatedAt": created, "lineItems": fo_lines})
+        order["fulfillmentOrders"].append(
+            {
+                "id": ids.take(),
+                "status": "OPEN",
+                "createdAt": created,
+                "updatedAt": created,
+                "lineItems": fo_lines,
+            }
+        )
     _apply_wc_status(order, status, updated, wc, ids)
     return order
 
 
-def _apply_wc_status(order: dict[str, Any], status: str, when: datetime, wc: dict[str, Any], ids: Ids) -> None:
+def _apply_wc_status(
+    order: dict[str, Any], status: str, when: datetime, wc: dict[str, Any], ids: Ids
+) -> None:
     if status == "completed":
         for fo in order["fulfillmentOrders"]:
             fulfil(order, fo, [(li["id"], li["total"]) for li in fo["lineItems"]], None, when, ids)
@@ -304,8 +399,15 @@ def _apply_wc_status(order: dict[str, Any], status: str, when: datetime, wc: dic
         order["closed"], order["closedAt"] = True, when
     for refund in wc.get("refunds") or []:
         amount = -_dec(refund.get("total"))
-        order["refunds"].append({"id": int(refund["id"]), "createdAt": when, "note": refund.get("reason") or None,
-                                 "amount": amount, "lines": []})
+        order["refunds"].append(
+            {
+                "id": int(refund["id"]),
+                "createdAt": when,
+                "note": refund.get("reason") or None,
+                "amount": amount,
+                "lines": [],
+            }
+        )
 
 
 def remaining(fo: dict[str, Any], order: dict[str, Any]) -> dict[int, int]:
@@ -317,13 +419,25 @@ def remaining(fo: dict[str, Any], order: dict[str, Any]) -> dict[int, int]:
     return {li["id"]: li["total"] - done.get(li["id"], 0) for li in fo["lineItems"]}
 
 
-def fulfil(order: dict[str, Any], fo: dict[str, Any], wanted: list[tuple[int, int]],
-           tracking: dict[str, Any] | None, when: datetime, ids: Ids) -> dict[str, Any]:
+def fulfil(
+    order: dict[str, Any],
+    fo: dict[str, Any],
+    wanted: list[tuple[int, int]],
+    tracking: dict[str, Any] | None,
+    when: datetime,
+    ids: Ids,
+) -> dict[str, Any]:
     """Record a fulfillment of ``(fulfillment order line id, quantity)`` pairs (already checked)."""
     by_fo_line = {li["id"]: li for li in fo["lineItems"]}
-    ful = {"id": ids.take(), "status": "SUCCESS", "createdAt": when, "updatedAt": when,
-           "tracking": [tracking] if tracking else [],
-           "foLines": list(wanted), "lines": [(ids.take(), by_fo_line[i]["lineItemId"], q) for i, q in wanted]}
+    ful = {
+        "id": ids.take(),
+        "status": "SUCCESS",
+        "createdAt": when,
+        "updatedAt": when,
+        "tracking": [tracking] if tracking else [],
+        "foLines": list(wanted),
+        "lines": [(ids.take(), by_fo_line[i]["lineItemId"], q) for i, q in wanted],
+    }
     order["fulfillments"].append(ful)
     left = remaining(fo, order)
     fo["status"] = "CLOSED" if all(v <= 0 for v in left.values()) else "IN_PROGRESS"
@@ -389,8 +503,13 @@ def matches_order(order: dict[str, Any], term: Term, shop_tz: tzinfo) -> bool | 
 
 def _fulfillment_term(order: dict[str, Any], value: str) -> bool:
     status = fulfillment_status(order)
-    aliases = {"shipped": "FULFILLED", "fulfilled": "FULFILLED", "partial": "PARTIALLY_FULFILLED",
-               "unshipped": "UNFULFILLED", "unfulfilled": "UNFULFILLED"}
+    aliases = {
+        "shipped": "FULFILLED",
+        "fulfilled": "FULFILLED",
+        "partial": "PARTIALLY_FULFILLED",
+        "unshipped": "UNFULFILLED",
+        "unfulfilled": "UNFULFILLED",
+    }
     return aliases.get(value) == status
 
 

@@ -22,7 +22,6 @@ from graphql import (
     GraphQLError,
     GraphQLInterfaceType,
     GraphQLList,
-    GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
@@ -51,9 +50,19 @@ MAX_QUERY_COST = 1000
 MUTATION_COST = 10
 DOCS_SCOPES = "https://shopify.dev/api/usage/access-scopes"
 DOCS_RATE = "https://shopify.dev/api/usage/rate-limits"
-ALL_SCOPES = ("read_orders", "write_orders", "read_all_orders", "read_products", "write_products",
-              "read_inventory", "write_inventory", "read_locations", "read_customers",
-              "read_merchant_managed_fulfillment_orders", "write_merchant_managed_fulfillment_orders")
+ALL_SCOPES = (
+    "read_orders",
+    "write_orders",
+    "read_all_orders",
+    "read_products",
+    "write_products",
+    "read_inventory",
+    "write_inventory",
+    "read_locations",
+    "read_customers",
+    "read_merchant_managed_fulfillment_orders",
+    "write_merchant_managed_fulfillment_orders",
+)
 
 
 # --- schema per version ----------------------------------------------------------------------------
@@ -65,13 +74,18 @@ def _sdl_for(version: str) -> str:
         return sdl
     # 2026-01 also has the deprecated compare-and-set fields; 2025-10 has only them.
     sdl = sdl.replace("  changeFromQuantity: Int\n", "  changeFromQuantity: Int\n  compareQuantity: Int\n")
-    sdl = sdl.replace("  name: String!\n  quantities: [InventoryQuantityInput!]!",
-                      "  ignoreCompareQuantity: Boolean = false\n  name: String!\n"
-                      "  quantities: [InventoryQuantityInput!]!")
-    sdl = sdl.replace("inventoryLevel(includeInactive: Boolean = false, locationId: ID!)", "inventoryLevel(locationId: ID!)")
-    sdl = sdl.replace("first: Int, includeInactive: Boolean = false, last: Int, query: String, reverse: Boolean = false)"
-                      ": InventoryLevelConnection!",
-                      "first: Int, last: Int, query: String, reverse: Boolean = false): InventoryLevelConnection!")
+    sdl = sdl.replace(
+        "  name: String!\n  quantities: [InventoryQuantityInput!]!",
+        "  ignoreCompareQuantity: Boolean = false\n  name: String!\n  quantities: [InventoryQuantityInput!]!",
+    )
+    sdl = sdl.replace(
+        "inventoryLevel(includeInactive: Boolean = false, locationId: ID!)", "inventoryLevel(locationId: ID!)"
+    )
+    sdl = sdl.replace(
+        "first: Int, includeInactive: Boolean = false, last: Int, query: String, reverse: Boolean = false)"
+        ": InventoryLevelConnection!",
+        "first: Int, last: Int, query: String, reverse: Boolean = false): InventoryLevelConnection!",
+    )
     if version < "2026-01":
         sdl = sdl.replace("  changeFromQuantity: Int\n", "")
         sdl = sdl.replace("  bulkOperation(id: ID!): BulkOperation\n", "")
@@ -96,10 +110,19 @@ TYPE_SCOPES: dict[str, tuple[str, ...]] = {
     "Order": ("read_orders", "read_marketplace_orders", "read_quick_sale"),
     "LineItem": ("read_orders", "read_marketplace_orders"),
     "Refund": ("read_orders", "read_marketplace_orders"),
-    "Fulfillment": ("read_orders", "read_marketplace_orders", "read_merchant_managed_fulfillment_orders",
-                    "read_assigned_fulfillment_orders", "read_third_party_fulfillment_orders"),
-    "FulfillmentOrder": ("read_merchant_managed_fulfillment_orders", "read_assigned_fulfillment_orders",
-                         "read_third_party_fulfillment_orders", "read_marketplace_fulfillment_orders"),
+    "Fulfillment": (
+        "read_orders",
+        "read_marketplace_orders",
+        "read_merchant_managed_fulfillment_orders",
+        "read_assigned_fulfillment_orders",
+        "read_third_party_fulfillment_orders",
+    ),
+    "FulfillmentOrder": (
+        "read_merchant_managed_fulfillment_orders",
+        "read_assigned_fulfillment_orders",
+        "read_third_party_fulfillment_orders",
+        "read_marketplace_fulfillment_orders",
+    ),
     "Customer": ("read_customers",),
     "ProductVariant": ("read_products",),
     "Product": ("read_products",),
@@ -111,8 +134,11 @@ FIELD_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("QueryRoot", "ordersCount"): ("read_orders", "read_marketplace_orders"),
     ("InventoryItem", "inventoryLevels"): ("read_inventory",),
     ("InventoryItem", "inventoryLevel"): ("read_inventory",),
-    ("Mutation", "fulfillmentCreate"): ("write_merchant_managed_fulfillment_orders",
-                                        "write_assigned_fulfillment_orders", "write_third_party_fulfillment_orders"),
+    ("Mutation", "fulfillmentCreate"): (
+        "write_merchant_managed_fulfillment_orders",
+        "write_assigned_fulfillment_orders",
+        "write_third_party_fulfillment_orders",
+    ),
     ("Mutation", "orderCancel"): ("write_orders", "write_marketplace_orders"),
     ("Mutation", "orderMarkAsPaid"): ("write_orders",),
     ("Mutation", "orderUpdate"): ("write_orders", "write_marketplace_orders", "write_quick_sale"),
@@ -125,7 +151,7 @@ FIELD_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
 
 def effective_scopes(granted: set[str]) -> set[str]:
     """A ``write_`` scope implies its ``read_`` scope."""
-    return granted | {"read_" + s[len("write_"):] for s in granted if s.startswith("write_")}
+    return granted | {"read_" + s[len("write_") :] for s in granted if s.startswith("write_")}
 
 
 def _required_text(scopes: tuple[str, ...]) -> str:
@@ -135,9 +161,10 @@ def _required_text(scopes: tuple[str, ...]) -> str:
 
 def access_denied(field_name: str, scopes: tuple[str, ...]) -> GraphQLError:
     required = _required_text(scopes)
-    return GraphQLError(f"Access denied for {field_name} field. Required access: {required}",
-                        extensions={"code": "ACCESS_DENIED", "documentation": DOCS_SCOPES,
-                                    "requiredAccess": required})
+    return GraphQLError(
+        f"Access denied for {field_name} field. Required access: {required}",
+        extensions={"code": "ACCESS_DENIED", "documentation": DOCS_SCOPES, "requiredAccess": required},
+    )
 
 
 # --- state -----------------------------------------------------------------------------------------
@@ -159,8 +186,11 @@ class Bucket:
         return self.available
 
     def status(self) -> dict[str, Any]:
-        return {"maximumAvailable": self.maximum, "currentlyAvailable": int(self.available),
-                "restoreRate": self.restore_rate}
+        return {
+            "maximumAvailable": self.maximum,
+            "currentlyAvailable": int(self.available),
+            "restoreRate": self.restore_rate,
+        }
 
 
 @dataclass
@@ -241,21 +271,36 @@ def _bag(amount: Decimal, order: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tax_views(lines: list[dict[str, Any]], order: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"title": t["title"], "rate": float(t["rate"]), "ratePercentage": float(t["rate"] * 100),
-             "priceSet": _bag(t["amount"], order)} for t in lines]
+    return [
+        {
+            "title": t["title"],
+            "rate": float(t["rate"]),
+            "ratePercentage": float(t["rate"] * 100),
+            "priceSet": _bag(t["amount"], order),
+        }
+        for t in lines
+    ]
 
 
 def line_view(li: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
     fulfilled = sum(q for ful in order["fulfillments"] for _i, lid, q in ful["lines"] if lid == li["id"])
     current = li["quantity"] - li["refunded"]
     return {
-        "__typename": "LineItem", "id": d.gid("LineItem", li["id"]), "sku": li["sku"], "name": li["name"],
-        "title": li["title"], "variantTitle": li["variantTitle"], "quantity": li["quantity"],
-        "currentQuantity": current, "unfulfilledQuantity": max(0, current - fulfilled),
-        "refundableQuantity": current, "requiresShipping": li["requiresShipping"],
+        "__typename": "LineItem",
+        "id": d.gid("LineItem", li["id"]),
+        "sku": li["sku"],
+        "name": li["name"],
+        "title": li["title"],
+        "variantTitle": li["variantTitle"],
+        "quantity": li["quantity"],
+        "currentQuantity": current,
+        "unfulfilledQuantity": max(0, current - fulfilled),
+        "refundableQuantity": current,
+        "requiresShipping": li["requiresShipping"],
         "originalUnitPriceSet": _bag(li["unitPrice"], order),
         "discountedUnitPriceSet": _bag(li["total"] / li["quantity"] if li["quantity"] else d.ZERO, order),
-        "originalTotalSet": _bag(li["subtotal"], order), "discountedTotalSet": _bag(li["total"], order),
+        "originalTotalSet": _bag(li["subtotal"], order),
+        "discountedTotalSet": _bag(li["total"], order),
         "totalDiscountSet": _bag(li["subtotal"] - li["total"], order),
         "taxLines": lambda _info, first=None: _tax_views(li["taxLines"], order)[:first],
         "variant": None,
@@ -275,12 +320,23 @@ def _tax_summary(order: dict[str, Any]) -> list[dict[str, Any]]:
 
 def fulfillment_view(ful: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
     lines = {li["id"]: li for li in order["lineItems"]}
-    items = [{"__typename": "FulfillmentLineItem", "id": d.gid("FulfillmentLineItem", fid), "quantity": q,
-              "lineItem": line_view(lines[lid], order)} for fid, lid, q in ful["lines"]]
+    items = [
+        {
+            "__typename": "FulfillmentLineItem",
+            "id": d.gid("FulfillmentLineItem", fid),
+            "quantity": q,
+            "lineItem": line_view(lines[lid], order),
+        }
+        for fid, lid, q in ful["lines"]
+    ]
     return {
-        "__typename": "Fulfillment", "id": d.gid("Fulfillment", ful["id"]), "legacyResourceId": str(ful["id"]),
-        "name": f"{order['name']}-F{order['fulfillments'].index(ful) + 1}", "status": ful["status"],
-        "createdAt": d.time_text(ful["createdAt"]), "updatedAt": d.time_text(ful["updatedAt"]),
+        "__typename": "Fulfillment",
+        "id": d.gid("Fulfillment", ful["id"]),
+        "legacyResourceId": str(ful["id"]),
+        "name": f"{order['name']}-F{order['fulfillments'].index(ful) + 1}",
+        "status": ful["status"],
+        "createdAt": d.time_text(ful["createdAt"]),
+        "updatedAt": d.time_text(ful["updatedAt"]),
         "totalQuantity": sum(q for _f, _l, q in ful["lines"]),
         "trackingInfo": lambda _info, first=None: [dict(t) for t in ful["tracking"]][:first],
         "fulfillmentLineItems": connection_field(items),
@@ -290,24 +346,51 @@ def fulfillment_view(ful: dict[str, Any], order: dict[str, Any]) -> dict[str, An
 def fulfillment_order_view(fo: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
     lines = {li["id"]: li for li in order["lineItems"]}
     left = d.remaining(fo, order)
-    items = [{"__typename": "FulfillmentOrderLineItem", "id": d.gid("FulfillmentOrderLineItem", li["id"]),
-              "sku": lines[li["lineItemId"]]["sku"], "totalQuantity": li["total"], "remainingQuantity": left[li["id"]],
-              "lineItem": line_view(lines[li["lineItemId"]], order)} for li in fo["lineItems"]]
-    return {"__typename": "FulfillmentOrder", "id": d.gid("FulfillmentOrder", fo["id"]), "status": fo["status"],
-            "createdAt": d.time_text(fo["createdAt"]), "updatedAt": d.time_text(fo["updatedAt"]),
-            "orderId": d.gid("Order", order["id"]), "lineItems": connection_field(items)}
+    items = [
+        {
+            "__typename": "FulfillmentOrderLineItem",
+            "id": d.gid("FulfillmentOrderLineItem", li["id"]),
+            "sku": lines[li["lineItemId"]]["sku"],
+            "totalQuantity": li["total"],
+            "remainingQuantity": left[li["id"]],
+            "lineItem": line_view(lines[li["lineItemId"]], order),
+        }
+        for li in fo["lineItems"]
+    ]
+    return {
+        "__typename": "FulfillmentOrder",
+        "id": d.gid("FulfillmentOrder", fo["id"]),
+        "status": fo["status"],
+        "createdAt": d.time_text(fo["createdAt"]),
+        "updatedAt": d.time_text(fo["updatedAt"]),
+        "orderId": d.gid("Order", order["id"]),
+        "lineItems": connection_field(items),
+    }
 
 
 def refund_view(refund: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
     lines = {li["id"]: li for li in order["lineItems"]}
-    items = [{"__typename": "RefundLineItem", "id": d.gid("RefundLineItem", rid), "quantity": q,
-              "restockType": restock, "restocked": restock != "NO_RESTOCK",
-              "lineItem": line_view(lines[lid], order),
-              "subtotalSet": _bag(lines[lid]["total"] / lines[lid]["quantity"] * q, order)}
-             for rid, lid, q, restock in refund["lines"]]
-    return {"__typename": "Refund", "id": d.gid("Refund", refund["id"]), "legacyResourceId": str(refund["id"]),
-            "createdAt": d.time_text(refund["createdAt"]), "note": refund["note"],
-            "totalRefundedSet": _bag(refund["amount"], order), "refundLineItems": connection_field(items)}
+    items = [
+        {
+            "__typename": "RefundLineItem",
+            "id": d.gid("RefundLineItem", rid),
+            "quantity": q,
+            "restockType": restock,
+            "restocked": restock != "NO_RESTOCK",
+            "lineItem": line_view(lines[lid], order),
+            "subtotalSet": _bag(lines[lid]["total"] / lines[lid]["quantity"] * q, order),
+        }
+        for rid, lid, q, restock in refund["lines"]
+    ]
+    return {
+        "__typename": "Refund",
+        "id": d.gid("Refund", refund["id"]),
+        "legacyResourceId": str(refund["id"]),
+        "createdAt": d.time_text(refund["createdAt"]),
+        "note": refund["note"],
+        "totalRefundedSet": _bag(refund["amount"], order),
+        "refundLineItems": connection_field(items),
+    }
 
 
 def order_view(order: dict[str, Any]) -> dict[str, Any]:
@@ -315,48 +398,90 @@ def order_view(order: dict[str, Any]) -> dict[str, Any]:
     refunded = d.refunded_total(order)
     customer = order["customer"]
     return {
-        "__typename": "Order", "id": d.gid("Order", order["id"]), "legacyResourceId": str(order["id"]),
-        "name": order["name"], "createdAt": d.time_text(order["createdAt"]),
-        "updatedAt": d.time_text(order["updatedAt"]), "processedAt": d.time_text(order["processedAt"]),
-        "cancelledAt": d.time_text(order["cancelledAt"]), "cancelReason": order["cancelReason"],
-        "closed": order["closed"], "closedAt": d.time_text(order["closedAt"]),
-        "displayFinancialStatus": order["financial"], "displayFulfillmentStatus": d.fulfillment_status(order),
-        "currencyCode": order["currency"], "presentmentCurrencyCode": order["currency"],
-        "email": order["email"], "phone": order["phone"], "note": order["note"], "tags": sorted(order["tags"]),
-        "test": order["test"], "fullyPaid": order["financial"] == "PAID",
+        "__typename": "Order",
+        "id": d.gid("Order", order["id"]),
+        "legacyResourceId": str(order["id"]),
+        "name": order["name"],
+        "createdAt": d.time_text(order["createdAt"]),
+        "updatedAt": d.time_text(order["updatedAt"]),
+        "processedAt": d.time_text(order["processedAt"]),
+        "cancelledAt": d.time_text(order["cancelledAt"]),
+        "cancelReason": order["cancelReason"],
+        "closed": order["closed"],
+        "closedAt": d.time_text(order["closedAt"]),
+        "displayFinancialStatus": order["financial"],
+        "displayFulfillmentStatus": d.fulfillment_status(order),
+        "currencyCode": order["currency"],
+        "presentmentCurrencyCode": order["currency"],
+        "email": order["email"],
+        "phone": order["phone"],
+        "note": order["note"],
+        "tags": sorted(order["tags"]),
+        "test": order["test"],
+        "fullyPaid": order["financial"] == "PAID",
         "unpaid": order["financial"] in ("PENDING", "AUTHORIZED", "EXPIRED"),
-        "customer": None if customer is None else {
-            "__typename": "Customer", "id": d.gid("Customer", customer["id"]),
-            "legacyResourceId": str(customer["id"]), "firstName": customer["firstName"],
-            "lastName": customer["lastName"], "email": customer["email"], "phone": customer["phone"],
-            "displayName": " ".join(p for p in (customer["firstName"], customer["lastName"]) if p)},
-        "billingAddress": order["billingAddress"], "shippingAddress": order["shippingAddress"],
+        "customer": None
+        if customer is None
+        else {
+            "__typename": "Customer",
+            "id": d.gid("Customer", customer["id"]),
+            "legacyResourceId": str(customer["id"]),
+            "firstName": customer["firstName"],
+            "lastName": customer["lastName"],
+            "email": customer["email"],
+            "phone": customer["phone"],
+            "displayName": " ".join(p for p in (customer["firstName"], customer["lastName"]) if p),
+        },
+        "billingAddress": order["billingAddress"],
+        "shippingAddress": order["shippingAddress"],
         "lineItems": connection_field([line_view(li, order) for li in order["lineItems"]]),
-        "subtotalPriceSet": _bag(sub, order), "currentSubtotalPriceSet": _bag(sub, order),
+        "subtotalPriceSet": _bag(sub, order),
+        "currentSubtotalPriceSet": _bag(sub, order),
         "totalDiscountsSet": _bag(order["discount"], order),
         "totalShippingPriceSet": _bag(d.shipping_total(order), order),
-        "totalTaxSet": _bag(order["tax"], order), "currentTotalTaxSet": _bag(order["tax"], order),
+        "totalTaxSet": _bag(order["tax"], order),
+        "currentTotalTaxSet": _bag(order["tax"], order),
         "totalPriceSet": _bag(order["total"], order),
         "currentTotalPriceSet": _bag(order["total"] - refunded, order),
-        "totalRefundedSet": _bag(refunded, order), "taxLines": _tax_summary(order),
-        "shippingLines": connection_field([
-            {"__typename": "ShippingLine", "id": d.gid("ShippingLine", s["id"]), "title": s["title"],
-             "code": s["code"], "source": "shopify", "originalPriceSet": _bag(s["amount"], order),
-             "discountedPriceSet": _bag(s["amount"], order), "taxLines": _tax_views(s["taxLines"], order)}
-            for s in order["shippingLines"]]),
+        "totalRefundedSet": _bag(refunded, order),
+        "taxLines": _tax_summary(order),
+        "shippingLines": connection_field(
+            [
+                {
+                    "__typename": "ShippingLine",
+                    "id": d.gid("ShippingLine", s["id"]),
+                    "title": s["title"],
+                    "code": s["code"],
+                    "source": "shopify",
+                    "originalPriceSet": _bag(s["amount"], order),
+                    "discountedPriceSet": _bag(s["amount"], order),
+                    "taxLines": _tax_views(s["taxLines"], order),
+                }
+                for s in order["shippingLines"]
+            ]
+        ),
         "refunds": lambda _info, first=None: [refund_view(r, order) for r in order["refunds"]][:first],
         "fulfillments": lambda _info, first=None, query=None: [
-            fulfillment_view(f, order) for f in order["fulfillments"]][:first],
-        "fulfillmentOrders": connection_field([fulfillment_order_view(fo, order)
-                                               for fo in order["fulfillmentOrders"]]),
+            fulfillment_view(f, order) for f in order["fulfillments"]
+        ][:first],
+        "fulfillmentOrders": connection_field(
+            [fulfillment_order_view(fo, order) for fo in order["fulfillmentOrders"]]
+        ),
     }
 
 
 def connection_field(nodes: list[dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """A nested connection over a small in-memory list (cursor = position)."""
 
-    def resolve(info: Any, first: int | None = None, last: int | None = None, after: str | None = None,
-                before: str | None = None, reverse: bool = False, **_ignored: Any) -> dict[str, Any]:
+    def resolve(
+        info: Any,
+        first: int | None = None,
+        last: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        reverse: bool = False,
+        **_ignored: Any,
+    ) -> dict[str, Any]:
         ctx: Context = info.context
         items = list(reversed(nodes)) if reverse else list(nodes)
         keyed = [(i, n) for i, n in enumerate(items)]
@@ -382,9 +507,17 @@ class Context:
     refund: int = 0
     search_warnings: list[dict[str, Any]] = field(default_factory=list)
 
-    def page(self, info: Any, keyed: list[tuple[Any, dict[str, Any]]], first: int | None, last: int | None,
-             after: str | None, before: str | None, key_of: Callable[[Any, dict[str, Any]], Any],
-             id_of: Callable[[Any, dict[str, Any]], int] | None = None) -> dict[str, Any]:
+    def page(
+        self,
+        info: Any,
+        keyed: list[tuple[Any, dict[str, Any]]],
+        first: int | None,
+        last: int | None,
+        after: str | None,
+        before: str | None,
+        key_of: Callable[[Any, dict[str, Any]], Any],
+        id_of: Callable[[Any, dict[str, Any]], int] | None = None,
+    ) -> dict[str, Any]:
         """One page of ``keyed`` ((sort key, node) pairs in order) as a connection."""
         id_of = id_of or (lambda k, _n: k if isinstance(k, int) else 0)
         if not self.bulk:
@@ -395,8 +528,9 @@ class Context:
                 continue
             decoded = d.decode_cursor(cursor)
             if decoded is None or cursor in self.state.broken_cursors:
-                raise GraphQLError("Invalid cursor for current pagination sort.",
-                                   extensions={"code": "BAD_REQUEST"})
+                raise GraphQLError(
+                    "Invalid cursor for current pagination sort.", extensions={"code": "BAD_REQUEST"}
+                )
             pos = _cursor_position(rows, decoded, key_of, id_of)
             rows = rows[pos:] if keep_after else rows[:pos]
             if keep_after and rows and _cursor_of(rows[0], key_of, id_of) == cursor:
@@ -409,12 +543,16 @@ class Context:
         edges = [{"cursor": _cursor_of(row, key_of, id_of), "node": row[1]} for row in window]
         start = rows.index(window[0]) if window else 0
         return {
-            "edges": edges, "nodes": [row[1] for row in window],
-            "pageInfo": {"hasNextPage": start + len(window) < len(rows) if first is not None or size is None
-                         else before is not None and len(rows) < len(keyed),
-                         "hasPreviousPage": start > 0 if last is not None else after is not None,
-                         "startCursor": edges[0]["cursor"] if edges else None,
-                         "endCursor": edges[-1]["cursor"] if edges else None},
+            "edges": edges,
+            "nodes": [row[1] for row in window],
+            "pageInfo": {
+                "hasNextPage": start + len(window) < len(rows)
+                if first is not None or size is None
+                else before is not None and len(rows) < len(keyed),
+                "hasPreviousPage": start > 0 if last is not None else after is not None,
+                "startCursor": edges[0]["cursor"] if edges else None,
+                "endCursor": edges[-1]["cursor"] if edges else None,
+            },
         }
 
     def _cap(self, info: Any, keyed: list[Any], window: list[Any]) -> None:
@@ -423,16 +561,19 @@ class Context:
             return
         depth = keyed.index(window[-1]) + 1
         if depth > cap:
-            raise GraphQLError(f"Pagination limit exceeded: connections can't be paginated past {cap} items.",
-                               extensions={"code": "BAD_REQUEST"})
+            raise GraphQLError(
+                f"Pagination limit exceeded: connections can't be paginated past {cap} items.",
+                extensions={"code": "BAD_REQUEST"},
+            )
 
 
 def _cursor_of(row: tuple[Any, dict[str, Any]], key_of: Callable[..., Any], id_of: Callable[..., int]) -> str:
     return d.encode_cursor(id_of(*row), key_of(*row))
 
 
-def _cursor_position(rows: list[Any], decoded: tuple[int, Any], key_of: Callable[..., Any],
-                     id_of: Callable[..., int]) -> int:
+def _cursor_position(
+    rows: list[Any], decoded: tuple[int, Any], key_of: Callable[..., Any], id_of: Callable[..., int]
+) -> int:
     """Index of the first row at or after the cursor's (value, id) in the rows' order."""
     last_id, last_value = decoded
     for i, row in enumerate(rows):
@@ -448,11 +589,14 @@ def _check_page_args(first: int | None, last: int | None) -> None:
     if first is None and last is None:
         raise GraphQLError("you must provide one of first or last", extensions={"code": "BAD_REQUEST"})
     if first is not None and last is not None:
-        raise GraphQLError("providing both first and last is not supported", extensions={"code": "BAD_REQUEST"})
+        raise GraphQLError(
+            "providing both first and last is not supported", extensions={"code": "BAD_REQUEST"}
+        )
     for name, value in (("first", first), ("last", last)):
         if value is not None and not 0 <= value <= MAX_PAGE:
-            raise GraphQLError(f"The argument `{name}` must be between 0 and {MAX_PAGE}.",
-                               extensions={"code": "BAD_REQUEST"})
+            raise GraphQLError(
+                f"The argument `{name}` must be between 0 and {MAX_PAGE}.", extensions={"code": "BAD_REQUEST"}
+            )
 
 
 # --- query cost ------------------------------------------------------------------------------------
@@ -473,8 +617,13 @@ def _field_args(node: FieldNode, variables: dict[str, Any]) -> dict[str, Any]:
     return {a.name.value: value_from_ast_untyped(a.value, variables) for a in node.arguments or ()}
 
 
-def selection_cost(schema: GraphQLSchema, parent: Any, sel: SelectionSetNode | None,
-                   fragments: dict[str, FragmentDefinitionNode], variables: dict[str, Any]) -> int:
+def selection_cost(
+    schema: GraphQLSchema,
+    parent: Any,
+    sel: SelectionSetNode | None,
+    fragments: dict[str, FragmentDefinitionNode],
+    variables: dict[str, Any],
+) -> int:
     """Shopify's requested cost of a selection on ``parent``: scalars and enums 0, objects 1,
     connections 2 + first (or last) x the cost of one node, interfaces the maximum of their types."""
     if sel is None:
@@ -497,8 +646,13 @@ def selection_cost(schema: GraphQLSchema, parent: Any, sel: SelectionSetNode | N
     return total + (max(by_type.values()) if by_type else 0)
 
 
-def field_cost(schema: GraphQLSchema, parent: Any, node: FieldNode,
-               fragments: dict[str, FragmentDefinitionNode], variables: dict[str, Any]) -> int:
+def field_cost(
+    schema: GraphQLSchema,
+    parent: Any,
+    node: FieldNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    variables: dict[str, Any],
+) -> int:
     name = node.name.value
     if name.startswith("__") or not hasattr(parent, "fields") or name not in parent.fields:
         return 0
@@ -510,13 +664,21 @@ def field_cost(schema: GraphQLSchema, parent: Any, node: FieldNode,
     if _is_connection(ftype):
         return 2 + _size(args) * connection_node_cost(schema, named, node, fragments, variables)
     inner = selection_cost(schema, named, node.selection_set, fragments, variables)
-    many = _size(args) if isinstance(ftype, GraphQLList) or isinstance(getattr(ftype, "of_type", None),
-                                                                         GraphQLList) else 1
+    many = (
+        _size(args)
+        if isinstance(ftype, GraphQLList) or isinstance(getattr(ftype, "of_type", None), GraphQLList)
+        else 1
+    )
     return many * (1 + inner)
 
 
-def connection_node_cost(schema: GraphQLSchema, conn: Any, node: FieldNode,
-                         fragments: dict[str, FragmentDefinitionNode], variables: dict[str, Any]) -> int:
+def connection_node_cost(
+    schema: GraphQLSchema,
+    conn: Any,
+    node: FieldNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    variables: dict[str, Any],
+) -> int:
     """The cost of one node of a connection selection (``nodes`` or ``edges { node }``)."""
     node_type = get_named_type(conn.fields["nodes"].type)
     best = 1
@@ -526,14 +688,17 @@ def connection_node_cost(schema: GraphQLSchema, conn: Any, node: FieldNode,
         elif sel.name.value == "edges":
             for inner in _flat_fields(sel.selection_set, fragments):
                 if inner.name.value == "node":
-                    best = max(best, 1 + selection_cost(schema, node_type, inner.selection_set, fragments,
-                                                        variables))
+                    best = max(
+                        best, 1 + selection_cost(schema, node_type, inner.selection_set, fragments, variables)
+                    )
     return best
 
 
-def _flat_fields(sel: SelectionSetNode | None, fragments: dict[str, FragmentDefinitionNode]) -> list[FieldNode]:
+def _flat_fields(
+    sel: SelectionSetNode | None, fragments: dict[str, FragmentDefinitionNode]
+) -> list[FieldNode]:
     out: list[FieldNode] = []
-    for s in (sel.selections if sel else ()):
+    for s in sel.selections if sel else ():
         if isinstance(s, FieldNode):
             out.append(s)
         elif isinstance(s, InlineFragmentNode):
@@ -551,15 +716,20 @@ def node_cost(info: Any) -> int:
     return connection_node_cost(info.schema, named, info.field_nodes[0], info.fragments, info.variable_values)
 
 
-def requested_cost(schema: GraphQLSchema, op: OperationDefinitionNode,
-                   fragments: dict[str, FragmentDefinitionNode], variables: dict[str, Any]) -> int:
+def requested_cost(
+    schema: GraphQLSchema,
+    op: OperationDefinitionNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    variables: dict[str, Any],
+) -> int:
     if op.operation.value == "mutation":
         return MUTATION_COST * len(_flat_fields(op.selection_set, fragments))
     return selection_cost(schema, schema.query_type, op.selection_set, fragments, variables)
 
 
-def execution_parts(document: Any, operation_name: str | None
-                    ) -> tuple[OperationDefinitionNode | None, dict[str, FragmentDefinitionNode]]:
+def execution_parts(
+    document: Any, operation_name: str | None
+) -> tuple[OperationDefinitionNode | None, dict[str, FragmentDefinitionNode]]:
     ops = [n for n in document.definitions if isinstance(n, OperationDefinitionNode)]
     fragments = {n.name.value: n for n in document.definitions if isinstance(n, FragmentDefinitionNode)}
     if operation_name:
@@ -582,8 +752,9 @@ def scope_middleware(next_: Callable[..., Any], root: Any, info: Any, **args: An
     return next_(root, info, **args)
 
 
-def run(ctx: Context, query: str, variables: dict[str, Any] | None, operation_name: str | None,
-        root: Any) -> tuple[dict[str, Any], int | None, int]:
+def run(
+    ctx: Context, query: str, variables: dict[str, Any] | None, operation_name: str | None, root: Any
+) -> tuple[dict[str, Any], int | None, int]:
     """Parse, validate, cost-check and execute; returns (body, actual cost, requested cost)."""
     schema = schema_for(ctx.version)
     try:
@@ -596,21 +767,42 @@ def run(ctx: Context, query: str, variables: dict[str, Any] | None, operation_na
     op, fragments = execution_parts(document, operation_name)
     requested = 0 if op is None else requested_cost(schema, op, fragments, variables or {})
     if requested > ctx.state.max_cost:
-        return {"errors": [{
-            "message": f"Query cost is {requested}, which exceeds the single query max cost limit "
-                       f"({ctx.state.max_cost}).\n\nSee {DOCS_RATE} for more information on how the\n"
-                       "cost of a query is calculated.\n\nTo query larger amounts of data with fewer limits, "
-                       "bulk operations should be used instead.\nSee https://shopify.dev/tutorials/"
-                       "perform-bulk-operations-with-admin-api for usage details.\n",
-            "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": ctx.state.max_cost,
-                           "documentation": DOCS_RATE}}]}, None, requested
+        return (
+            {
+                "errors": [
+                    {
+                        "message": f"Query cost is {requested}, which exceeds the single "
+                        "query max cost limit "
+                        f"({ctx.state.max_cost}).\n\nSee {DOCS_RATE} for more information on how the\n"
+                        "cost of a query is calculated.\n\nTo query larger amounts of data with fewer "
+                        "limits, "
+                        "bulk operations should be used instead.\nSee https://shopify.dev/tutorials/"
+                        "perform-bulk-operations-with-admin-api for usage details.\n",
+                        "extensions": {
+                            "code": "MAX_COST_EXCEEDED",
+                            "cost": requested,
+                            "maxCost": ctx.state.max_cost,
+                            "documentation": DOCS_RATE,
+                        },
+                    }
+                ]
+            },
+            None,
+            requested,
+        )
     with ctx.state.lock:
         if ctx.state.bucket.refill() < requested:
             raise Throttled(requested)
         ctx.state.bucket.available -= requested
-        result = execute(schema, document, root, ctx, variables, operation_name, middleware=[scope_middleware])
-        actual = max(0, requested - ctx.refund) if op is not None and op.operation.value == "query" else requested
-        ctx.state.bucket.available = min(ctx.state.bucket.maximum, ctx.state.bucket.available + requested - actual)
+        result = execute(
+            schema, document, root, ctx, variables, operation_name, middleware=[scope_middleware]
+        )
+        actual = (
+            max(0, requested - ctx.refund) if op is not None and op.operation.value == "query" else requested
+        )
+        ctx.state.bucket.available = min(
+            ctx.state.bucket.maximum, ctx.state.bucket.available + requested - actual
+        )
     body: dict[str, Any] = {}
     if result.errors:
         body["errors"] = [e.formatted for e in result.errors]

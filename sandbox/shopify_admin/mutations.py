@@ -36,25 +36,41 @@ def fulfillment_create(info: Any, fulfillment: dict[str, Any], message: str | No
     with state.lock:
         groups = fulfillment["lineItemsByFulfillmentOrder"]
         if len(groups) != 1:
-            return {"fulfillment": None, "userErrors": [_err(["fulfillment"], "All fulfillment orders must "
-                                                             "belong to the same order and location.")]}
+            return {
+                "fulfillment": None,
+                "userErrors": [
+                    _err(
+                        ["fulfillment"], "All fulfillment orders must belong to the same order and location."
+                    )
+                ],
+            }
         group = groups[0]
         found = _find_fo(state, group["fulfillmentOrderId"])
         if found is None:
-            return {"fulfillment": None, "userErrors": [_err(["fulfillment"], "Fulfillment order does not exist.")]}
+            return {
+                "fulfillment": None,
+                "userErrors": [_err(["fulfillment"], "Fulfillment order does not exist.")],
+            }
         order, fo = found
         if fo["status"] in ("CLOSED", "CANCELLED") or order["cancelledAt"] is not None:
-            return {"fulfillment": None, "userErrors": [_err(
-                ["fulfillment"], "Fulfillment order is not in an actionable state.")]}
+            return {
+                "fulfillment": None,
+                "userErrors": [_err(["fulfillment"], "Fulfillment order is not in an actionable state.")],
+            }
         left = d.remaining(fo, order)
         wanted = _wanted_lines(group, left)
         if isinstance(wanted, dict):
             return {"fulfillment": None, "userErrors": [wanted]}
         tracking = fulfillment.get("trackingInfo") or None
-        info_row = None if not tracking else {"company": tracking.get("company"),
-                                              "number": tracking.get("number") or (tracking.get("numbers") or
-                                                                                  [None])[0],
-                                              "url": tracking.get("url") or (tracking.get("urls") or [None])[0]}
+        info_row = (
+            None
+            if not tracking
+            else {
+                "company": tracking.get("company"),
+                "number": tracking.get("number") or (tracking.get("numbers") or [None])[0],
+                "url": tracking.get("url") or (tracking.get("urls") or [None])[0],
+            }
+        )
         ful = d.fulfil(order, fo, wanted, info_row, state.now(), state.ids)
         if d.fulfillment_status(order) == "FULFILLED" and order["financial"] == "PAID":
             order["closed"], order["closedAt"] = True, state.now()
@@ -73,38 +89,64 @@ def _wanted_lines(group: dict[str, Any], left: dict[int, int]) -> list[tuple[int
         if parsed is None or parsed[1] not in left:
             return _err(["fulfillment"], "Invalid fulfillment order line item id.")
         if item["quantity"] <= 0 or item["quantity"] > left[parsed[1]]:
-            return _err(["fulfillment"], f"Invalid fulfillment order line item quantity requested "
-                                         f"({item['quantity']} > {max(0, left[parsed[1]])} remaining).")
+            return _err(
+                ["fulfillment"],
+                f"Invalid fulfillment order line item quantity requested "
+                f"({item['quantity']} > {max(0, left[parsed[1]])} remaining).",
+            )
         wanted.append((parsed[1], item["quantity"]))
     return wanted
 
 
-def order_cancel(info: Any, orderId: str, reason: str, restock: bool, refund: bool | None = None,  # noqa: N803
-                 refundMethod: dict[str, Any] | None = None, notifyCustomer: bool = False,  # noqa: N803
-                 staffNote: str | None = None) -> dict[str, Any]:  # noqa: N803
+def order_cancel(
+    info: Any,
+    orderId: str,
+    reason: str,
+    restock: bool,
+    refund: bool | None = None,
+    refundMethod: dict[str, Any] | None = None,
+    notifyCustomer: bool = False,
+    staffNote: str | None = None,
+) -> dict[str, Any]:
     state = r._state(info)
     with state.lock:
         order = r._order_by_gid(info, orderId)
         state.jobs += 1
         job = {"id": d.gid("Job", state.jobs), "done": True}
         if order is None:
-            return {"job": None, "orderCancelUserErrors": [_err(["orderId"], "Order does not exist", "NOT_FOUND")],
-                    "userErrors": [_err(["orderId"], "Order does not exist")]}
+            return {
+                "job": None,
+                "orderCancelUserErrors": [_err(["orderId"], "Order does not exist", "NOT_FOUND")],
+                "userErrors": [_err(["orderId"], "Order does not exist")],
+            }
         if refund is not None and refundMethod is not None:
             msg = "Only one of refund or refundMethod can be provided."
-            return {"job": None, "orderCancelUserErrors": [_err(["refund"], msg, "INVALID")],
-                    "userErrors": [_err(["refund"], msg)]}
+            return {
+                "job": None,
+                "orderCancelUserErrors": [_err(["refund"], msg, "INVALID")],
+                "userErrors": [_err(["refund"], msg)],
+            }
         if order["cancelledAt"] is not None:
             msg = "Cannot cancel an order that has already been cancelled"
-            return {"job": None, "orderCancelUserErrors": [_err(["orderId"], msg, "INVALID")],
-                    "userErrors": [_err(["orderId"], msg)]}
+            return {
+                "job": None,
+                "orderCancelUserErrors": [_err(["orderId"], msg, "INVALID")],
+                "userErrors": [_err(["orderId"], msg)],
+            }
         order["cancelledAt"], order["cancelReason"] = state.now(), reason
         order["closed"], order["closedAt"] = True, state.now()
         wants_refund = bool(refund) or bool((refundMethod or {}).get("originalPaymentMethodsRefund"))
         if wants_refund and order["financial"] in ("PAID", "PARTIALLY_PAID"):
             amount = order["total"] - d.refunded_total(order)
-            order["refunds"].append({"id": state.ids.take(), "createdAt": state.now(), "note": staffNote,
-                                     "amount": amount, "lines": []})
+            order["refunds"].append(
+                {
+                    "id": state.ids.take(),
+                    "createdAt": state.now(),
+                    "note": staffNote,
+                    "amount": amount,
+                    "lines": [],
+                }
+            )
             order["financial"] = "REFUNDED"
         elif order["financial"] in ("PENDING", "AUTHORIZED"):
             order["financial"] = "VOIDED"
@@ -116,7 +158,7 @@ def order_cancel(info: Any, orderId: str, reason: str, restock: bool, refund: bo
         return {"job": job, "orderCancelUserErrors": [], "userErrors": []}
 
 
-def _tags(info: Any, id: str, tags: list[str], add: bool) -> dict[str, Any]:  # noqa: A002
+def _tags(info: Any, id: str, tags: list[str], add: bool) -> dict[str, Any]:
     state = r._state(info)
     with state.lock:
         order = r._order_by_gid(info, id)
@@ -135,15 +177,15 @@ def _tags(info: Any, id: str, tags: list[str], add: bool) -> dict[str, Any]:  # 
         return {"node": g.order_view(order), "userErrors": []}
 
 
-def tags_add(info: Any, id: str, tags: list[str]) -> dict[str, Any]:  # noqa: A002
+def tags_add(info: Any, id: str, tags: list[str]) -> dict[str, Any]:
     return _tags(info, id, tags, True)
 
 
-def tags_remove(info: Any, id: str, tags: list[str]) -> dict[str, Any]:  # noqa: A002
+def tags_remove(info: Any, id: str, tags: list[str]) -> dict[str, Any]:
     return _tags(info, id, tags, False)
 
 
-def order_update(info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002
+def order_update(info: Any, input: dict[str, Any]) -> dict[str, Any]:
     state = r._state(info)
     with state.lock:
         order = r._order_by_gid(info, input["id"])
@@ -159,7 +201,7 @@ def order_update(info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A
         return {"order": g.order_view(order), "userErrors": []}
 
 
-def order_mark_as_paid(info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002
+def order_mark_as_paid(info: Any, input: dict[str, Any]) -> dict[str, Any]:
     state = r._state(info)
     with state.lock:
         order = r._order_by_gid(info, input["id"])
@@ -172,7 +214,7 @@ def order_mark_as_paid(info: Any, input: dict[str, Any]) -> dict[str, Any]:  # n
         return {"order": g.order_view(order), "userErrors": []}
 
 
-def refund_create(info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002
+def refund_create(info: Any, input: dict[str, Any]) -> dict[str, Any]:
     state = r._state(info)
     with state.lock:
         order = r._order_by_gid(info, input["orderId"])
@@ -184,11 +226,21 @@ def refund_create(info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: 
             parsed = d.parse_gid(item["lineItemId"], "LineItem")
             li = lines.get(parsed[1]) if parsed else None
             if li is None or not 0 < item["quantity"] <= li["quantity"] - li["refunded"]:
-                return {"refund": None, "order": None, "userErrors": [_err(
-                    ["refundLineItems", "0", "quantity"], "Quantity cannot refund more items than were purchased")]}
+                return {
+                    "refund": None,
+                    "order": None,
+                    "userErrors": [
+                        _err(
+                            ["refundLineItems", "0", "quantity"],
+                            "Quantity cannot refund more items than were purchased",
+                        )
+                    ],
+                }
             li["refunded"] += item["quantity"]
             amount += li["total"] / li["quantity"] * item["quantity"]
-            rows.append((state.ids.take(), li["id"], item["quantity"], item.get("restockType") or "NO_RESTOCK"))
+            rows.append(
+                (state.ids.take(), li["id"], item["quantity"], item.get("restockType") or "NO_RESTOCK")
+            )
         for t in input.get("transactions") or []:  # an explicit gateway transaction sets the amount
             amount = Decimal(str(t["amount"]))
         shipping = input.get("shipping") or {}
@@ -196,40 +248,65 @@ def refund_create(info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: 
             amount += d.shipping_total(order)
         elif shipping.get("amount") is not None:
             amount += Decimal(str(shipping["amount"]))
-        refund = {"id": state.ids.take(), "createdAt": state.now(), "note": input.get("note"),
-                  "amount": amount if input.get("transactions") else Decimal(0), "lines": rows}
+        refund = {
+            "id": state.ids.take(),
+            "createdAt": state.now(),
+            "note": input.get("note"),
+            "amount": amount if input.get("transactions") else Decimal(0),
+            "lines": rows,
+        }
         order["refunds"].append(refund)
         if input.get("transactions"):
-            order["financial"] = ("REFUNDED" if d.refunded_total(order) >= order["total"]
-                                  else "PARTIALLY_REFUNDED")
+            order["financial"] = (
+                "REFUNDED" if d.refunded_total(order) >= order["total"] else "PARTIALLY_REFUNDED"
+            )
         state.touch(order)
         return {"refund": g.refund_view(refund, order), "order": g.order_view(order), "userErrors": []}
 
 
-def inventory_set_quantities(info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, C901
+def inventory_set_quantities(info: Any, input: dict[str, Any]) -> dict[str, Any]:
     """Absolute quantities with compare-and-swap: ``changeFromQuantity`` (2026-04 on: required on every
     quantity, ``null`` to skip the check), before that ``compareQuantity``/``ignoreCompareQuantity``."""
     state, version = r._state(info), r._ctx(info).version
     errors: list[dict[str, Any]] = []
     if input["name"] not in ("available", "on_hand"):
-        errors.append(_err(["input", "name"], "The quantity name must be either 'available' or 'on_hand'.",
-                           "INVALID_NAME"))
+        errors.append(
+            _err(
+                ["input", "name"],
+                "The quantity name must be either 'available' or 'on_hand'.",
+                "INVALID_NAME",
+            )
+        )
     with state.lock:
         plan = []
         for i, q in enumerate(input["quantities"]):
-            item, loc = d.parse_gid(q["inventoryItemId"], "InventoryItem"), d.parse_gid(q["locationId"], "Location")
+            item, loc = (
+                d.parse_gid(q["inventoryItemId"], "InventoryItem"),
+                d.parse_gid(q["locationId"], "Location"),
+            )
             path = ["input", "quantities", str(i)]
             if item is None or item[1] not in state.items:
-                errors.append(_err([*path, "inventoryItemId"], "The specified inventory item could not be found.",
-                                   "INVALID_INVENTORY_ITEM"))
+                errors.append(
+                    _err(
+                        [*path, "inventoryItemId"],
+                        "The specified inventory item could not be found.",
+                        "INVALID_INVENTORY_ITEM",
+                    )
+                )
                 continue
             if loc is None or loc[1] not in state.locations:
-                errors.append(_err([*path, "locationId"], "The specified location could not be found.",
-                                   "INVALID_LOCATION"))
+                errors.append(
+                    _err(
+                        [*path, "locationId"],
+                        "The specified location could not be found.",
+                        "INVALID_LOCATION",
+                    )
+                )
                 continue
             if q["quantity"] < 0:
-                errors.append(_err([*path, "quantity"], "The quantity can't be negative.",
-                                   "INVALID_QUANTITY_NEGATIVE"))
+                errors.append(
+                    _err([*path, "quantity"], "The quantity can't be negative.", "INVALID_QUANTITY_NEGATIVE")
+                )
                 continue
             current = state.levels.get((item[1], loc[1]))
             stale = _compare_error(q, current, input, version, path)
@@ -241,33 +318,52 @@ def inventory_set_quantities(info: Any, input: dict[str, Any]) -> dict[str, Any]
             return {"inventoryAdjustmentGroup": None, "userErrors": errors}
         for iid, lid, qty, _cur in plan:
             state.levels[(iid, lid)] = qty
-        group = {"__typename": "InventoryAdjustmentGroup", "id": d.gid("InventoryAdjustmentGroup", state.ids.take()),
-                 "createdAt": d.time_text(state.now()), "reason": input["reason"],
-                 "referenceDocumentUri": input.get("referenceDocumentUri")}
+        group = {
+            "__typename": "InventoryAdjustmentGroup",
+            "id": d.gid("InventoryAdjustmentGroup", state.ids.take()),
+            "createdAt": d.time_text(state.now()),
+            "reason": input["reason"],
+            "referenceDocumentUri": input.get("referenceDocumentUri"),
+        }
         state.adjustments.append({**group, "changes": plan})
         return {"inventoryAdjustmentGroup": group, "userErrors": []}
 
 
-def _compare_error(q: dict[str, Any], current: int | None, input: dict[str, Any], version: str,  # noqa: A002
-                   path: list[str]) -> dict[str, Any] | None:
+def _compare_error(
+    q: dict[str, Any], current: int | None, input: dict[str, Any], version: str, path: list[str]
+) -> dict[str, Any] | None:
     have = current or 0
     if version >= "2026-04" or version == "unstable" or "changeFromQuantity" in q:
         if "changeFromQuantity" not in q:
-            return _err([*path, "changeFromQuantity"], "The changeFromQuantity argument must be given to each "
-                        "quantity; pass null to skip the check.", "CHANGE_FROM_QUANTITY_STALE")
+            return _err(
+                [*path, "changeFromQuantity"],
+                "The changeFromQuantity argument must be given to each "
+                "quantity; pass null to skip the check.",
+                "CHANGE_FROM_QUANTITY_STALE",
+            )
         expected = q["changeFromQuantity"]
         if expected is not None and expected != have:
-            return _err([*path, "changeFromQuantity"], "The changeFromQuantity value does not match persisted "
-                        "value.", "CHANGE_FROM_QUANTITY_STALE")
+            return _err(
+                [*path, "changeFromQuantity"],
+                "The changeFromQuantity value does not match persisted value.",
+                "CHANGE_FROM_QUANTITY_STALE",
+            )
         return None
     if input.get("ignoreCompareQuantity"):
         return None
     if q.get("compareQuantity") is None:
-        return _err([*path, "compareQuantity"], "The compareQuantity argument must be given to each quantity or "
-                    "ignored using ignoreCompareQuantity.", "COMPARE_QUANTITY_REQUIRED")
+        return _err(
+            [*path, "compareQuantity"],
+            "The compareQuantity argument must be given to each quantity or "
+            "ignored using ignoreCompareQuantity.",
+            "COMPARE_QUANTITY_REQUIRED",
+        )
     if q["compareQuantity"] != have:
-        return _err([*path, "compareQuantity"], "The compareQuantity value does not match persisted value.",
-                    "COMPARE_QUANTITY_STALE")
+        return _err(
+            [*path, "compareQuantity"],
+            "The compareQuantity value does not match persisted value.",
+            "COMPARE_QUANTITY_STALE",
+        )
     return None
 
 
@@ -294,8 +390,13 @@ def _bulk_errors(schema: Any, query: str) -> tuple[list[dict[str, Any]], Any]:
     if len(connections) > 5:
         return [_err(["query"], "Bulk queries cannot contain more than 5 connections.", "INVALID")], None
     if max(connections) > 2:
-        return [_err(["query"], "Bulk queries cannot contain connections with a nesting depth greater than 2.",
-                     "INVALID")], None
+        return [
+            _err(
+                ["query"],
+                "Bulk queries cannot contain connections with a nesting depth greater than 2.",
+                "INVALID",
+            )
+        ], None
     return [], document
 
 
@@ -312,7 +413,7 @@ def _connections(schema: Any, parent: Any, node: FieldNode, depth: int) -> list[
     return found
 
 
-def bulk_run_query(info: Any, query: str, groupObjects: bool = False) -> dict[str, Any]:  # noqa: N803
+def bulk_run_query(info: Any, query: str, groupObjects: bool = False) -> dict[str, Any]:
     ctx = r._ctx(info)
     state = ctx.state
     errors, document = _bulk_errors(info.schema, query)
@@ -322,13 +423,28 @@ def bulk_run_query(info: Any, query: str, groupObjects: bool = False) -> dict[st
         running = [op for op in state.bulk.values() if op["status"] in ("CREATED", "RUNNING")]
         if len(running) >= g.bulk_limit(ctx.version):
             first = running[0]
-            msg = (f"A bulk query operation for this app and shop is already in progress: "
-                   f"{d.gid('BulkOperation', first['id'])}.")
+            msg = (
+                f"A bulk query operation for this app and shop is already in progress: "
+                f"{d.gid('BulkOperation', first['id'])}."
+            )
             return {"bulkOperation": None, "userErrors": [_err(None, msg, "OPERATION_IN_PROGRESS")]}
-        op = {"id": state.ids.take(), "status": "CREATED", "errorCode": None, "objectCount": 0,
-              "rootObjectCount": 0, "fileSize": None, "url": None, "partialDataUrl": None,
-              "createdAt": state.now(), "completedAt": None, "query": query, "document": document,
-              "scopes": set(ctx.scopes), "version": ctx.version, "group": groupObjects}
+        op = {
+            "id": state.ids.take(),
+            "status": "CREATED",
+            "errorCode": None,
+            "objectCount": 0,
+            "rootObjectCount": 0,
+            "fileSize": None,
+            "url": None,
+            "partialDataUrl": None,
+            "createdAt": state.now(),
+            "completedAt": None,
+            "query": query,
+            "document": document,
+            "scopes": set(ctx.scopes),
+            "version": ctx.version,
+            "group": groupObjects,
+        }
         state.bulk[op["id"]] = op
         view = r.bulk_view(info, op)
         if not state.bulk_hold:
@@ -381,7 +497,9 @@ def _complete(state: g.ShopState, op: dict[str, Any], base_url: str) -> None:
 
 def _flatten(conn: dict[str, Any], parent_id: str | None, out: list[dict[str, Any]]) -> int:
     """A connection's nodes as JSONL objects; nested connections become lines with ``__parentId``."""
-    nodes = conn.get("nodes") if conn.get("nodes") is not None else [e["node"] for e in conn.get("edges") or []]
+    nodes = (
+        conn.get("nodes") if conn.get("nodes") is not None else [e["node"] for e in conn.get("edges") or []]
+    )
     for node in nodes:
         line: dict[str, Any] = {}
         children: list[dict[str, Any]] = []
@@ -398,19 +516,19 @@ def _flatten(conn: dict[str, Any], parent_id: str | None, out: list[dict[str, An
     return len(nodes)
 
 
-def current_bulk_operation(info: Any, type: str = "QUERY") -> dict[str, Any] | None:  # noqa: A002
+def current_bulk_operation(info: Any, type: str = "QUERY") -> dict[str, Any] | None:
     state = r._state(info)
     with state.lock:
         latest = max(state.bulk.values(), key=lambda op: op["id"], default=None)
         return r.bulk_view(info, latest)
 
 
-def bulk_operation(info: Any, id: str) -> dict[str, Any] | None:  # noqa: A002
+def bulk_operation(info: Any, id: str) -> dict[str, Any] | None:
     parsed = d.parse_gid(id, "BulkOperation")
     return r.bulk_view(info, r._state(info).bulk.get(parsed[1])) if parsed else None
 
 
-def bulk_cancel(info: Any, id: str) -> dict[str, Any]:  # noqa: A002
+def bulk_cancel(info: Any, id: str) -> dict[str, Any]:
     state = r._state(info)
     parsed = d.parse_gid(id, "BulkOperation")
     with state.lock:
@@ -423,9 +541,16 @@ def bulk_cancel(info: Any, id: str) -> dict[str, Any]:  # noqa: A002
 
 
 ROOT: dict[str, Any] = {
-    "fulfillmentCreate": fulfillment_create, "orderCancel": order_cancel, "tagsAdd": tags_add,
-    "tagsRemove": tags_remove, "orderUpdate": order_update, "orderMarkAsPaid": order_mark_as_paid,
-    "refundCreate": refund_create, "inventorySetQuantities": inventory_set_quantities,
-    "bulkOperationRunQuery": bulk_run_query, "bulkOperationCancel": bulk_cancel,
-    "currentBulkOperation": current_bulk_operation, "bulkOperation": bulk_operation,
+    "fulfillmentCreate": fulfillment_create,
+    "orderCancel": order_cancel,
+    "tagsAdd": tags_add,
+    "tagsRemove": tags_remove,
+    "orderUpdate": order_update,
+    "orderMarkAsPaid": order_mark_as_paid,
+    "refundCreate": refund_create,
+    "inventorySetQuantities": inventory_set_quantities,
+    "bulkOperationRunQuery": bulk_run_query,
+    "bulkOperationCancel": bulk_cancel,
+    "currentBulkOperation": current_bulk_operation,
+    "bulkOperation": bulk_operation,
 }

@@ -10,7 +10,14 @@ from typing import Any
 from graphql import GraphQLError
 
 from sandbox.shopify_admin import data as d
-from sandbox.shopify_admin.graph import ALL_SCOPES, Context, ShopState, fulfillment_view, order_view, refund_view
+from sandbox.shopify_admin.graph import (
+    ALL_SCOPES,
+    Context,
+    ShopState,
+    fulfillment_view,
+    order_view,
+    refund_view,
+)
 
 _SORT_KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "UPDATED_AT": lambda o: d.time_text(o["updatedAt"]),
@@ -69,9 +76,17 @@ def _warn(ctx: Context, query: str, name: str) -> None:
     ctx.search_warnings.append({"path": ["orders"], "query": query, "warnings": [warning]})
 
 
-def orders(info: Any, first: int | None = None, last: int | None = None, after: str | None = None,
-           before: str | None = None, query: str | None = None, reverse: bool = False,
-           sortKey: str = "PROCESSED_AT", **_: Any) -> dict[str, Any]:  # noqa: N803 (Shopify's name)
+def orders(
+    info: Any,
+    first: int | None = None,
+    last: int | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    query: str | None = None,
+    reverse: bool = False,
+    sortKey: str = "PROCESSED_AT",
+    **_: Any,
+) -> dict[str, Any]:
     key = _SORT_KEYS.get(sortKey, _SORT_KEYS["PROCESSED_AT"])
     with _state(info).lock:
         found = _search_orders(info, query)
@@ -80,8 +95,9 @@ def orders(info: Any, first: int | None = None, last: int | None = None, after: 
         keyed = [(key(seen), order_view(order)) for seen, order in found]
         ids = [seen["id"] for seen, _o in found]
     id_by_node = {id(node): i for (_k, node), i in zip(keyed, ids, strict=True)}
-    conn = _ctx(info).page(info, keyed, first, last, after, before, lambda k, _n: k,
-                           lambda _k, n: id_by_node[id(n)])
+    conn = _ctx(info).page(
+        info, keyed, first, last, after, before, lambda k, _n: k, lambda _k, n: id_by_node[id(n)]
+    )
     _maybe_break_cursor(info, conn)
     return conn
 
@@ -101,21 +117,23 @@ def orders_count(info: Any, query: str | None = None, limit: int | None = 10000,
     return {"count": count, "precision": "EXACT"}
 
 
-def order(info: Any, id: str) -> dict[str, Any] | None:  # noqa: A002 (Shopify's argument name)
+def order(info: Any, id: str) -> dict[str, Any] | None:
     with _state(info).lock:
         found = _order_by_gid(info, id)
         return None if found is None else order_view(found)
 
 
-def node(info: Any, id: str) -> dict[str, Any] | None:  # noqa: A002
+def node(info: Any, id: str) -> dict[str, Any] | None:
     with _state(info).lock:
         return _node(info, id)
 
 
 def nodes(info: Any, ids: list[str]) -> list[dict[str, Any] | None]:
     if len(ids) > 250:
-        raise GraphQLError("The input array size of 251 is greater than the maximum allowed of 250.",
-                           extensions={"code": "MAX_INPUT_SIZE_EXCEEDED"})
+        raise GraphQLError(
+            "The input array size of 251 is greater than the maximum allowed of 250.",
+            extensions={"code": "MAX_INPUT_SIZE_EXCEEDED"},
+        )
     with _state(info).lock:
         return [_node(info, i) for i in ids]
 
@@ -123,7 +141,9 @@ def nodes(info: Any, ids: list[str]) -> list[dict[str, Any] | None]:
 def _node(info: Any, value: str) -> dict[str, Any] | None:
     parsed = d.parse_gid(value)
     if parsed is None:
-        raise GraphQLError(f"Invalid global id '{value}'", extensions={"code": "argumentLiteralsIncompatible"})
+        raise GraphQLError(
+            f"Invalid global id '{value}'", extensions={"code": "argumentLiteralsIncompatible"}
+        )
     kind, number = parsed
     state = _state(info)
     if kind == "Order":
@@ -158,15 +178,23 @@ def _order_child(info: Any, kind: str, number: int) -> dict[str, Any] | None:
 
 def current_app_installation(info: Any) -> dict[str, Any]:
     scopes = sorted(_ctx(info).scopes)
-    return {"__typename": "AppInstallation", "id": d.gid("AppInstallation", 1),
-            "accessScopes": [{"handle": s, "description": s.replace("_", " ")} for s in scopes]}
+    return {
+        "__typename": "AppInstallation",
+        "id": d.gid("AppInstallation", 1),
+        "accessScopes": [{"handle": s, "description": s.replace("_", " ")} for s in scopes],
+    }
 
 
 def shop(info: Any) -> dict[str, Any]:
     state = _state(info)
-    return {"__typename": "Shop", "id": d.gid("Shop", 1), "name": "Sandbox Shop",
-            "myshopifyDomain": "sandbox-shop.myshopify.com", "currencyCode": "EUR",
-            "ianaTimezone": getattr(state.shop_tz, "key", "UTC")}
+    return {
+        "__typename": "Shop",
+        "id": d.gid("Shop", 1),
+        "name": "Sandbox Shop",
+        "myshopifyDomain": "sandbox-shop.myshopify.com",
+        "currencyCode": "EUR",
+        "ianaTimezone": getattr(state.shop_tz, "key", "UTC"),
+    }
 
 
 # --- products, inventory, locations ----------------------------------------------------------------
@@ -175,8 +203,13 @@ def shop(info: Any) -> dict[str, Any]:
 def _location_view(loc: dict[str, Any] | None) -> dict[str, Any] | None:
     if loc is None:
         return None
-    return {"__typename": "Location", "id": d.gid("Location", loc["id"]), "legacyResourceId": str(loc["id"]),
-            "name": loc["name"], "isActive": loc.get("isActive", True)}
+    return {
+        "__typename": "Location",
+        "id": d.gid("Location", loc["id"]),
+        "legacyResourceId": str(loc["id"]),
+        "name": loc["name"],
+        "isActive": loc.get("isActive", True),
+    }
 
 
 def _level_view(info: Any, item: dict[str, Any], loc_id: int) -> dict[str, Any] | None:
@@ -186,14 +219,24 @@ def _level_view(info: Any, item: dict[str, Any], loc_id: int) -> dict[str, Any] 
     qty = state.levels[(item["id"], loc_id)]
 
     def quantities(_info: Any, names: list[str]) -> list[dict[str, Any]]:
-        return [{"id": f"gid://shopify/InventoryQuantity/{item['id']}?inventory_item_id={item['id']}&name={n}",
-                 "name": n, "quantity": qty if n in ("available", "on_hand") else 0, "updatedAt": None}
-                for n in names]
+        return [
+            {
+                "id": f"gid://shopify/InventoryQuantity/{item['id']}?inventory_item_id={item['id']}&name={n}",
+                "name": n,
+                "quantity": qty if n in ("available", "on_hand") else 0,
+                "updatedAt": None,
+            }
+            for n in names
+        ]
 
-    return {"__typename": "InventoryLevel",
-            "id": f"gid://shopify/InventoryLevel/{loc_id}?inventory_item_id={item['id']}",
-            "quantities": quantities, "location": _location_view(state.locations.get(loc_id)),
-            "item": None, "updatedAt": None}
+    return {
+        "__typename": "InventoryLevel",
+        "id": f"gid://shopify/InventoryLevel/{loc_id}?inventory_item_id={item['id']}",
+        "quantities": quantities,
+        "location": _location_view(state.locations.get(loc_id)),
+        "item": None,
+        "updatedAt": None,
+    }
 
 
 def _item_view(info: Any, item: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -202,29 +245,53 @@ def _item_view(info: Any, item: dict[str, Any] | None) -> dict[str, Any] | None:
     state = _state(info)
 
     def levels(inner: Any, **args: Any) -> dict[str, Any]:
-        rows = [(loc, _level_view(info, item, loc)) for (iid, loc) in sorted(state.levels) if iid == item["id"]]
-        return _ctx(info).page(inner, [(k, v) for k, v in rows if v], args.get("first"), args.get("last"),
-                               args.get("after"), args.get("before"), lambda k, _n: k)
+        rows = [
+            (loc, _level_view(info, item, loc)) for (iid, loc) in sorted(state.levels) if iid == item["id"]
+        ]
+        return _ctx(info).page(
+            inner,
+            [(k, v) for k, v in rows if v],
+            args.get("first"),
+            args.get("last"),
+            args.get("after"),
+            args.get("before"),
+            lambda k, _n: k,
+        )
 
-    def level(_inner: Any, locationId: str, **_: Any) -> dict[str, Any] | None:  # noqa: N803
+    def level(_inner: Any, locationId: str, **_: Any) -> dict[str, Any] | None:
         parsed = d.parse_gid(locationId, "Location")
         return _level_view(info, item, parsed[1]) if parsed else None
 
-    return {"__typename": "InventoryItem", "id": d.gid("InventoryItem", item["id"]),
-            "legacyResourceId": str(item["id"]), "sku": item["sku"], "tracked": item.get("tracked", True),
-            "inventoryLevels": levels, "inventoryLevel": level,
-            "variant": lambda inner: _variant_view(info, state.variants.get(item["variantId"]))}
+    return {
+        "__typename": "InventoryItem",
+        "id": d.gid("InventoryItem", item["id"]),
+        "legacyResourceId": str(item["id"]),
+        "sku": item["sku"],
+        "tracked": item.get("tracked", True),
+        "inventoryLevels": levels,
+        "inventoryLevel": level,
+        "variant": lambda inner: _variant_view(info, state.variants.get(item["variantId"])),
+    }
 
 
 def _variant_view(info: Any, variant: dict[str, Any] | None) -> dict[str, Any] | None:
     if variant is None:
         return None
     state = _state(info)
-    return {"__typename": "ProductVariant", "id": d.gid("ProductVariant", variant["id"]),
-            "legacyResourceId": str(variant["id"]), "sku": variant["sku"], "title": variant["title"],
-            "displayName": variant["title"], "inventoryItem": _item_view(info, state.items.get(variant["itemId"])),
-            "product": {"__typename": "Product", "id": d.gid("Product", variant["productId"]),
-                        "title": variant["title"]}}
+    return {
+        "__typename": "ProductVariant",
+        "id": d.gid("ProductVariant", variant["id"]),
+        "legacyResourceId": str(variant["id"]),
+        "sku": variant["sku"],
+        "title": variant["title"],
+        "displayName": variant["title"],
+        "inventoryItem": _item_view(info, state.items.get(variant["itemId"])),
+        "product": {
+            "__typename": "Product",
+            "id": d.gid("Product", variant["productId"]),
+            "title": variant["title"],
+        },
+    }
 
 
 def _sku_filter(query: str | None) -> Callable[[str | None], bool]:
@@ -232,41 +299,71 @@ def _sku_filter(query: str | None) -> Callable[[str | None], bool]:
     return lambda sku: all((sku or "") == t.value for t in terms)
 
 
-def product_variants(info: Any, first: int | None = None, last: int | None = None, after: str | None = None,
-                     before: str | None = None, query: str | None = None, reverse: bool = False,
-                     **_: Any) -> dict[str, Any]:
+def product_variants(
+    info: Any,
+    first: int | None = None,
+    last: int | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    query: str | None = None,
+    reverse: bool = False,
+    **_: Any,
+) -> dict[str, Any]:
     state, keep = _state(info), _sku_filter(query)
     with state.lock:
-        rows = [(vid, _variant_view(info, v)) for vid, v in sorted(state.variants.items(), reverse=reverse)
-                if keep(v["sku"])]
+        rows = [
+            (vid, _variant_view(info, v))
+            for vid, v in sorted(state.variants.items(), reverse=reverse)
+            if keep(v["sku"])
+        ]
     return _ctx(info).page(info, rows, first, last, after, before, lambda k, _n: k)
 
 
-def inventory_items(info: Any, first: int | None = None, last: int | None = None, after: str | None = None,
-                    before: str | None = None, query: str | None = None, reverse: bool = False,
-                    **_: Any) -> dict[str, Any]:
+def inventory_items(
+    info: Any,
+    first: int | None = None,
+    last: int | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    query: str | None = None,
+    reverse: bool = False,
+    **_: Any,
+) -> dict[str, Any]:
     state, keep = _state(info), _sku_filter(query)
     with state.lock:
-        rows = [(iid, _item_view(info, i)) for iid, i in sorted(state.items.items(), reverse=reverse)
-                if keep(i["sku"])]
+        rows = [
+            (iid, _item_view(info, i))
+            for iid, i in sorted(state.items.items(), reverse=reverse)
+            if keep(i["sku"])
+        ]
     return _ctx(info).page(info, rows, first, last, after, before, lambda k, _n: k)
 
 
-def inventory_item(info: Any, id: str) -> dict[str, Any] | None:  # noqa: A002
+def inventory_item(info: Any, id: str) -> dict[str, Any] | None:
     parsed = d.parse_gid(id, "InventoryItem")
     return _item_view(info, _state(info).items.get(parsed[1])) if parsed else None
 
 
-def locations(info: Any, first: int | None = None, last: int | None = None, after: str | None = None,
-              before: str | None = None, includeInactive: bool = False, reverse: bool = False,  # noqa: N803
-              **_: Any) -> dict[str, Any]:
+def locations(
+    info: Any,
+    first: int | None = None,
+    last: int | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    includeInactive: bool = False,
+    reverse: bool = False,
+    **_: Any,
+) -> dict[str, Any]:
     state = _state(info)
-    rows = [(lid, _location_view(loc)) for lid, loc in sorted(state.locations.items(), reverse=reverse)
-            if includeInactive or loc.get("isActive", True)]
+    rows = [
+        (lid, _location_view(loc))
+        for lid, loc in sorted(state.locations.items(), reverse=reverse)
+        if includeInactive or loc.get("isActive", True)
+    ]
     return _ctx(info).page(info, rows, first, last, after, before, lambda k, _n: k)
 
 
-def location(info: Any, id: str | None = None) -> dict[str, Any] | None:  # noqa: A002
+def location(info: Any, id: str | None = None) -> dict[str, Any] | None:
     state = _state(info)
     if id is None:
         return _location_view(next(iter(state.locations.values()), None))
@@ -277,12 +374,21 @@ def location(info: Any, id: str | None = None) -> dict[str, Any] | None:  # noqa
 def bulk_view(info: Any, op: dict[str, Any] | None) -> dict[str, Any] | None:
     if op is None:
         return None
-    return {"__typename": "BulkOperation", "id": d.gid("BulkOperation", op["id"]), "status": op["status"],
-            "errorCode": op["errorCode"], "objectCount": str(op["objectCount"]),
-            "rootObjectCount": str(op["rootObjectCount"]),
-            "fileSize": None if op["fileSize"] is None else str(op["fileSize"]),
-            "url": op["url"], "partialDataUrl": op["partialDataUrl"], "createdAt": d.time_text(op["createdAt"]),
-            "completedAt": d.time_text(op["completedAt"]), "query": op["query"], "type": "QUERY"}
+    return {
+        "__typename": "BulkOperation",
+        "id": d.gid("BulkOperation", op["id"]),
+        "status": op["status"],
+        "errorCode": op["errorCode"],
+        "objectCount": str(op["objectCount"]),
+        "rootObjectCount": str(op["rootObjectCount"]),
+        "fileSize": None if op["fileSize"] is None else str(op["fileSize"]),
+        "url": op["url"],
+        "partialDataUrl": op["partialDataUrl"],
+        "createdAt": d.time_text(op["createdAt"]),
+        "completedAt": d.time_text(op["completedAt"]),
+        "query": op["query"],
+        "type": "QUERY",
+    }
 
 
 def now(info: Any) -> datetime:

@@ -25,16 +25,35 @@ CONTROL_PREFIX = "/__sandbox"
 JSON_TYPE = "application/json; charset=utf-8"
 _API_PATH = re.compile(r"^/admin/api/([^/]+)/graphql\.json$")
 _VERSION = re.compile(r"^\d{4}-(01|04|07|10)$")
-FAULT_TYPES = frozenset({"429", "500", "502", "503", "internal", "throttled", "truncated", "broken_cursor",
-                         "bulk_failed", "bulk_partial"})
+FAULT_TYPES = frozenset(
+    {
+        "429",
+        "500",
+        "502",
+        "503",
+        "internal",
+        "throttled",
+        "truncated",
+        "broken_cursor",
+        "bulk_failed",
+        "bulk_partial",
+    }
+)
 _UNAUTHORIZED = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
-_BAD_GATEWAY = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
-                b"</h1></center>\r\n</body>\r\n</html>\r\n")
+_BAD_GATEWAY = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+    b"</h1></center>\r\n</body>\r\n</html>\r\n"
+)
 
 
 class Reply:
-    def __init__(self, status: int, body: Any, headers: list[tuple[str, str]] | None = None,
-                 content_type: str = JSON_TYPE) -> None:
+    def __init__(
+        self,
+        status: int,
+        body: Any,
+        headers: list[tuple[str, str]] | None = None,
+        content_type: str = JSON_TYPE,
+    ) -> None:
         self.status = status
         self.body = body if isinstance(body, bytes) else g.json_bytes(body)
         self.headers = headers or []
@@ -43,12 +62,19 @@ class Reply:
 
 def root_value() -> dict[str, Any]:
     return {
-        "orders": resolvers.orders, "order": resolvers.order, "ordersCount": resolvers.orders_count,
-        "node": resolvers.node, "nodes": resolvers.nodes, "shop": resolvers.shop,
+        "orders": resolvers.orders,
+        "order": resolvers.order,
+        "ordersCount": resolvers.orders_count,
+        "node": resolvers.node,
+        "nodes": resolvers.nodes,
+        "shop": resolvers.shop,
         "currentAppInstallation": resolvers.current_app_installation,
-        "productVariants": resolvers.product_variants, "inventoryItems": resolvers.inventory_items,
-        "inventoryItem": resolvers.inventory_item, "locations": resolvers.locations,
-        "location": resolvers.location, **mutations.ROOT,
+        "productVariants": resolvers.product_variants,
+        "inventoryItems": resolvers.inventory_items,
+        "inventoryItem": resolvers.inventory_item,
+        "locations": resolvers.locations,
+        "location": resolvers.location,
+        **mutations.ROOT,
     }
 
 
@@ -95,7 +121,9 @@ class ShopifyApp:
             query = payload["query"]
         except (ValueError, KeyError, TypeError):
             return Reply(400, {"errors": {"query": "Required parameter missing or invalid"}}, vheader)
-        reply = self.graphql(version, scopes, query, payload.get("variables") or {}, payload.get("operationName"))
+        reply = self.graphql(
+            version, scopes, query, payload.get("variables") or {}, payload.get("operationName")
+        )
         reply.headers += vheader
         if fault and fault["type"] == "truncated":
             reply.body = reply.body[: max(1, len(reply.body) // 2)]
@@ -105,14 +133,20 @@ class ShopifyApp:
         ctx = g.Context(self.state, schema_version(version), g.effective_scopes(scopes), self.owner.base_url)
         ctx.api_version = version  # type: ignore[attr-defined]
         try:
-            body, actual, requested = g.run(ctx, str(query), variables if isinstance(variables, dict) else {},
-                                            operation if isinstance(operation, str) else None, root_value())
+            body, actual, requested = g.run(
+                ctx,
+                str(query),
+                variables if isinstance(variables, dict) else {},
+                operation if isinstance(operation, str) else None,
+                root_value(),
+            )
         except g.Throttled as exc:
             return Reply(200, _throttled(self.state, int(exc.args[0])))
         with self.state.lock:
             status = self.state.bucket.status()
-        ext: dict[str, Any] = {"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
-                                        "throttleStatus": status}}
+        ext: dict[str, Any] = {
+            "cost": {"requestedQueryCost": requested, "actualQueryCost": actual, "throttleStatus": status}
+        }
         if ctx.search_warnings:
             ext["search"] = ctx.search_warnings
         body["extensions"] = ext
@@ -122,9 +156,14 @@ class ShopifyApp:
 def _throttled(state: g.ShopState, requested: int) -> dict[str, Any]:
     with state.lock:
         status = state.bucket.status()
-    return {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED", "documentation": g.DOCS_RATE}}],
-            "extensions": {"cost": {"requestedQueryCost": requested, "actualQueryCost": None,
-                                    "throttleStatus": status}}}
+    return {
+        "errors": [
+            {"message": "Throttled", "extensions": {"code": "THROTTLED", "documentation": g.DOCS_RATE}}
+        ],
+        "extensions": {
+            "cost": {"requestedQueryCost": requested, "actualQueryCost": None, "throttleStatus": status}
+        },
+    }
 
 
 def _early_fault(fault: dict[str, Any] | None, state: g.ShopState) -> Reply | None:
@@ -134,8 +173,12 @@ def _early_fault(fault: dict[str, Any] | None, state: g.ShopState) -> Reply | No
     retry = fault.get("retry_after", 2)
     if kind in ("429", "503"):
         headers = [] if retry is None else [("Retry-After", str(retry))]
-        message = ("Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted "
-                   "service." if kind == "429" else "Service Unavailable")
+        message = (
+            "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted "
+            "service."
+            if kind == "429"
+            else "Service Unavailable"
+        )
         return Reply(int(kind), {"errors": message}, headers)
     if kind == "500":
         return Reply(500, {"errors": "Internal Server Error"})
@@ -144,10 +187,19 @@ def _early_fault(fault: dict[str, Any] | None, state: g.ShopState) -> Reply | No
     if kind == "throttled":
         return Reply(200, _throttled(state, int(fault.get("cost", 1))))
     request_id = str(uuid.uuid4())
-    return Reply(200, {"errors": [{
-        "message": f"Internal error. Looks like something went wrong on our end.\nRequest ID: {request_id} "
-                   "(include this in support requests).",
-        "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}}]})
+    return Reply(
+        200,
+        {
+            "errors": [
+                {
+                    "message": "Internal error. Looks like something went wrong on our end.\n"
+                    f"Request ID: {request_id} "
+                    "(include this in support requests).",
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+                }
+            ]
+        },
+    )
 
 
 # --- HTTP ------------------------------------------------------------------------------------------
@@ -187,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length > 0 else b""
         try:
             if path.startswith(CONTROL_PREFIX):
-                reply = owner.control(method, path[len(CONTROL_PREFIX):].rstrip("/"), body)
+                reply = owner.control(method, path[len(CONTROL_PREFIX) :].rstrip("/"), body)
             elif method == "POST":
                 reply = owner.app.handle(path, self.headers, body)
             else:
@@ -197,8 +249,14 @@ class _Handler(BaseHTTPRequestHandler):
             reply = Reply(500, {"errors": f"sandbox internal error: {exc!r}"})
         if not path.startswith(CONTROL_PREFIX):
             with owner.state.lock:
-                owner.state.log.append({"method": method, "path": path, "status": reply.status,
-                                        "body": body.decode("utf-8", "replace")[:4000]})
+                owner.state.log.append(
+                    {
+                        "method": method,
+                        "path": path,
+                        "status": reply.status,
+                        "body": body.decode("utf-8", "replace")[:4000],
+                    }
+                )
         self._send(reply)
 
     def _send(self, reply: Reply) -> None:
@@ -228,10 +286,19 @@ class SandboxShopify:
     same numeric id (``legacyResourceId``). ``clock`` (aware ``datetime``) is the shop's "now".
     """
 
-    def __init__(self, orders: list[dict[str, Any]] | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 token: str = "shpat_sandbox", scopes: Iterable[str] = g.ALL_SCOPES,
-                 clock: Callable[[], datetime] | None = None, shop_timezone: str = "UTC",
-                 bucket_size: float = 2000.0, restore_rate: float = 100.0) -> None:
+    def __init__(
+        self,
+        orders: list[dict[str, Any]] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str = "shpat_sandbox",
+        scopes: Iterable[str] = g.ALL_SCOPES,
+        clock: Callable[[], datetime] | None = None,
+        shop_timezone: str = "UTC",
+        bucket_size: float = 2000.0,
+        restore_rate: float = 100.0,
+    ) -> None:
         self.host, self.port, self.token = host, port, token
         self.state = g.ShopState(clock or (lambda: datetime.now(UTC)), ZoneInfo(shop_timezone))
         self.state.tokens[token] = set(scopes)
@@ -249,8 +316,12 @@ class SandboxShopify:
         if self._server is None:
             self._server = _Server((self.host, self.port), self)
             self.port = self._server.server_address[1]
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                            name=f"sandbox-shopify-{self.port}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name=f"sandbox-shopify-{self.port}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -345,14 +416,26 @@ class SandboxShopify:
         "levels": {location id: available}}`` (product and inventory item come with each variant)."""
         with self.state.lock:
             for loc in locations:
-                self.state.locations[int(loc["id"])] = {"id": int(loc["id"]), "name": loc["name"],
-                                                        "isActive": loc.get("isActive", True)}
+                self.state.locations[int(loc["id"])] = {
+                    "id": int(loc["id"]),
+                    "name": loc["name"],
+                    "isActive": loc.get("isActive", True),
+                }
             for v in variants:
                 vid, iid = int(v["id"]), int(v.get("item_id") or int(v["id"]) + 1_000_000)
-                self.state.variants[vid] = {"id": vid, "sku": v["sku"], "title": v.get("title") or v["sku"],
-                                            "itemId": iid, "productId": int(v.get("product_id") or vid)}
-                self.state.items[iid] = {"id": iid, "sku": v["sku"], "variantId": vid,
-                                         "tracked": v.get("tracked", True)}
+                self.state.variants[vid] = {
+                    "id": vid,
+                    "sku": v["sku"],
+                    "title": v.get("title") or v["sku"],
+                    "itemId": iid,
+                    "productId": int(v.get("product_id") or vid),
+                }
+                self.state.items[iid] = {
+                    "id": iid,
+                    "sku": v["sku"],
+                    "variantId": vid,
+                    "tracked": v.get("tracked", True),
+                }
                 for lid, qty in (v.get("levels") or {}).items():
                     self.state.levels[(iid, int(lid))] = int(qty)
 
@@ -360,8 +443,11 @@ class SandboxShopify:
         """One location and a variant per SKU of the generator's catalogue, 25 available each."""
         from sandbox.generator import _catalogue
 
-        variants = [{"id": 40_000 + i, "sku": p.sku, "title": p.name, "levels": {1: 25}}
-                    for i, p in enumerate(_catalogue()) if p.sku]
+        variants = [
+            {"id": 40_000 + i, "sku": p.sku, "title": p.name, "levels": {1: 25}}
+            for i, p in enumerate(_catalogue())
+            if p.sku
+        ]
         self.add_catalog([{"id": 1, "name": "Warehouse"}], variants)
 
     def reset(self) -> None:
@@ -369,8 +455,9 @@ class SandboxShopify:
         with self.state.lock:
             fresh = g.ShopState(self.state.clock, self.state.shop_tz)
             fresh.tokens = {self.token: set(g.ALL_SCOPES)}
-            fresh.bucket = g.Bucket(self.state.bucket.maximum, self.state.bucket.restore_rate,
-                                    self.state.bucket.maximum)
+            fresh.bucket = g.Bucket(
+                self.state.bucket.maximum, self.state.bucket.restore_rate, self.state.bucket.maximum
+            )
             for name in vars(fresh):
                 if name != "lock":
                     setattr(self.state, name, getattr(fresh, name))
@@ -381,7 +468,7 @@ class SandboxShopify:
 
     def control(self, method: str, route: str, body: bytes) -> Reply:
         if method == "GET" and route.startswith("/bulk/"):
-            return self._bulk_file(route[len("/bulk/"):])
+            return self._bulk_file(route[len("/bulk/") :])
         try:
             data = json.loads(body) if body.strip() else None
             return self._control(method, route, data)
@@ -404,7 +491,7 @@ class SandboxShopify:
         if method == "POST" and route == "/orders":
             return Reply(200, {"upserted": self.add_orders(data if isinstance(data, list) else [data])})
         if method == "GET" and route.startswith("/orders/"):
-            found = self.order(int(route[len("/orders/"):]))
+            found = self.order(int(route[len("/orders/") :]))
             return Reply(404 if found is None else 200, found or {"error": "no such order"})
         if method == "POST" and route == "/touch":
             when = d.parse_time(data["when"]) if data.get("when") else None
@@ -457,8 +544,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-id", type=int, default=1001)
     parser.add_argument("--token", default="shpat_sandbox")
     args = parser.parse_args(argv)
-    orders = generate_orders(args.orders, start=pendulum.instance(now - timedelta(days=args.days)),
-                             end=pendulum.instance(now), seed=args.seed, first_id=args.first_id)
+    orders = generate_orders(
+        args.orders,
+        start=pendulum.instance(now - timedelta(days=args.days)),
+        end=pendulum.instance(now),
+        seed=args.seed,
+        first_id=args.first_id,
+    )
     shop = SandboxShopify(orders, host=args.host, port=args.port, token=args.token)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

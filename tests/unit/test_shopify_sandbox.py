@@ -1,0 +1,224 @@
+"""The Shopify Admin GraphQL sandbox, through real HTTP (requests), and its schema against Shopify's."""
+# ruff: noqa: UP031
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pendulum
+import pytest
+import requests
+from graphql import build_schema
+
+from sandbox.generator import generate_orders
+from sandbox.shopify_admin import SandboxShopify
+from sandbox.shopify_admin.graph import SCHEMA_FILE
+from tests.support.shopify_schema import shopify_schema, validate_against_shopify
+
+pytestmark = pytest.mark.unit
+NOW = datetime.now(UTC).replace(microsecond=0)
+ORDERS = generate_orders(40, start=pendulum.instance(NOW - timedelta(hours=3)), end=pendulum.instance(NOW),
+                         seed=7)
+ORDERS_Q = """query($q: String, $after: String, $first: Int = 10) {
+  orders(first: $first, after: $after, sortKey: UPDATED_AT, query: $q) {
+    edges { cursor node { id legacyResourceId updatedAt } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+
+@pytest.fixture
+def shop():
+    with SandboxShopify(ORDERS) as s:
+        yield s
+
+
+def gql(shop, query, variables=None, version="2026-10", token=None):
+    r = requests.post(shop.graphql_url(version), json={"query": query, "variables": variables or {}},
+                      headers={"X-Shopify-Access-Token": token or shop.token}, timeout=10)
+    return r
+
+
+def all_ids(shop, q):
+    ids, after = [], None
+    while True:
+        body = gql(shop, ORDERS_Q, {"q": q, "after": after}).json()
+        conn = body["data"]["orders"]
+        ids += [int(e["node"]["legacyResourceId"]) for e in conn["edges"]]
+        if not conn["pageInfo"]["hasNextPage"]:
+            return ids
+        after = conn["pageInfo"]["endCursor"]
+
+
+def test_the_sandbox_schema_agrees_with_shopifys():
+    ours, real = build_schema(SCHEMA_FILE.read_text()), shopify_schema()
+    for name, t in ours.type_map.items():
+        if name.startswith("__"):
+            continue
+        rt = real.get_type(name)
+        assert rt is not None, name
+        assert type(rt) is type(t), name
+        for fname, f in getattr(t, "fields", {}).items():
+            assert fname in rt.fields, f"{name}.{fname}"
+            assert str(f.type) == str(rt.fields[fname].type), f"{name}.{fname}"
+            for aname, a in getattr(f, "args", {}).items():
+                assert str(a.type) == str(rt.fields[fname].args[aname].type), f"{name}.{fname}({aname})"
+        for value in getattr(t, "values", {}):
+            assert value in rt.values, f"{name}.{value}"
+    assert validate_against_shopify(ORDERS_Q) == []
+
+
+def test_auth_and_versions(shop):
+    r = gql(shop, "{ shop { name } }", token="wrong")
+    assert r.status_code == 401
+    assert r.json() == {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
+    assert gql(shop, "{ shop { name } }").headers["X-Shopify-API-Version"] == "2026-10"
+    old = gql(shop, "{ shop { name } }", version="2025-07")
+    assert old.status_code == 200 and old.headers["X-Shopify-API-Version"] == "2026-01"  # falls forward
+    assert gql(shop, "{ shop { name } }", version="2026-13").status_code == 404
+    requests.post(shop.base_url + "/__sandbox/versions", json={"supported": ["2026-07", "2026-10"]}, timeout=5)
+    assert gql(shop, "{ shop { name } }", version="2026-04").headers["X-Shopify-API-Version"] == "2026-07"
+
+
+def test_paging_covers_every_order_once_and_cursors_are_opaque(shop):
+    ids = all_ids(shop, None)
+    assert sorted(ids) == sorted(o["id"] for o in ORDERS)
+    body = gql(shop, ORDERS_Q, {"after": "not-a-cursor"}).json()
+    assert body["data"] is None or body["data"]["orders"] is None
+    assert "Invalid cursor" in body["errors"][0]["message"]
+    assert "first or last" in gql(shop, "{ orders { nodes { id } } }").json()["errors"][0]["message"]
+
+
+def test_search_bounds_are_inclusive_and_exclusive_as_documented(shop):
+    stamp = datetime.fromisoformat(ORDERS[5]["date_modified_gmt"]).replace(tzinfo=UTC)
+    text = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    ge = set(all_ids(shop, f"updated_at:>='{text}'"))
+    lt = set(all_ids(shop, f"updated_at:<'{text}'"))
+    assert ORDERS[5]["id"] in ge and ORDERS[5]["id"] not in lt
+    assert ge | lt == {o["id"] for o in ORDERS} and not ge & lt
+    assert set(all_ids(shop, f"id:>={ORDERS[10]['id']} id:<{ORDERS[12]['id']}")) == {ORDERS[10]["id"],
+                                                                                    ORDERS[11]["id"]}
+
+
+def test_index_lag_hides_updates_from_the_filter_but_not_from_order(shop):
+    shop.set_index_lag(0.6)
+    oid = ORDERS[0]["id"]
+    later = NOW + timedelta(minutes=5)
+    shop.touch_order(oid, later, note="edited")
+    q = f"updated_at:>='{(later - timedelta(seconds=1)).strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+    assert oid not in all_ids(shop, q)
+    node = gql(shop, '{ order(id: "gid://shopify/Order/%d") { note updatedAt } }' % oid).json()["data"]["order"]
+    assert node["note"] == "edited"
+    time.sleep(0.7)
+    assert oid in all_ids(shop, q)
+
+
+def test_scopes_and_the_60_day_rule(shop):
+    old = generate_orders(1, start=pendulum.instance(NOW - timedelta(days=90)),
+                          end=pendulum.instance(NOW - timedelta(days=89)), seed=3, first_id=5000)
+    shop.add_orders(old)
+    shop.set_scopes(["read_orders"])
+    assert 5000 not in all_ids(shop, None)
+    shop.set_scopes(["read_orders", "read_all_orders"])
+    assert 5000 in all_ids(shop, None)
+    body = gql(shop, "{ orders(first: 1) { nodes { customer { email } } } }").json()
+    assert body["errors"][0]["extensions"]["code"] == "ACCESS_DENIED"
+    scopes = gql(shop, "{ currentAppInstallation { accessScopes { handle } } }").json()
+    assert {s["handle"] for s in scopes["data"]["currentAppInstallation"]["accessScopes"]} == {
+        "read_orders", "read_all_orders"}
+    denied = gql(shop, 'mutation { tagsAdd(id: "gid://shopify/Order/1001", tags: ["x"]) { userErrors { message } } }')
+    assert denied.json()["errors"][0]["extensions"]["code"] == "ACCESS_DENIED"
+
+
+def test_cost_throttle_and_max_cost(shop):
+    body = gql(shop, "{ orders(first: 10) { nodes { id } } }").json()
+    assert body["extensions"]["cost"]["requestedQueryCost"] == 12
+    assert body["extensions"]["cost"]["throttleStatus"]["maximumAvailable"] == 2000.0
+    big = gql(shop, "{ orders(first: 250) { nodes { lineItems(first: 250) { nodes { id } } } } }").json()
+    assert big["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED"
+    shop.set_bucket(20, 1)
+    gql(shop, "{ orders(first: 10) { nodes { id } } }")
+    throttled = gql(shop, "{ orders(first: 10) { nodes { id } } }").json()
+    assert throttled["errors"][0]["extensions"]["code"] == "THROTTLED"
+    assert throttled["extensions"]["cost"]["actualQueryCost"] is None
+
+
+def test_fulfillment_tags_note_cancel_and_refund(shop):
+    oid = next(o["id"] for o in ORDERS if o["status"] == "processing")
+    order = gql(shop, '{ order(id: "gid://shopify/Order/%d") { fulfillmentOrders(first: 5) { nodes { id '
+                      'lineItems(first: 10) { nodes { id remainingQuantity } } } } } }' % oid).json()
+    fo = order["data"]["order"]["fulfillmentOrders"]["nodes"][0]
+    line = fo["lineItems"]["nodes"][0]
+    create = """mutation($f: FulfillmentInput!) { fulfillmentCreate(fulfillment: $f) {
+        fulfillment { id status trackingInfo { company number url } } userErrors { field message } } }"""
+    too_many = {"lineItemsByFulfillmentOrder": [{"fulfillmentOrderId": fo["id"], "fulfillmentOrderLineItems": [
+        {"id": line["id"], "quantity": line["remainingQuantity"] + 1}]}]}
+    assert validate_against_shopify(create, {"f": too_many}) == []
+    errors = gql(shop, create, {"f": too_many}).json()["data"]["fulfillmentCreate"]["userErrors"]
+    assert errors and "quantity" in errors[0]["message"]
+    whole = {"lineItemsByFulfillmentOrder": [{"fulfillmentOrderId": fo["id"]}],
+             "trackingInfo": {"company": "DHL", "number": "JD01", "url": "https://t.example/JD01"}}
+    done = gql(shop, create, {"f": whole}).json()["data"]["fulfillmentCreate"]
+    assert done["userErrors"] == [] and done["fulfillment"]["trackingInfo"][0]["number"] == "JD01"
+    gid = f"gid://shopify/Order/{oid}"
+    gql(shop, 'mutation { tagsAdd(id: "%s", tags: ["erp-accepted"]) { userErrors { message } } }' % gid)
+    gql(shop, 'mutation { orderUpdate(input: {id: "%s", note: "hello"}) { userErrors { message } } }' % gid)
+    stored = shop.order(oid)
+    assert stored["tags"] == ["erp-accepted"] and stored["note"] == "hello" and stored["fulfillments"]
+    cancel = gql(shop, 'mutation { orderCancel(orderId: "%s", reason: CUSTOMER, refund: true, restock: true) '
+                       '{ job { id done } orderCancelUserErrors { code message } } }' % gid).json()
+    assert cancel["data"]["orderCancel"]["orderCancelUserErrors"] == []
+    again = gql(shop, 'mutation { orderCancel(orderId: "%s", reason: CUSTOMER, refund: true, restock: true) '
+                      '{ orderCancelUserErrors { code message } } }' % gid).json()
+    assert again["data"]["orderCancel"]["orderCancelUserErrors"][0]["code"] == "INVALID"
+    assert shop.order(oid)["cancelledAt"] is not None
+
+
+def test_inventory_set_quantities_compare_and_swap(shop):
+    item = gql(shop, '{ inventoryItems(first: 1, query: "sku:CB-BTL") { nodes { id inventoryLevel(locationId: '
+                     '"gid://shopify/Location/1") { quantities(names: ["available"]) { quantity } } } } }').json()
+    node = item["data"]["inventoryItems"]["nodes"][0]
+    assert node["inventoryLevel"]["quantities"][0]["quantity"] == 25
+    mutation = """mutation($i: InventorySetQuantitiesInput!) { inventorySetQuantities(input: $i) {
+        inventoryAdjustmentGroup { id } userErrors { code field message } } }"""
+
+    def qty(change_from):
+        return {"i": {"name": "available", "reason": "correction", "quantities": [
+            {"inventoryItemId": node["id"], "locationId": "gid://shopify/Location/1", "quantity": 7,
+             "changeFromQuantity": change_from}]}}
+
+    stale = gql(shop, mutation, qty(3)).json()["data"]["inventorySetQuantities"]
+    assert stale["userErrors"][0]["code"] == "CHANGE_FROM_QUANTITY_STALE"
+    ok = gql(shop, mutation, qty(25)).json()["data"]["inventorySetQuantities"]
+    assert ok["userErrors"] == [] and shop.inventory()["CB-BTL"] == {"Warehouse": 7}
+    assert validate_against_shopify(mutation, qty(25)) == []
+
+
+def test_bulk_query_writes_jsonl_with_parent_ids(shop):
+    inner = "{ orders { edges { node { id name lineItems { edges { node { id sku } } } } } } }"
+    run = gql(shop, 'mutation($q: String!) { bulkOperationRunQuery(query: $q) { bulkOperation { id status } '
+                    'userErrors { field message code } } }', {"q": inner}).json()["data"]["bulkOperationRunQuery"]
+    assert run["userErrors"] == []
+    op = gql(shop, "{ currentBulkOperation { id status url objectCount rootObjectCount } }").json()
+    op = op["data"]["currentBulkOperation"]
+    assert op["status"] == "COMPLETED" and op["rootObjectCount"] == str(len(ORDERS))
+    lines = [json.loads(x) for x in requests.get(op["url"], timeout=5).text.splitlines()]
+    parents = {x["id"] for x in lines if "__parentId" not in x}
+    children = [x for x in lines if "__parentId" in x]
+    assert len(parents) == len(ORDERS) and children and all(c["__parentId"] in parents for c in children)
+    bad = gql(shop, 'mutation { bulkOperationRunQuery(query: "{ shop { name } }") { userErrors { message } } }')
+    assert bad.json()["data"]["bulkOperationRunQuery"]["userErrors"]
+
+
+def test_faults(shop):
+    shop.inject_faults([{"type": "429", "retry_after": 3}, {"type": "internal"}, {"type": "502"}])
+    r = gql(shop, "{ shop { name } }")
+    assert r.status_code == 429 and r.headers["Retry-After"] == "3"
+    assert gql(shop, "{ shop { name } }").json()["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert gql(shop, "{ shop { name } }").status_code == 502
+    shop.inject_faults([{"type": "broken_cursor"}])
+    first = gql(shop, ORDERS_Q).json()["data"]["orders"]
+    broken = gql(shop, ORDERS_Q, {"after": first["pageInfo"]["endCursor"]}).json()
+    assert "Invalid cursor" in broken["errors"][0]["message"]
