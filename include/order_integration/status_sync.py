@@ -313,10 +313,12 @@ class _Run:
             reason = effect if isinstance(effect, str) else str(shipment)
             self.settle(index, EventOutcome(event, refused(reason)))
             return
+        before = None
         if event.event == "shipped" and event.sku is not None and event.quantity is not None:
-            shipped[event.sku] = shipped.get(event.sku, 0) + event.quantity
+            before = shipped.get(event.sku, 0)
+            shipped[event.sku] = before + event.quantity
         write = effect.target is not None and effect.target != order.status and not effect.recovered
-        change = StatusChange(event, order, note, effect, write_status=write)
+        change = StatusChange(event, order, note, effect, write_status=write, shipped_before=before)
         if effect.target is not None:
             order.status = effect.target  # later events of this order are decided on the new status
         self.steps.setdefault(order.order_id, []).append(_Step(index, change))

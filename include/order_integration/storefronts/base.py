@@ -13,7 +13,7 @@ without ever raising. Everything platform-specific (paging, auth, retries) lives
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchItemResult", "CatalogItem", "Effect", "Normaliser", "OrderNotFound", "OrderState", "PageProgress",
     "StatusApplier", "StatusChange", "StockClient", "StockUpdate", "StockWriteResult", "StorefrontClient",
-    "StorefrontRequestRejected", "same_note",
+    "StorefrontRequestRejected", "UnknownLocation", "same_note",
 ]
 
 
@@ -152,6 +152,10 @@ class StatusChange:
     note: str
     effect: Effect
     write_status: bool  # the target differs from the order's status before the event
+    #: a partial shipment: units of ``event.sku`` shipped before this event (applied events
+    #: in the ledger and earlier lines of the file); lets a platform without a per-event
+    #: marker tell a shipment it already made from one it has yet to make
+    shipped_before: int | None = None
     error: str | None = None
     recovered: bool = False
 
@@ -189,42 +193,59 @@ class StatusApplier(Protocol):
 
 
 # -- stock levels (inventory sync) ---------------------------------------------------------
+# The stock sync (:mod:`order_integration.inventory`) knows SKUs, quantities and location keys;
+# what a platform calls an item, where it keeps levels and when it refuses a write is the
+# platform module's. A platform keeps either one level per SKU (WooCommerce: ``per_location``
+# false, every level under the key ``None``) or one per SKU and location (Shopify: the key is
+# the platform's location id).
+
+
+class UnknownLocation(ValueError):
+    """A stock file's ``location`` the store cannot place (:meth:`StockClient.location_for`);
+    its message is the row's reason, e.g. ``location 'WH-9' is not in stock_locations (known:
+    WH-1, WH-2)``. The row is refused; the rest of the file is applied."""
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogItem:
-    """What the store says about one SKU: where to write and what it shows now."""
+    """What the store says about one SKU: where to write (``ref``) and what it shows now.
+
+    ``ref`` is the platform's handle, opaque to the stock sync (WooCommerce: ``(product_id,
+    variation_id)``; Shopify: the inventory item's GID). ``label`` names the item in reports
+    (``variation 12 of product 10``). ``managed``: the store keeps a level for this item; when
+    it does not, ``unmanaged_reason`` says why in the platform's words (``its stock is managed
+    on the parent product``). ``levels``: location key → the quantity the store shows there
+    (``None`` when it shows none); a platform with one level per SKU has the single key
+    ``None``. A location key absent from ``levels`` is one the store does not stock the item at."""
 
     sku: str
-    product_id: int  # the product, or the variation's parent product
-    variation_id: int | None  # set for a variation
-    manage_stock: bool | str  # True / False, or "parent" for a variation managed by its parent
-    stock_quantity: int | None
-    type: str = "simple"
+    ref: Any
+    label: str
+    managed: bool
+    levels: Mapping[str | None, int | None]
+    unmanaged_reason: str = ""
 
-    @property
-    def managed(self) -> bool:
-        """Whether this product/variation keeps its own stock level."""
-        return self.manage_stock is True
-
-    @property
-    def label(self) -> str:
-        if self.variation_id is None:
-            return f"product {self.product_id}"
-        return f"variation {self.variation_id} of product {self.product_id}"
+    def quantity(self, location: str | None = None) -> int | None:
+        """The quantity the store shows at ``location`` (``None``: none, or not stocked there)."""
+        return self.levels.get(location)
 
 
 @dataclass(frozen=True, slots=True)
 class StockUpdate:
-    """Set ``item``'s stock to ``quantity`` (and switch management on: ``manage_stock``)."""
+    """Set ``item``'s stock at ``location`` (a key of the platform, ``None`` for a platform with
+    one level per SKU) to ``quantity``; ``key`` is the caller's handle (e.g. the stock row),
+    passed back in the result."""
 
     item: CatalogItem
     quantity: int
-    key: Any = None  # the caller's handle (e.g. the stock row), passed back in the result
+    key: Any = None
+    location: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StockWriteResult:
     update: StockUpdate
-    error: str | None = None  # the store's ``code: message`` for a refused item
+    error: str | None = None  # why the store refused this item (its own words)
     stock_quantity: int | None = None  # what the store answered after the write
 
     @property
@@ -233,12 +254,35 @@ class StockWriteResult:
 
 
 class StockClient(Protocol):
-    """What the inventory sync needs from a storefront."""
+    """What the stock sync needs from a storefront. A context manager (its HTTP session closes
+    on exit); one client serves one run, so it may cache look-ups for its lifetime."""
 
-    def lookup(self, skus: Iterable[str]) -> dict[str, CatalogItem]: ...
+    #: Whether the platform keeps a level per location (then two rows of one SKU at two
+    #: locations are two levels) or one per SKU (then they contradict each other).
+    per_location: bool
 
-    def problem(self, sku: str) -> str | None: ...
+    def location_for(self, name: str | None) -> str | None:
+        """The platform's location key for a stock file's ``location`` value (``None``: the
+        column is absent or empty), with the store config's ``stock_locations`` and
+        ``default_stock_location`` applied. A platform with one level per SKU answers ``None``
+        whatever the name. Raises :class:`UnknownLocation` (the row's reason) for a name it
+        cannot place."""
+        ...
+
+    def lookup(self, skus: Iterable[str]) -> dict[str, CatalogItem]:
+        """sku → the item with exactly that SKU, for those the store has (unknown and ambiguous
+        SKUs are absent; :meth:`problem` says why an answer was not usable)."""
+        ...
+
+    def problem(self, sku: str) -> str | None:
+        """Why a SKU the look-up answered cannot be used (ambiguous, differs in case), or ``None``."""
+        ...
 
     def set_stock(self, updates: Sequence[StockUpdate], *, manage_stock: bool = True,
                   on_applied: Callable[[list[StockWriteResult]], None] | None = None,
-                  ) -> list[StockWriteResult]: ...
+                  ) -> list[StockWriteResult]:
+        """Write absolute levels; one result per update, in input order. ``manage_stock``: an
+        unmanaged item may be switched to managed by the write. ``on_applied`` gets each
+        request's results as soon as the store answered (so a later failure loses nothing).
+        A refused item is a result with ``error``; transient failures after retries raise."""
+        ...
