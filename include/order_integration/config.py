@@ -21,7 +21,13 @@ import yaml
 from order_integration.exceptions import ConfigError
 
 FileFormat = Literal["csv", "jsonl"]
-Platform = Literal["woocommerce"]
+Platform = Literal["woocommerce", "shopify"]
+#: ``export_statuses`` of a store whose config names none, per platform (Shopify: the
+#: ``displayFinancialStatus`` of an order that is paid or whose payment is authorized).
+DEFAULT_EXPORT_STATUSES: dict[str, tuple[str, ...]] = {
+    "woocommerce": ("processing", "on-hold"),
+    "shopify": ("paid", "partially_paid", "authorized"),
+}
 
 CONFIG_ENV = "ORDER_INTEGRATION_CONFIG"
 STAGING_ENV = "ORDER_INTEGRATION_STAGING"
@@ -198,7 +204,7 @@ def _store(raw: Any, where: str) -> StoreConfig:
     if not isinstance(manage_stock_on_apply, bool):
         raise ConfigError(f"{where}.manage_stock_on_apply: {manage_stock_on_apply!r} is not true or false")
     lookback = _int(raw, "lookback_minutes", 10, 0, 7 * 24 * 60, where)
-    statuses = raw.get("export_statuses", ["processing", "on-hold"])
+    statuses = raw.get("export_statuses", list(DEFAULT_EXPORT_STATUSES[platform]))
     if (
         not isinstance(statuses, list)
         or not statuses

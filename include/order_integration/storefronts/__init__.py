@@ -32,6 +32,9 @@ PLATFORMS: dict[str, dict[str, tuple[str, str]]] = {
         "status": ("order_integration.storefronts.woocommerce_writes", "WooCommerceWriter"),
         "stock": ("order_integration.storefronts.woocommerce_products", "WooCommerceStock"),
     },
+    "shopify": {
+        "orders": ("order_integration.storefronts.shopify", "ShopifyClient"),
+    },
 }
 
 

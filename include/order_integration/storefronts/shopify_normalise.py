@@ -1,0 +1,321 @@
+"""A Shopify Admin GraphQL order as the canonical :class:`~order_integration.model.Order`.
+
+The value rules (plain decimals, integers, ISO times, safe text) are the shared ones of
+:mod:`order_integration.storefronts.normalise`; this module knows Shopify's field names and how
+its amounts relate. The raw order is what :class:`~.shopify.ShopifyClient` stages: the
+``Order`` node of its query (:data:`~.shopify.ORDER_FIELDS`) with every line item in
+``lineItems.nodes`` (the client pages the lines; a bulk operation's JSONL children are put
+back under their parent).
+
+Ids
+---
+``order_id`` is the order's numeric ``legacyResourceId`` (the REST id, an unsigned 64-bit
+integer); the GraphQL id is ``gid://shopify/Order/<legacyResourceId>`` (:func:`order_gid`,
+:func:`gid_number`). Both are checked to agree. ``order_number`` is ``name`` (``#1001``: the
+shop's prefix and suffix included, what the merchant sees).
+
+Status
+------
+``cancelled`` when ``cancelledAt`` is set, else ``displayFinancialStatus`` in lower snake case
+(``paid``, ``partially_paid``, ``authorized``, ``pending``, ``partially_refunded``,
+``refunded``, ``voided``, ``expired``). Shopify stores export ``paid``, ``partially_paid`` and
+``authorized`` by default (``config.py``).
+
+Money (``shopMoney``: the shop's currency, ``currencyCode``)
+----------------------------------------------------------
+* line ``unit_price`` = ``originalUnitPriceSet`` (before discounts); ``line_subtotal`` =
+  ``originalTotalSet`` (unit price x quantity, before discounts); ``line_total`` =
+  ``discountedTotalSet(withCodeDiscounts: true)`` (after the discounts allocated to the line,
+  code discounts included, before order-level discounts and tax);
+* ``subtotal`` = the sum of the lines' ``originalTotalSet``; ``discount`` = ``totalDiscountsSet``
+  (line and order level); ``shipping`` = ``totalShippingPriceSet``; ``tax`` = ``totalTaxSet``;
+  ``fees`` = tips (``totalTipReceivedSet``) + duties (``originalTotalDutiesSet``) + additional
+  fees (``originalTotalAdditionalFeesSet``), each 0 when absent or null; ``total`` =
+  ``totalPriceSet`` (before returns: refunds never change it).
+
+So ``subtotal - discount + shipping + fees + tax = total`` holds for an order whose prices exclude
+tax. When ``taxesIncluded`` is true, Shopify's line prices and subtotal *include* tax, which the
+orders file's amounts (before tax, tax in ``order_tax``) cannot say without re-deriving net
+amounts Shopify does not send: such an order gets the problem ``tax_included_prices`` (it is
+quarantined, with that reason) instead of a file whose totals are wrong.
+
+Every amount's ``currencyCode`` must be the order's ``currencyCode`` (``currency_consistent``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from order_integration.ids import parse_order_id
+from order_integration.model import Address, LineItem, Order
+from order_integration.storefronts.normalise import (
+    Problems,
+    check_dates,
+    check_text,
+    money,
+    quantity,
+    shown,
+    text,
+    time_field,
+    total,
+    unnormalisable,
+)
+
+__all__ = ["ShopifyNormaliser", "gid_number", "normalise_order", "order_gid", "order_status"]
+
+log = logging.getLogger(__name__)
+
+#: Shopify's names of the address fields, in the order of ``normalise.ADDRESS_ATTRS`` (the
+#: e-mail is the order's ``email``, not an address field).
+ADDRESS_KEYS = (
+    "firstName",
+    "lastName",
+    "company",
+    "address1",
+    "address2",
+    "city",
+    "provinceCode",
+    "zip",
+    "countryCodeV2",
+    "phone",
+    "email",
+)
+_GID = re.compile(r"gid://shopify/([A-Za-z]+)/([0-9]{1,20})")
+#: The optional amounts that add to the total besides goods, shipping and tax.
+FEE_FIELDS = ("totalTipReceivedSet", "originalTotalDutiesSet", "originalTotalAdditionalFeesSet")
+
+
+def order_gid(order_id: int) -> str:
+    """``gid://shopify/Order/<order_id>``: the GraphQL id of the order with that ``legacyResourceId``."""
+    return f"gid://shopify/Order/{int(order_id)}"
+
+
+def gid_number(gid: object, kind: str = "Order") -> int | None:
+    """The number of a ``gid://shopify/<kind>/<n>`` id, ``None`` for anything else."""
+    if not isinstance(gid, str):
+        return None
+    found = _GID.fullmatch(gid.strip())
+    if found is None or found.group(1) != kind:
+        return None
+    return parse_order_id(found.group(2))
+
+
+def order_status(raw: Mapping[str, Any]) -> str:
+    """``cancelled`` when ``cancelledAt`` is set, else ``displayFinancialStatus`` in lower snake case."""
+    if raw.get("cancelledAt"):
+        return "cancelled"
+    return text(raw.get("displayFinancialStatus")).strip().lower()
+
+
+def _money_set(
+    raw: Mapping[str, Any], key: str, label: str, currency: str, problems: Problems, *, required: bool = True
+) -> Decimal | None:
+    """``raw[key].shopMoney.amount`` as a Decimal (``currency_consistent`` when its currency differs)."""
+    bag = raw.get(key)
+    if bag is None:
+        if required:
+            problems.add("parseable_money", f"{label} is missing")
+        return None
+    shop_money = bag.get("shopMoney") if isinstance(bag, dict) else None
+    if not isinstance(shop_money, dict):
+        problems.add("parseable_money", f"{label} is {shown(bag)}, not a MoneyBag with shopMoney")
+        return None
+    amount = money(shop_money.get("amount"), label, problems)
+    code = shop_money.get("currencyCode")
+    if amount is not None and code != currency:
+        problems.add(
+            "currency_consistent", f"{label} is in {shown(code)}, not the order's currency {shown(currency)}"
+        )
+    return amount
+
+
+def _address(value: object, label: str, email: str, problems: Problems) -> Address:
+    if value is None:
+        return Address(email=email)
+    if not isinstance(value, dict):
+        problems.add("parseable_address", f"{label} is a {type(value).__name__}, not an object")
+        return Address(email=email)
+    region = text(value.get("provinceCode")) or text(value.get("province"))
+    return Address(
+        first_name=text(value.get("firstName")),
+        last_name=text(value.get("lastName")),
+        company=text(value.get("company")),
+        address1=text(value.get("address1")),
+        address2=text(value.get("address2")),
+        city=text(value.get("city")),
+        region=region,
+        postcode=text(value.get("zip")),
+        country=text(value.get("countryCodeV2")),
+        phone=text(value.get("phone")),
+        email=email,
+    )
+
+
+def _line_nodes(raw: Mapping[str, Any], problems: Problems) -> list[Any]:
+    conn = raw.get("lineItems")
+    if conn is None:
+        return []
+    nodes = conn.get("nodes") if isinstance(conn, dict) else None
+    if not isinstance(nodes, list):
+        problems.add("parseable_lines", f"lineItems is {shown(conn)}, not a connection with a nodes list")
+        return []
+    page_info = conn.get("pageInfo")
+    if isinstance(page_info, dict) and page_info.get("hasNextPage"):
+        problems.add(
+            "parseable_lines",
+            f"lineItems holds {len(nodes)} lines but says more follow: the order was read incompletely",
+        )
+    return nodes
+
+
+def _line(item: object, number: int, currency: str, problems: Problems) -> LineItem:
+    label = f"line {number}"
+    if not isinstance(item, dict):
+        problems.add("parseable_lines", f"{label} is a {type(item).__name__}, not an object")
+        return LineItem(number, "", "", None, None, None, None)
+    return LineItem(
+        line_number=number,
+        sku=text(item.get("sku")),
+        product_name=text(item.get("name")),
+        quantity=quantity(item.get("quantity"), f"{label} quantity", problems),
+        unit_price=_money_set(
+            item, "originalUnitPriceSet", f"{label} originalUnitPriceSet", currency, problems
+        ),
+        line_subtotal=_money_set(item, "originalTotalSet", f"{label} originalTotalSet", currency, problems),
+        line_total=_money_set(item, "discountedTotalSet", f"{label} discountedTotalSet", currency, problems),
+    )
+
+
+def _order_id(raw: Mapping[str, Any], problems: Problems) -> str:
+    """``legacyResourceId`` as text, checked against the GID; ``""`` (and a problem) when unusable."""
+    value = raw.get("legacyResourceId")
+    number = parse_order_id(value)
+    if number is None:
+        problems.add(
+            "order_id_present",
+            "legacyResourceId is missing"
+            if value in (None, "")
+            else f"legacyResourceId {shown(value)} is not a Shopify order id (an integer from 1 to 2^64-1)",
+        )
+        return ""
+    from_gid = gid_number(raw.get("id"))
+    if from_gid != number:
+        problems.add(
+            "order_id_present",
+            f"id {shown(raw.get('id'))} is not gid://shopify/Order/{number}, the "
+            f"GraphQL id of legacyResourceId {number}",
+        )
+        return ""
+    return str(number)
+
+
+def _fees(raw: Mapping[str, Any], currency: str, problems: Problems) -> Decimal | None:
+    parts = [
+        _money_set(raw, key, key, currency, problems, required=False)
+        if raw.get(key) is not None
+        else Decimal(0)
+        for key in FEE_FIELDS
+    ]
+    return total(parts)
+
+
+def _normalise(raw: Mapping[str, Any], store_id: str, problems: Problems) -> Order:
+    currency = text(raw.get("currencyCode"))
+    lines = tuple(
+        _line(item, number, currency, problems)
+        for number, item in enumerate(_line_nodes(raw, problems), start=1)
+    )
+    email = text(raw.get("email"))
+    billing = _address(raw.get("billingAddress"), "billingAddress", email, problems)
+    shipping = _address(raw.get("shippingAddress"), "shippingAddress", "", problems)
+    status = order_status(raw)
+    if not status:
+        problems.add("status_present", "displayFinancialStatus is missing and the order is not cancelled")
+    if raw.get("taxesIncluded") is True:
+        problems.add(
+            "tax_included_prices",
+            "taxesIncluded is true: Shopify's line prices and subtotal include "
+            "tax, the orders file's amounts are before tax (tax in order_tax); "
+            "such orders are not exported yet",
+        )
+    requires_shipping = raw.get("requiresShipping")
+    if not isinstance(requires_shipping, bool):
+        requires_shipping = (
+            any(
+                isinstance(n, dict) and n.get("requiresShipping") is True
+                for n in _line_nodes(raw, Problems())
+            )
+            or not shipping.is_empty()
+        )
+    order = Order(
+        store_id=store_id,
+        order_id=_order_id(raw, problems),
+        order_number=text(raw.get("name")),
+        status=status,
+        created_at=time_field(raw, "createdAt", problems),
+        updated_at=time_field(raw, "updatedAt", problems),
+        currency=currency,
+        customer_email=email,
+        billing=billing,
+        shipping=shipping,
+        lines=lines,
+        subtotal=total([line.line_subtotal for line in lines]),
+        discount=_money_set(raw, "totalDiscountsSet", "totalDiscountsSet", currency, problems),
+        shipping_total=_money_set(raw, "totalShippingPriceSet", "totalShippingPriceSet", currency, problems),
+        fees=_fees(raw, currency, problems),
+        tax=_money_set(raw, "totalTaxSet", "totalTaxSet", currency, problems),
+        total=_money_set(raw, "totalPriceSet", "totalPriceSet", currency, problems),
+        customer_note=text(raw.get("note")),
+        needs_shipping=requires_shipping,
+    )
+    check_dates(order, problems, "createdAt", "updatedAt")
+    check_text(order, problems, ADDRESS_KEYS)
+    return replace(order, parse_problems=tuple(problems.items))
+
+
+def normalise_order(raw: dict[str, Any], store_id: str) -> Order:
+    """A Shopify Admin GraphQL order dict as the canonical :class:`Order`. Pure; never raises.
+
+    A value that cannot be parsed becomes ``None`` and adds a problem naming the field and the
+    value (``parseable_money``, ``parseable_quantity``, ``parseable_date``, ``order_id_present``,
+    ``parseable_lines``, ``parseable_address``, ``status_present``, ``currency_consistent``,
+    ``normalisable``), and so does a value that parses but must not go on (``plausible_date``,
+    ``safe_text``, ``text_length``, ``tax_included_prices``). See the module docstring for the
+    fields used.
+    """
+    problems = Problems()
+    if not isinstance(raw, dict):
+        problems.add("normalisable", f"the order is a {type(raw).__name__}, not an object")
+        raw = {}
+    try:
+        return _normalise(raw, store_id, problems)
+    except Exception as exc:  # last resort: a malformed order must never stop the batch
+        log.exception(
+            "shopify: order %s could not be normalised (store %s); quarantined as 'normalisable'",
+            shown(raw.get("legacyResourceId")),
+            store_id,
+        )
+        problems.add("normalisable", f"unexpected {type(exc).__name__}: {exc}")
+        return unnormalisable(
+            store_id,
+            parse_order_id(raw.get("legacyResourceId")),
+            problems,
+            number=text(raw.get("name")),
+            status=order_status(raw),
+            currency=text(raw.get("currencyCode")),
+        )
+
+
+class ShopifyNormaliser:
+    """The normaliser alone (what validation needs), without a client or a connection."""
+
+    platform = "shopify"
+
+    @staticmethod
+    def normalise(raw: dict[str, Any], store_id: str) -> Order:
+        return normalise_order(raw, store_id)
