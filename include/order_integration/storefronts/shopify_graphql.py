@@ -315,7 +315,10 @@ class ShopifyGraphQL(StoreHttp):
         return self._retried(lambda: self._attempt(payload, operation, estimate), what)
 
     def _attempt(self, payload: dict[str, Any], operation: str, estimate: float) -> dict[str, Any]:
-        self._pace(self.costs.get(operation, estimate))
+        cost = self.costs.get(operation)
+        if cost is None and self.throttle is not None:  # our estimate; Shopify's own figure may be lower
+            cost = min(estimate, self.throttle.maximum)
+        self._pace(cost or 0.0)
         assert self._hook is not None and self._session is not None
         request = requests.Request("POST", self._url, data=json.dumps(payload).encode("utf-8"))
         response = self._send(self._hook, self._session, request)
