@@ -501,6 +501,25 @@ def matches_order(order: dict[str, Any], term: Term, shop_tz: tzinfo) -> bool | 
     return check() != term.negated
 
 
+_TIME_FIELDS = {"updated_at": "updatedAt", "created_at": "createdAt", "processed_at": "processedAt"}
+
+
+def compile_term(term: Term, shop_tz: tzinfo) -> Callable[[dict[str, Any]], bool] | None:
+    """A fast check of one term (time bounds parsed once); None for a field orders have no filter for."""
+    key = _TIME_FIELDS.get(term.name)
+    if key is not None:
+        bound = parse_search_time(term.value, shop_tz)
+        if bound is None:
+            return lambda _order: term.negated
+        return lambda order: _compare(order[key].replace(microsecond=0), term.op, bound) != term.negated
+    probe = {"updatedAt": None, "createdAt": None, "processedAt": None, "id": 0, "cancelledAt": None,
+             "closed": False, "tags": [], "name": "", "email": None, "financial": "", "lineItems": [],
+             "fulfillments": [], "test": False}
+    if matches_order(probe, term, shop_tz) is None:
+        return None
+    return lambda order: bool(matches_order(order, term, shop_tz))
+
+
 def _fulfillment_term(order: dict[str, Any], value: str) -> bool:
     status = fulfillment_status(order)
     aliases = {

@@ -200,7 +200,7 @@ class ShopState:
     lock: threading.RLock = field(default_factory=threading.RLock)
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: What the search index (the ``query:`` filter) sees: (visible from, order copy) per order, oldest first.
-    index: dict[int, list[tuple[datetime, dict[str, Any]]]] = field(default_factory=dict)
+    index: dict[int, list[tuple[float, dict[str, Any]]]] = field(default_factory=dict)
     index_lag: float = 0.0
     ids: d.Ids = field(default_factory=d.Ids)
     tokens: dict[str, set[str]] = field(default_factory=dict)
@@ -227,9 +227,10 @@ class ShopState:
     # -- orders and the search index
 
     def put_order(self, order: dict[str, Any], *, indexed_now: bool = False) -> None:
-        """Store an order; the search index sees it ``index_lag`` seconds later (at once if seeded)."""
+        """Store an order; the search index sees it ``index_lag`` seconds (wall time, whatever the shop's
+        clock says) later, at once when seeded."""
         self.orders[order["id"]] = order
-        visible = self.now() if indexed_now else self.now() + timedelta(seconds=self.index_lag)
+        visible = time.monotonic() + (0.0 if indexed_now else self.index_lag)
         self.index.setdefault(order["id"], []).append((visible, copy.deepcopy(order)))
 
     def touch(self, order: dict[str, Any], when: datetime | None = None) -> None:
@@ -238,7 +239,7 @@ class ShopState:
 
     def indexed(self, order_id: int) -> dict[str, Any] | None:
         """The order as the search index has it now (None if not indexed yet)."""
-        now = self.now()
+        now = time.monotonic()
         versions = self.index.get(order_id, [])
         seen = [o for visible, o in versions if visible <= now]
         if len(seen) > 1:  # forget what nobody can see any more
@@ -471,21 +472,12 @@ def order_view(order: dict[str, Any]) -> dict[str, Any]:
 
 
 def connection_field(nodes: list[dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    """A nested connection over a small in-memory list (cursor = position)."""
+    """A nested connection over a small in-memory list (the sort key is the position)."""
 
-    def resolve(
-        info: Any,
-        first: int | None = None,
-        last: int | None = None,
-        after: str | None = None,
-        before: str | None = None,
-        reverse: bool = False,
-        **_ignored: Any,
-    ) -> dict[str, Any]:
+    def resolve(info: Any, reverse: bool = False, **args: Any) -> dict[str, Any]:
         ctx: Context = info.context
-        items = list(reversed(nodes)) if reverse else list(nodes)
-        keyed = [(i, n) for i, n in enumerate(items)]
-        return ctx.page(info, keyed, first, last, after, before, lambda i, _n: i)
+        rows = [Row(i, i, n) for i, n in enumerate(nodes)]
+        return ctx.page(info, rows[::-1] if reverse else rows, args, descending=reverse)
 
     return resolve
 
@@ -495,6 +487,15 @@ def connection_field(nodes: list[dict[str, Any]]) -> Callable[..., dict[str, Any
 
 class Throttled(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a connection, in the connection's order: its sort key, its id, what becomes its node."""
+
+    key: Any
+    id: int
+    payload: Any
 
 
 @dataclass
@@ -510,79 +511,75 @@ class Context:
     def page(
         self,
         info: Any,
-        keyed: list[tuple[Any, dict[str, Any]]],
-        first: int | None,
-        last: int | None,
-        after: str | None,
-        before: str | None,
-        key_of: Callable[[Any, dict[str, Any]], Any],
-        id_of: Callable[[Any, dict[str, Any]], int] | None = None,
+        rows: list[Row],
+        args: dict[str, Any],
+        build: Callable[[Any], dict[str, Any]] | None = None,
+        *,
+        descending: bool = False,
     ) -> dict[str, Any]:
-        """One page of ``keyed`` ((sort key, node) pairs in order) as a connection."""
-        id_of = id_of or (lambda k, _n: k if isinstance(k, int) else 0)
+        """One page of ``rows`` as a connection (``edges``, ``nodes``, ``pageInfo``); nodes are built
+        for the page only. Cursors are keyset positions (sort value, id), so rows that move or go away
+        while a client pages neither break its cursor nor shift the next page."""
+        first, last = args.get("first"), args.get("last")
         if not self.bulk:
             _check_page_args(first, last)
-        rows = keyed
-        for cursor, keep_after in ((after, True), (before, False)):
-            if cursor is None:
-                continue
-            decoded = d.decode_cursor(cursor)
-            if decoded is None or cursor in self.state.broken_cursors:
-                raise GraphQLError(
-                    "Invalid cursor for current pagination sort.", extensions={"code": "BAD_REQUEST"}
-                )
-            pos = _cursor_position(rows, decoded, key_of, id_of)
-            rows = rows[pos:] if keep_after else rows[:pos]
-            if keep_after and rows and _cursor_of(rows[0], key_of, id_of) == cursor:
-                rows = rows[1:]
-        size = None if self.bulk else (first if first is not None else last)
-        window = rows if size is None else (rows[:size] if first is not None else rows[-size:])
-        self._cap(info, keyed, window)
+        lo, hi = 0, len(rows)
+        if args.get("after") is not None:
+            lo = self._position(rows, args["after"], descending, after=True)
+        if args.get("before") is not None:
+            hi = max(lo, self._position(rows, args["before"], descending, after=False))
+        if self.bulk or (first is None and last is None):
+            start, end = lo, hi
+        elif first is not None:
+            start, end = lo, min(hi, lo + first)
+        else:
+            start, end = max(lo, hi - last), hi
+        cap = self.state.paging_cap
+        if cap is not None and not self.bulk and end > cap:
+            raise GraphQLError(
+                f"Pagination limit exceeded: a connection can't be paginated past {cap} items.",
+                extensions={"code": "BAD_REQUEST"},
+            )
+        size = first if first is not None else last
         if size is not None and not self.bulk:
-            self.refund += (size - len(window)) * node_cost(info)
-        edges = [{"cursor": _cursor_of(row, key_of, id_of), "node": row[1]} for row in window]
-        start = rows.index(window[0]) if window else 0
+            self.refund += (size - (end - start)) * node_cost(info)
+        build = build or (lambda payload: payload)
+        window = rows[start:end]
+        nodes = [build(row.payload) for row in window]
+        cursors = [d.encode_cursor(row.id, row.key) for row in window]
         return {
-            "edges": edges,
-            "nodes": [row[1] for row in window],
+            "edges": [{"cursor": c, "node": n} for c, n in zip(cursors, nodes, strict=True)],
+            "nodes": nodes,
             "pageInfo": {
-                "hasNextPage": start + len(window) < len(rows)
-                if first is not None or size is None
-                else before is not None and len(rows) < len(keyed),
-                "hasPreviousPage": start > 0 if last is not None else after is not None,
-                "startCursor": edges[0]["cursor"] if edges else None,
-                "endCursor": edges[-1]["cursor"] if edges else None,
+                "hasNextPage": end < len(rows),
+                "hasPreviousPage": start > 0,
+                "startCursor": cursors[0] if cursors else None,
+                "endCursor": cursors[-1] if cursors else None,
             },
         }
 
-    def _cap(self, info: Any, keyed: list[Any], window: list[Any]) -> None:
-        cap = self.state.paging_cap
-        if cap is None or self.bulk or not window:
-            return
-        depth = keyed.index(window[-1]) + 1
-        if depth > cap:
+    def _position(self, rows: list[Row], cursor: str, descending: bool, *, after: bool) -> int:
+        """Index of the first row after the cursor (``after``) or of the cursor's row (``before``)."""
+        decoded = d.decode_cursor(cursor)
+        if decoded is None or cursor in self.state.broken_cursors:
             raise GraphQLError(
-                f"Pagination limit exceeded: connections can't be paginated past {cap} items.",
-                extensions={"code": "BAD_REQUEST"},
+                "Invalid cursor for current pagination sort.", extensions={"code": "BAD_REQUEST"}
             )
-
-
-def _cursor_of(row: tuple[Any, dict[str, Any]], key_of: Callable[..., Any], id_of: Callable[..., int]) -> str:
-    return d.encode_cursor(id_of(*row), key_of(*row))
-
-
-def _cursor_position(
-    rows: list[Any], decoded: tuple[int, Any], key_of: Callable[..., Any], id_of: Callable[..., int]
-) -> int:
-    """Index of the first row at or after the cursor's (value, id) in the rows' order."""
-    last_id, last_value = decoded
-    for i, row in enumerate(rows):
-        if [key_of(*row), id_of(*row)] == [last_value, last_id]:
-            return i
-    for i, row in enumerate(rows):  # keyset: the row itself changed or went away
-        if (key_of(*row), id_of(*row)) > (last_value, last_id):
-            return i
-    return len(rows)
+        last_id, last_value = decoded
+        mark = (last_value, last_id)
+        for i, row in enumerate(rows):
+            here = (row.key, row.id)
+            try:
+                beyond = here < mark if descending else here > mark
+            except TypeError:
+                raise GraphQLError(
+                    "Invalid cursor for current pagination sort.", extensions={"code": "BAD_REQUEST"}
+                ) from None
+            if here == mark:
+                return i + 1 if after else i
+            if beyond:
+                return i
+        return len(rows)
 
 
 def _check_page_args(first: int | None, last: int | None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +13,7 @@ from sandbox.shopify_admin import data as d
 from sandbox.shopify_admin.graph import (
     ALL_SCOPES,
     Context,
+    Row,
     ShopState,
     fulfillment_view,
     order_view,
@@ -20,9 +21,9 @@ from sandbox.shopify_admin.graph import (
 )
 
 _SORT_KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "UPDATED_AT": lambda o: d.time_text(o["updatedAt"]),
-    "CREATED_AT": lambda o: d.time_text(o["createdAt"]),
-    "PROCESSED_AT": lambda o: d.time_text(o["processedAt"]),
+    "UPDATED_AT": lambda o: int(o["updatedAt"].timestamp()),
+    "CREATED_AT": lambda o: int(o["createdAt"].timestamp()),
+    "PROCESSED_AT": lambda o: int(o["processedAt"].timestamp()),
     "ID": lambda o: o["id"],
     "ORDER_NUMBER": lambda o: o["id"],
 }
@@ -45,23 +46,25 @@ def _order_by_gid(info: Any, value: Any) -> dict[str, Any] | None:
     return order
 
 
-def _search_orders(info: Any, query: str | None) -> list[dict[str, Any]]:
-    """Orders matching ``query`` as the (possibly lagging) search index sees them; current data."""
+def _search_orders(info: Any, query: str | None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(as indexed, current) for the orders matching ``query`` as the (possibly lagging) search index
+    sees them; without a query the current data."""
     ctx, state = _ctx(info), _state(info)
-    search = d.parse_search(query)
+    checks = []
+    for term in d.parse_search(query).terms:
+        check = d.compile_term(term, state.shop_tz)
+        if check is None:
+            _warn(ctx, query or "", term.name)
+        else:
+            checks.append(check)
+    everything = "read_all_orders" in ctx.scopes
+    cutoff = state.now() - timedelta(days=60)
     out = []
     for order_id, order in state.orders.items():
-        seen = state.indexed(order_id) if query else order
-        if seen is None or not state.visible(order, ctx.scopes):
+        if not everything and order["createdAt"] < cutoff:
             continue
-        ok = True
-        for term in search.terms:
-            hit = d.matches_order(seen, term, state.shop_tz)
-            if hit is None:
-                _warn(ctx, query or "", term.name)
-                continue
-            ok = ok and hit
-        if ok:
+        seen = state.indexed(order_id) if query else order
+        if seen is not None and all(check(seen) for check in checks):
             out.append((seen, order))
     return out
 
@@ -77,27 +80,17 @@ def _warn(ctx: Context, query: str, name: str) -> None:
 
 
 def orders(
-    info: Any,
-    first: int | None = None,
-    last: int | None = None,
-    after: str | None = None,
-    before: str | None = None,
-    query: str | None = None,
-    reverse: bool = False,
-    sortKey: str = "PROCESSED_AT",
-    **_: Any,
+    info: Any, query: str | None = None, reverse: bool = False, sortKey: str = "PROCESSED_AT", **args: Any
 ) -> dict[str, Any]:
+    """The orders connection, sorted and filtered by what the search index has (a lagging index sorts
+    and filters by the old values), ties by id; the nodes show the current order."""
     key = _SORT_KEYS.get(sortKey, _SORT_KEYS["PROCESSED_AT"])
-    with _state(info).lock:
+    state = _state(info)
+    with state.lock:
         found = _search_orders(info, query)
-        # sorted by what the index has (a lagging index sorts by the old value), then by id
         found.sort(key=lambda pair: (key(pair[0]), pair[0]["id"]), reverse=reverse)
-        keyed = [(key(seen), order_view(order)) for seen, order in found]
-        ids = [seen["id"] for seen, _o in found]
-    id_by_node = {id(node): i for (_k, node), i in zip(keyed, ids, strict=True)}
-    conn = _ctx(info).page(
-        info, keyed, first, last, after, before, lambda k, _n: k, lambda _k, n: id_by_node[id(n)]
-    )
+        rows = [Row(key(seen), seen["id"], order) for seen, order in found]
+        conn = _ctx(info).page(info, rows, args, order_view, descending=reverse)
     _maybe_break_cursor(info, conn)
     return conn
 
@@ -244,18 +237,12 @@ def _item_view(info: Any, item: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     state = _state(info)
 
-    def levels(inner: Any, **args: Any) -> dict[str, Any]:
+    def levels(inner: Any, reverse: bool = False, **args: Any) -> dict[str, Any]:
         rows = [
-            (loc, _level_view(info, item, loc)) for (iid, loc) in sorted(state.levels) if iid == item["id"]
+            Row(loc, loc, loc) for (iid, loc) in sorted(state.levels, reverse=reverse) if iid == item["id"]
         ]
         return _ctx(info).page(
-            inner,
-            [(k, v) for k, v in rows if v],
-            args.get("first"),
-            args.get("last"),
-            args.get("after"),
-            args.get("before"),
-            lambda k, _n: k,
+            inner, rows, args, lambda loc: _level_view(info, item, loc), descending=reverse
         )
 
     def level(_inner: Any, locationId: str, **_: Any) -> dict[str, Any] | None:
@@ -300,43 +287,23 @@ def _sku_filter(query: str | None) -> Callable[[str | None], bool]:
 
 
 def product_variants(
-    info: Any,
-    first: int | None = None,
-    last: int | None = None,
-    after: str | None = None,
-    before: str | None = None,
-    query: str | None = None,
-    reverse: bool = False,
-    **_: Any,
+    info: Any, query: str | None = None, reverse: bool = False, **args: Any
 ) -> dict[str, Any]:
     state, keep = _state(info), _sku_filter(query)
     with state.lock:
         rows = [
-            (vid, _variant_view(info, v))
-            for vid, v in sorted(state.variants.items(), reverse=reverse)
-            if keep(v["sku"])
+            Row(vid, vid, v) for vid, v in sorted(state.variants.items(), reverse=reverse) if keep(v["sku"])
         ]
-    return _ctx(info).page(info, rows, first, last, after, before, lambda k, _n: k)
+        return _ctx(info).page(info, rows, args, lambda v: _variant_view(info, v), descending=reverse)
 
 
 def inventory_items(
-    info: Any,
-    first: int | None = None,
-    last: int | None = None,
-    after: str | None = None,
-    before: str | None = None,
-    query: str | None = None,
-    reverse: bool = False,
-    **_: Any,
+    info: Any, query: str | None = None, reverse: bool = False, **args: Any
 ) -> dict[str, Any]:
     state, keep = _state(info), _sku_filter(query)
     with state.lock:
-        rows = [
-            (iid, _item_view(info, i))
-            for iid, i in sorted(state.items.items(), reverse=reverse)
-            if keep(i["sku"])
-        ]
-    return _ctx(info).page(info, rows, first, last, after, before, lambda k, _n: k)
+        rows = [Row(iid, iid, i) for iid, i in sorted(state.items.items(), reverse=reverse) if keep(i["sku"])]
+        return _ctx(info).page(info, rows, args, lambda i: _item_view(info, i), descending=reverse)
 
 
 def inventory_item(info: Any, id: str) -> dict[str, Any] | None:
@@ -344,23 +311,15 @@ def inventory_item(info: Any, id: str) -> dict[str, Any] | None:
     return _item_view(info, _state(info).items.get(parsed[1])) if parsed else None
 
 
-def locations(
-    info: Any,
-    first: int | None = None,
-    last: int | None = None,
-    after: str | None = None,
-    before: str | None = None,
-    includeInactive: bool = False,
-    reverse: bool = False,
-    **_: Any,
-) -> dict[str, Any]:
+def locations(info: Any, includeInactive: bool = False, reverse: bool = False, **args: Any) -> dict[str, Any]:
     state = _state(info)
-    rows = [
-        (lid, _location_view(loc))
-        for lid, loc in sorted(state.locations.items(), reverse=reverse)
-        if includeInactive or loc.get("isActive", True)
-    ]
-    return _ctx(info).page(info, rows, first, last, after, before, lambda k, _n: k)
+    with state.lock:
+        rows = [
+            Row(lid, lid, loc)
+            for lid, loc in sorted(state.locations.items(), reverse=reverse)
+            if includeInactive or loc.get("isActive", True)
+        ]
+        return _ctx(info).page(info, rows, args, _location_view, descending=reverse)
 
 
 def location(info: Any, id: str | None = None) -> dict[str, Any] | None:
