@@ -222,3 +222,117 @@ def test_faults(shop):
     first = gql(shop, ORDERS_Q).json()["data"]["orders"]
     broken = gql(shop, ORDERS_Q, {"after": first["pageInfo"]["endCursor"]}).json()
     assert "Invalid cursor" in broken["errors"][0]["message"]
+
+
+def test_backward_paging_cap_count_and_nodes(shop):
+    forward = all_ids(shop, None)
+    q = """query($before: String) { orders(last: 15, before: $before, sortKey: UPDATED_AT) {
+        nodes { legacyResourceId } pageInfo { hasPreviousPage startCursor } } }"""
+    back, before = [], None
+    while True:
+        conn = gql(shop, q, {"before": before}).json()["data"]["orders"]
+        back = [int(n["legacyResourceId"]) for n in conn["nodes"]] + back
+        if not conn["pageInfo"]["hasPreviousPage"]:
+            break
+        before = conn["pageInfo"]["startCursor"]
+    assert back == forward
+    shop.state.paging_cap = 25
+    capped = gql(shop, ORDERS_Q, {"first": 30}).json()
+    assert "Pagination limit" in capped["errors"][0]["message"]
+    count = gql(shop, '{ ordersCount(query: "status:open", limit: 5) { count precision } }').json()
+    assert count["data"]["ordersCount"] == {"count": 5, "precision": "AT_LEAST"}
+    ids = ['"gid://shopify/Order/%d"' % ORDERS[0]["id"], '"gid://shopify/Order/999999"']
+    nodes = gql(shop, "{ nodes(ids: [%s]) { id ... on Order { name } } }" % ", ".join(ids)).json()
+    assert nodes["data"]["nodes"][0]["name"] == "#%d" % ORDERS[0]["id"] and nodes["data"]["nodes"][1] is None
+
+
+def test_mark_as_paid_refund_and_tags_remove(shop):
+    pending = next(o for o in ORDERS if o["status"] == "pending")
+    gid = f"gid://shopify/Order/{pending['id']}"
+    paid = gql(shop, 'mutation { orderMarkAsPaid(input: {id: "%s"}) { order { displayFinancialStatus } '
+                     'userErrors { message } } }' % gid).json()["data"]["orderMarkAsPaid"]
+    assert paid["order"]["displayFinancialStatus"] == "PAID"
+    again = gql(shop, 'mutation { orderMarkAsPaid(input: {id: "%s"}) { userErrors { message } } }' % gid).json()
+    assert again["data"]["orderMarkAsPaid"]["userErrors"]
+    line = gql(shop, '{ order(id: "%s") { lineItems(first: 1) { nodes { id quantity } } } }' % gid).json()
+    line = line["data"]["order"]["lineItems"]["nodes"][0]
+    refund = """mutation($i: RefundInput!) { refundCreate(input: $i) { refund { id note totalRefundedSet {
+        shopMoney { amount } } } order { lineItems(first: 1) { nodes { currentQuantity } } }
+        userErrors { field message } } }"""
+    too_many = {"i": {"orderId": gid, "refundLineItems": [{"lineItemId": line["id"], "quantity": 99}]}}
+    assert gql(shop, refund, too_many).json()["data"]["refundCreate"]["userErrors"]
+    ok = gql(shop, refund, {"i": {"orderId": gid, "note": "ERP return", "refundLineItems": [
+        {"lineItemId": line["id"], "quantity": 1, "restockType": "NO_RESTOCK"}]}}).json()["data"]["refundCreate"]
+    assert ok["userErrors"] == [] and ok["refund"]["note"] == "ERP return"
+    assert ok["refund"]["totalRefundedSet"]["shopMoney"]["amount"] == "0.0"  # no gateway transaction
+    assert ok["order"]["lineItems"]["nodes"][0]["currentQuantity"] == line["quantity"] - 1
+    gql(shop, 'mutation { tagsAdd(id: "%s", tags: ["a", "b"]) { userErrors { message } } }' % gid)
+    gql(shop, 'mutation { tagsRemove(id: "%s", tags: ["a"]) { userErrors { message } } }' % gid)
+    assert shop.order(pending["id"])["tags"] == ["b"]
+    assert pending["id"] in all_ids(shop, "tag:b") and pending["id"] not in all_ids(shop, "tag:a")
+
+
+def test_compare_quantity_on_2026_01_and_change_from_required_later(shop):
+    mutation = """mutation($i: InventorySetQuantitiesInput!) { inventorySetQuantities(input: $i) {
+        userErrors { code field message } } }"""
+    item = gql(shop, '{ productVariants(first: 1, query: "sku:CB-BTL") { nodes { sku inventoryItem { id } } } }')
+    item_id = item.json()["data"]["productVariants"]["nodes"][0]["inventoryItem"]["id"]
+    base = {"inventoryItemId": item_id, "locationId": "gid://shopify/Location/1", "quantity": 4}
+    old = gql(shop, mutation, {"i": {"name": "available", "reason": "correction",
+                                     "quantities": [{**base, "compareQuantity": 3}]}}, version="2026-01").json()
+    assert old["data"]["inventorySetQuantities"]["userErrors"][0]["code"] == "COMPARE_QUANTITY_STALE"
+    missing = gql(shop, mutation, {"i": {"name": "available", "reason": "correction", "quantities": [base]}}).json()
+    assert missing["data"]["inventorySetQuantities"]["userErrors"]
+    unknown = gql(shop, mutation, {"i": {"name": "available", "reason": "correction",
+                                         "quantities": [{**base, "compareQuantity": 25}]}}).json()
+    assert "compareQuantity" in unknown["errors"][0]["message"]  # gone from 2026-04 on
+    skip = gql(shop, mutation, {"i": {"name": "available", "reason": "correction",
+                                      "quantities": [{**base, "changeFromQuantity": None}]}}).json()
+    assert skip["data"]["inventorySetQuantities"]["userErrors"] == []
+    assert shop.inventory()["CB-BTL"] == {"Warehouse": 4}
+
+
+def test_bulk_concurrency_failure_and_partial_data(shop):
+    run = ('mutation { bulkOperationRunQuery(query: "{ orders { edges { node { id } } } }") '
+           "{ bulkOperation { id status } userErrors { code message } } }")
+    requests.post(shop.base_url + "/__sandbox/bulk_hold", json={"hold": True}, timeout=5)
+    fell = gql(shop, run, version="2025-10")  # not served any more: 2026-01 answers
+    assert fell.headers["X-Shopify-API-Version"] == "2026-01"
+    held = fell.json()["data"]["bulkOperationRunQuery"]["bulkOperation"]["id"]
+    gql(shop, 'mutation { bulkOperationCancel(id: "%s") { userErrors { message } } }' % held)
+    shop.set_versions(["2025-10", "2026-01", "2026-04", "2026-07", "2026-10"])
+    first = gql(shop, run, version="2025-10").json()["data"]["bulkOperationRunQuery"]
+    assert first["bulkOperation"]["status"] == "CREATED"
+    second = gql(shop, run, version="2025-10").json()["data"]["bulkOperationRunQuery"]
+    assert second["userErrors"][0]["code"] == "OPERATION_IN_PROGRESS"
+    assert gql(shop, run).json()["data"]["bulkOperationRunQuery"]["userErrors"] == []  # 2026-01+: up to 5
+    requests.post(shop.base_url + "/__sandbox/bulk_hold", json={"hold": False}, timeout=5)
+    shop.inject_faults([{"type": "bulk_failed"}])
+    gql(shop, run)
+    failed = gql(shop, "{ currentBulkOperation { status errorCode url } }").json()["data"]["currentBulkOperation"]
+    assert failed == {"status": "FAILED", "errorCode": "INTERNAL_SERVER_ERROR", "url": None}
+    shop.inject_faults([{"type": "bulk_partial"}])
+    gql(shop, run)
+    partial = gql(shop, "{ currentBulkOperation { status url partialDataUrl objectCount } }").json()
+    partial = partial["data"]["currentBulkOperation"]
+    assert partial["status"] == "FAILED" and partial["url"] is None
+    rows = requests.get(partial["partialDataUrl"], timeout=5).text.splitlines()
+    assert 0 < len(rows) < len(ORDERS) and str(len(rows)) == partial["objectCount"]
+
+
+def test_control_endpoints_and_truncated_body(shop):
+    base = shop.base_url + "/__sandbox"
+    oid = ORDERS[3]["id"]
+    touched = requests.post(base + "/touch", json={"id": oid, "note": "via control",
+                                                   "when": "2030-01-01T00:00:00Z"}, timeout=5).json()
+    assert touched["note"] == "via control" and touched["updatedAt"].startswith("2030-01-01")
+    assert requests.post(base + "/scopes", json={"scopes": ["read_products"]}, timeout=5).ok
+    assert gql(shop, "{ orders(first: 1) { nodes { id } } }").json()["errors"][0]["extensions"]["code"] == (
+        "ACCESS_DENIED")
+    requests.post(base + "/reset", timeout=5)
+    assert shop.order(oid)["note"] != "via control"
+    requests.post(base + "/faults", json={"type": "truncated"}, timeout=5)
+    with pytest.raises(ValueError):
+        json.loads(gql(shop, "{ shop { name } }").text)
+    log = requests.get(base + "/requests", timeout=5).json()
+    assert log and log[-1]["path"] == "/admin/api/2026-10/graphql.json"
