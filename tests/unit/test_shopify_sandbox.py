@@ -136,6 +136,8 @@ def test_cost_throttle_and_max_cost(shop):
     body = gql(shop, "{ orders(first: 10) { nodes { id } } }").json()
     assert body["extensions"]["cost"]["requestedQueryCost"] == 12
     assert body["extensions"]["cost"]["throttleStatus"]["maximumAvailable"] == 2000.0
+    none = gql(shop, '{ orders(first: 10, query: "id:<1") { nodes { id } } }').json()["extensions"]["cost"]
+    assert (none["requestedQueryCost"], none["actualQueryCost"]) == (12, 2)  # unreturned nodes refunded
     big = gql(shop, "{ orders(first: 250) { nodes { lineItems(first: 250) { nodes { id } } } } }").json()
     assert big["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED"
     shop.set_bucket(20, 1)
