@@ -78,6 +78,11 @@ class StoreConfig:
     #: Switch WooCommerce stock management on for a product that has it off when a stock file
     #: names it (False: such rows are reported as ``unmanaged`` and the product is left alone).
     manage_stock_on_apply: bool = False
+    #: A stock file's ``location`` names → the storefront's location ids, for a platform that
+    #: keeps a level per location (Shopify); ``default_stock_location``: the location id of rows
+    #: without a ``location``. A platform with one level per SKU (WooCommerce) ignores both.
+    stock_locations: Mapping[str, str] = field(default_factory=dict)
+    default_stock_location: str | None = None
     lookback_minutes: int = 10
     export_statuses: tuple[str, ...] = ("processing", "on-hold")
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -220,6 +225,9 @@ def _store(raw: Any, where: str) -> StoreConfig:
         status_sync_schedule=status_sync_schedule,
         inventory_sync_schedule=inventory_sync_schedule,
         manage_stock_on_apply=manage_stock_on_apply,
+        stock_locations=_stock_locations(raw.get("stock_locations"), f"{where}.stock_locations"),
+        default_stock_location=_location_id(raw.get("default_stock_location"),
+                                            f"{where}.default_stock_location"),
         lookback_minutes=lookback,
         export_statuses=tuple(statuses),
         backend=_backend(raw.get("backend") or {}, f"{where}.backend"),
@@ -229,6 +237,38 @@ def _store(raw: Any, where: str) -> StoreConfig:
         retries=_int(raw, "retries", 3, 0, 20, where),
         retry_delay_seconds=_int(raw, "retry_delay_seconds", 60, 1, 24 * 3600, where),
     )
+
+
+#: A stock file's location name (the parser strips cells) and a storefront location id.
+_LOCATION_NAME = re.compile(r"[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]{0,62}[^\x00-\x1f\x7f\s])?")
+_LOCATION_ID = re.compile(r"[^\x00-\x1f\x7f\s]{1,255}")
+
+
+def _location_id(value: Any, where: str) -> str | None:
+    """A storefront location id (Shopify: ``gid://shopify/Location/123`` or ``123``), or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        value = str(value)
+    if not isinstance(value, str) or not _LOCATION_ID.fullmatch(value):
+        raise ConfigError(f"{where}: {value!r} is not a location id (1..255 characters, no spaces)")
+    return value
+
+
+def _stock_locations(raw: Any, where: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a mapping of stock file location names to location ids")
+    out: dict[str, str] = {}
+    for name, location in raw.items():
+        if not isinstance(name, str) or not _LOCATION_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: {name!r} is not a location name (1..64 characters, "
+                              "no surrounding spaces)")
+        out[name] = _location_id(location, f"{where}.{name}") or ""
+        if not out[name]:
+            raise ConfigError(f"{where}.{name}: a location id is required")
+    return out
 
 
 def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:

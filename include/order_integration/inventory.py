@@ -1,4 +1,4 @@
-"""Apply the backend's stock files to the storefront: the newest level per SKU wins.
+"""Apply the backend's stock files to the storefront: the newest level per SKU (and location) wins.
 
 Flow of one file (:func:`sync_stock_file`): read ``stock_dir/NAME`` → parse and validate
 (:mod:`order_integration.backend.stock_files`) → decide every row against the ledger's
@@ -10,24 +10,32 @@ overwritten: a taken name gets ``-1``, ``-2``… before its extension. A transie
 failure (after the client's retries) or refused credentials raise instead and leave the file
 in place; what was applied until then is recorded, so the retry does not write it again.
 
+A *level* is a SKU's quantity at one of the storefront's locations: the store's
+:class:`~order_integration.storefronts.base.StockClient` says whether it keeps one level per
+SKU (``per_location`` false: WooCommerce) or one per SKU and location (Shopify), and maps a
+row's ``location`` to its location key (``location_for``: the store config's
+``stock_locations`` and ``default_stock_location``; a name it cannot place refuses the row).
+The rules below are per level; nothing here knows a platform.
+
 Outcome of a row (every row gets exactly one; ``FileResult.counts`` adds them up to the
 file's row count, or the sync raises — a row is never lost)
 =============  ===================================================================================
 ``applied``    the store showed another quantity (or none); the new one was written and recorded
-``unchanged``  the quantity equals the level last applied for the SKU: the same file dropped
+``unchanged``  the quantity equals the level last applied (SKU and location): the same file dropped
                twice, or a newer snapshot in which the backend reports no change — then the store
                is not even asked, so its own decrements since (orders the backend has not seen
                yet) are not undone; or the store already shows this quantity; or the row repeats
                an identical row of this file. Newer ``as_of`` values are recorded, not written
-``stale``      older than the level last applied for the SKU (from any file, whatever the order
-               the files arrived in), or than a newer row of the SKU in this file: skipped
-``unknown_sku``  no product or variation of the store has exactly this SKU (or several do)
-``unmanaged``  the product does not manage its stock (WooCommerce ``manage_stock`` false, or a
-               variation whose parent holds the stock): reported and left alone, unless the
-               store config says ``manage_stock_on_apply: true`` — then the write switches it on
-``rejected``   a bad row (see the parser), a duplicate contradicting another row at the same
-               ``as_of``, a level contradicting the one applied at the same ``as_of``, or an
-               item the storefront refused
+``stale``      older than the level last applied (from any file, whatever the order the
+               files arrived in), or than a newer row of the level in this file: skipped
+``unknown_sku``  no item of the store has exactly this SKU (or several do)
+``unmanaged``  the store keeps no level for the item (the platform says why, e.g. a variation
+               whose parent holds the stock): reported and left alone, unless the store config
+               says ``manage_stock_on_apply: true`` — then the write switches management on
+``rejected``   a bad row (see the parser), a location the store cannot place, a duplicate
+               contradicting another row of the level at the same ``as_of``, a level
+               contradicting the one applied at the same ``as_of``, or an item the storefront
+               refused
 =============  ===================================================================================
 
 ``unknown_sku`` and ``rejected`` rows go to ``errors.json`` (line, sku, outcome, reason);
@@ -35,10 +43,10 @@ file's row count, or the sync raises — a row is never lost)
 (they are a store setting, not a bad file, so alone they do not send the file to ``error/``).
 
 Requests: the ledger settles stale rows, files seen before and levels the backend did not
-change without the storefront; only SKUs whose level changed are looked up
-(``GET /products?sku=…``, 99 per request) and only levels that differ from what the store
-shows are written (``…/batch``, 100 per request). A level the store changed by itself (a
-manual edit) is therefore corrected when the backend's level for that SKU next changes.
+change without the storefront; only SKUs whose level changed are looked up (the client
+batches look-ups and writes as its platform allows) and only levels that differ from what the
+store shows are written. A level the store changed by itself (a manual edit) is therefore
+corrected when the backend's level for that SKU next changes.
 """
 
 from __future__ import annotations
@@ -60,12 +68,20 @@ from order_integration.backend.stock_files import (
     ParsedStockFile,
     RowError,
     StockRow,
+    Superseded,
     list_stock_files,
     parse_stock_file,
+    resolve_duplicates,
 )
 from order_integration.exceptions import InvariantViolation
 from order_integration.status_sync import ARCHIVE_DIR, ERROR_DIR, ERRORS_SUFFIX, free_name
-from order_integration.storefronts.base import CatalogItem, StockClient, StockUpdate, StockWriteResult
+from order_integration.storefronts.base import (
+    CatalogItem,
+    StockClient,
+    StockUpdate,
+    StockWriteResult,
+    UnknownLocation,
+)
 
 if TYPE_CHECKING:
     from order_integration.backend.sftp import SftpSession
@@ -164,30 +180,37 @@ def _against_ledger(row: StockRow, last: StockLevel | None) -> RowOutcome | None
                       f"as_of {_when(row.as_of)} (from {last.source_file})", row.quantity)
 
 
-def _against_store(row: StockRow, item: CatalogItem | None, problem: str | None,
+def _at(row: StockRow, location: str | None) -> str:
+    """`` at WH-1`` for a level of a per-location store, else nothing."""
+    if location is None:
+        return ""
+    return f" at {row.location}" if row.location else " at the default location"
+
+
+def _against_store(row: StockRow, location: str | None, item: CatalogItem | None, problem: str | None,
                    manage_on_apply: bool) -> RowOutcome | None:
     """The row's outcome when the store's answer settles it without a write; else ``None``."""
     if item is None:
-        reason = problem or "no product or variation of the store has this sku"
+        reason = problem or "no item of the store has this sku"
         return RowOutcome(row.line_number, row.sku, UNKNOWN_SKU, reason, row.quantity)
     if not item.managed and not manage_on_apply:
-        why = ("its stock is managed on the parent product" if item.manage_stock == "parent"
-               else "the store does not manage its stock")
+        why = item.unmanaged_reason or "the store does not manage its stock"
         return RowOutcome(row.line_number, row.sku, UNMANAGED,
                           f"{item.label}: {why} (manage_stock_on_apply is off)", row.quantity)
-    if item.managed and item.stock_quantity == row.quantity:
+    if item.managed and location in item.levels and item.quantity(location) == row.quantity:
         return RowOutcome(row.line_number, row.sku, UNCHANGED,
-                          f"the store already shows {row.quantity}", row.quantity)
+                          f"the store already shows {row.quantity}{_at(row, location)}", row.quantity)
     return None
 
 
-def _level(row: StockRow) -> dict[str, Any]:
-    return {"sku": row.sku, "quantity": row.quantity, "as_of": row.as_of, "location": row.location}
+def _level(row: StockRow, location: str | None) -> dict[str, Any]:
+    return {"sku": row.sku, "quantity": row.quantity, "as_of": row.as_of, "location": location,
+            "file_location": row.location}
 
 
-def _parse_outcomes(parsed: ParsedStockFile) -> list[RowOutcome]:
-    outcomes = [RowOutcome(e.line_number, e.sku, REJECTED, e.reason) for e in parsed.errors]
-    for moot in parsed.superseded:
+def _moot_outcomes(superseded: Iterable[Superseded], errors: Iterable[RowError]) -> list[RowOutcome]:
+    outcomes = [RowOutcome(e.line_number, e.sku, REJECTED, e.reason) for e in errors]
+    for moot in superseded:
         row = moot.row
         if moot.kind == "stale":
             outcomes.append(RowOutcome(row.line_number, row.sku, STALE,
@@ -196,6 +219,27 @@ def _parse_outcomes(parsed: ParsedStockFile) -> list[RowOutcome]:
             outcomes.append(RowOutcome(row.line_number, row.sku, UNCHANGED,
                                        f"repeats line {moot.by_line}", row.quantity))
     return outcomes
+
+
+def _place(rows: Sequence[StockRow], client: StockClient,
+           outcomes: list[RowOutcome]) -> list[tuple[StockRow, str | None]]:
+    """Each row with its level's location key (``client.location_for``); a row whose location
+    the store cannot place is refused. Two names of one location (an alias, or the default
+    location named in one row and implied in another) make one level: the parser's duplicate
+    rule applies again, per (sku, location key)."""
+    where: dict[int, str | None] = {}
+    placed: list[StockRow] = []
+    for row in rows:
+        try:
+            where[row.line_number] = client.location_for(row.location)
+        except UnknownLocation as refused:
+            outcomes.append(RowOutcome(row.line_number, row.sku, REJECTED, str(refused), row.quantity))
+            continue
+        placed.append(row)
+    winners, superseded, errors = resolve_duplicates(
+        placed, lambda r: (r.sku, where[r.line_number]), one_level_per_sku=not client.per_location)
+    outcomes.extend(_moot_outcomes(superseded, errors))
+    return [(row, where[row.line_number]) for row in winners]
 
 
 def apply_stock_rows(
@@ -209,48 +253,53 @@ def apply_stock_rows(
 ) -> list[RowOutcome]:
     """Decide and apply every row of a parsed stock file; one outcome per row, in line order.
 
+    Parse the file with ``per_location=client.per_location``: a file parsed for one level per
+    SKU has at most one row per SKU anyway.
+
     Levels the store already shows and levels written are recorded in ``stock_levels``
     (written ones batch by batch, as the store confirms them). Storefront failures other
     than a refused item raise; what was applied before is recorded.
 
     :param source_file: the file name recorded in the ledger.
-    :param manage_stock_on_apply: write to products that do not manage their stock (and
+    :param manage_stock_on_apply: write to items whose stock the store does not manage (and
         switch management on) instead of reporting them as ``unmanaged``.
     """
-    outcomes = _parse_outcomes(parsed)
-    last = stock_levels.levels(store_id, [r.sku for r in parsed.rows])
-    candidates: list[StockRow] = []
-    already: list[StockRow] = []  # unchanged levels with a newer as_of: the ledger moves forward
-    for row in parsed.rows:
-        settled = _against_ledger(row, last.get(row.sku))
+    outcomes = _moot_outcomes(parsed.superseded, parsed.errors)
+    levels = _place(parsed.rows, client, outcomes)
+    last = stock_levels.levels(store_id, [row.sku for row, _ in levels])
+    candidates: list[tuple[StockRow, str | None]] = []
+    already: list[dict[str, Any]] = []  # unchanged levels with a newer as_of: the ledger moves forward
+    for row, location in levels:
+        previous = last.get((row.sku, location))
+        settled = _against_ledger(row, previous)
         if settled is None:
-            candidates.append(row)
+            candidates.append((row, location))
         else:
             outcomes.append(settled)
-            previous = last.get(row.sku)
             if settled.outcome == UNCHANGED and previous is not None and row.as_of > previous.as_of:
-                already.append(row)
-    items = client.lookup([r.sku for r in candidates]) if candidates else {}
+                already.append(_level(row, location))
+    items = client.lookup(list(dict.fromkeys(row.sku for row, _ in candidates))) if candidates else {}
     updates: list[StockUpdate] = []
-    for row in candidates:
-        settled = _against_store(row, items.get(row.sku), client.problem(row.sku), manage_stock_on_apply)
-        if settled is None:
-            updates.append(StockUpdate(items[row.sku], row.quantity, key=row))
-        else:
+    for row, location in candidates:
+        item = items.get(row.sku)
+        settled = _against_store(row, location, item, client.problem(row.sku), manage_stock_on_apply)
+        if settled is None and item is not None:
+            updates.append(StockUpdate(item, row.quantity, key=row, location=location))
+        elif settled is not None:
             outcomes.append(settled)
             if settled.outcome == UNCHANGED:
-                already.append(row)
-    stock_levels.record(store_id, source_file, [_level(r) for r in already])
+                already.append(_level(row, location))
+    stock_levels.record(store_id, source_file, already)
 
     def record(results: list[StockWriteResult]) -> None:
-        done = [r.update.key for r in results if r.ok]
-        stock_levels.record(store_id, source_file, [_level(row) for row in done])
+        stock_levels.record(store_id, source_file,
+                            [_level(r.update.key, r.update.location) for r in results if r.ok])
 
     for result in client.set_stock(updates, manage_stock=True, on_applied=record) if updates else []:
-        row = result.update.key
+        row, location = result.update.key, result.update.location
         if result.ok:
-            before = result.update.item.stock_quantity
-            change = f"{'none' if before is None else before} -> {row.quantity}"
+            before = result.update.item.quantity(location)
+            change = f"{'none' if before is None else before} -> {row.quantity}{_at(row, location)}"
             outcomes.append(RowOutcome(row.line_number, row.sku, APPLIED, change, row.quantity))
         else:
             outcomes.append(RowOutcome(row.line_number, row.sku, REJECTED,
@@ -305,7 +354,7 @@ def sync_stock_file(
     stock_dir = store.backend.stock_dir
     path = posixpath.join(stock_dir, name)
     try:
-        parsed = parse_stock_file(sftp_session.read_bytes(path), name)
+        parsed = parse_stock_file(sftp_session.read_bytes(path), name, per_location=client.per_location)
     except FileTooLarge as exc:  # refused unread, as an unreadable file: to error/ with the reason
         log.warning("store %s: stock file %s: %s", store.id, name, exc.reason)
         parsed = ParsedStockFile(errors=[RowError(1, "", exc.reason)], file_error=exc.reason)

@@ -41,7 +41,7 @@ def test_stock_files_reach_the_storefront_newest_first_and_only_once(export_harn
     assert s["stale"] == len(snapshot.rows) - 1 + 3, (s, re.findall(r"stock file .*", run.output))  # the two late files
     assert s["unknown_sku"] == 2 and s["rejected"] == 0 and s["unmanaged"] == 0
     ledger = harness.ledger().stock_levels.all_levels(harness.store_id)
-    assert {sku: lv.quantity for sku, lv in ledger.items()} == levels
+    assert {sku: lv.quantity for (sku, _), lv in ledger.items()} == levels
     # unknown SKUs in error/ with their report, after the good rows were applied
     assert sorted(s["error_files"]) == sorted(snapshot.files + update.files)
     report = json.loads((harness.stock_dir / "error" / f"{update.files[0]}.errors.json").read_text())

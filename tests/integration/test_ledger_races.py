@@ -114,7 +114,7 @@ def test_an_older_stock_level_written_last_never_moves_as_of_backwards(engines, 
     if seeded:
         Ledger(engines()).stock_levels.record("demo", "stock_0.csv", [{"sku": "SKU-0", "quantity": 5, "as_of": T0}])
     written = _race(engines, first=_levels((20, T2)), second=_levels((10, T1)))
-    level = Ledger(engines()).stock_levels.levels("demo", ["SKU-0"])["SKU-0"]
+    level = Ledger(engines()).stock_levels.levels("demo", ["SKU-0"])["SKU-0", None]
     assert (level.quantity, level.as_of, level.source_file) == (20, T2, "stock_20.csv")
     assert written == [1, 0], "the stale level counted as written"
 
@@ -122,7 +122,7 @@ def test_an_older_stock_level_written_last_never_moves_as_of_backwards(engines, 
 def test_a_newer_stock_level_written_last_replaces_the_older_one(engines):
     Ledger(engines()).stock_levels.record("demo", "stock_0.csv", [{"sku": "SKU-0", "quantity": 5, "as_of": T0}])
     written = _race(engines, first=_levels((10, T1)), second=_levels((20, T2)))
-    level = Ledger(engines()).stock_levels.levels("demo", ["SKU-0"])["SKU-0"]
+    level = Ledger(engines()).stock_levels.levels("demo", ["SKU-0"])["SKU-0", None]
     assert (level.quantity, level.as_of) == (20, T2)
     assert written == [1, 1]
 
@@ -209,3 +209,15 @@ def test_a_worker_without_ddl_rights_works_on_a_migrated_postgres_ledger(postgre
     finally:
         worker.dispose()
         admin.dispose()
+
+
+def test_a_version_1_postgres_ledger_is_migrated_to_stock_levels_per_location(postgres):
+    """Version 1 → 2 on PostgreSQL: columns and the unique key altered in place, in one transaction."""
+    from tests.support.ledger_v1 import build_v1_ledger, check_v1_ledger_migrates_to_v2
+
+    engine = create_engine(postgres.create_database(f"ledger_{uuid.uuid4().hex[:12]}"))
+    try:
+        build_v1_ledger(engine)
+        check_v1_ledger_migrates_to_v2(engine)
+    finally:
+        engine.dispose()

@@ -138,7 +138,7 @@ def test_a_product_id_that_is_not_ascii_digits_is_no_catalogue_item(bad: object)
                                                (" 12 ", 12), (7, 7), (7.0, 7), (None, None)])
 def test_a_stock_quantity_is_read_from_ascii_digits_only(raw: object, quantity: int | None) -> None:
     item = catalog_item({"id": 3, "sku": "A", "type": "simple", "stock_quantity": raw})
-    assert item is not None and item.stock_quantity == quantity
+    assert item is not None and item.quantity() == quantity
 
 
 def test_lookup_resolves_products_and_variations_100_skus_per_request_and_caches(env: Env) -> None:
@@ -148,9 +148,9 @@ def test_lookup_resolves_products_and_variations_100_skus_per_request_and_caches
         assert len([r for r in env.requests() if r[0] == "GET"]) == 3  # 211 skus / 99
         assert set(found) == set(skus) - {"NOPE-1"}
         variation = found["SKU-151"]
-        assert variation.variation_id is not None and variation.product_id != variation.variation_id
-        assert variation.type == "variation" and variation.managed and variation.stock_quantity == 151 % 50
-        assert found["SKU-7"].variation_id is None and found["SKU-7"].stock_quantity == 7
+        assert variation.ref.variation_id is not None and variation.ref.product_id != variation.ref.variation_id
+        assert variation.label.startswith("variation ") and variation.managed and variation.quantity() == 151 % 50
+        assert found["SKU-7"].ref.variation_id is None and found["SKU-7"].levels == {None: 7}
         again = client.lookup(["SKU-3", "NOPE-1"])
         assert set(again) == {"SKU-3"}
         assert client.requests == 3 and len(env.requests()) == 3  # cached, misses included
@@ -162,9 +162,11 @@ def test_lookup_reports_case_twins_ambiguity_and_handles_commas(env: Env) -> Non
         assert set(found) == {"A,B", "UNMANAGED-1", "BY-PARENT-1"}
         assert "'Case-Sku', which differs in case" in (client.problem("case-sku") or "")
         assert "ambiguous" in (client.problem("TWIN") or "")
-        assert found["A,B"].product_id == 90040
-        assert found["UNMANAGED-1"].manage_stock is False
-        assert found["BY-PARENT-1"].manage_stock == "parent" and not found["BY-PARENT-1"].managed
+        assert found["A,B"].ref.product_id == 90040
+        assert not found["UNMANAGED-1"].managed
+        assert found["UNMANAGED-1"].unmanaged_reason == "the store does not manage its stock"
+        assert not found["BY-PARENT-1"].managed
+        assert found["BY-PARENT-1"].unmanaged_reason == "its stock is managed on the parent product"
     assert sku_chunks(["a", "b,c", "d"], size=2) == [["b,c"], ["a", "d"]]
     assert sku_chunks(["x" * 10] * 5, max_chars=25) == [["x" * 10] * 2] * 2 + [["x" * 10]]
 
@@ -180,7 +182,7 @@ def test_set_stock_batches_by_endpoint_and_parent(env: Env) -> None:
     posts = [r[1] for r in env.writes()]
     # 150 products in two batches, 30 variations of each parent in one batch per parent
     assert sorted(posts) == sorted(["/wp-json/wc/v3/products/batch"] * 2 + [
-        f"/wp-json/wc/v3/products/{found[s].product_id}/variations/batch" for s in ("SKU-151", "SKU-181")])
+        f"/wp-json/wc/v3/products/{found[s].ref.product_id}/variations/batch" for s in ("SKU-151", "SKU-181")])
     assert sorted(seen) == [30, 30, 50, 100]
     assert env.stock("SKU-1") == 1000 and env.stock("SKU-210") == 1209
 
@@ -191,11 +193,11 @@ def test_sandbox_refuses_batches_over_100_and_variations_on_the_products_endpoin
         wrong = client.set_stock([StockUpdate(found["SKU-151"], 5)], manage_stock=True)
         assert wrong[0].ok  # the client routes variations to their parent's endpoint...
         body = client._request("POST", "wp-json/wc/v3/products/batch", what="test",
-                               body={"update": [{"id": found["SKU-151"].variation_id, "stock_quantity": 1}]})
+                               body={"update": [{"id": found["SKU-151"].ref.variation_id, "stock_quantity": 1}]})
         assert "variations/&lt;id&gt;" in body["update"][0]["error"]["message"]  # ...because WC refuses it
         with pytest.raises(StorefrontError, match="413"):
             client._request("POST", "wp-json/wc/v3/products/batch", what="test",
-                            body={"update": [{"id": found["SKU-1"].product_id, "stock_quantity": 1}] * 101})
+                            body={"update": [{"id": found["SKU-1"].ref.product_id, "stock_quantity": 1}] * 101})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,8 +213,9 @@ def test_levels_are_applied_recorded_and_archived(env: Env) -> None:
     assert result.moved_to.endswith("archive/s1.csv") and result.errors_file is None
     assert env.files("archive") == ["s1.csv"] and not (env.stock_dir / "s1.csv").exists()
     levels = env.ledger.stock_levels.all_levels(STORE)
-    assert {s: lv.quantity for s, lv in levels.items()} == {"SKU-1": 40, "SKU-151": 0, "SKU-2": 2}
-    assert levels["SKU-1"].source_file == "s1.csv" and levels["SKU-1"].as_of.isoformat() == "2026-11-29T10:00:00+00:00"
+    assert {s: lv.quantity for (s, _), lv in levels.items()} == {"SKU-1": 40, "SKU-151": 0, "SKU-2": 2}
+    assert {location for _, location in levels} == {None}  # WooCommerce: one level per SKU
+    assert levels["SKU-1", None].source_file == "s1.csv" and levels["SKU-1", None].as_of.isoformat() == "2026-11-29T10:00:00+00:00"
 
 
 def test_equal_quantities_are_not_written(env: Env) -> None:
@@ -244,7 +247,7 @@ def test_a_newer_snapshot_without_change_asks_nothing_and_keeps_the_stores_own_s
     assert (result.counts["unchanged"], result.counts["applied"]) == (1, 1)
     assert env.stock("SKU-15") == 28 and env.stock("SKU-16") == 29
     assert [r[0] for r in env.requests()[before:]] == ["GET", "POST"]  # SKU-16 only
-    level = env.ledger.stock_levels.levels(STORE, ["SKU-15"])["SKU-15"]
+    level = env.ledger.stock_levels.levels(STORE, ["SKU-15"])["SKU-15", None]
     assert (level.quantity, level.source_file, level.as_of.hour) == (30, "l2.csv", 11)  # as_of moved on
     assert env.sync("l3.csv", stock_csv(("SKU-15", 30, T1))).counts["stale"] == 1
 
@@ -258,7 +261,7 @@ def test_newest_snapshot_wins_whatever_the_arrival_order(env: Env) -> None:
     stale = next(o for o in older.outcomes if o.outcome == "stale")
     assert stale.sku == "SKU-5" and "older than the level 20" in stale.reason and "b_new.csv" in stale.reason
     assert (env.stock("SKU-5"), env.stock("SKU-7")) == (20, 30)
-    assert env.ledger.stock_levels.levels(STORE, ["SKU-5"])["SKU-5"].quantity == 20
+    assert env.ledger.stock_levels.levels(STORE, ["SKU-5"])["SKU-5", None].quantity == 20
     newest = env.sync("d.csv", stock_csv(("SKU-5", 25, T3)))
     assert newest.counts["applied"] == 1 and env.stock("SKU-5") == 25
 
@@ -316,7 +319,7 @@ def test_a_storefront_failure_mid_file_keeps_the_file_and_what_was_applied(env: 
         env.sync("j.csv", client=env.client(max_attempts=2))
     assert (env.stock_dir / "j.csv").exists() and env.files("archive") == []
     recorded = env.ledger.stock_levels.all_levels(STORE)
-    assert len(recorded) == 150 and "SKU-151" not in recorded  # both product batches, not the variation
+    assert len(recorded) == 150 and ("SKU-151", None) not in recorded  # both product batches, not the variation
     writes_before = len(env.writes())
     retry = env.sync("j.csv")
     accounted(retry)
@@ -331,6 +334,10 @@ class LosingClient:
 
     def __init__(self, inner: WooCommerceStock) -> None:
         self.inner = inner
+        self.per_location = inner.per_location
+
+    def location_for(self, name: str | None) -> str | None:
+        return self.inner.location_for(name)
 
     def lookup(self, skus):  # type: ignore[no-untyped-def]
         return self.inner.lookup(skus)

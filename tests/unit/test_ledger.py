@@ -6,6 +6,7 @@ from sqlalchemy import inspect
 
 from order_integration.exceptions import LedgerSchemaError
 from order_integration.ledger import SCHEMA_VERSION, Ledger, migrate, schema_version, sqlite_engine
+from tests.support.ledger_v1 import build_v1_ledger, check_v1_ledger_migrates_to_v2
 
 pytestmark = pytest.mark.unit
 
@@ -130,7 +131,7 @@ def test_columns_added_by_a_newer_release_are_added_to_an_existing_ledger(tmp_pa
     assert names == ["store_id", "order_id", "order_version", "batch_id", "base_version"]
     assert Ledger(engine).deliveries.claimed_versions("demo", ["1"]) == {"1": {"v1"}}
     again = migrate(engine)  # idempotent
-    assert (again.before, again.after, again.created_tables, again.added_columns) == (1, 1, (), ())
+    assert (again.before, again.after, again.created_tables, again.added_columns) == (SCHEMA_VERSION, SCHEMA_VERSION, (), ())
 
 
 def test_status_free_digests_are_kept_with_claims(ledger):
@@ -204,11 +205,11 @@ def test_stock_levels_only_move_forward(ledger) -> None:
                                                         {"sku": "B", "quantity": 2, "as_of": t0}]) == 2
     # A: older (skipped); B: equal (replaced, as the sync applied it); C: new
     assert ledger.stock_levels.record("demo", "b.csv", [{"sku": "A", "quantity": 9, "as_of": t0},
-                                                        {"sku": "B", "quantity": 3, "as_of": t0, "location": "W1"},
+                                                        {"sku": "B", "quantity": 3, "as_of": t0, "file_location": "W1"},
                                                         {"sku": "C", "quantity": 4, "as_of": t1}]) == 2
     levels = ledger.stock_levels.all_levels("demo")
-    assert {k: (v.quantity, v.as_of, v.source_file, v.location) for k, v in levels.items()} == {
-        "A": (1, t1, "a.csv", None), "B": (3, t0, "b.csv", "W1"), "C": (4, t1, "b.csv", None)}
+    assert {k: (v.quantity, v.as_of, v.source_file, v.file_location) for k, v in levels.items()} == {
+        ("A", None): (1, t1, "a.csv", None), ("B", None): (3, t0, "b.csv", "W1"), ("C", None): (4, t1, "b.csv", None)}
 
 
 def test_tasks_migrate_the_default_sqlite_ledger_but_never_a_configured_one(tmp_path, monkeypatch) -> None:
@@ -246,3 +247,60 @@ def test_the_migrate_command_reports_what_it_did_and_is_idempotent(tmp_path, cap
     assert main(["ledger", "migrate", "--ledger-url", url]) == 0
     assert capsys.readouterr().out == f"ledger at {url}: schema version {SCHEMA_VERSION}, nothing to do\n"
     assert main(["quarantine", "list", "--store", "demo", "--ledger-url", url]) == 0
+
+
+def test_stock_levels_are_kept_per_sku_and_location(ledger) -> None:
+    from datetime import UTC, datetime
+
+    t0, t1 = datetime(2026, 12, 4, 8, tzinfo=UTC), datetime(2026, 12, 4, 9, tzinfo=UTC)
+    loc1, loc2 = "gid://shopify/Location/1", "gid://shopify/Location/2"
+    assert ledger.stock_levels.record("demo", "a.csv", [
+        {"sku": "A", "quantity": 1, "as_of": t1, "location": loc1, "file_location": "WH-1"},
+        {"sku": "A", "quantity": 2, "as_of": t0, "location": loc2, "file_location": "WH-2"},
+        {"sku": "A", "quantity": 3, "as_of": t0},  # a one-level store's level is its own key
+    ]) == 3
+    # each location moves forward on its own: loc1 older (skipped), loc2 newer (replaced)
+    assert ledger.stock_levels.record("demo", "b.csv", [
+        {"sku": "A", "quantity": 9, "as_of": t0, "location": loc1},
+        {"sku": "A", "quantity": 8, "as_of": t1, "location": loc2, "file_location": "WH-2"},
+    ]) == 1
+    levels = ledger.stock_levels.levels("demo", ["A"])
+    assert {k: (v.quantity, v.source_file, v.location, v.file_location) for k, v in levels.items()} == {
+        ("A", loc1): (1, "a.csv", loc1, "WH-1"), ("A", loc2): (8, "b.csv", loc2, "WH-2"),
+        ("A", None): (3, "a.csv", None, None)}
+    assert ledger.stock_levels.all_levels("demo") == levels
+    with ledger.engine.connect() as conn:  # one level per SKU is '' in the table, never NULL
+        from sqlalchemy import text
+
+        assert conn.execute(text("SELECT count(*) FROM stock_levels WHERE location = ''")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM stock_levels WHERE location IS NULL")).scalar() == 0
+    with pytest.raises(ValueError, match="location key longer than 255"):
+        ledger.stock_levels.record("demo", "c.csv", [{"sku": "A", "quantity": 1, "as_of": t1, "location": "x" * 256}])
+
+
+def test_a_version_1_ledger_file_is_migrated_to_stock_levels_per_location(tmp_path) -> None:
+    engine = sqlite_engine(tmp_path / "v1.db")
+    build_v1_ledger(engine)
+    check_v1_ledger_migrates_to_v2(engine)
+    assert inspect(engine).get_table_names().count("stock_levels_v1") == 0  # the old table is gone
+
+
+def test_the_v2_rebuild_keeps_the_version_1_table_when_it_fails(tmp_path, monkeypatch) -> None:
+    """SQLite rebuilds the table in one transaction: a failure half-way leaves version 1 intact."""
+    from order_integration.ledger import schema
+
+    engine = sqlite_engine(tmp_path / "v1.db")
+    build_v1_ledger(engine)
+
+    class Broken:
+        def compile(self, dialect):
+            return "CREATE TABLE stock_levels (this is not SQL"
+
+    monkeypatch.setattr("sqlalchemy.schema.CreateTable", lambda _table: Broken())
+    with pytest.raises(Exception, match="syntax error"):
+        schema._stock_levels_v2(engine)
+    assert schema_version(engine) == 1
+    assert "stock_levels_v1" not in inspect(engine).get_table_names()
+    assert [c["name"] for c in inspect(engine).get_columns("stock_levels")][-1] == "location"
+    monkeypatch.undo()
+    check_v1_ledger_migrates_to_v2(engine)

@@ -109,7 +109,29 @@ def test_rows_of_one_sku_in_two_locations_are_duplicates_with_a_hint():
     data = stock(f"A-1,4,{T1},WH-1", f"A-1,3,{T1},WH-2", header="sku,quantity,as_of,location")
     parsed = parse_stock_file(data, "s.csv")
     assert parsed.rows == []
-    assert "total over all locations" in reasons(parsed)[2]
+    assert "this storefront keeps one level per SKU: send the total over all locations" in reasons(parsed)[2]
+
+
+def test_per_location_two_locations_of_one_sku_are_two_levels():
+    data = stock(f"A-1,4,{T1},WH-1", f"A-1,3,{T1},WH-2", f"A-1,2,{T1},", f"B-2,1,{T1},WH-1",
+                 header="sku,quantity,as_of,location")
+    parsed = parse_stock_file(data, "s.csv", per_location=True)
+    assert parsed.errors == [] and parsed.superseded == []
+    assert [(r.sku, r.location, r.quantity) for r in parsed.rows] == [
+        ("A-1", "WH-1", 4), ("A-1", "WH-2", 3), ("A-1", None, 2), ("B-2", "WH-1", 1)]
+
+
+def test_per_location_duplicates_are_resolved_per_sku_and_location():
+    data = stock(f"A-1,4,{T1},WH-1", f"A-1,5,{T2},WH-1", f"A-1,3,{T1},WH-2", f"A-1,3,{T1},WH-2",
+                 f"A-1,7,{T2},WH-3", f"A-1,8,{T2},WH-3", header="sku,quantity,as_of,location")
+    parsed = parse_stock_file(data, "s.csv", per_location=True)
+    assert [(r.line_number, r.location, r.quantity) for r in parsed.rows] == [(3, "WH-1", 5), (4, "WH-2", 3)]
+    assert sorted((m.row.line_number, m.kind, m.by_line) for m in parsed.superseded) == [
+        (2, "stale", 3), (5, "repeated", 4)]
+    assert sorted(reasons(parsed)) == [6, 7]  # two quantities for WH-3 at one as_of
+    assert "different quantities (7 at WH-3, 8 at WH-3)" in reasons(parsed)[6]
+    assert "one level per SKU" not in reasons(parsed)[6]
+    assert parsed.row_count == 6
 
 
 def test_a_file_without_final_line_break_refuses_its_last_row_only():

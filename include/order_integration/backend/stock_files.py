@@ -17,15 +17,18 @@ of the file still count):
   refused, so is one beyond 2,147,483,647 (what WooCommerce and the ledger store);
 * ``as_of`` is ISO 8601 *with* a UTC designator (``Z`` or ``+00:00``): a missing, naive or
   other-offset time is refused (the newest-wins rule compares these times);
-* ``location`` is free text, kept in the ledger for operators. WooCommerce keeps one stock
-  level per product, so a row must carry the SKU's total available quantity; two rows of one
-  SKU are duplicates whatever their locations.
+* ``location`` (optional) names where the quantity is available. What it means depends on
+  the storefront: one that keeps a level per location (``per_location``, e.g. Shopify) takes
+  the level of the SKU *at that location* (the store config maps the name to the platform's
+  location; a row without one is the default location's); one that keeps one level per SKU
+  (WooCommerce) needs the SKU's total over all locations, and the name is only recorded in the
+  ledger for operators — two rows of one SKU are then duplicates whatever their locations.
 
-Duplicates in one file (rows of the same SKU): the row with the newest ``as_of`` wins and the
-older ones are *superseded* (counted as stale). Rows at the same newest ``as_of`` with the same
-quantity are one level (the repeats are *repeated*, counted as unchanged); with different
-quantities they contradict each other and all of them are refused — no level is taken for
-that SKU from this file.
+Duplicates in one file (rows of the same *level*: the same SKU, and with ``per_location`` the
+same location): the row with the newest ``as_of`` wins and the older ones are *superseded*
+(counted as stale). Rows at the same newest ``as_of`` with the same quantity are one level (the
+repeats are *repeated*, counted as unchanged); with different quantities they contradict each
+other and all of them are refused — no level is taken for it from this file.
 
 A half-written file: names are the upload protocol (a file is written under a dot name and
 renamed when complete), as for status files. Still, a file whose last byte is not a line
@@ -39,7 +42,7 @@ CSV syntax error refuses the rest of the file from that line; the rows before it
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 import pendulum
@@ -103,7 +106,8 @@ class Superseded:
 class ParsedStockFile:
     """What a stock file holds, every row accounted for exactly once:
 
-    ``rows`` (one per SKU, the level to apply, in file order), ``superseded`` (moot
+    ``rows`` (one per level — per SKU, or per SKU and location — to apply, in file order),
+    ``superseded`` (moot
     duplicates), ``errors`` (refused rows). ``file_error`` is set when nothing of the file
     could be read (encoding, header); ``errors`` then says why too."""
 
@@ -166,39 +170,58 @@ def _row(line_number: int, values: dict[str, str],
     return StockRow(line_number, sku, quantity, as_of, values.get("location") or None)
 
 
-def _resolve_duplicates(rows: list[StockRow], parsed: ParsedStockFile) -> None:
-    """One row per SKU into ``parsed.rows``; the others into ``superseded`` or ``errors``."""
-    by_sku: dict[str, list[StockRow]] = {}
+def resolve_duplicates(
+    rows: Iterable[StockRow], key: Callable[[StockRow], Hashable], *, one_level_per_sku: bool = True
+) -> tuple[list[StockRow], list[Superseded], list[RowError]]:
+    """Rows of one level (same ``key``) reduced to one: (winners in line order, superseded, errors).
+
+    The newest ``as_of`` wins; older rows are superseded as stale; equal rows at the newest
+    ``as_of`` are repeats; different quantities there refuse every row of that level.
+    ``one_level_per_sku``: the storefront keeps one level per SKU, so a contradiction between
+    locations gets the hint to send the total."""
+    by_key: dict[Hashable, list[StockRow]] = {}
     for row in rows:
-        by_sku.setdefault(row.sku, []).append(row)
+        by_key.setdefault(key(row), []).append(row)
     winners: list[StockRow] = []
-    for group in by_sku.values():
+    superseded: list[Superseded] = []
+    errors: list[RowError] = []
+    for group in by_key.values():
         newest = max(r.as_of for r in group)
         top = [r for r in group if r.as_of == newest]
         for older in (r for r in group if r.as_of != newest):
-            parsed.superseded.append(Superseded(older, "stale", top[0].line_number))
+            superseded.append(Superseded(older, "stale", top[0].line_number))
         if len({r.quantity for r in top}) > 1:
             lines = ", ".join(str(r.line_number) for r in top)
             levels = ", ".join(f"{r.quantity}" + (f" at {r.location}" if r.location else "") for r in top)
-            hint = ("; WooCommerce keeps one level per SKU: send the total over all locations"
-                    if len({r.location for r in top}) > 1 else "")
+            hint = ("; this storefront keeps one level per SKU: send the total over all locations"
+                    if one_level_per_sku and len({r.location for r in top}) > 1 else "")
             for r in top:
-                parsed.errors.append(RowError(
+                errors.append(RowError(
                     r.line_number, r.sku,
                     f"duplicate sku with different quantities ({levels}) at the same as_of "
                     f"{newest.isoformat()} (lines {lines}){hint}"))
             continue
         winners.append(top[0])
-        parsed.superseded.extend(Superseded(r, "repeated", top[0].line_number) for r in top[1:])
+        superseded.extend(Superseded(r, "repeated", top[0].line_number) for r in top[1:])
     winners.sort(key=lambda r: r.line_number)
-    parsed.rows.extend(winners)
+    return winners, superseded, errors
 
 
-def parse_stock_file(data: bytes, name: str) -> ParsedStockFile:
+def _by_sku(row: StockRow) -> Hashable:
+    return row.sku
+
+
+def _by_sku_and_location(row: StockRow) -> Hashable:
+    return (row.sku, row.location)
+
+
+def parse_stock_file(data: bytes, name: str, *, per_location: bool = False) -> ParsedStockFile:
     """Parse and validate one stock file (see the module docstring). Never raises on content.
 
     :param data: the file's bytes.
     :param name: the file name, used in messages only.
+    :param per_location: the storefront keeps a level per location (``StockClient.per_location``):
+        duplicates are resolved per (sku, location), and two locations of one SKU are two levels.
     """
     records, unreadable = read_csv_records(data, name)
     if not records:
@@ -236,6 +259,10 @@ def parse_stock_file(data: bytes, name: str) -> ParsedStockFile:
     if unreadable is not None:
         parsed.errors.append(RowError(unreadable.line_number, "",
                                       f"{unreadable.reason}; the rest of the file is not applied"))
-    _resolve_duplicates(valid, parsed)
+    winners, superseded, duplicates = resolve_duplicates(
+        valid, _by_sku_and_location if per_location else _by_sku, one_level_per_sku=not per_location)
+    parsed.rows.extend(winners)
+    parsed.superseded.extend(superseded)
+    parsed.errors.extend(duplicates)
     parsed.errors.sort(key=lambda e: e.line_number)
     return parsed

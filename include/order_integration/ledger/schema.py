@@ -84,10 +84,13 @@ stock_levels = Table(
     Column("as_of", DateTime(timezone=True), nullable=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
     Column("source_file", String(255), nullable=False),
-    # Added by the inventory sync (nullable, so older rows stay valid): where the backend
-    # counted the level (informational: WooCommerce keeps one level per SKU).
-    Column("location", String(64), nullable=True),
-    UniqueConstraint("store_id", "sku", name="uq_stock_levels"),
+    # Version 2: a level is per (store, sku, location). ``location`` is the storefront's location
+    # key (Shopify: a location id), '' — never NULL, so the unique key holds on every database —
+    # for a platform with one level per SKU (WooCommerce). Version 1 had one level per SKU and
+    # kept the file's location name in ``location``; ``migrate`` moves it to ``file_location``.
+    Column("location", String(255), nullable=False, server_default=""),
+    Column("file_location", String(64), nullable=True),  # the stock file's ``location`` as sent
+    UniqueConstraint("store_id", "sku", "location", name="uq_stock_levels"),
 )
 delivery_batches = Table(
     "delivery_batches", metadata,
@@ -136,10 +139,12 @@ ledger_schema = Table(
 
 #: The schema version this release reads and writes. History (docs/ledger.md, "Schema versions"):
 #: 0 — a ledger made before versioning: the tables and columns of whichever release created it;
-#: 1 — every table and column above. ``migrate`` reaches 1 from 0 or from nothing by creating the
-#:     missing tables and adding the missing nullable columns — the only changes releases made.
-#: A later version that needs more than that adds its step to ``migrate``, keyed by this number.
-SCHEMA_VERSION = 1
+#: 1 — every table and column, ``stock_levels`` one row per (store, sku). ``migrate`` reaches it
+#:     from 0 or from nothing by creating the missing tables and adding the missing nullable columns;
+#: 2 — ``stock_levels`` one row per (store, sku, location) (``location`` '' for a platform with one
+#:     level per SKU; the file's location name moves to ``file_location``): :func:`_stock_levels_v2`.
+#: A later version adds its step to ``migrate``, keyed by this number.
+SCHEMA_VERSION = 2
 MIGRATE_COMMAND = "python -m order_integration ledger migrate"
 
 
@@ -159,8 +164,8 @@ def schema_version(engine: Engine) -> int | None:
 
 def check_schema(engine: Engine) -> int:
     """The ledger's schema version, or :class:`LedgerSchemaError` naming the command to run when
-    it is behind this release. A newer version is fine: releases only add tables and nullable
-    columns, which an older release's writes leave empty."""
+    it is behind this release. A newer version is accepted (docs/ledger.md, "Schema versions",
+    says which older releases still work on it: version 2 is not for version-1 stock syncs)."""
     version = schema_version(engine)
     if version is None or version < SCHEMA_VERSION:
         state = "has no schema" if version is None else f"is at version {version}, needs {SCHEMA_VERSION}"
@@ -176,6 +181,7 @@ class Migration:
     after: int
     created_tables: tuple[str, ...] = ()
     added_columns: tuple[str, ...] = ()  # "table.column"
+    rebuilt: tuple[str, ...] = ()  # tables that changed shape, e.g. "stock_levels keyed by …"
 
     def describe(self, where: str) -> str:
         if self.before == self.after:
@@ -183,14 +189,16 @@ class Migration:
         start = "no schema" if self.before is None else f"version {self.before}"
         changes = [f"created {', '.join(self.created_tables)}"] if self.created_tables else []
         changes += [f"added {', '.join(self.added_columns)}"] if self.added_columns else []
+        changes += list(self.rebuilt)
         return (f"ledger at {where}: migrated from {start} to version {self.after}"
                 + (f" ({'; '.join(changes)})" if changes else ""))
 
 
 def migrate(engine: Engine, attempts: int = 5) -> Migration:
-    """Bring the ledger's schema to :data:`SCHEMA_VERSION`: create missing tables, add missing
-    nullable columns, record the version in ``ledger_schema``. Idempotent; nothing to do (one
-    catalog query) when the ledger is current.
+    """Bring the ledger's schema to :data:`SCHEMA_VERSION`: create missing tables, key
+    ``stock_levels`` by location (version 2, :func:`_stock_levels_v2`), add missing nullable
+    columns, record the version in ``ledger_schema``. Idempotent; nothing to do (one catalog
+    query) when the ledger is current.
 
     Safe to run several times at once (the compose init next to a laptop's run, the first
     tasks of a backfill on the default SQLite file): creating checks, then creates, so another
@@ -200,6 +208,7 @@ def migrate(engine: Engine, attempts: int = 5) -> Migration:
     before: int | None = unread
     created: list[str] = []
     added: list[str] = []
+    rebuilt: list[str] = []
     for attempt in range(1, attempts + 1):
         try:  # every step may meet another process's DDL, the first read too (SQLite: 'database is locked')
             if before == unread:
@@ -207,6 +216,7 @@ def migrate(engine: Engine, attempts: int = 5) -> Migration:
             if before is not None and before >= SCHEMA_VERSION:
                 return Migration(before, before)
             created += _create_missing_tables(engine)
+            rebuilt += _stock_levels_v2(engine)
             added += _add_missing_columns(engine)
             with engine.begin() as conn:
                 conn.execute(dialect_insert(conn, ledger_schema).on_conflict_do_nothing(),
@@ -218,7 +228,7 @@ def migrate(engine: Engine, attempts: int = 5) -> Migration:
             log.info("ledger: schema changed concurrently by another process (%s); checking again",
                      str(exc.orig).splitlines()[0] if exc.orig else exc)
             time.sleep(0.05 * attempt)
-    migration = Migration(before, SCHEMA_VERSION, tuple(created), tuple(added))
+    migration = Migration(before, SCHEMA_VERSION, tuple(created), tuple(added), tuple(rebuilt))
     log.info("%s", migration.describe(where(engine)))
     return migration
 
@@ -231,6 +241,74 @@ def _create_missing_tables(engine: Engine) -> list[str]:
     if missing:
         metadata.create_all(engine)
     return missing
+
+
+_STOCK_V2 = "stock_levels keyed by (store_id, sku, location)"
+
+
+def _stock_levels_v2(engine: Engine) -> list[str]:
+    """Version 1 → 2: ``stock_levels`` becomes one row per (store, sku, location). Every version-1
+    row is a one-level-per-SKU level (WooCommerce, the only platform then): its key location is
+    ``''`` and the file's location name it kept in ``location`` moves to ``file_location``
+    (NULL stays NULL). A table that has ``file_location`` already is version 2: nothing to do.
+
+    One transaction, which takes the table's write lock first and only then checks, so
+    concurrent migrations do it once: on PostgreSQL the columns and the unique constraint are
+    altered in place; SQLite cannot alter a constraint, so the table is rebuilt (renamed, made
+    anew, rows copied, the old one dropped) — a crash leaves the version-1 table untouched."""
+    from sqlalchemy import inspect
+
+    if stock_levels.name not in inspect(engine).get_table_names():
+        return []
+    if engine.dialect.name == "sqlite":
+        return _stock_levels_v2_sqlite(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("LOCK TABLE stock_levels IN ACCESS EXCLUSIVE MODE")
+        insp = inspect(conn)
+        have = {c["name"] for c in insp.get_columns(stock_levels.name)}
+        if "file_location" in have:
+            return []
+        if "location" in have:
+            conn.exec_driver_sql("ALTER TABLE stock_levels RENAME COLUMN location TO file_location")
+        else:
+            conn.exec_driver_sql("ALTER TABLE stock_levels ADD COLUMN file_location VARCHAR(64)")
+        conn.exec_driver_sql("ALTER TABLE stock_levels ADD COLUMN location VARCHAR(255) NOT NULL DEFAULT ''")
+        for unique in insp.get_unique_constraints(stock_levels.name):
+            conn.exec_driver_sql(f'ALTER TABLE stock_levels DROP CONSTRAINT "{unique["name"]}"')
+        conn.exec_driver_sql("ALTER TABLE stock_levels ADD CONSTRAINT uq_stock_levels "
+                             "UNIQUE (store_id, sku, location)")
+    return [_STOCK_V2]
+
+
+def _stock_levels_v2_sqlite(engine: Engine) -> list[str]:
+    from sqlalchemy.schema import CreateTable
+
+    raw = engine.raw_connection()
+    try:
+        db = raw.driver_connection
+        db.isolation_level = None  # we say BEGIN and COMMIT: the DDL is in the transaction too
+        cur = db.cursor()
+        cur.execute("BEGIN IMMEDIATE")  # the write lock first: a concurrent migration waits here
+        try:
+            have = [row[1] for row in cur.execute("PRAGMA table_info(stock_levels)")]
+            if "file_location" in have:
+                cur.execute("ROLLBACK")
+                return []
+            old_location = "location" if "location" in have else "NULL"
+            cur.execute("ALTER TABLE stock_levels RENAME TO stock_levels_v1")
+            cur.execute(str(CreateTable(stock_levels).compile(dialect=engine.dialect)))
+            cur.execute("INSERT INTO stock_levels (store_id, sku, quantity, as_of, applied_at, source_file, "
+                        "location, file_location) SELECT store_id, sku, quantity, as_of, applied_at, "
+                        f"source_file, '', {old_location} FROM stock_levels_v1")
+            cur.execute("DROP TABLE stock_levels_v1")
+            cur.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+    finally:
+        raw.close()
+    return [_STOCK_V2]
 
 
 def _add_missing_columns(engine: Engine) -> list[str]:

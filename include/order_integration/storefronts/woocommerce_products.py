@@ -22,7 +22,16 @@ our side (MySQL compares case-insensitively, so a look-up may answer ``abc-1`` f
 make the SKU ambiguous: reported, not applied.
 
 ``manage_stock`` is ``true``/``false`` for products; a variation answers ``"parent"`` when its
-stock is managed on the parent product, which then is what a stock file must name.
+stock is managed on the parent product, which then is what a stock file must name. Both are
+WooCommerce's rules: the neutral :class:`~order_integration.storefronts.base.CatalogItem` only
+says ``managed`` and, when not, why (``unmanaged_reason``); ``ref`` is :class:`WooRef`.
+
+Locations
+---------
+WooCommerce keeps one stock level per product or variation (``per_location`` false): a row's
+``location`` is not a WooCommerce location (:meth:`WooCommerceStock.location_for` answers
+``None`` for any name, and the store config's ``stock_locations`` do not apply); the level is
+the SKU's total, and the name is recorded in the ledger for operators only.
 
 Writes
 ------
@@ -40,8 +49,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from order_integration.exceptions import StorefrontError
 from order_integration.ids import parse_order_id
@@ -52,6 +61,30 @@ from order_integration.storefronts.woocommerce_writes import WooCommerceWriter
 log = logging.getLogger(__name__)
 
 _QUANTITY = re.compile(r"-?[0-9]{1,18}")
+
+#: ``CatalogItem.unmanaged_reason`` in WooCommerce's terms.
+MANAGED_BY_PARENT = "its stock is managed on the parent product"
+NOT_MANAGED = "the store does not manage its stock"
+
+
+class WooRef(NamedTuple):
+    """Where a WooCommerce stock level lives: a product, or a variation of its parent product."""
+
+    product_id: int  # the product, or the variation's parent product
+    variation_id: int | None  # set for a variation
+
+    @property
+    def label(self) -> str:
+        if self.variation_id is None:
+            return f"product {self.product_id}"
+        return f"variation {self.variation_id} of product {self.product_id}"
+
+
+def _item(sku: str, ref: WooRef, manage_stock: bool | str, quantity: int | None) -> CatalogItem:
+    """A catalogue item; ``manage_stock`` is WooCommerce's: True, False or ``"parent"``."""
+    managed = manage_stock is True
+    reason = "" if managed else MANAGED_BY_PARENT if manage_stock == "parent" else NOT_MANAGED
+    return CatalogItem(sku, ref, ref.label, managed, {None: quantity}, reason)
 
 PRODUCTS_ENDPOINT = "wp-json/wc/v3/products"
 #: Fields the look-up reads (``_fields`` keeps answers small).
@@ -100,8 +133,8 @@ def catalog_item(row: Any) -> CatalogItem | None:
         parent = _item_id(row.get("parent_id"))
         if parent is None:
             return None
-        return CatalogItem(sku, parent, item_id, manage_stock, quantity, kind)
-    return CatalogItem(sku, item_id, None, manage_stock, quantity, kind)
+        return _item(sku, WooRef(parent, item_id), manage_stock, quantity)
+    return _item(sku, WooRef(item_id, None), manage_stock, quantity)
 
 
 def sku_chunks(
@@ -129,13 +162,23 @@ def sku_chunks(
 class WooCommerceStock(WooCommerceWriter):
     """Reads and sets stock levels of one WooCommerce store through an Airflow ``http`` connection.
 
-    Constructor arguments are the writer's (``batch_size``: updates per batch request, 1..100)."""
+    Constructor arguments are the writer's (``batch_size``: updates per batch request, 1..100);
+    ``stock_locations`` and ``default_stock_location`` (the store config's) are accepted like
+    every platform's and unused: WooCommerce keeps one level per SKU."""
 
-    def __init__(self, conn_id: str, **kwargs: Any) -> None:
+    #: One level per product or variation: a file's locations are not WooCommerce's.
+    per_location = False
+
+    def __init__(self, conn_id: str, *, stock_locations: Mapping[str, str] | None = None,
+                 default_stock_location: str | None = None, **kwargs: Any) -> None:
         super().__init__(conn_id, **kwargs)
         self._items: dict[str, CatalogItem | None] = {}  # sku -> item; None: the store has none
         self._problems: dict[str, str] = {}  # sku -> why it cannot be used (ambiguous, case)
         self.requests = 0  # look-up and write requests sent by this client
+
+    def location_for(self, name: str | None) -> str | None:
+        """``None`` for any name: the level is the SKU's total, the name is only recorded."""
+        return None
 
     # -- look-up ---------------------------------------------------------------------------
 
@@ -203,8 +246,8 @@ class WooCommerceStock(WooCommerceWriter):
         """
         groups: dict[tuple[str, int], list[int]] = {}
         for index, update in enumerate(updates):
-            item = update.item
-            key = ("variations", item.product_id) if item.variation_id is not None else ("products", 0)
+            ref: WooRef = update.item.ref
+            key = ("variations", ref.product_id) if ref.variation_id is not None else ("products", 0)
             groups.setdefault(key, []).append(index)
         results: dict[int, StockWriteResult] = {}
         for (kind, parent), indexes in groups.items():
@@ -223,7 +266,7 @@ class WooCommerceStock(WooCommerceWriter):
     ) -> list[StockWriteResult]:
         items = []
         for update in chunk:
-            item_id = update.item.variation_id or update.item.product_id
+            item_id = update.item.ref.variation_id or update.item.ref.product_id
             body: dict[str, Any] = {"id": item_id, "stock_quantity": update.quantity}
             if manage_stock:
                 body["manage_stock"] = True
@@ -237,9 +280,9 @@ class WooCommerceStock(WooCommerceWriter):
             quantity = _quantity((result.order or {}).get("stock_quantity"))
             out.append(StockWriteResult(update, stock_quantity=quantity))
             item = update.item
-            self._items[item.sku] = CatalogItem(item.sku, item.product_id, item.variation_id,
-                                                True if manage_stock else item.manage_stock,
-                                                quantity, item.type)
+            managed = manage_stock or item.managed
+            self._items[item.sku] = CatalogItem(item.sku, item.ref, item.label, managed, {None: quantity},
+                                                "" if managed else item.unmanaged_reason)
         log.info("woocommerce %s: stock set for %d of %d items (%s)", self._host,
                  sum(r.ok for r in out), len(out), endpoint)
         return out
