@@ -257,7 +257,8 @@ def sync_stock_files(store_id: str) -> dict[str, Any]:
 
     store = _store(store_id)
     with (
-        get_stock_client(store.platform, store.storefront_conn_id) as client,
+        get_stock_client(store.platform, store.storefront_conn_id, stock_locations=store.stock_locations,
+                         default_stock_location=store.default_stock_location) as client,
         SftpBackend(store.backend_conn_id).session() as sftp,
     ):
         result = inventory.sync_stock_dir(store, sftp, client, _ledger().stock_levels)
