@@ -51,5 +51,5 @@ def test_the_registry_gives_each_role_of_a_platform():
     assert type(get_stock_client("woocommerce", "storefront_x")).__name__ == "WooCommerceStock"
     assert type(get_normaliser("woocommerce")).__name__ == "WooCommerceNormaliser"
     for factory in (get_client, get_status_applier, get_stock_client):
-        with pytest.raises(ConfigError, match="unknown storefront platform 'magento'; known: woocommerce"):
+        with pytest.raises(ConfigError, match="unknown storefront platform 'magento'; known: shopify, woocommerce"):
             factory("magento", "storefront_x")
