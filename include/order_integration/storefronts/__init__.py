@@ -34,6 +34,7 @@ PLATFORMS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "shopify": {
         "orders": ("order_integration.storefronts.shopify", "ShopifyClient"),
+        "status": ("order_integration.storefronts.shopify_status", "ShopifyStatus"),
         "stock": ("order_integration.storefronts.shopify_stock", "ShopifyStock"),
     },
 }
