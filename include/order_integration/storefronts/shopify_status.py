@@ -130,8 +130,9 @@ READ_QUERY = (
 )
 NOTES_QUERY = "query StatusNotes($ids: [ID!]!) { nodes(ids: $ids) { ... on Order { id note cancelledAt } } }"
 REMAINING_QUERY = (
-    "query StatusRemaining($id: ID!, $first: Int!) { node(id: $id) { ... on FulfillmentOrder { id "
-    "lineItems(first: $first) { nodes { id remainingQuantity } } } } }"
+    "query StatusRemaining($id: ID!, $fos: Int!, $first: Int!) { node(id: $id) { ... on Order { id "
+    "fulfillmentOrders(first: $fos) { nodes { id lineItems(first: $first) "
+    "{ nodes { id remainingQuantity } } } } } } }"
 )
 FULFILL_MUTATION = """mutation StatusFulfil($fulfillment: FulfillmentInput!) {
   fulfillmentCreate(fulfillment: $fulfillment) {
@@ -404,14 +405,14 @@ class ShopifyStatus(ShopifyGraphQL):
         per = max(1, MAX_QUERY_COST // read_cost(self.limits))
         found: dict[int, OrderState] = {}
         for start in range(0, len(ids), per):
-            found.update(self._read(ids[start:start + per], self.limits))
+            found.update(self._read_chunk(ids[start:start + per], self.limits))
         again = [oid for oid, state in found.items() if state.cache["truncated"]]
         wide = WIDE_LIMITS if read_cost(WIDE_LIMITS) <= MAX_QUERY_COST else self.limits
         for oid in again:
-            found.update(self._read([oid], wide))
+            found.update(self._read_chunk([oid], wide))
         return found
 
-    def _read(self, chunk: list[int], limits: dict[str, int]) -> dict[int, OrderState]:
+    def _read_chunk(self, chunk: list[int], limits: dict[str, int]) -> dict[int, OrderState]:
         variables = {"ids": [order_gid(i) for i in chunk], "lines": limits["lines"], "fos": limits["fos"],
                      "foLines": limits["fo_lines"], "fulfillments": limits["fulfillments"],
                      "fulLines": limits["ful_lines"]}
@@ -586,13 +587,16 @@ class ShopifyStatus(ShopifyGraphQL):
         if tracking:
             fulfillment["trackingInfo"] = tracking
         before = {i["id"]: i for i in cache["fo_items"] if i["id"] in items}
+        limits = WIDE_LIMITS  # the fulfillment order is read through its order (as read_orders did)
 
         def landed() -> dict[str, Any] | None:
             # the fulfillment order's remaining units dropped by what was asked: it took effect
-            data = self.execute(REMAINING_QUERY, {"id": fo, "first": len(before) + 50},
-                                operation="StatusRemaining", estimate=len(before) + 53)
+            variables = {"id": cache["gid"], "fos": limits["fos"], "first": limits["fo_lines"]}
+            data = self.execute(REMAINING_QUERY, variables, operation="StatusRemaining",
+                                estimate=3 + limits["fos"] * (3 + limits["fo_lines"]))
             now = {n.get("id"): _int(n.get("remainingQuantity"))
-                   for n in _nodes((data.get("node") or {}).get("lineItems"))}
+                   for f in _nodes((data.get("node") or {}).get("fulfillmentOrders"))
+                   if f.get("id") == fo for n in _nodes(f.get("lineItems"))}
             if any(i not in now or now[i] > before[i]["remaining"] - q for i, q in items.items()):
                 return None
             node = {"id": None, "status": "SUCCESS",
