@@ -17,6 +17,7 @@ from order_integration.backend.sftp import SftpBackend, SftpSession
 from order_integration.backend.status_files import parse_status_file
 from order_integration.config import BackendConfig, StoreConfig
 from order_integration.exceptions import StorefrontAuthError, StorefrontError
+from order_integration.failpoints import ENV, InjectedFault
 from order_integration.ledger import Ledger, sqlite_engine
 from order_integration.status_sync import FileResult, apply_file, note_text, sync_file
 from order_integration.storefronts import get_status_applier
@@ -413,3 +414,20 @@ def test_transient_failures_are_retried_and_refused_credentials_raise(env: Env) 
     env.shop.set_scopes(["read_orders"])
     with pytest.raises(StorefrontAuthError):
         env.apply(status_csv(ev(2007, "accepted")))
+
+
+def test_a_crash_in_the_middle_of_a_wave_is_completed_by_the_rerun(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "fp").mkdir()
+    (tmp_path / "fp" / "plan.json").write_text(json.dumps(
+        {"status_sync.mid_writes": {"action": "raise", "times": 1, "store": STORE}}))
+    monkeypatch.setenv(ENV, str(tmp_path / "fp"))
+    data = status_csv(ev(2001, "accepted"), ship(2002))
+    with pytest.raises(InjectedFault):
+        env.apply(data)
+    assert env.order(2001)["tags"] == ["erp-accepted"] and not env.shipped(2002)
+    assert env.rows() == []  # nothing recorded: the first order's writes are on Shopify only
+    before = len(env.mutations())
+    assert env.apply(data) == [("applied", None), ("applied", None)]
+    assert len(env.marker_lines(2001)) == 1 and [u for _t, u in env.shipped(2002)] == [4]
+    assert len(env.mutations()) == before + 2  # the shipment and its marker; 2001 recognised

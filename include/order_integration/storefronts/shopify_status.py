@@ -108,6 +108,8 @@ FULFILLABLE = ("OPEN", "IN_PROGRESS")
 #: Fulfillments that do not count as shipped.
 VOID_FULFILLMENTS = ("CANCELLED", "ERROR", "FAILURE")
 NOTE_LIMIT = 5000
+#: Shopify's largest ``ids`` list of ``nodes``.
+MAX_IDS = 250
 STAFF_NOTE_LIMIT = 255
 
 # Page sizes of one order's read; an order beyond them is read alone with WIDE_LIMITS.
@@ -469,9 +471,12 @@ class ShopifyStatus(ShopifyGraphQL):
         if not changes:
             return
         gids = [c.order.cache["gid"] for c in changes]
-        data = self.execute(NOTES_QUERY, {"ids": gids}, operation="StatusNotes", estimate=len(gids) + 1)
-        nodes = data.get("nodes") if isinstance(data.get("nodes"), list) else []
-        by_gid = {n.get("id"): n for n in nodes if isinstance(n, dict)}
+        by_gid: dict[Any, dict[str, Any]] = {}
+        for start in range(0, len(gids), MAX_IDS):
+            chunk = gids[start:start + MAX_IDS]
+            data = self.execute(NOTES_QUERY, {"ids": chunk}, operation="StatusNotes", estimate=len(chunk) + 1)
+            nodes = data.get("nodes") if isinstance(data.get("nodes"), list) else []
+            by_gid.update((n.get("id"), n) for n in nodes if isinstance(n, dict))
         for change in changes:
             node = by_gid.get(change.order.cache["gid"])
             if node is None:
