@@ -22,7 +22,7 @@ from order_integration.ledger import Ledger, sqlite_engine
 from order_integration.status_sync import FileResult, apply_file, note_text, sync_file
 from order_integration.storefronts import get_status_applier
 from order_integration.storefronts import shopify_status as ss
-from order_integration.storefronts.base import Effect
+from order_integration.storefronts.base import Effect, StatusChange
 from order_integration.storefronts.shopify_status import ShopifyStatus, decide, order_state
 from sandbox.generator import generate_orders
 from sandbox.sftp_server import EmbeddedSftpServer
@@ -431,3 +431,28 @@ def test_a_crash_in_the_middle_of_a_wave_is_completed_by_the_rerun(
     assert env.apply(data) == [("applied", None), ("applied", None)]
     assert len(env.marker_lines(2001)) == 1 and [u for _t, u in env.shipped(2002)] == [4]
     assert len(env.mutations()) == before + 2  # the shipment and its marker; 2001 recognised
+
+
+def test_a_partial_shipment_spreads_over_fulfillment_orders_and_ships_only_missing_units() -> None:
+    raw = raw_order()
+    first = raw["fulfillmentOrders"]["nodes"][0]
+    second = json.loads(json.dumps(first).replace("FulfillmentOrderLineItem/", "FulfillmentOrderLineItem/9"))
+    second["id"] = "gid://shopify/FulfillmentOrder/2"
+    for fo in (first, second):  # SKU-A: 2 units left on each
+        fo["lineItems"]["nodes"][0]["remainingQuantity"] = 2
+    raw["fulfillmentOrders"]["nodes"].append(second)
+    e = event("shipped", sku="SKU-A", quantity="3", tracking_number="", tracking_url="")
+    state = order_state(raw)
+    applier = ShopifyStatus("unused")
+    change = StatusChange(e, state, "n", Effect(None, customer_note=True), write_status=False, shipped_before=0)
+    assert applier._by_line(change) == {"gid://shopify/FulfillmentOrderLineItem/1": 2,
+                                        "gid://shopify/FulfillmentOrderLineItem/91": 1}
+    # Shopify already shows 1 unit more than the earlier events shipped: a re-run ships the rest only
+    state.cache["fulfillments"] = [{"id": "f", "status": "SUCCESS", "numbers": [],
+                                    "lines": [("l", "SKU-A", 2)]}]
+    change.shipped_before = 1
+    assert sum(applier._by_line(change).values()) == 2
+    change.shipped_before = 0
+    assert applier._by_line(change) is not None and sum(applier._by_line(change).values()) == 1
+    state.cache["fulfillments"][0]["lines"] = [("l", "SKU-A", 3)]
+    assert applier._by_line(change) is None  # all there: recovered
