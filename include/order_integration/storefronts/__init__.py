@@ -34,6 +34,7 @@ PLATFORMS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "shopify": {
         "orders": ("order_integration.storefronts.shopify", "ShopifyClient"),
+        "normalise": ("order_integration.storefronts.shopify_normalise", "ShopifyNormaliser"),
         "status": ("order_integration.storefronts.shopify_status", "ShopifyStatus"),
         "stock": ("order_integration.storefronts.shopify_stock", "ShopifyStock"),
     },
@@ -42,10 +43,17 @@ PLATFORMS: dict[str, dict[str, tuple[str, str]]] = {
 
 def _platform_class(platform: str, role: str) -> Any:
     try:
-        module_name, class_name = PLATFORMS[platform][role]
+        roles = PLATFORMS[platform]
     except (KeyError, TypeError):
         known = ", ".join(sorted(PLATFORMS))
         raise ConfigError(f"unknown storefront platform {platform!r}; known: {known}") from None
+    try:
+        module_name, class_name = roles[role]
+    except KeyError:
+        offered = ", ".join(sorted(roles))
+        raise ConfigError(
+            f"storefront platform {platform!r} offers no {role!r} (it offers: {offered})"
+        ) from None
     return getattr(importlib.import_module(module_name), class_name)
 
 

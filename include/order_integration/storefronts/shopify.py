@@ -9,7 +9,7 @@ Window translation
 ``iter_orders(modified_from, modified_to)`` returns the orders whose ``updatedAt`` ``u``
 satisfies ``modified_from <= u < modified_to``. Shopify reports ``updatedAt`` in whole seconds;
 both bounds are rounded up to the next whole second, exactly as for WooCommerce
-(:func:`~order_integration.storefronts.woocommerce.window_seconds`), so adjacent windows
+(:func:`~order_integration.storefronts.window.window_seconds`), so adjacent windows
 partition time. The search filter is ``updated_at:>='<first>' updated_at:<'<stop>'`` (ISO 8601
 UTC, quoted as the search syntax wants dates), ``sortKey: UPDATED_AT``.
 
@@ -100,7 +100,7 @@ from order_integration.storefronts.shopify_graphql import (
     _codes,
 )
 from order_integration.storefronts.shopify_normalise import gid_number, normalise_order, order_gid
-from order_integration.storefronts.woocommerce import format_gmt, window_seconds
+from order_integration.storefronts.window import format_gmt, window_seconds
 
 __all__ = ["BULK_QUERY_TEMPLATE", "ShopifyClient", "details_query", "window_filter"]
 

@@ -78,7 +78,6 @@ backoff with tenacity. After ``max_attempts`` the iterator raises ``StorefrontEr
 
 from __future__ import annotations
 
-import calendar
 import json
 import logging
 import time
@@ -102,6 +101,11 @@ from order_integration.storefronts.http import (  # noqa: F401 (re-exported for 
     snippet,
 )
 from order_integration.storefronts.normalise import parse_time
+from order_integration.storefronts.window import (
+    _floor_epoch,
+    format_gmt,
+    window_seconds,
+)
 from order_integration.storefronts.woocommerce_normalise import normalise_order
 
 if TYPE_CHECKING:
@@ -114,53 +118,11 @@ log = logging.getLogger(__name__)
 ORDERS_ENDPOINT = "wp-json/wc/v3/orders"
 #: WooCommerce's maximum ``per_page``.
 MAX_PER_PAGE = 100
-_WC_TIME = "%Y-%m-%dT%H:%M:%S"
 
 
 # --------------------------------------------------------------------------------------------
 # Window translation
 # --------------------------------------------------------------------------------------------
-
-
-def _require_utc(value: object, name: str) -> pendulum.DateTime:
-    if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be an aware UTC datetime, got {type(value).__name__}: {value!r}")
-    offset = value.utcoffset()
-    if offset is None:
-        raise ValueError(f"{name} {value.isoformat()} is naive; pass an aware UTC time (pendulum UTC)")
-    if offset.total_seconds() != 0:
-        raise ValueError(
-            f"{name} {value.isoformat()} is not UTC (offset {offset}); convert it with .in_timezone('UTC')"
-        )
-    return pendulum.instance(value).in_timezone("UTC")
-
-
-def _ceil_epoch(value: pendulum.DateTime) -> int:
-    """Whole seconds since the epoch, rounded up (integer arithmetic: no float rounding)."""
-    seconds = calendar.timegm(value.utctimetuple())
-    return seconds + (1 if value.microsecond else 0)
-
-
-def _floor_epoch(value: datetime) -> int:
-    return calendar.timegm(value.utctimetuple())
-
-
-def format_gmt(epoch_seconds: int) -> str:
-    """Naive UTC ``YYYY-MM-DDTHH:MM:SS``: what WooCommerce expects with ``dates_are_gmt=true``."""
-    return pendulum.from_timestamp(epoch_seconds, tz="UTC").strftime(_WC_TIME)
-
-
-def window_seconds(modified_from: datetime, modified_to: datetime) -> tuple[int, int]:
-    """``[from, to)`` as whole epoch seconds ``(first included, first excluded)``.
-
-    Both ends are ceiled (see the module docstring), so adjacent windows partition. Raises
-    ``ValueError``/``TypeError`` for naive or non-UTC inputs and for ``from > to``.
-    """
-    start = _require_utc(modified_from, "modified_from")
-    end = _require_utc(modified_to, "modified_to")
-    if start > end:
-        raise ValueError(f"modified_from {start.isoformat()} is after modified_to {end.isoformat()}")
-    return _ceil_epoch(start), _ceil_epoch(end)
 
 
 def window_query(modified_from: datetime, modified_to: datetime) -> dict[str, str] | None:
