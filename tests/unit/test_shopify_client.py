@@ -54,6 +54,18 @@ def details(order):
     return " | ".join(p.detail for p in order.parse_problems)
 
 
+def test_the_status_syncs_marker_lines_are_not_the_customers_note():
+    """Our marker lines on the order note are no new order version: no echo to the backend."""
+    from order_integration.storefronts.shopify_status import marker_line
+
+    plain = normalise_order(copy.deepcopy(ORDER) | {"note": "Leave at the door"}, "shop")
+    marked = normalise_order(copy.deepcopy(ORDER) | {
+        "note": f"Leave at the door\n{marker_line('Accepted by the backend on 2026-11-29 10:00 UTC.')}"}, "shop")
+    assert marked.customer_note == "Leave at the door" and marked.version == plain.version
+    staff = normalise_order(copy.deepcopy(ORDER) | {"note": "Leave at the door\nCall first"}, "shop")
+    assert staff.version != plain.version, "a person's edit of the note is a change"
+
+
 def test_a_shopify_order_becomes_the_canonical_order():
     order = normalise_order(copy.deepcopy(ORDER), "shop")
     assert order.parse_problems == ()

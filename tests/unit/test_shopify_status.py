@@ -160,13 +160,14 @@ def test_the_marker_line_recognises_the_event() -> None:
     e = event("accepted", note="ok")
     state = order_state(raw_order())
     note = note_text(e, state.lines)
-    marked = order_state(raw_order(note=f"Gift wrap please\n{note}"))
+    marked = order_state(raw_order(note=f"Gift wrap please\n{ss.marker_line(note)}"))
     assert decide(e, marked, note) == Effect(None, recovered=True)
     # a longer line that merely starts with the marker is another event's
-    assert not ss.has_marker(f"{note} and more", note)
+    assert not ss.has_marker(f"{ss.marker_line(note)} and more", note)
+    assert not ss.has_marker(note, note), "the event's text without the prefix is not our line"
     cancel = event("cancelled")
     cnote = note_text(cancel, state.lines)
-    assert decide(cancel, order_state(raw_order(cancelled=True, note=cnote)), cnote) == Effect(
+    assert decide(cancel, order_state(raw_order(cancelled=True, note=ss.marker_line(cnote))), cnote) == Effect(
         "cancelled", recovered=True)
     # marked but not cancelled yet (the run stopped between the marker and orderCancel): cancel
     assert decide(cancel, order_state(raw_order(note=cnote)), cnote) == Effect("cancelled")
@@ -263,7 +264,7 @@ def test_whole_shipment_with_tracking_then_the_same_file_again(env: Env) -> None
     assert result.ok and result.counts["applied"] == 1
     assert env.shipped(2001) == [([{"company": "DHL", "number": "JJD000123",
                                     "url": "https://track.example/JJD000123"}], 4)]
-    assert env.order(2001)["note"].splitlines()[-1].startswith("Your order was shipped on 2026-11-29 10:00 UTC")
+    assert env.order(2001)["note"].splitlines()[-1].startswith("[order-integration] Your order was shipped on 2026-11-29 10:00 UTC")
     mutations = len(env.mutations())
     again = env.sync("s2.csv", data)
     assert again.counts["skipped_duplicate"] == 1 and len(env.mutations()) == mutations
@@ -344,7 +345,7 @@ def test_cancelled_accepted_rejected(env: Env) -> None:
     assert cancelled["staffNote"].startswith("Cancelled by the backend on 2026-11-29 10:00 UTC. out of stock")
     assert env.order(2008)["tags"] == ["erp-accepted"]
     assert env.order(2009)["tags"] == ["erp-rejected"]
-    assert env.marker_lines(2009) == ["Rejected by the backend on 2026-11-29 10:00 UTC: address incomplete"]
+    assert env.marker_lines(2009) == ["[order-integration] Rejected by the backend on 2026-11-29 10:00 UTC: address incomplete"]
     # rejected after accepted swaps the tags
     assert env.apply(status_csv(ev(2008, "rejected", note="fraud", occurred_at="2026-11-30T10:00:00Z"))) == [
         ("applied", None)]
@@ -358,7 +359,7 @@ def test_cancelled_accepted_rejected(env: Env) -> None:
 def test_a_crash_between_the_cancel_marker_and_the_cancel_completes(env: Env) -> None:
     data = status_csv(ev(2010, "cancelled"))
     e = parse_status_file(data, "x.csv").events[0]
-    env.shop.touch_order(2010, note=note_text(e))  # the marker went first, orderCancel never ran
+    env.shop.touch_order(2010, note=ss.marker_line(note_text(e)))  # the marker went first, orderCancel never ran
     assert env.apply(data) == [("applied", "cancelled")]
     assert env.order(2010)["cancelledAt"] and len(env.marker_lines(2010)) == 1
 

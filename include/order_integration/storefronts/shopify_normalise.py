@@ -87,6 +87,19 @@ ADDRESS_KEYS = (
 )
 _GID = re.compile(r"gid://shopify/([A-Za-z]+)/([0-9]{1,20})")
 #: The optional amounts that add to the total besides goods, shipping and tax.
+#: What starts the lines the status sync appends to the order's ``note`` (``shopify_status``'s
+#: marker lines). They are ours, not the customer's: the normaliser leaves them out of
+#: ``customer_note``, so a status written back is no new order version (no echo).
+MARKER_PREFIX = "[order-integration] "
+
+
+def without_markers(note: object) -> object:
+    """The order note without the status sync's marker lines (anything else unchanged)."""
+    if not isinstance(note, str) or MARKER_PREFIX not in note:
+        return note
+    return "\n".join(line for line in note.splitlines() if not line.startswith(MARKER_PREFIX))
+
+
 FEE_FIELDS = ("totalTipReceivedSet", "originalTotalDutiesSet", "originalTotalAdditionalFeesSet")
 
 
@@ -270,7 +283,7 @@ def _normalise(raw: Mapping[str, Any], store_id: str, problems: Problems) -> Ord
         fees=_fees(raw, currency, problems),
         tax=_money_set(raw, "totalTaxSet", "totalTaxSet", currency, problems),
         total=_money_set(raw, "totalPriceSet", "totalPriceSet", currency, problems),
-        customer_note=text(raw.get("note")),
+        customer_note=text(without_markers(raw.get("note"))),
         needs_shipping=requires_shipping,
     )
     check_dates(order, problems, "createdAt", "updatedAt")

@@ -22,9 +22,11 @@ from the financial status, so only ``cancelled`` changes the status word.
                the backend's reason.
 =============  ==========================================================================
 
-The *marker line* is the event's note text (deterministic, it carries the event's time), on
-one line of its own appended to the order's ``note`` (``orderUpdate(input: {id, note})``,
-Shopify's staff-visible order note, at most 5,000 characters).
+The *marker line* is ``[order-integration] `` and the event's note text (deterministic, it
+carries the event's time), on one line of its own appended to the order's ``note``
+(``orderUpdate(input: {id, note})``, Shopify's staff-visible order note, at most 5,000
+characters). The normaliser leaves these lines out of the exported ``customer_note``, so a
+status written back is not sent to the backend again as a changed order.
 
 Refused (``decide``): any event for a ``cancelled`` order ("order is cancelled on the
 storefront"; except a ``cancelled`` event whose marker is on it: ours, recovered); any event
@@ -84,7 +86,7 @@ from order_integration.exceptions import StorefrontError
 from order_integration.failpoints import failpoint
 from order_integration.storefronts.base import Effect, OrderState, StatusChange
 from order_integration.storefronts.shopify_graphql import MAX_QUERY_COST, ShopifyGraphQL
-from order_integration.storefronts.shopify_normalise import gid_number, order_gid, order_status
+from order_integration.storefronts.shopify_normalise import MARKER_PREFIX, gid_number, order_gid, order_status
 
 if TYPE_CHECKING:
     from order_integration.backend.status_files import StatusEvent
@@ -174,13 +176,13 @@ def _norm(text: str) -> str:
 
 
 def marker_line(note: str) -> str:
-    """The event's note text as one line of the order note."""
-    return " ".join(note.split())
+    """The event's note text as one line of the order note, after :data:`MARKER_PREFIX`."""
+    return MARKER_PREFIX + " ".join(note.split())
 
 
 def has_marker(order_note: str | None, note: str) -> bool:
     """Whether the order's note carries the event's marker as a line of its own."""
-    want = _norm(note)
+    want = _norm(marker_line(note))
     return any(_norm(line) == want for line in (order_note or "").splitlines())
 
 
