@@ -14,7 +14,7 @@ import pendulum
 import pytest
 
 from order_integration.exceptions import ConfigError, StorefrontAuthError, StorefrontError
-from order_integration.storefronts import get_client
+from order_integration.storefronts import get_client, get_status_applier, get_stock_client
 from order_integration.storefronts.shopify import ShopifyClient
 from sandbox.generator import generate_orders
 from sandbox.shopify_admin import SandboxShopify
@@ -50,7 +50,6 @@ def _connect(monkeypatch, host, **extra):
 
 def client(**kwargs):
     kwargs.setdefault("settle_seconds", 0)
-    kwargs.setdefault("extended_fields", False)
     kwargs.setdefault("sleep", lambda _s: None)
     return ShopifyClient(CONN_ID, **kwargs)
 
@@ -65,6 +64,21 @@ def expected(start, end):
 
 def test_the_registry_gives_the_shopify_client(shop):
     assert type(get_client("shopify", CONN_ID)).__name__ == "ShopifyClient"
+
+
+def test_the_packages_own_extras_are_never_sent_as_headers_by_any_role(shop, monkeypatch):
+    """HttpHook turns a connection's unknown extras into headers; a number there is an invalid
+    header value (requests raises InvalidHeader before sending), so every role must take the
+    package's extras off the session."""
+    _connect(monkeypatch, shop.base_url, api_version="2026-10", bulk_threshold=5000, index_settle_seconds=0)
+    order_id = ORDERS[0]["id"]
+    with get_status_applier("shopify", CONN_ID) as applier:
+        assert set(applier.read_orders([order_id])) == {order_id}
+    with get_stock_client("shopify", CONN_ID) as stock:
+        stock.lookup(["NO-SUCH-SKU"])
+    reader = client()
+    assert reader.bulk_threshold == 5000
+    list(reader.iter_orders(pendulum.datetime(2026, 11, 2, 9, tz="UTC"), pendulum.datetime(2026, 11, 2, 10, tz="UTC")))
 
 
 def test_a_window_gives_each_order_once_in_its_latest_version_and_normalises(shop):

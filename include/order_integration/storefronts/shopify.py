@@ -309,13 +309,6 @@ class ShopifyClient(ShopifyGraphQL):
         if self._settle_seconds is None:
             self._settle_seconds = _extra_number(extra, "index_settle_seconds", 60, self.conn_id)
 
-    def open(self) -> None:
-        already = self._session is not None
-        super().open()
-        if not already and self._session is not None:
-            for key in ("bulk_threshold", "index_settle_seconds"):
-                self._session.headers.pop(key, None)
-
     @property
     def bulk_threshold(self) -> int:
         self.open()

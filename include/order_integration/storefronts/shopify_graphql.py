@@ -79,6 +79,9 @@ log = logging.getLogger(__name__)
 #: The Admin GraphQL version the queries are written and tested against (Shopify's newest
 #: stable version on 2026-12-04; supported until at least 2027-10).
 DEFAULT_API_VERSION = "2026-10"
+#: The connection extras the package reads (the export's ``bulk_threshold`` and
+#: ``index_settle_seconds`` too): never sent as HTTP headers, whichever client opens the session.
+PACKAGE_EXTRAS = ("api_version", "bulk_threshold", "index_settle_seconds")
 #: Shopify refuses a single query whose requested cost is above this (``MAX_COST_EXCEEDED``).
 MAX_QUERY_COST = 1000
 _VERSION = re.compile(r"[0-9]{4}-(?:01|04|07|10)|unstable")
@@ -270,7 +273,7 @@ class ShopifyGraphQL(StoreHttp):
             return
         hook, session, _url = self._open_session("")
         session.auth = None  # HttpHook would send a login as Basic auth: the token header is the credential
-        for key in ("api_version",):  # HttpHook turns unknown extras into headers
+        for key in PACKAGE_EXTRAS:  # HttpHook turns unknown extras into headers
             session.headers.pop(key, None)
         session.headers["X-Shopify-Access-Token"] = self._token
         session.headers["Content-Type"] = "application/json"
