@@ -16,6 +16,8 @@ from datetime import UTC, date, datetime, time, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sandbox.generator import CATALOGUE
+
 ZERO = Decimal(0)
 GID_PREFIX = "gid://shopify/"
 
@@ -249,6 +251,9 @@ def _tax_lines(
     return lines
 
 
+_VIRTUAL_SKUS = frozenset(p.sku for p in CATALOGUE if p.virtual)
+
+
 def _line_from_wc(line: dict[str, Any], rates: dict[int, tuple[str, Decimal]]) -> dict[str, Any]:
     qty = int(line["quantity"])
     subtotal, total = _dec(line["subtotal"]), _dec(line["total"])
@@ -263,7 +268,8 @@ def _line_from_wc(line: dict[str, Any], rates: dict[int, tuple[str, Decimal]]) -
         "subtotal": subtotal,
         "total": total,
         "taxLines": _tax_lines(line.get("taxes") or [], rates),
-        "requiresShipping": True,
+        # the generator's virtual products (e-books, gift cards) ship nothing, as in Shopify
+        "requiresShipping": (line.get("sku") or "") not in _VIRTUAL_SKUS,
         "refunded": 0,
         "fulfilled": 0,
     }

@@ -445,6 +445,13 @@ def order_view(order: dict[str, Any]) -> dict[str, Any]:
         "totalPriceSet": _bag(order["total"], order),
         "currentTotalPriceSet": _bag(order["total"] - refunded, order),
         "totalRefundedSet": _bag(refunded, order),
+        # prices exclude tax in the generated shops; tips, duties and additional fees are not
+        # generated (WooCommerce fees become custom line items)
+        "taxesIncluded": order.get("taxesIncluded", False),
+        "requiresShipping": any(li["requiresShipping"] for li in order["lineItems"]),
+        "totalTipReceivedSet": _bag(Decimal(0), order),
+        "originalTotalDutiesSet": None,
+        "originalTotalAdditionalFeesSet": None,
         "taxLines": _tax_summary(order),
         "shippingLines": connection_field(
             [
