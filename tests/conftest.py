@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.platforms import PLATFORMS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # `make test` exports these too; setdefault keeps a plain `pytest` run equally isolated.
@@ -33,6 +35,13 @@ def sshd(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=sorted(PLATFORMS))
+def platform(request):
+    """The storefront platform a test runs against (``tests.support.platforms.PlatformKit``):
+    a test taking this fixture runs once per platform the package supports."""
+    return PLATFORMS[request.param]
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ def _modified(order) -> pendulum.DateTime:
     return pendulum.parse(order["date_modified_gmt"] + "Z")
 
 
-def _expected(orders, start, end):
-    """Ids the export must deliver for [start, end): modified in range, status exportable."""
-    return {str(o["id"]) for o in orders if start <= _modified(o) < end and o["status"] in EXPORTABLE}
+def _expected(orders, start, end, exportable=EXPORTABLE):
+    """Ids the export must deliver for [start, end): modified in range, status exportable
+    (``exportable``: the generator's statuses the platform's default export_statuses take)."""
+    return {str(o["id"]) for o in orders if start <= _modified(o) < end and o["status"] in exportable}
 
 
 def _in_range(orders, start, end):
@@ -37,14 +38,14 @@ def _assert_adds_up(summary):
                                     + summary["already_delivered"] + summary["not_ready"]), summary
 
 
-def test_a_window_delivers_its_exportable_orders_once(export_harness):
+def test_a_window_delivers_its_exportable_orders_once(export_harness, platform):
     orders = _orders()
-    harness, _ = export_harness(orders)
+    harness, _ = export_harness(orders, platform=platform.name)
     result = harness.run("2026-11-02T11:00:00+00:00")
     assert result.ok, result.output[-4000:]
 
     start, end = DAY.add(hours=9, minutes=50), DAY.add(hours=11)  # 10 min lookback
-    expected = _expected(orders, start, end)
+    expected = _expected(orders, start, end, platform.exportable_statuses)
     assert expected, "the seeded data must have orders in the window"
     delivered = harness.delivered_versions()
     assert sorted(oid for oid, _ in delivered) == sorted(expected)
@@ -62,19 +63,21 @@ def test_a_window_delivers_its_exportable_orders_once(export_harness):
     assert ledger_ids == expected
 
 
-def test_overlapping_windows_and_a_rerun_deliver_nothing_twice(export_harness):
+def test_overlapping_windows_and_a_rerun_deliver_nothing_twice(export_harness, platform):
     orders = _orders(seed=11)
-    harness, _ = export_harness(orders)
+    harness, _ = export_harness(orders, platform=platform.name)
     first = harness.run("2026-11-02T10:00:00+00:00")
     second = harness.run("2026-11-02T11:00:00+00:00")
     assert first.ok and second.ok, (first.output + second.output)[-4000:]
     # the 11:00 run re-reads 09:50-10:00 (lookback): those orders were delivered by the 10:00 run
-    overlap = _expected(orders, DAY.add(hours=9, minutes=50), DAY.add(hours=10))
+    exportable = platform.exportable_statuses
+    overlap = _expected(orders, DAY.add(hours=9, minutes=50), DAY.add(hours=10), exportable)
     assert second.summary["already_delivered"] == len(overlap) > 0
 
     delivered = harness.delivered_versions()
     assert len(delivered) == len(set(delivered)), "an order version was delivered twice"
-    assert {oid for oid, _ in delivered} == _expected(orders, DAY.add(hours=8, minutes=50), DAY.add(hours=11))
+    assert {oid for oid, _ in delivered} == _expected(orders, DAY.add(hours=8, minutes=50), DAY.add(hours=11),
+                                                      exportable)
 
     files_before = harness.inbound_files()
     rerun = harness.run("2026-11-02T11:00:00+00:00")
@@ -136,21 +139,22 @@ def test_faults_while_paging_deliver_the_same_set_as_a_clean_run(export_harness)
     assert {429, 500, 503} <= set(statuses), "the faults were really served"
 
 
-def test_invalid_orders_are_quarantined_and_the_rest_delivered(export_harness):
+def test_invalid_orders_are_quarantined_and_the_rest_delivered(export_harness, platform):
     orders = _orders(n=200, seed=9)
     window = [i for i, o in enumerate(orders)
               if DAY.add(hours=10) <= _modified(o) < DAY.add(hours=11) and o["status"] in EXPORTABLE]
     bad = {window[0]: "total_mismatch", window[1]: "bad_email"}
     for index, kind in bad.items():
         orders[index] = make_invalid(orders[index], kind)
-    harness, _ = export_harness(orders)
+    harness, _ = export_harness(orders, platform=platform.name)
     result = harness.run("2026-11-02T11:00:00+00:00")
     assert result.ok, result.output[-4000:]
     bad_ids = {str(orders[i]["id"]) for i in bad}
     assert result.summary["quarantined"] == 2
     delivered_ids = {oid for oid, _ in harness.delivered_versions()}
     assert not bad_ids & delivered_ids
-    assert delivered_ids == _expected(orders, DAY.add(hours=9, minutes=50), DAY.add(hours=11)) - bad_ids
+    assert delivered_ids == _expected(orders, DAY.add(hours=9, minutes=50), DAY.add(hours=11),
+                                      platform.exportable_statuses) - bad_ids
     quarantine = {q["order_id"]: q for q in harness.ledger().quarantine.entries(harness.store_id)}
     assert set(quarantine) == bad_ids
     rules = {oid: {r["rule"] for r in q["reasons"]} for oid, q in quarantine.items()}

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.unit
 
 LIBRARY = Path(__file__).resolve().parents[2] / "include" / "order_integration"
 NEUTRAL = ("export.py", "status_sync.py", "inventory.py", "tasks.py", "on_demand.py", "quarantine.py",
-           "storefronts/base.py", "storefronts/http.py", "storefronts/normalise.py", "storefronts/__init__.py")
+           "storefronts/base.py", "storefronts/http.py", "storefronts/normalise.py", "storefronts/__init__.py",
+           "storefronts/window.py")
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -53,3 +54,18 @@ def test_the_registry_gives_each_role_of_a_platform():
     for factory in (get_client, get_status_applier, get_stock_client):
         with pytest.raises(ConfigError, match="unknown storefront platform 'magento'; known: shopify, woocommerce"):
             factory("magento", "storefront_x")
+
+
+def test_every_platform_offers_every_role_and_the_tests_cover_each():
+    from tests.support.platforms import PLATFORMS as TESTED
+
+    for platform, roles in PLATFORMS.items():
+        assert set(roles) == {"orders", "normalise", "status", "stock"}, platform
+    assert set(TESTED) == set(PLATFORMS), "tests.support.platforms needs a kit for every platform"
+    assert type(get_normaliser("shopify")).__name__ == "ShopifyNormaliser"
+
+
+def test_a_platform_lacking_a_role_says_which(monkeypatch):
+    monkeypatch.setitem(PLATFORMS, "partial", {"orders": PLATFORMS["woocommerce"]["orders"]})
+    with pytest.raises(ConfigError, match="storefront platform 'partial' offers no 'stock' \\(it offers: orders\\)"):
+        get_stock_client("partial", "storefront_x")
