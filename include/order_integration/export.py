@@ -102,8 +102,8 @@ def extract(
         seen: list[str] = []
 
         def noting(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            for row in rows:
-                seen.append(str(row.get("id")))
+            for row in rows:  # the platform's normaliser knows where its raw order keeps the id
+                seen.append(client.normalise(row, store.id).order_id)
                 yield row
 
         count = _write_jsonl(target, noting(client.fetch_orders(order_ids)))

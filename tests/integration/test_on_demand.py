@@ -36,11 +36,11 @@ def _quarantine_cli(harness, *args):
     return proc.stdout
 
 
-def test_fixed_orders_are_released_by_id_and_unknown_ids_reported(export_harness):
+def test_fixed_orders_are_released_by_id_and_unknown_ids_reported(export_harness, platform):
     orders, exportable = _window_orders(seed=21)
     bad = make_invalid(exportable[0], "negative_quantity")
     bad_id = bad["id"]
-    harness, shop = export_harness([bad if o["id"] == bad_id else o for o in orders])
+    harness, shop = export_harness([bad if o["id"] == bad_id else o for o in orders], platform=platform.name)
 
     scheduled = harness.run("2026-11-02T11:00:00+00:00")
     assert scheduled.ok, scheduled.output[-4000:]
@@ -52,7 +52,7 @@ def test_fixed_orders_are_released_by_id_and_unknown_ids_reported(export_harness
     # The shop fixes the order (a new modification); the operator releases it by id.
     fixed = {**exportable[0], "date_modified_gmt": "2026-11-02T12:30:00",
              "date_modified": "2026-11-02T12:30:00"}
-    shop.upsert_order(fixed)
+    platform.upsert(shop, fixed)
     unknown = 987654321
     result = harness.run_on_demand({"order_ids": [bad_id, unknown]})
     assert result.ok, result.output[-4000:]

@@ -43,6 +43,13 @@ class PlatformKit:
             return {"conn_type": "http", "host": shop.base_url, "login": WOO_KEY, "password": WOO_SECRET}
         return {"conn_type": "http", "host": shop.base_url, "password": SHOPIFY_TOKEN}
 
+    def upsert(self, shop: Any, order: dict[str, Any]) -> None:
+        """Put a generated order (new, or a new version of one) into the started sandbox."""
+        if self.name == "woocommerce":
+            shop.upsert_order(order)
+        else:
+            shop.add_orders([order])
+
     def exportable(self, order: dict[str, Any]) -> bool:
         """Whether the platform's default ``export_statuses`` export this generated order."""
         return order["status"] in self.exportable_statuses

@@ -135,8 +135,8 @@ def test_get_client() -> None:
     client = get_client("woocommerce", CONN_ID, per_page=7)
     assert isinstance(client, WooCommerceClient) and client.per_page == 7
     assert isinstance(client, StorefrontClient)
-    with pytest.raises(ConfigError, match="unknown storefront platform 'shopify'"):
-        get_client("shopify", CONN_ID)
+    with pytest.raises(ConfigError, match="unknown storefront platform 'magento'"):
+        get_client("magento", CONN_ID)
     with pytest.raises(ConfigError, match="per_page"):
         WooCommerceClient(CONN_ID, per_page=101)
 
