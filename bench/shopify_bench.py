@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import export_bench as eb  # noqa: E402  (the shared measuring helpers)
+import export_bench as eb
 
 ROOT, RESULTS_DIR = eb.ROOT, eb.RESULTS_DIR
 TOKEN = "shpat_bench"
@@ -117,8 +117,18 @@ def serve(n: int, seed: int, start: str, end: str) -> int:
 
 class ShopProcess:
     def __init__(self, n: int, seed: int, start: Any, end: Any) -> None:
-        self.args = [sys.executable, __file__, "--serve", str(n), "--seed", str(seed),
-                     "--start", start.isoformat(), "--end", end.isoformat()]
+        self.args = [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(n),
+            "--seed",
+            str(seed),
+            "--start",
+            start.isoformat(),
+            "--end",
+            end.isoformat(),
+        ]
         self.proc: subprocess.Popen[str] | None = None
         self.psutil_proc: Any = None
         self.base_url = ""
@@ -151,8 +161,9 @@ class ShopProcess:
     def set_bucket(self, size: float, rate: float) -> None:
         import requests
 
-        requests.post(f"{self.base_url}/__sandbox/bucket", json={"size": size, "restore_rate": rate},
-                      timeout=60).raise_for_status()
+        requests.post(
+            f"{self.base_url}/__sandbox/bucket", json={"size": size, "restore_rate": rate}, timeout=60
+        ).raise_for_status()
 
 
 # --- the floors ------------------------------------------------------------------------------------
@@ -170,8 +181,9 @@ class BarePoster:
 
     def __call__(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         while True:
-            resp = self.session.post(self.url, data=json.dumps({"query": query, "variables": variables}),
-                                     timeout=600)
+            resp = self.session.post(
+                self.url, data=json.dumps({"query": query, "variables": variables}), timeout=600
+            )
             self.requests += 1
             resp.raise_for_status()
             body = json.loads(resp.content)
@@ -189,13 +201,15 @@ class BarePoster:
         self.session.close()
 
 
-def _cursor_pages(post: BarePoster, query: str, first: int, stop: int, per_page: int,
-                  extra: dict[str, Any]) -> Any:
+def _cursor_pages(
+    post: BarePoster, query: str, first: int, stop: int, per_page: int, extra: dict[str, Any]
+) -> Any:
     """Pages of ``orders`` nodes over [first, stop); past Shopify's 25,000-item paging cap the chain
     restarts from the last ``updatedAt`` read (rows of that second come again: callers dedupe by id)."""
     from order_integration.storefronts.shopify import PAGING_CAP, window_filter
 
     lower, after, chain = first, None, 0
+    last_updated = first
     while True:
         if after is not None and chain + per_page > PAGING_CAP:
             lower, after, chain = last_updated, None, 0
@@ -223,15 +237,20 @@ def floor_scan_nodes(url: str, first: int, stop: int, extended: bool, sleep: Sle
         wanted, orders, lines, more = list(ids), 0, 0, 0
         query = details_query(extended)
         for at in range(0, len(wanted), DETAILS_BATCH):
-            data = post(query, {"ids": wanted[at:at + DETAILS_BATCH], "lines": LINES})
+            data = post(query, {"ids": wanted[at : at + DETAILS_BATCH], "lines": LINES})
             for node in data["nodes"]:
                 orders += 1
                 lines += len(node["lineItems"]["nodes"])
                 more += bool(node["lineItems"]["pageInfo"]["hasNextPage"])
     finally:
         post.close()
-    return {"orders": orders, "lines": lines, "orders_with_more_lines": more, "requests": post.requests,
-            "throttled": post.throttled}
+    return {
+        "orders": orders,
+        "lines": lines,
+        "orders_with_more_lines": more,
+        "requests": post.requests,
+        "throttled": post.throttled,
+    }
 
 
 def orders_page_size(extended: bool) -> int:
@@ -244,14 +263,18 @@ def orders_page_size(extended: bool) -> int:
 
 
 def floor_orders(url: str, first: int, stop: int, extended: bool, sleep: Sleeps) -> dict[str, Any]:
-    """Bare cursor paging of ``orders`` with the client's fields, at the largest page the cost limit allows."""
+    """Bare cursor paging of ``orders`` with the client's fields, at the largest page the cost
+    limit allows."""
     from order_integration.storefronts.shopify import LINE_FIELDS, order_fields
 
-    query = ("query FloorOrders($first: Int!, $after: String, $query: String!, $lines: Int!) {\n"
-             "  orders(first: $first, after: $after, sortKey: UPDATED_AT, query: $query) {\n"
-             f"    nodes {{ {order_fields(extended)}\n"
-             f"      lineItems(first: $lines) {{ nodes {{ {LINE_FIELDS} }} pageInfo {{ hasNextPage endCursor }} }} }}\n"
-             "    pageInfo { hasNextPage endCursor }\n  }\n}")
+    query = (
+        "query FloorOrders($first: Int!, $after: String, $query: String!, $lines: Int!) {\n"
+        "  orders(first: $first, after: $after, sortKey: UPDATED_AT, query: $query) {\n"
+        f"    nodes {{ {order_fields(extended)}\n"
+        f"      lineItems(first: $lines) {{ nodes {{ {LINE_FIELDS} }} "
+        "pageInfo { hasNextPage endCursor } } }\n"
+        "    pageInfo { hasNextPage endCursor }\n  }\n}"
+    )
     post = BarePoster(url, sleep)
     seen: set[str] = set()
     lines = 0
@@ -269,15 +292,20 @@ def floor_orders(url: str, first: int, stop: int, extended: bool, sleep: Sleeps)
 # --- the client ------------------------------------------------------------------------------------
 
 
-def client_read(conn_id: str, start: Any, end: Any, extended: bool, sleep: Sleeps,
-                keep: dict[str, Any]) -> dict[str, Any]:
+def client_read(
+    conn_id: str, start: Any, end: Any, extended: bool, sleep: Sleeps, keep: dict[str, Any]
+) -> dict[str, Any]:
     from order_integration.storefronts import get_client
 
     client = get_client("shopify", conn_id, sleep=sleep, extended_fields=extended, timeout=600)
     raws = list(client.iter_orders(start, end))
     keep["client"], keep["raws"] = client, raws
-    return {"orders": len(raws), "requests": client.requests_sent, "path": client.last_path,
-            "downloads": int(client.last_path == "bulk")}
+    return {
+        "orders": len(raws),
+        "requests": client.requests_sent,
+        "path": client.last_path,
+        "downloads": int(client.last_path == "bulk"),
+    }
 
 
 def normalise_all(keep: dict[str, Any]) -> dict[str, Any]:
@@ -302,9 +330,13 @@ def measure(shop: ShopProcess, step: str, fn: Callable[[Sleeps], dict[str, Any]]
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     costs = list(COSTS)
     return {
-        "step": step, "wall_s": wall, "client_cpu_s": cpu,
+        "step": step,
+        "wall_s": wall,
+        "client_cpu_s": cpu,
         "server_cpu_s": eb._cpu_seconds(shop.psutil_proc) - server0,
-        "rss_peak_mb": eb._status_kb("VmHWM") / 1024, "sleep_s": sleeps.seconds, "sleeps": sleeps.count,
+        "rss_peak_mb": eb._status_kb("VmHWM") / 1024,
+        "sleep_s": sleeps.seconds,
+        "sleeps": sleeps.count,
         "answers_with_cost": len(costs),
         "requested_points": sum(r for r, _a in costs if isinstance(r, int | float)),
         "actual_points": sum(a for _r, a in costs if isinstance(a, int | float)),
@@ -319,8 +351,12 @@ def _extended_fields(shop: ShopProcess, first: int, stop: int) -> bool:
 
     post = BarePoster(shop.graphql_url, Sleeps())
     try:
-        ids = [n["id"] for n in post(SCAN_QUERY, {"first": 1, "after": None,
-                                                  "query": window_filter(first, stop)})["orders"]["nodes"]]
+        ids = [
+            n["id"]
+            for n in post(SCAN_QUERY, {"first": 1, "after": None, "query": window_filter(first, stop)})[
+                "orders"
+            ]["nodes"]
+        ]
         post(details_query(True), {"ids": ids, "lines": LINES})
         return True
     except RuntimeError:
@@ -338,9 +374,14 @@ def bench_n(n: int, args: argparse.Namespace, start: Any, end: Any) -> list[dict
     with ShopProcess(n, args.seed, start, end) as shop:
         print(f"   sandbox up in {time.perf_counter() - began:.1f}s ({shop.base_url})", flush=True)
         for conn_id, threshold in ((CONN_PAGED, 0), (CONN_BULK, 1)):
-            os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({
-                "conn_type": "http", "host": shop.base_url, "password": TOKEN,
-                "extra": {"bulk_threshold": threshold, "index_settle_seconds": 0}})
+            os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": shop.base_url,
+                    "password": TOKEN,
+                    "extra": {"bulk_threshold": threshold, "index_settle_seconds": 0},
+                }
+            )
         extended = args.extended if args.extended is not None else _extended_fields(shop, first, stop)
         print(f"   extended_fields={extended}", flush=True)
         buckets = [("unlimited", UNLIMITED, args.repeat)]
@@ -351,12 +392,15 @@ def bench_n(n: int, args: argparse.Namespace, start: Any, end: Any) -> list[dict
             for _ in range(repeat):
                 keep: dict[str, Any] = {}
                 steps: list[tuple[str, Callable[[Sleeps], dict[str, Any]]]] = [
-                    ("floor", lambda s: floor_scan_nodes(shop.graphql_url, first, stop, extended, s))]
+                    ("floor", lambda s: floor_scan_nodes(shop.graphql_url, first, stop, extended, s))
+                ]
                 if n <= args.floor_orders_max and bucket_name == "unlimited":
-                    steps.append(("floor-orders", lambda s: floor_orders(shop.graphql_url, first, stop, extended, s)))
+                    steps.append(
+                        ("floor-orders", lambda s: floor_orders(shop.graphql_url, first, stop, extended, s))
+                    )
                 steps += [
-                    ("paged", lambda s: client_read(CONN_PAGED, start, end, extended, s, keep)),
-                    ("normalise", lambda s: normalise_all(keep)),
+                    ("paged", lambda s, keep=keep: client_read(CONN_PAGED, start, end, extended, s, keep)),
+                    ("normalise", lambda s, keep=keep: normalise_all(keep)),
                     ("bulk", lambda s: client_read(CONN_BULK, start, end, extended, s, {})),
                 ]
                 measured = {}
@@ -366,17 +410,25 @@ def bench_n(n: int, args: argparse.Namespace, start: Any, end: Any) -> list[dict
                     if m["orders"] != n:
                         raise SystemExit(f"N={n} {step}: read {m['orders']} orders, not {n}")
                     measured[step] = m
-                    print(f"   [{bucket_name}] {step:<12} {m['wall_s']:8.2f}s wall {m['client_cpu_s']:7.2f}s cpu "
-                          f"{m['server_cpu_s']:7.2f}s server {m['requests']:6} reqs {m['sleep_s']:7.1f}s slept",
-                          flush=True)
+                    print(
+                        f"   [{bucket_name}] {step:<12} {m['wall_s']:8.2f}s wall "
+                        f"{m['client_cpu_s']:7.2f}s cpu "
+                        f"{m['server_cpu_s']:7.2f}s server {m['requests']:6} reqs {m['sleep_s']:7.1f}s slept",
+                        flush=True,
+                    )
                 passes.append(measured)
             for step in passes[0]:
                 runs = [p[step] for p in passes]
                 row = dict(runs[0])
                 for key in ("wall_s", "client_cpu_s", "server_cpu_s", "sleep_s"):
                     row[key] = statistics.median(r[key] for r in runs)
-                row.update(orders_n=n, bucket=bucket_name, repeats=len(runs), extended_fields=extended,
-                           walls=[r["wall_s"] for r in runs])
+                row.update(
+                    orders_n=n,
+                    bucket=bucket_name,
+                    repeats=len(runs),
+                    extended_fields=extended,
+                    walls=[r["wall_s"] for r in runs],
+                )
                 rows.append(row)
     return rows
 
@@ -393,32 +445,52 @@ def _derive(rows: list[dict[str, Any]]) -> None:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'N':>7} {'bucket':<9} {'step':<12} {'orders/s':>9} {'wall s':>8} {'cli CPU':>8} {'srv CPU':>8} "
-            f"{'reqs':>6} {'req pts/1k':>10} {'act pts/1k':>10} {'slept s':>8} {'thr':>4} {'wall/fl':>7} "
-            f"{'CPU/fl':>7}")
+    head = (
+        f"{'N':>7} {'bucket':<9} {'step':<12} {'orders/s':>9} {'wall s':>8} {'cli CPU':>8} {'srv CPU':>8} "
+        f"{'reqs':>6} {'req pts/1k':>10} {'act pts/1k':>10} {'slept s':>8} {'thr':>4} {'wall/fl':>7} "
+        f"{'CPU/fl':>7}"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     last = None
     for r in rows:
         if last is not None and (r["orders_n"], r["bucket"]) != last:
             print()
         last = (r["orders_n"], r["bucket"])
-        print(f"{r['orders_n']:>7} {r['bucket']:<9} {r['step']:<12} {r['orders_per_s']:>9.0f} {r['wall_s']:>8.2f} "
-              f"{r['client_cpu_s']:>8.2f} {r['server_cpu_s']:>8.2f} {r['requests'] + r.get('downloads', 0):>6} "
-              f"{r['requested_per_1k']:>10.0f} {r['actual_per_1k']:>10.0f} {r['sleep_s']:>8.1f} "
-              f"{r['throttled_answers']:>4} {r['wall_over_floor']:>7.2f} {r['cpu_over_floor']:>7.2f}")
+        print(
+            f"{r['orders_n']:>7} {r['bucket']:<9} {r['step']:<12} {r['orders_per_s']:>9.0f} "
+            f"{r['wall_s']:>8.2f} "
+            f"{r['client_cpu_s']:>8.2f} {r['server_cpu_s']:>8.2f} {r['requests'] + r.get('downloads', 0):>6} "
+            f"{r['requested_per_1k']:>10.0f} {r['actual_per_1k']:>10.0f} {r['sleep_s']:>8.1f} "
+            f"{r['throttled_answers']:>4} {r['wall_over_floor']:>7.2f} {r['cpu_over_floor']:>7.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--repeat", type=int, default=1, help="passes per N with the unlimited bucket (medians)")
-    parser.add_argument("--throttled-orders", type=int, nargs="*", default=[10_000],
-                        help="N values also run with Shopify's standard bucket 2000 points / 100 per s")
-    parser.add_argument("--floor-orders-max", type=int, default=10_000,
-                        help="run the orders(first: 10) floor only up to this N (the sandbox is O(N) a page)")
-    parser.add_argument("--extended-fields", dest="extended", default=None,
-                        type=lambda v: v.lower() in ("1", "true", "yes", "on"),
-                        help="ask for the extended order fields (default: whether the sandbox serves them)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="passes per N with the unlimited bucket (medians)"
+    )
+    parser.add_argument(
+        "--throttled-orders",
+        type=int,
+        nargs="*",
+        default=[10_000],
+        help="N values also run with Shopify's standard bucket 2000 points / 100 per s",
+    )
+    parser.add_argument(
+        "--floor-orders-max",
+        type=int,
+        default=10_000,
+        help="run the orders(first: 10) floor only up to this N (the sandbox is O(N) a page)",
+    )
+    parser.add_argument(
+        "--extended-fields",
+        dest="extended",
+        default=None,
+        type=lambda v: v.lower() in ("1", "true", "yes", "on"),
+        help="ask for the extended order fields (default: whether the sandbox serves them)",
+    )
     parser.add_argument("--seed", type=int, default=20260302)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--start", help=argparse.SUPPRESS)
@@ -440,12 +512,16 @@ def main(argv: list[str] | None = None) -> int:
     lib.propagate = False
 
     load_before = eb._uptime()
-    print(f"shopify bench {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()} "
-          f"({os.cpu_count()} CPUs, Python {platform.python_version()})\nload before: {load_before}", flush=True)
+    print(
+        f"shopify bench {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()} "
+        f"({os.cpu_count()} CPUs, Python {platform.python_version()})\nload before: {load_before}",
+        flush=True,
+    )
+    import airflow.providers.http.hooks.http  # noqa: F401
     import pendulum
 
     import order_integration.storefronts.shopify  # noqa: F401  (imported before any timing)
-    import airflow.providers.http.hooks.http  # noqa: F401
+
     eb._quiet()
     _record_costs()
     end = pendulum.parse(eb.WINDOW_END)
@@ -459,11 +535,23 @@ def main(argv: list[str] | None = None) -> int:
     _print_table(rows)
     print(f"\nload after: {load_after}")
     out = RESULTS_DIR / f"shopify_bench_{stamp}.json"
-    out.write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "load_before": load_before, "load_after": load_after,
-        "argv": sys.argv[1:], "window": [str(start), str(end)], "rows": rows,
-    }, indent=1, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "host": platform.node(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_before": load_before,
+                "load_after": load_after,
+                "argv": sys.argv[1:],
+                "window": [str(start), str(end)],
+                "rows": rows,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print(f"results: {out.relative_to(ROOT)}")
     return 0
 
