@@ -10,16 +10,15 @@ import pendulum
 import pytest
 
 from sandbox.erp_simulator import UNKNOWN_SKU, ErpSimulator
-from sandbox.storefront import default_products
 
 pytestmark = pytest.mark.integration
 
 T0 = pendulum.datetime(2026, 11, 2, 10, 0, tz="UTC")
 
 
-def test_stock_files_reach_the_storefront_newest_first_and_only_once(export_harness, monkeypatch):
-    harness, shop = export_harness([])
-    shop.add_products(default_products())
+def test_stock_files_reach_the_storefront_newest_first_and_only_once(export_harness, monkeypatch, platform):
+    harness, shop = export_harness([], platform=platform.name, **platform.stock_config())
+    platform.add_catalogue(shop)
     monkeypatch.setenv(f"AIRFLOW_CONN_{harness.backend_conn_id.upper()}", json.dumps(harness.sftp_connection))
     now = [T0]
     erp = ErpSimulator(harness.backend_conn_id, stock_dir=harness.stock_dir.name, seed=3,
@@ -28,7 +27,7 @@ def test_stock_files_reach_the_storefront_newest_first_and_only_once(export_harn
     now[0] = T0.add(minutes=5)
     update = erp.write_stock("update", changes=3)
     levels = dict(erp._state["stock"])  # what the warehouse says now, per SKU
-    before = shop.stock_levels()
+    before = platform.stock_levels(shop)
     assert any(before[sku] != level for sku, level in levels.items())
 
     run = harness.run_inventory_sync("2026-11-02T10:15:00+00:00")
@@ -37,7 +36,7 @@ def test_stock_files_reach_the_storefront_newest_first_and_only_once(export_harn
     assert s["files"] == 4 and s["rows"] == sum(s[k] for k in (
         "applied", "unchanged", "stale", "unknown_sku", "unmanaged", "rejected"))
     # levels applied: the storefront shows the newest level of every SKU, the stale files lost
-    assert {sku: shop.stock_levels()[sku] for sku in levels} == levels
+    assert {sku: platform.stock_levels(shop)[sku] for sku in levels} == levels
     assert s["stale"] == len(snapshot.rows) - 1 + 3, (s, re.findall(r"stock file .*", run.output))  # the two late files
     assert s["unknown_sku"] == 2 and s["rejected"] == 0 and s["unmanaged"] == 0
     ledger = harness.ledger().stock_levels.all_levels(harness.store_id)
@@ -54,10 +53,10 @@ def test_stock_files_reach_the_storefront_newest_first_and_only_once(export_harn
     # the same files dropped again (other names) send no write at all
     for name in snapshot.files + update.files:
         (harness.stock_dir / f"again_{name}").write_bytes((harness.stock_dir / "error" / name).read_bytes())
-    writes_before = [r for r in shop.request_log if r[0] != "GET"]
+    writes_before = platform.writes(shop)
     again = harness.run_inventory_sync("2026-11-02T10:30:00+00:00")
     assert again.ok, again.output[-4000:]
-    assert [r for r in shop.request_log if r[0] != "GET"] == writes_before
+    assert platform.writes(shop) == writes_before
     assert again.summary["applied"] == 0 and again.summary["unknown_sku"] == 2
     assert again.summary["stale"] == 3 and again.summary["unchanged"] == again.summary["rows"] - 5
-    assert {sku: shop.stock_levels()[sku] for sku in levels} == levels
+    assert {sku: platform.stock_levels(shop)[sku] for sku in levels} == levels

@@ -50,6 +50,33 @@ class PlatformKit:
         else:
             shop.add_orders([order])
 
+    def add_catalogue(self, shop: Any) -> None:
+        """Give the sandbox the generator's catalogue (every SKU stock-managed)."""
+        if self.name == "woocommerce":
+            from sandbox.storefront import default_products
+
+            shop.add_products(default_products())
+        else:
+            shop.add_default_catalog()  # one location, "Warehouse" (id 1)
+
+    def stock_config(self) -> dict[str, Any]:
+        """The store config keys the platform's stock sync needs for :meth:`add_catalogue`'s
+        catalogue (Shopify: the location a row without one goes to)."""
+        return {} if self.name == "woocommerce" else {"default_stock_location": "1"}
+
+    def stock_levels(self, shop: Any) -> dict[str, int]:
+        """SKU -> the quantity the storefront shows (Shopify: at its one location)."""
+        if self.name == "woocommerce":
+            return shop.stock_levels()
+        return {sku: sum(levels.values()) for sku, levels in shop.inventory().items()}
+
+    def writes(self, shop: Any) -> list[Any]:
+        """Every request that may have changed the store (WooCommerce: not a GET; Shopify: a
+        GraphQL mutation), in order."""
+        if self.name == "woocommerce":
+            return [r for r in shop.request_log if r[0] != "GET"]
+        return [r for r in shop.request_log if "mutation" in r["body"]]
+
     def exportable(self, order: dict[str, Any]) -> bool:
         """Whether the platform's default ``export_statuses`` export this generated order."""
         return order["status"] in self.exportable_statuses
