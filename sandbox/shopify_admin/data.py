@@ -254,6 +254,12 @@ def _tax_lines(
 _VIRTUAL_SKUS = frozenset(p.sku for p in CATALOGUE if p.virtual)
 
 
+def fulfillable(line: dict[str, Any]) -> bool:
+    """Whether the line is on a fulfillment order: every product line, digital ones too (Shopify
+    fulfils them without shipping); not the custom lines WooCommerce fees become."""
+    return bool(line["requiresShipping"] or line.get("sku"))
+
+
 def _line_from_wc(line: dict[str, Any], rates: dict[int, tuple[str, Decimal]]) -> dict[str, Any]:
     qty = int(line["quantity"])
     subtotal, total = _dec(line["subtotal"]), _dec(line["total"])
@@ -375,7 +381,7 @@ def order_from_woocommerce(wc: dict[str, Any], ids: Ids) -> dict[str, Any]:
     fo_lines = [
         {"id": ids.take(), "lineItemId": line["id"], "total": line["quantity"]}
         for line in lines
-        if line["requiresShipping"]
+        if fulfillable(line)
     ]
     if fo_lines:
         order["fulfillmentOrders"].append(
@@ -452,7 +458,7 @@ def fulfil(
 
 
 def fulfillment_status(order: dict[str, Any]) -> str:
-    shippable = sum(li["quantity"] - li["refunded"] for li in order["lineItems"] if li["requiresShipping"])
+    shippable = sum(li["quantity"] - li["refunded"] for li in order["lineItems"] if fulfillable(li))
     shipped = sum(q for ful in order["fulfillments"] for _i, _l, q in ful["lines"])
     if not order["fulfillments"]:
         return "UNFULFILLED"

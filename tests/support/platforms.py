@@ -77,6 +77,37 @@ class PlatformKit:
             return [r for r in shop.request_log if r[0] != "GET"]
         return [r for r in shop.request_log if "mutation" in r["body"]]
 
+    def answered(self, shop: Any, order_id: int) -> str | None:
+        """Which backend answer the storefront order shows now: ``accepted``, ``shipped``,
+        ``rejected``, ``cancelled`` or ``None`` (WooCommerce: its status; Shopify: cancelled,
+        every unit of its products fulfilled, or the erp-* tag)."""
+        if self.name == "woocommerce":
+            return {"processing": "accepted", "completed": "shipped", "on-hold": "rejected",
+                    "cancelled": "cancelled"}.get(shop.get_order(order_id)["status"])
+        order = shop.order(order_id)
+        from sandbox.shopify_admin.data import fulfillment_status
+
+        if order.get("cancelledAt"):
+            return "cancelled"
+        if fulfillment_status(order) == "FULFILLED":
+            return "shipped"
+        tags = set(order["tags"])
+        return "rejected" if "erp-rejected" in tags else "accepted" if "erp-accepted" in tags else None
+
+    def shows_tracking(self, shop: Any, order_id: int, number: str) -> bool:
+        """Whether the customer is shown this tracking number (WooCommerce: a customer note;
+        Shopify: a fulfillment's tracking info)."""
+        if self.name == "woocommerce":
+            return any(n["customer_note"] and number in n["note"] for n in shop.notes(order_id))
+        return any(t.get("number") == number for f in shop.order(order_id)["fulfillments"]
+                   for t in f["tracking"] or [])
+
+    def modified_at(self, shop: Any, order_id: int) -> pendulum.DateTime:
+        """When the storefront order was last modified (``date_modified_gmt``/``updatedAt``)."""
+        if self.name == "woocommerce":
+            return pendulum.parse(shop.get_order(order_id)["date_modified_gmt"] + "Z")
+        return pendulum.parse(str(shop.order(order_id)["updatedAt"]))
+
     def exportable(self, order: dict[str, Any]) -> bool:
         """Whether the platform's default ``export_statuses`` export this generated order."""
         return order["status"] in self.exportable_statuses
