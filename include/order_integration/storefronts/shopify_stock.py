@@ -51,6 +51,8 @@ WRITE_GROUP = 100
 #: Locations read per inventory item.
 MAX_LEVELS = 25
 REFERENCE_URI = "gid://order-integration/StockSync/inventory"
+#: a userError's position in ``input.quantities`` (ASCII digits: ``str.isdigit`` takes "²")
+_INDEX = re.compile(r"[0-9]{1,6}")
 NOT_TRACKED = "Shopify does not track its inventory (tracked is off)"
 _LOCATION_GID = "gid://shopify/Location/"
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -262,7 +264,7 @@ class ShopifyStock(ShopifyGraphQL):
         for error in answer.get("userErrors") or []:
             field = [str(f) for f in error.get("field") or []]
             position = int(field[2]) if len(field) > 2 and field[:2] == ["input", "quantities"] \
-                and field[2].isdigit() and int(field[2]) < len(payload) else None
+                and _INDEX.fullmatch(field[2]) and int(field[2]) < len(payload) else None
             refused[position] = (str(error.get("code") or "ERROR"), str(error.get("message") or ""))
         return refused
 
