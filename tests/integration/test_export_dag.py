@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pendulum
 import pytest
+import yaml
 
 from sandbox.generator import generate_orders, make_invalid
+from tests.support.platforms import PLATFORMS
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +203,29 @@ def test_a_changed_backend_host_key_fails_at_once_and_delivers_nothing(export_ha
     assert "BackendAuthError" in result.output and "host key" in result.output
     assert harness.inbound_files() == []
     assert harness.ledger().deliveries.delivered(harness.store_id) == []
+
+
+def test_one_config_with_a_woocommerce_and_a_shopify_store_runs_both(export_harness, monkeypatch):
+    """Two stores of one deployment, one per platform, in one stores.yaml: the platform key is
+    the only difference, and each store's export delivers its own orders to its own folder."""
+    orders = _orders(seed=17)
+    woo, _ = export_harness(orders, platform="woocommerce")
+    shopify, _ = export_harness(orders, platform="shopify")
+    stores = [yaml.safe_load(h.config_path.read_text())["stores"][0] for h in (woo, shopify)]
+    assert [s["platform"] for s in stores] == ["woocommerce", "shopify"]
+    combined = woo.work_dir.parent / "both_stores.yaml"
+    combined.write_text(yaml.safe_dump({"stores": stores}))
+    for harness in (woo, shopify):
+        harness.config_path = combined
+        monkeypatch.setenv(f"AIRFLOW_CONN_STOREFRONT_{harness.store_id.upper()}",
+                           json.dumps(harness.storefront_connection()))
+        monkeypatch.setenv(f"AIRFLOW_CONN_BACKEND_{harness.store_id.upper()}", json.dumps(harness.sftp_connection))
+
+    start, end = DAY.add(hours=9, minutes=50), DAY.add(hours=11)
+    for harness in (woo, shopify):
+        result = harness.run("2026-11-02T11:00:00+00:00")
+        assert result.ok, result.output[-4000:]
+        expected = _expected(orders, start, end, PLATFORMS[harness.platform].exportable_statuses)
+        assert sorted(oid for oid, _ in harness.delivered_versions()) == sorted(expected), harness.platform
+        _assert_adds_up(result.summary)
+    assert woo.inbound_dir != shopify.inbound_dir
