@@ -37,10 +37,8 @@ import json
 import logging
 import os
 import platform
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -115,42 +113,21 @@ def serve(n: int, seed: int, start: str, end: str) -> int:
     return 0
 
 
-class ShopProcess:
+class ShopProcess(eb.StorefrontProcess):
+    """This file's ``--serve`` mode (the Shopify sandbox with N generated orders) in its own
+    process; started, watched and stopped as the export bench's storefront process."""
+
     def __init__(self, n: int, seed: int, start: Any, end: Any) -> None:
-        self.args = [
-            sys.executable,
-            __file__,
-            "--serve",
-            str(n),
-            "--seed",
-            str(seed),
-            "--start",
-            start.isoformat(),
-            "--end",
-            end.isoformat(),
-        ]
-        self.proc: subprocess.Popen[str] | None = None
-        self.psutil_proc: Any = None
-        self.base_url = ""
+        super().__init__(n, seed, start, end)
+        self.args = [sys.executable, __file__, "--serve", str(n), "--seed", str(seed),
+                     "--start", start.isoformat(), "--end", end.isoformat()]
 
     def __enter__(self) -> ShopProcess:
-        import psutil
-
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if not match:
-            self.__exit__()
-            raise RuntimeError(f"sandbox Shopify did not start: {line!r}")
-        self.base_url = match.group(1)
-        self.psutil_proc = psutil.Process(self.proc.pid)
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            eb._terminate(self.proc)
-        self.proc = None
+        self.stop()
 
     @property
     def graphql_url(self) -> str:
