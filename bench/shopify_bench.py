@@ -56,7 +56,7 @@ CONN_PAGED, CONN_BULK = "bench_shopify_paged", "bench_shopify_bulk"
 UNLIMITED = (1e12, 1e9)  # bucket size, restore rate: never throttles
 STANDARD = (2000.0, 100.0)  # Shopify's standard plan (Plus: 20,000 / 1,000)
 LINES = 10  # the client's default lines_per_order
-DETAILS_BATCH = 10  # the client's default details_batch
+DETAILS_BATCH = 8  # the client's default details_batch
 
 #: ``extensions.cost`` of every answer this process reads (the client's transport and the floors).
 COSTS: list[tuple[Any, Any]] = []

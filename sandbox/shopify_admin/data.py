@@ -260,9 +260,14 @@ def fulfillable(line: dict[str, Any]) -> bool:
     return bool(line["requiresShipping"] or line.get("sku"))
 
 
-def _line_from_wc(line: dict[str, Any], rates: dict[int, tuple[str, Decimal]]) -> dict[str, Any]:
+def _line_from_wc(
+    line: dict[str, Any], rates: dict[int, tuple[str, Decimal]], gross: bool = False
+) -> dict[str, Any]:
     qty = int(line["quantity"])
     subtotal, total = _dec(line["subtotal"]), _dec(line["total"])
+    if gross:  # a tax-inclusive shop: prices with their tax in them
+        subtotal += _dec(line.get("subtotal_tax"))
+        total += _dec(line.get("total_tax"))
     return {
         "id": int(line["id"]),
         "sku": line.get("sku") or None,
@@ -281,9 +286,11 @@ def _line_from_wc(line: dict[str, Any], rates: dict[int, tuple[str, Decimal]]) -
     }
 
 
-def _fee_line(fee: dict[str, Any], line_id: int, rates: dict[int, tuple[str, Decimal]]) -> dict[str, Any]:
+def _fee_line(
+    fee: dict[str, Any], line_id: int, rates: dict[int, tuple[str, Decimal]], gross: bool = False
+) -> dict[str, Any]:
     """A WooCommerce fee becomes a custom line item (Shopify has no fee lines): no SKU, no shipping."""
-    amount = _dec(fee["total"])
+    amount = _dec(fee["total"]) + (_dec(fee.get("total_tax")) if gross else ZERO)
     return {
         "id": line_id,
         "sku": None,
@@ -313,20 +320,26 @@ _FINANCIAL = {
 }
 
 
-def order_from_woocommerce(wc: dict[str, Any], ids: Ids) -> dict[str, Any]:
+def order_from_woocommerce(wc: dict[str, Any], ids: Ids, taxes_included: bool = False) -> dict[str, Any]:
     """A ``sandbox.generator`` order as a Shopify order; ``legacyResourceId`` is the WooCommerce id.
 
     Statuses: processing/completed -> PAID (completed also FULFILLED and closed); pending -> PENDING;
     on-hold -> AUTHORIZED; cancelled -> cancelled (VOIDED); refunded -> REFUNDED with a refund; failed
     -> EXPIRED. Fees become custom line items, so the lines still add up to the subtotal.
+
+    ``taxes_included`` is a shop whose prices include tax (``taxesIncluded``: EU, UK, Australia):
+    line prices, shipping and discounts carry their tax (WooCommerce's ``subtotal_tax``,
+    ``total_tax``, shipping taxes, ``discount_tax`` added); the tax lines, the total tax and the
+    total are the same amounts, so ``subtotal - discounts + shipping = total`` there.
     """
     rates = {
         int(t["rate_id"]): (t.get("label") or "Tax", _dec(t.get("rate_percent")))
         for t in wc.get("tax_lines") or []
     }
     currency = wc["currency"]
-    lines = [_line_from_wc(line, rates) for line in wc.get("line_items") or []]
-    lines += [_fee_line(fee, int(fee["id"]), rates) for fee in wc.get("fee_lines") or []]
+    gross = taxes_included
+    lines = [_line_from_wc(line, rates, gross) for line in wc.get("line_items") or []]
+    lines += [_fee_line(fee, int(fee["id"]), rates, gross) for fee in wc.get("fee_lines") or []]
     created = _wc_time(wc.get("date_created_gmt")) or datetime.now(UTC)
     updated = _wc_time(wc.get("date_modified_gmt")) or created
     status = wc.get("status") or "pending"
@@ -335,7 +348,7 @@ def order_from_woocommerce(wc: dict[str, Any], ids: Ids) -> dict[str, Any]:
             "id": int(s["id"]),
             "title": s.get("method_title") or "",
             "code": s.get("method_id") or "",
-            "amount": _dec(s.get("total")),
+            "amount": _dec(s.get("total")) + (_dec(s.get("total_tax")) if gross else ZERO),
             "taxLines": _tax_lines(s.get("taxes") or [], rates),
         }
         for s in wc.get("shipping_lines") or []
@@ -370,7 +383,8 @@ def order_from_woocommerce(wc: dict[str, Any], ids: Ids) -> dict[str, Any]:
         "shippingAddress": mailing_address(wc.get("shipping")),
         "lineItems": lines,
         "shippingLines": shipping,
-        "discount": _dec(wc.get("discount_total")),
+        "discount": _dec(wc.get("discount_total")) + (_dec(wc.get("discount_tax")) if gross else ZERO),
+        "taxesIncluded": gross,
         "tax": _dec(wc.get("total_tax")),
         "total": _dec(wc.get("total")),
         "refunds": [],

@@ -207,6 +207,8 @@ class ShopState:
     bucket: Bucket = field(default_factory=Bucket)
     max_cost: int = MAX_QUERY_COST
     paging_cap: int | None = 25_000
+    #: Whether the shop's prices include tax (orders added from then on are ``taxesIncluded``).
+    taxes_included: bool = False
     supported: tuple[str, ...] = SUPPORTED_VERSIONS
     locations: dict[int, dict[str, Any]] = field(default_factory=dict)
     variants: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -445,8 +447,8 @@ def order_view(order: dict[str, Any]) -> dict[str, Any]:
         "totalPriceSet": _bag(order["total"], order),
         "currentTotalPriceSet": _bag(order["total"] - refunded, order),
         "totalRefundedSet": _bag(refunded, order),
-        # prices exclude tax in the generated shops; tips, duties and additional fees are not
-        # generated (WooCommerce fees become custom line items)
+        # tips, duties and additional fees are not generated (WooCommerce fees become custom
+        # line items)
         "taxesIncluded": order.get("taxesIncluded", False),
         "requiresShipping": any(li["requiresShipping"] for li in order["lineItems"]),
         "totalTipReceivedSet": _bag(Decimal(0), order),

@@ -284,6 +284,8 @@ class SandboxShopify:
 
     ``orders`` are ``sandbox.generator`` (WooCommerce-shaped) orders, converted to Shopify orders with the
     same numeric id (``legacyResourceId``). ``clock`` (aware ``datetime``) is the shop's "now".
+    ``taxes_included``: the shop's prices include tax (``Order.taxesIncluded``), as in most of
+    Europe and Australia.
     """
 
     def __init__(
@@ -298,9 +300,11 @@ class SandboxShopify:
         shop_timezone: str = "UTC",
         bucket_size: float = 2000.0,
         restore_rate: float = 100.0,
+        taxes_included: bool = False,
     ) -> None:
         self.host, self.port, self.token = host, port, token
         self.state = g.ShopState(clock or (lambda: datetime.now(UTC)), ZoneInfo(shop_timezone))
+        self.state.taxes_included = taxes_included
         self.state.tokens[token] = set(scopes)
         self.set_bucket(bucket_size, restore_rate)
         self._initial = list(orders or [])
@@ -354,7 +358,10 @@ class SandboxShopify:
         count = 0
         with self.state.lock:
             for wc in orders:
-                self.state.put_order(d.order_from_woocommerce(wc, self.state.ids), indexed_now=True)
+                self.state.put_order(
+                    d.order_from_woocommerce(wc, self.state.ids, self.state.taxes_included),
+                    indexed_now=True,
+                )
                 count += 1
         return count
 
@@ -543,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=7.0, help="updatedAt spreads over the last N days")
     parser.add_argument("--first-id", type=int, default=1001)
     parser.add_argument("--token", default="shpat_sandbox")
+    parser.add_argument(
+        "--taxes-included", action="store_true", help="prices include tax (Order.taxesIncluded), as in the EU"
+    )
     args = parser.parse_args(argv)
     orders = generate_orders(
         args.orders,
@@ -551,7 +561,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         first_id=args.first_id,
     )
-    shop = SandboxShopify(orders, host=args.host, port=args.port, token=args.token)
+    shop = SandboxShopify(
+        orders, host=args.host, port=args.port, token=args.token, taxes_included=args.taxes_included
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

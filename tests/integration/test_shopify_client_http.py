@@ -1,9 +1,8 @@
 """The Shopify read client against the Shopify sandbox over real HTTP (sandbox/shopify_admin).
 
-The sandbox answers Shopify's real 2026-10 schema subset; it has no ``Order.taxesIncluded``,
-``requiresShipping``, tips, duties or additional fees, so the client runs with
-``extended_fields=False`` here (the extended queries are validated against Shopify's real schema
-in tests/unit/test_shopify_client.py)."""
+The sandbox answers Shopify's real 2026-10 schema subset, the extended order fields
+(``taxesIncluded``, ``requiresShipping``, tips, duties, additional fees) included; every query the
+client sends is also validated against Shopify's real schema in tests/unit/test_shopify_client.py."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pendulum
 import pytest
 
+from order_integration.currency import to_minor
 from order_integration.exceptions import ConfigError, StorefrontAuthError, StorefrontError
 from order_integration.storefronts import get_client, get_status_applier, get_stock_client
 from order_integration.storefronts.shopify import ShopifyClient
@@ -166,6 +166,45 @@ def test_a_large_window_goes_through_a_bulk_operation(shop):
     for order in got:  # the same raw shape, lines included
         a, b = client().normalise(order, "s"), client().normalise(scanned[order["legacyResourceId"]], "s")
         assert a.record() == b.record()
+
+
+@pytest.mark.parametrize("bulk", ["never", "always"])
+def test_a_shop_whose_prices_include_tax_gives_the_same_net_orders_as_one_whose_prices_exclude_it(
+    monkeypatch, bulk
+):
+    """The same generated orders in a tax-inclusive shop (gross prices, as in the EU) and a
+    tax-exclusive one: the net amounts the orders file needs come out the same -- tax, shipping,
+    total and line totals exactly (the sandbox's discounts are on the lines, so Shopify's own line
+    tax applies), the rest within a cent a line (tax taken out at the rate) -- and GX validation
+    passes every order."""
+    from order_integration.validation import validate_orders
+
+    orders = {}
+    for included in (False, True):
+        with SandboxShopify(ORDERS, token=TOKEN, taxes_included=included) as s:
+            _connect(monkeypatch, s.base_url)
+            c = client(bulk=bulk, bulk_poll_seconds=0.05)
+            orders[included] = {
+                o.order_id: o for o in (c.normalise(raw, "eu") for raw in c.iter_orders(START, END))
+            }
+    assert orders[True].keys() == orders[False].keys() and len(orders[True]) == len(expected(START, END))
+    discounted = 0
+    for order_id, net in orders[False].items():
+        gross = orders[True][order_id]
+        assert gross.parse_problems == (), (order_id, gross.parse_problems)
+        assert (gross.tax, gross.total, gross.shipping_total, gross.fees) == (
+            net.tax, net.total, net.shipping_total, net.fees)
+        assert [(g.line_total, g.line_tax) for g in gross.lines] == [(n.line_total, n.line_tax) for n in net.lines]
+        cur = net.currency
+        cents = [abs(to_minor(g.line_subtotal, cur) - to_minor(n.line_subtotal, cur))
+                 for g, n in zip(gross.lines, net.lines, strict=True)]
+        assert max(cents) <= 1, (order_id, cents)
+        assert abs(to_minor(gross.discount, cur) - to_minor(net.discount, cur)) <= len(net.lines)
+        assert gross.subtotal - gross.discount + gross.shipping_total + gross.fees + gross.tax == gross.total
+        discounted += bool(net.discount)
+    assert discounted, "the generated window should hold discounted orders"
+    outcome = validate_orders(list(orders[True].values()))
+    assert outcome.invalid == {} and len(outcome.valid) == len(orders[True])
 
 
 def test_a_failed_bulk_operation_raises_and_never_uses_partial_data(shop):

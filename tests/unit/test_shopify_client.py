@@ -4,6 +4,7 @@ client sends checked against Shopify's real 2026-10 schema, and the store config
 from __future__ import annotations
 
 import copy
+import json
 from decimal import Decimal
 
 import pendulum
@@ -83,6 +84,98 @@ def test_a_shopify_order_becomes_the_canonical_order():
     assert str(order.updated_at) == "2026-12-01 10:15:30+00:00" and order.needs_shipping
 
 
+def _taxed(rate: str | None, amount: str) -> list[dict]:
+    return [{"rate": None if rate is None else float(rate), "priceSet": _m(amount)}]
+
+
+def _vat_order(**changes) -> dict:
+    """A UK shop (prices include 20% VAT): 2 x 12.00 with 2.40 off the line, 1 x 6.00, shipping 6.00."""
+    raw = copy.deepcopy(ORDER) | {"taxesIncluded": True, "currencyCode": "GBP", "totalTipReceivedSet": None}
+    raw["lineItems"]["nodes"] = [
+        {"id": "gid://shopify/LineItem/1", "sku": "TEA", "name": "Tea", "quantity": 2, "requiresShipping": True,
+         "originalUnitPriceSet": _m("12.00", "GBP"), "originalTotalSet": _m("24.00", "GBP"),
+         "discountedTotalSet": _m("21.60", "GBP"), "taxLines": [{"rate": 0.2, "priceSet": _m("3.60", "GBP")}]},
+        {"id": "gid://shopify/LineItem/2", "sku": "CUP", "name": "Cup", "quantity": 1, "requiresShipping": True,
+         "originalUnitPriceSet": _m("6.00", "GBP"), "originalTotalSet": _m("6.00", "GBP"),
+         "discountedTotalSet": _m("6.00", "GBP"), "taxLines": [{"rate": 0.2, "priceSet": _m("1.00", "GBP")}]},
+    ]
+    raw |= {"subtotalPriceSet": _m("27.60", "GBP"), "totalDiscountsSet": _m("2.40", "GBP"),
+            "totalShippingPriceSet": _m("6.00", "GBP"), "totalTaxSet": _m("5.60", "GBP"),
+            "totalPriceSet": _m("33.60", "GBP")}
+    return raw | changes
+
+
+def _amounts(order):
+    return ([(line.unit_price, line.line_total, line.line_tax) for line in order.lines],
+            (order.subtotal, order.discount, order.shipping_total, order.fees, order.tax, order.total))
+
+
+def test_prices_that_include_tax_are_written_before_tax_as_the_orders_file_says():
+    """Discount on a line only: Shopify's line tax is exactly the tax of line_total; shipping's tax
+    is what the lines do not carry; the net discount is 2.40 / 1.2."""
+    order = normalise_order(_vat_order(), "uk")
+    assert order.parse_problems == (), details(order)
+    D = Decimal
+    assert _amounts(order) == (
+        [(D("10.00"), D("18.00"), D("3.60")), (D("5.00"), D("5.00"), D("1.00"))],
+        (D("25.00"), D("2.00"), D("5.00"), D("0"), D("5.60"), D("33.60")),
+    )
+    assert order.subtotal - order.discount + order.shipping_total + order.fees + order.tax == order.total
+
+
+def test_an_order_level_discount_under_included_tax_is_taken_out_at_the_lines_rate():
+    """3.00 off the order (not on a line): Shopify's tax 4.50 is on 27.00, so the line's net is
+    extracted at its rate (30.00 -> 25.00) and the net discount is 2.50."""
+    raw = _vat_order()
+    raw["lineItems"]["nodes"] = [raw["lineItems"]["nodes"][1] | {
+        "quantity": 1, "originalUnitPriceSet": _m("30.00", "GBP"), "originalTotalSet": _m("30.00", "GBP"),
+        "discountedTotalSet": _m("30.00", "GBP"), "taxLines": [{"rate": 0.2, "priceSet": _m("4.50", "GBP")}]}]
+    raw |= {"totalDiscountsSet": _m("3.00", "GBP"), "totalShippingPriceSet": _m("0.00", "GBP"),
+            "totalTaxSet": _m("4.50", "GBP"), "totalPriceSet": _m("27.00", "GBP")}
+    order = normalise_order(raw, "uk")
+    assert order.parse_problems == (), details(order)
+    D = Decimal
+    assert _amounts(order) == ([(D("25.00"), D("25.00"), D("4.50"))],
+                               (D("25.00"), D("2.50"), D("0.00"), D("0"), D("4.50"), D("27.00")))
+
+
+def test_tax_included_without_a_discount_needs_no_rates_and_a_tax_exempt_order_is_its_gross():
+    raw = _vat_order()
+    raw["lineItems"]["nodes"][0] |= {"discountedTotalSet": _m("24.00", "GBP"),
+                                     "taxLines": [{"rate": None, "priceSet": _m("4.00", "GBP")}]}
+    raw |= {"totalDiscountsSet": _m("0.00", "GBP"), "totalTaxSet": _m("6.00", "GBP"),
+            "totalPriceSet": _m("36.00", "GBP")}
+    order = normalise_order(raw, "uk")
+    assert order.parse_problems == (), details(order)
+    assert (order.subtotal, order.discount, order.shipping_total, order.tax) == (
+        Decimal("25.00"), Decimal(0), Decimal("5.00"), Decimal("6.00"))
+    exempt = _vat_order(totalDiscountsSet=_m("0.00", "GBP"), totalTaxSet=_m("0.00", "GBP"),
+                        totalPriceSet=_m("36.00", "GBP"))
+    for line in exempt["lineItems"]["nodes"]:
+        line |= {"discountedTotalSet": line["originalTotalSet"], "taxLines": []}
+    order = normalise_order(exempt, "uk")
+    assert order.parse_problems == () and (order.subtotal, order.shipping_total, order.tax) == (
+        Decimal("30.00"), Decimal("6.00"), Decimal("0.00"))
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (lambda o: o["lineItems"]["nodes"][0].update(taxLines=[{"rate": None, "priceSet": _m("3.60", "GBP")}]),
+     "line 1: prices include tax, the order has discounts and the line's tax lines have no rate"),
+    (lambda o: o.update(totalTaxSet=_m("12.60", "GBP")),
+     "totalTaxSet 12.60 less the lines' tax 4.60 leaves 8.00 for shipping, whose price is 6.00"),
+    (lambda o: o.update(totalTaxSet=_m("4.00", "GBP")), "leaves -0.60 for shipping"),
+    (lambda o: o.update(totalPriceSet=_m("40.00", "GBP")), "the net discount derived is -4.40"),
+    (lambda o: o.update(currencyCode="XXX"), "currency 'XXX' has no known decimals"),
+])
+def test_included_tax_that_cannot_be_taken_out_quarantines_the_order_with_the_figures(change, says):
+    raw = _vat_order()
+    if "XXX" in says:
+        raw = json.loads(json.dumps(raw).replace('"GBP"', '"XXX"'))
+    change(raw)
+    order = normalise_order(raw, "uk")
+    assert "tax_included_prices" in rules(order) and says in details(order), details(order)
+
+
 @pytest.mark.parametrize(("status", "cancelled", "expected"), [
     ("PAID", None, "paid"), ("AUTHORIZED", None, "authorized"), ("PARTIALLY_REFUNDED", None, "partially_refunded"),
     ("VOIDED", None, "voided"), ("PAID", "2026-12-01T11:00:00Z", "cancelled"),
@@ -112,7 +205,7 @@ def test_the_gid_and_the_legacy_id_must_name_one_order():
     (lambda o: o["lineItems"].update(pageInfo={"hasNextPage": True}), "parseable_lines", "lineItems"),
     (lambda o: o.update(billingAddress="Baker Street"), "parseable_address", "billingAddress"),
     (lambda o: o.update(displayFinancialStatus=None), "status_present", "displayFinancialStatus"),
-    (lambda o: o.update(taxesIncluded=True), "tax_included_prices", "taxesIncluded"),
+    (lambda o: o.update(taxesIncluded=True), "tax_included_prices", "without its taxLines"),
     (lambda o: o.update(note="a\u202eb"), "safe_text", "customer_note"),
     (lambda o: o.update(createdAt="2026-12-02T00:00:00Z"), "plausible_date", "createdAt"),
 ])
@@ -150,7 +243,8 @@ def test_the_wait_is_exactly_what_the_bucket_lacks_over_its_restore_rate():
 
 
 def test_detail_queries_stay_within_shopifys_cost_limit():
-    assert sc.detail_cost(10, 10, True) <= 1000
+    assert sc.detail_cost(8, 10, True) <= 1000 < sc.detail_cost(9, 10, True)
+    sc.ShopifyClient("x")  # the defaults fit
     with pytest.raises(Exception, match="above Shopify's 1000"):
         sc.ShopifyClient("x", details_batch=50, lines_per_order=50)
 

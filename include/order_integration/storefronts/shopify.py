@@ -133,12 +133,13 @@ EXTENDED_FIELDS = (
 LINE_FIELDS = (
     "id sku name quantity requiresShipping "
     f"originalUnitPriceSet {{ {_MONEY} }} originalTotalSet {{ {_MONEY} }} "
-    f"discountedTotalSet(withCodeDiscounts: true) {{ {_MONEY} }}"
+    f"discountedTotalSet(withCodeDiscounts: true) {{ {_MONEY} }} "
+    f"taxLines {{ rate priceSet {{ {_MONEY} }} }}"
 )
 # Requested cost as Shopify counts it (objects 1, scalars 0, connections 2 + first x node).
 _ORDER_COST = 1 + 2 + 5 * 2
 _EXTENDED_COST = 3 * 2
-_LINE_COST = 1 + 3 * 2
+_LINE_COST = 1 + 3 * 2 + (1 + 2)  # the line, three money bags, its tax lines (one counted)
 
 SCAN_QUERY = """query OrdersWindow($first: Int!, $after: String, $query: String!) {
   orders(first: $first, after: $after, sortKey: UPDATED_AT, query: $query) {
@@ -226,7 +227,7 @@ class ShopifyClient(ShopifyGraphQL):
         conn_id: str,
         *,
         per_page: int = MAX_PAGE,
-        details_batch: int = 10,
+        details_batch: int = 8,
         lines_per_order: int = 10,
         bulk: Literal["auto", "always", "never"] = "auto",
         bulk_threshold: int | None = None,

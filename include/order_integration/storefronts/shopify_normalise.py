@@ -34,10 +34,32 @@ Money (``shopMoney``: the shop's currency, ``currencyCode``)
   ``totalPriceSet`` (before returns: refunds never change it).
 
 So ``subtotal - discount + shipping + fees + tax = total`` holds for an order whose prices exclude
-tax. When ``taxesIncluded`` is true, Shopify's line prices and subtotal *include* tax, which the
-orders file's amounts (before tax, tax in ``order_tax``) cannot say without re-deriving net
-amounts Shopify does not send: such an order gets the problem ``tax_included_prices`` (it is
-quarantined, with that reason) instead of a file whose totals are wrong.
+tax. ``line_tax`` is the sum of the line's ``taxLines`` (Shopify's tax on the line after all its
+discounts).
+
+Prices that include tax (``taxesIncluded``: most of Europe, the UK, Australia)
+----------------------------------------------------------------------------
+Shopify's line prices, shipping and discounts then carry their tax (``totalTaxSet`` and the total
+are the same amounts as ever). The orders file's amounts are before tax (tax in ``order_tax``,
+as WooCommerce sends them for such shops too), so they are derived (:func:`_net_of_tax`):
+
+* an order without discounts: each line's net = its gross - its ``taxLines`` (exactly Shopify's
+  own tax amounts); shipping net = ``totalShippingPriceSet`` - the tax that is not on a line;
+  discount 0;
+* an order with discounts: Shopify's line tax is on the line after *every* discount (order-level
+  ones too). When every discount is on the lines, ``line_total`` = gross - ``taxLines`` (exact),
+  and so is the line before discounts for a line without a discount of its own. Any other net is
+  extracted with the line's tax rates, ``gross - sum(round(gross x rate / (1 + sum of rates)))``
+  (each tax line half-up to the currency). The net discount is what the net amounts before
+  discounts exceed the total by (``subtotal + shipping + fees + tax - total``); it must lie
+  within ``[0, totalDiscountsSet]``;
+* ``unit_price`` = the net line before discounts / quantity (half-up, as WooCommerce's).
+
+What cannot be derived -- tax lines without a rate on a discounted order, more tax than the lines
+and shipping can carry, a net discount outside its bounds -- is the problem
+``tax_included_prices`` naming the amounts: the order is quarantined with that reason, never
+written with totals that are wrong. The identity above then holds to the cent by construction,
+and the validation suite checks it as for every order.
 
 Every amount's ``currencyCode`` must be the order's ``currencyCode`` (``currency_consistent``).
 """
@@ -46,11 +68,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from order_integration.currency import is_valid_currency, quantize
 from order_integration.ids import parse_order_id
 from order_integration.model import Address, LineItem, Order
 from order_integration.storefronts.normalise import (
@@ -63,6 +86,7 @@ from order_integration.storefronts.normalise import (
     text,
     time_field,
     total,
+    unit_price,
     unnormalisable,
 )
 
@@ -186,12 +210,38 @@ def _line_nodes(raw: Mapping[str, Any], problems: Problems) -> list[Any]:
     return nodes
 
 
-def _line(item: object, number: int, currency: str, problems: Problems) -> LineItem:
+#: A line's tax lines: (rate, amount) each; ``None`` where Shopify sent none or it did not parse.
+TaxParts = list[tuple[Decimal | None, Decimal | None]]
+
+
+def _tax_parts(item: Mapping[str, Any], label: str, currency: str, problems: Problems) -> TaxParts | None:
+    """The line's ``taxLines`` as (rate, amount) pairs; ``None`` when the query did not ask for them."""
+    value = item.get("taxLines")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        problems.add("parseable_money", f"{label} taxLines is {shown(value)}, not a list")
+        return []
+    parts: TaxParts = []
+    for number, tax in enumerate(value, start=1):
+        where = f"{label} taxLines[{number}]"
+        if not isinstance(tax, dict):
+            problems.add("parseable_money", f"{where} is {shown(tax)}, not a TaxLine")
+            parts.append((None, None))
+            continue
+        amount = _money_set(tax, "priceSet", f"{where} priceSet", currency, problems)
+        rate = money(tax.get("rate"), f"{where} rate", problems, required=False)
+        parts.append((rate, amount))
+    return parts
+
+
+def _line(item: object, number: int, currency: str, problems: Problems) -> tuple[LineItem, TaxParts | None]:
     label = f"line {number}"
     if not isinstance(item, dict):
         problems.add("parseable_lines", f"{label} is a {type(item).__name__}, not an object")
-        return LineItem(number, "", "", None, None, None, None)
-    return LineItem(
+        return LineItem(number, "", "", None, None, None, None), None
+    taxes = _tax_parts(item, label, currency, problems)
+    line = LineItem(
         line_number=number,
         sku=text(item.get("sku")),
         product_name=text(item.get("name")),
@@ -201,7 +251,113 @@ def _line(item: object, number: int, currency: str, problems: Problems) -> LineI
         ),
         line_subtotal=_money_set(item, "originalTotalSet", f"{label} originalTotalSet", currency, problems),
         line_total=_money_set(item, "discountedTotalSet", f"{label} discountedTotalSet", currency, problems),
+        line_tax=None if taxes is None else total([amount for _rate, amount in taxes]),
     )
+    return line, taxes
+
+
+@dataclass(frozen=True, slots=True)
+class _Amounts:
+    """An order's amounts as the orders file states them (before tax)."""
+
+    lines: tuple[LineItem, ...]
+    subtotal: Decimal | None
+    discount: Decimal | None
+    shipping: Decimal | None
+
+
+def _net_of_tax(
+    gross: _Amounts,
+    taxes: Sequence[TaxParts | None],
+    amounts: Mapping[str, Decimal | None],
+    currency: str,
+    problems: Problems,
+) -> _Amounts:
+    """The amounts of a ``taxesIncluded`` order before tax (the module docstring has the rules).
+
+    ``amounts`` holds the order's ``tax``, ``fees`` and ``total``. Returns ``gross`` unchanged
+    (and adds a ``tax_included_prices`` problem) when the net amounts cannot be derived.
+    """
+    rule = "tax_included_prices"
+    tax, fees, order_total = amounts["tax"], amounts["fees"], amounts["total"]
+    known = (gross.discount, gross.shipping, tax, fees, order_total)
+    if any(v is None for v in known) or any(
+        line.line_subtotal is None or line.line_total is None for line in gross.lines
+    ):
+        return gross  # the unparseable value is a problem already
+    if not is_valid_currency(currency):
+        problems.add(
+            rule, f"prices include tax and currency {shown(currency)} has no known decimals to round to"
+        )
+        return gross
+    assert gross.discount is not None and gross.shipping is not None
+    assert tax is not None and fees is not None and order_total is not None
+    discounted = gross.discount != 0
+    # Shopify's line tax is on the line after every discount: exactly line_total's tax unless
+    # some discount is not on the lines (order level, shipping)
+    exact = not discounted or gross.discount == sum(
+        ((line.line_subtotal or 0) - (line.line_total or 0) for line in gross.lines), Decimal(0)
+    )
+    lines: list[LineItem] = []
+    for line, parts in zip(gross.lines, taxes, strict=True):
+        assert line.line_subtotal is not None and line.line_total is not None
+        if parts is None:
+            problems.add(
+                rule,
+                f"line {line.line_number}: prices include tax and the line came without its "
+                "taxLines, so its price before tax cannot be derived",
+            )
+            return gross
+        if line.line_tax is None:
+            return gross  # a tax line did not parse: a problem already
+        line_tax = line.line_tax
+        rates = [rate for rate, _amount in parts]
+        by_rate = not exact or line.line_subtotal != line.line_total
+        if by_rate and line_tax and any(rate is None for rate in rates):
+            problems.add(
+                rule,
+                f"line {line.line_number}: prices include tax, the order has discounts and the "
+                "line's tax lines have no rate, so its price before tax and discounts cannot be derived",
+            )
+            return gross
+        extract = _extractor([r for r in rates if r is not None], currency)
+        after = line.line_total - (line_tax if exact else extract(line.line_total))
+        subtotal = line.line_subtotal - (extract(line.line_subtotal) if by_rate else line_tax)
+        unit = unit_price(subtotal, line.quantity, currency, f"line {line.line_number}", problems)
+        lines.append(
+            replace(line, unit_price=unit, line_subtotal=subtotal, line_total=after, line_tax=line_tax)
+        )
+    lines_tax = sum((line.line_tax or Decimal(0) for line in lines), Decimal(0))
+    shipping_tax = tax - lines_tax
+    if shipping_tax < 0 or shipping_tax > gross.shipping:
+        problems.add(
+            rule,
+            f"prices include tax: totalTaxSet {tax} less the lines' tax {lines_tax} leaves "
+            f"{shipping_tax} for shipping, whose price is {gross.shipping}",
+        )
+        return gross
+    subtotal_net = sum((line.line_subtotal or Decimal(0) for line in lines), Decimal(0))
+    shipping_net = gross.shipping - shipping_tax
+    discount = subtotal_net + shipping_net + fees + tax - order_total if discounted else Decimal(0)
+    if not Decimal(0) <= discount <= gross.discount:
+        problems.add(
+            rule,
+            f"prices include tax: the net discount derived is {discount} (net subtotal "
+            f"{subtotal_net} + net shipping {shipping_net} + fees {fees} + tax {tax} - total "
+            f"{order_total}), outside 0 to totalDiscountsSet {gross.discount}",
+        )
+        return gross
+    return _Amounts(tuple(lines), subtotal_net, discount, shipping_net)
+
+
+def _extractor(rates: Sequence[Decimal], currency: str) -> Callable[[Decimal], Decimal]:
+    """The tax inside a gross amount at ``rates`` (each tax line rounded half-up on its own)."""
+    combined = 1 + sum(rates, Decimal(0))
+
+    def tax_in(amount: Decimal) -> Decimal:
+        return sum((quantize(amount * rate / combined, currency) for rate in rates), Decimal(0))
+
+    return tax_in
 
 
 def _order_id(raw: Mapping[str, Any], problems: Problems) -> str:
@@ -239,23 +395,16 @@ def _fees(raw: Mapping[str, Any], currency: str, problems: Problems) -> Decimal 
 
 def _normalise(raw: Mapping[str, Any], store_id: str, problems: Problems) -> Order:
     currency = text(raw.get("currencyCode"))
-    lines = tuple(
-        _line(item, number, currency, problems)
-        for number, item in enumerate(_line_nodes(raw, problems), start=1)
-    )
+    parsed = [
+        _line(item, number, currency, problems) for number, item in enumerate(_line_nodes(raw, problems), 1)
+    ]
+    lines = tuple(line for line, _taxes in parsed)
     email = text(raw.get("email"))
     billing = _address(raw.get("billingAddress"), "billingAddress", email, problems)
     shipping = _address(raw.get("shippingAddress"), "shippingAddress", "", problems)
     status = order_status(raw)
     if not status:
         problems.add("status_present", "displayFinancialStatus is missing and the order is not cancelled")
-    if raw.get("taxesIncluded") is True:
-        problems.add(
-            "tax_included_prices",
-            "taxesIncluded is true: Shopify's line prices and subtotal include "
-            "tax, the orders file's amounts are before tax (tax in order_tax); "
-            "such orders are not exported yet",
-        )
     requires_shipping = raw.get("requiresShipping")
     if not isinstance(requires_shipping, bool):
         requires_shipping = (
@@ -265,6 +414,19 @@ def _normalise(raw: Mapping[str, Any], store_id: str, problems: Problems) -> Ord
             )
             or not shipping.is_empty()
         )
+    amounts = _Amounts(
+        lines,
+        total([line.line_subtotal for line in lines]),
+        _money_set(raw, "totalDiscountsSet", "totalDiscountsSet", currency, problems),
+        _money_set(raw, "totalShippingPriceSet", "totalShippingPriceSet", currency, problems),
+    )
+    others = {
+        "fees": _fees(raw, currency, problems),
+        "tax": _money_set(raw, "totalTaxSet", "totalTaxSet", currency, problems),
+        "total": _money_set(raw, "totalPriceSet", "totalPriceSet", currency, problems),
+    }
+    if raw.get("taxesIncluded") is True:
+        amounts = _net_of_tax(amounts, [taxes for _line, taxes in parsed], others, currency, problems)
     order = Order(
         store_id=store_id,
         order_id=_order_id(raw, problems),
@@ -276,13 +438,13 @@ def _normalise(raw: Mapping[str, Any], store_id: str, problems: Problems) -> Ord
         customer_email=email,
         billing=billing,
         shipping=shipping,
-        lines=lines,
-        subtotal=total([line.line_subtotal for line in lines]),
-        discount=_money_set(raw, "totalDiscountsSet", "totalDiscountsSet", currency, problems),
-        shipping_total=_money_set(raw, "totalShippingPriceSet", "totalShippingPriceSet", currency, problems),
-        fees=_fees(raw, currency, problems),
-        tax=_money_set(raw, "totalTaxSet", "totalTaxSet", currency, problems),
-        total=_money_set(raw, "totalPriceSet", "totalPriceSet", currency, problems),
+        lines=amounts.lines,
+        subtotal=amounts.subtotal,
+        discount=amounts.discount,
+        shipping_total=amounts.shipping,
+        fees=others["fees"],
+        tax=others["tax"],
+        total=others["total"],
         customer_note=text(without_markers(raw.get("note"))),
         needs_shipping=requires_shipping,
     )
