@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 from sandbox.shopify_admin import data as d
@@ -22,6 +22,7 @@ from sandbox.shopify_admin import graph as g
 from sandbox.shopify_admin import mutations, resolvers
 
 CONTROL_PREFIX = "/__sandbox"
+TOKEN_PATH = "/admin/oauth/access_token"
 JSON_TYPE = "application/json; charset=utf-8"
 _API_PATH = re.compile(r"^/admin/api/([^/]+)/graphql\.json$")
 _VERSION = re.compile(r"^\d{4}-(01|04|07|10)$")
@@ -99,6 +100,8 @@ class ShopifyApp:
         self.owner = owner
 
     def handle(self, path: str, headers: Any, body: bytes) -> Reply:
+        if path == TOKEN_PATH:
+            return self.grant(body)
         m = _API_PATH.match(path)
         if m is None:
             return Reply(404, {"errors": "Not Found"})
@@ -109,6 +112,9 @@ class ShopifyApp:
         token = headers.get("X-Shopify-Access-Token") or ""
         with self.state.lock:
             scopes = self.state.tokens.get(token)
+            expires = self.owner.token_expiry.get(token)
+            if expires is not None and self.state.clock() >= expires:
+                scopes = None  # an expired client-credentials token
         if scopes is None:
             return Reply(401, _UNAUTHORIZED, vheader)
         fault = self.state.take_fault(FAULT_TYPES - {"broken_cursor", "bulk_failed", "bulk_partial"})
@@ -128,6 +134,34 @@ class ShopifyApp:
         if fault and fault["type"] == "truncated":
             reply.body = reply.body[: max(1, len(reply.body) // 2)]
         return reply
+
+    def grant(self, body: bytes) -> Reply:
+        """``POST /admin/oauth/access_token`` with the client credentials grant (Dev Dashboard
+        apps): a new token with the app's scopes, expiring after ``token_lifetime`` seconds."""
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        if form.get("grant_type") != "client_credentials":
+            return Reply(400, {"error": "unsupported_grant_type"})
+        app = self.owner.apps.get(form.get("client_id") or "")
+        if app is None or app != form.get("client_secret"):
+            return Reply(
+                400, {"error": "invalid_client", "error_description": "Client credentials are invalid"}
+            )
+        if self.owner.grant_refusal:
+            return Reply(
+                400,
+                {
+                    "error": self.owner.grant_refusal,
+                    "error_description": "Client credentials cannot be performed on this shop.",
+                },
+            )
+        token = f"shpat_{uuid.uuid4().hex}"
+        with self.state.lock:
+            self.state.tokens[token] = set(self.state.tokens.get(self.owner.token, g.ALL_SCOPES))
+            lifetime = self.owner.token_lifetime
+            self.owner.token_expiry[token] = self.state.clock() + timedelta(seconds=lifetime)
+            self.owner.grants += 1
+        scope = ",".join(sorted(self.state.tokens[token]))
+        return Reply(200, {"access_token": token, "scope": scope, "expires_in": lifetime})
 
     def graphql(self, version: str, scopes: set[str], query: Any, variables: Any, operation: Any) -> Reply:
         ctx = g.Context(self.state, schema_version(version), g.effective_scopes(scopes), self.owner.base_url)
@@ -285,7 +319,9 @@ class SandboxShopify:
     ``orders`` are ``sandbox.generator`` (WooCommerce-shaped) orders, converted to Shopify orders with the
     same numeric id (``legacyResourceId``). ``clock`` (aware ``datetime``) is the shop's "now".
     ``taxes_included``: the shop's prices include tax (``Order.taxesIncluded``), as in most of
-    Europe and Australia.
+    Europe and Australia. ``apps`` (client ID -> client secret) answer the client credentials
+    grant at ``/admin/oauth/access_token`` with tokens that expire after ``token_lifetime``
+    seconds of the shop's clock.
     """
 
     def __init__(
@@ -301,8 +337,17 @@ class SandboxShopify:
         bucket_size: float = 2000.0,
         restore_rate: float = 100.0,
         taxes_included: bool = False,
+        apps: dict[str, str] | None = None,
+        token_lifetime: int = 86_399,
     ) -> None:
         self.host, self.port, self.token = host, port, token
+        #: Dev Dashboard apps installed on the shop: client ID -> client secret; their tokens
+        #: (client credentials grant) get the scopes of ``token`` and expire
+        self.apps = dict(apps or {})
+        self.token_lifetime = token_lifetime
+        self.token_expiry: dict[str, datetime] = {}
+        self.grant_refusal = ""  # e.g. "shop_not_permitted": the grant is refused with that error
+        self.grants = 0
         self.state = g.ShopState(clock or (lambda: datetime.now(UTC)), ZoneInfo(shop_timezone))
         self.state.taxes_included = taxes_included
         self.state.tokens[token] = set(scopes)
@@ -462,6 +507,7 @@ class SandboxShopify:
         with self.state.lock:
             fresh = g.ShopState(self.state.clock, self.state.shop_tz)
             fresh.tokens = {self.token: set(g.ALL_SCOPES)}
+            fresh.taxes_included = self.state.taxes_included
             fresh.bucket = g.Bucket(
                 self.state.bucket.maximum, self.state.bucket.restore_rate, self.state.bucket.maximum
             )
@@ -553,7 +599,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--taxes-included", action="store_true", help="prices include tax (Order.taxesIncluded), as in the EU"
     )
+    parser.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="CLIENT_ID:SECRET",
+        help="a Dev Dashboard app that gets tokens with the client credentials grant (repeatable)",
+    )
     args = parser.parse_args(argv)
+    apps = dict(app.split(":", 1) for app in args.app if ":" in app)
     orders = generate_orders(
         args.orders,
         start=pendulum.instance(now - timedelta(days=args.days)),
@@ -562,7 +616,12 @@ def main(argv: list[str] | None = None) -> int:
         first_id=args.first_id,
     )
     shop = SandboxShopify(
-        orders, host=args.host, port=args.port, token=args.token, taxes_included=args.taxes_included
+        orders,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        taxes_included=args.taxes_included,
+        apps=apps,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -275,6 +275,74 @@ def test_fetch_orders_by_id_leaves_unknown_ids_out(shop):
     assert ids(got) == [ORDERS[3]["id"], ORDERS[7]["id"]]
 
 
+# -- Dev Dashboard apps: client ID and secret, tokens by the client credentials grant ---------------
+
+APP_ID, APP_SECRET = "c0ffee0123456789", "shpss_sandbox_secret"
+
+
+def _connect_app(monkeypatch, host, secret=APP_SECRET, login=APP_ID):
+    conn = {"conn_type": "http", "host": host, "login": login, "password": secret}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+
+
+@pytest.fixture
+def app_shop(monkeypatch):
+    with SandboxShopify(ORDERS, token=TOKEN, apps={APP_ID: APP_SECRET}, token_lifetime=600) as s:
+        _connect_app(monkeypatch, s.base_url)
+        yield s
+
+
+def test_a_dev_dashboard_app_gets_its_token_with_the_client_credentials_grant(app_shop):
+    c = client()
+    assert sorted(ids(c.iter_orders(START, END))) == expected(START, END)
+    assert app_shop.grants == 1 and c.tokens_obtained == 1, "one token for the whole run"
+    grant = next(r for r in app_shop.state.log if r["path"] == "/admin/oauth/access_token")
+    assert "grant_type=client_credentials" in grant["body"] and grant["status"] == 200
+    queries = [r for r in app_shop.state.log if r["path"].endswith("/graphql.json")]
+    assert queries and all(r["status"] == 200 and APP_SECRET not in r["body"] for r in queries)
+
+
+def test_a_token_about_to_expire_is_replaced_before_the_next_query(app_shop):
+    clock = [1000.0]
+    c = client(monotonic=lambda: clock[0])
+    c.execute("{ shop { name } }", operation="Shop")
+    clock[0] += 600 - 300 - 1  # still more than TOKEN_MARGIN_SECONDS (300) to live
+    c.execute("{ shop { name } }", operation="Shop")
+    assert app_shop.grants == 1
+    clock[0] += 2
+    c.execute("{ shop { name } }", operation="Shop")
+    assert app_shop.grants == 2
+
+
+def test_a_token_revoked_before_its_time_is_replaced_once(app_shop):
+    c = client()
+    c.execute("{ shop { name } }", operation="Shop")
+    with app_shop.state.lock:  # the app's token is revoked; the shop's own token stays
+        app_shop.state.tokens = {TOKEN: app_shop.state.tokens[TOKEN]}
+    assert c.execute("{ shop { name } }", operation="Shop")["shop"]["name"]
+    assert app_shop.grants == 2 and [r["status"] for r in app_shop.state.log][-3:] == [401, 200, 200]
+
+
+@pytest.mark.parametrize(("secret", "refusal", "says"), [
+    ("shpss_wrong", "", "HTTP 400 invalid_client: Client credentials are invalid"),
+    (APP_SECRET, "shop_not_permitted", "HTTP 400 shop_not_permitted: Client credentials cannot be performed"),
+])
+def test_a_refused_grant_fails_at_once_with_shopifys_words(app_shop, monkeypatch, secret, refusal, says):
+    _connect_app(monkeypatch, app_shop.base_url, secret=secret)
+    app_shop.grant_refusal = refusal
+    with pytest.raises(StorefrontAuthError, match="client credentials grant") as caught:
+        list(client().iter_orders(START, END))
+    assert says in str(caught.value) and secret not in str(caught.value)
+    assert app_shop.grants == 0 and len(app_shop.state.log) == 1, "refused at once, not retried"
+
+
+def test_an_access_token_in_password_is_used_as_such_even_with_a_login(app_shop, monkeypatch):
+    _connect_app(monkeypatch, app_shop.base_url, secret=TOKEN)
+    c = client()
+    c.execute("{ shop { name } }", operation="Shop")
+    assert app_shop.grants == 0 and c.tokens_obtained == 0
+
+
 def test_a_host_outside_myshopify_is_refused_before_any_request(monkeypatch):
     _connect(monkeypatch, "https://shop.example.com")
     with pytest.raises(ConfigError, match=r"myshopify\.com"):

@@ -7,9 +7,22 @@ Airflow connection type ``http``; ``host`` is the shop's admin origin
 ``https://<shop>.myshopify.com`` (no path). The Admin API is served on the ``myshopify.com``
 domain only, so any other ``https://`` host is refused (``ConfigError``) before a request: the
 access token goes nowhere else. A loopback ``http://127.0.0.1:<port>`` (or ``localhost``,
-``::1``) is accepted for local stand-ins, as for WooCommerce. ``password`` is the Admin API
-access token (``shpat_…``), sent as ``X-Shopify-Access-Token``; ``login`` is not used (and
-never sent). ``extra.api_version`` pins the Admin GraphQL version (``"2026-10"``; default
+``::1``) is accepted for local stand-ins, as for WooCommerce. The credential is one of:
+
+* ``password`` an Admin API access token (``shpat_…``, a custom app created in the shop's
+  admin before 2026; :data:`ACCESS_TOKEN_PREFIXES`), or ``login`` empty: it is sent as
+  ``X-Shopify-Access-Token`` (``login`` is then not used, and never sent);
+* else, ``login`` set: ``login`` is the client ID and ``password`` the client secret of an app
+  created in Shopify's Dev Dashboard and installed on the shop (since 2026 the only kind a
+  merchant can create). Its access tokens expire (``expires_in``, 24 hours): the transport gets
+  one with the **client credentials grant** (``POST {host}/admin/oauth/access_token``, form
+  ``grant_type=client_credentials``, ``client_id``, ``client_secret``) before its first query,
+  gets a new one :data:`TOKEN_MARGIN_SECONDS` before it expires, and once more when Shopify
+  answers 401 to a token it had not yet expired (revoked, secret rotated). A refused grant
+  (wrong ID or secret, ``shop_not_permitted``: the app's organisation does not own the shop)
+  fails at once with Shopify's words. The secret is sent only there, never as a header.
+
+``extra.api_version`` pins the Admin GraphQL version (``"2026-10"``; default
 :data:`DEFAULT_API_VERSION`); the endpoint is ``POST {host}/admin/api/{version}/graphql.json``.
 TLS, redirect and retry rules are :class:`~order_integration.storefronts.http.StoreHttp`'s.
 
@@ -213,6 +226,17 @@ def _required_access(errors: list[Any]) -> str:
     return _error_text(errors)
 
 
+#: How long before a client-credentials token expires a new one is got (a long query must not
+#: start with a token that dies during it).
+TOKEN_MARGIN_SECONDS = 300
+#: How Shopify's access tokens begin (a password like this is a token even with a login set).
+ACCESS_TOKEN_PREFIXES = ("shpat_", "shpca_", "shppa_")
+#: A token's life when the token endpoint does not say (Shopify documents 24 hours).
+DEFAULT_TOKEN_LIFETIME = 86_399
+#: What an access token may look like (it becomes a header value).
+_TOKEN = re.compile(r"[A-Za-z0-9_\-.]{1,512}")
+
+
 class ShopifyGraphQL(StoreHttp):
     """Sends Admin GraphQL queries for one shop (one session for the client's lifetime)."""
 
@@ -238,6 +262,10 @@ class ShopifyGraphQL(StoreHttp):
         self._monotonic = monotonic
         self.api_version = DEFAULT_API_VERSION
         self._token = ""
+        #: (client ID, client secret) of a Dev Dashboard app; None: ``_token`` is a static token
+        self._client: tuple[str, str] | None = None
+        self._token_deadline = 0.0  # monotonic time to get a new token by (client credentials)
+        self.tokens_obtained = 0
         self._hook: HttpHook | None = None
         self._session: requests.Session | None = None
         self._url = ""
@@ -255,7 +283,7 @@ class ShopifyGraphQL(StoreHttp):
         if not conn.password:
             raise ConfigError(
                 f"connection {self.conn_id!r}: password must hold the Shopify Admin API access token "
-                "(shpat_…), sent as X-Shopify-Access-Token"
+                "(shpat_…), or, with login set to a Dev Dashboard app's client ID, the app's client secret"
             )
         extra = conn.extra_dejson or {}
         version = extra.get("api_version", DEFAULT_API_VERSION)
@@ -265,7 +293,10 @@ class ShopifyGraphQL(StoreHttp):
                 f"(YYYY-01, -04, -07 or -10, e.g. {DEFAULT_API_VERSION!r})"
             )
         self.api_version = version
-        self._token = conn.password
+        if conn.login and not conn.password.startswith(ACCESS_TOKEN_PREFIXES):
+            self._client, self._token = (conn.login, conn.password), ""
+        else:
+            self._client, self._token = None, conn.password
 
     def open(self) -> None:
         """Open the session (checks the connection); idempotent."""
@@ -275,7 +306,8 @@ class ShopifyGraphQL(StoreHttp):
         session.auth = None  # HttpHook would send a login as Basic auth: the token header is the credential
         for key in PACKAGE_EXTRAS:  # HttpHook turns unknown extras into headers
             session.headers.pop(key, None)
-        session.headers["X-Shopify-Access-Token"] = self._token
+        if self._token:  # a client-credentials token is got before the first query
+            session.headers["X-Shopify-Access-Token"] = self._token
         session.headers["Content-Type"] = "application/json"
         session.headers["Accept"] = "application/json"
         self._hook, self._session = hook, session
@@ -323,10 +355,78 @@ class ShopifyGraphQL(StoreHttp):
             cost = min(estimate, self.throttle.maximum)
         self._pace(cost or 0.0)
         assert self._hook is not None and self._session is not None
+        fresh = self._ensure_token()
         request = requests.Request("POST", self._url, data=json.dumps(payload).encode("utf-8"))
         response = self._send(self._hook, self._session, request)
         self.requests_sent += 1
+        if response.status_code == 401 and self._client is not None and not fresh:
+            log.warning(
+                "shopify %s: the access token was refused before it expired (revoked, or the client "
+                "secret rotated); getting a new one with the client credentials grant",
+                self._host,
+            )
+            self._token_deadline = 0.0
+            self._ensure_token()
+            response = self._send(self._hook, self._session, request)
+            self.requests_sent += 1
         return self._read(response, operation)
+
+    def _ensure_token(self) -> bool:
+        """Get an access token with the client credentials grant when there is none or it is
+        about to expire; True when one was got now. A static token: nothing to do."""
+        if self._client is None or (self._token and self._monotonic() < self._token_deadline):
+            return False
+        assert self._hook is not None and self._session is not None
+        client_id, secret = self._client
+        request = requests.Request(
+            "POST",
+            f"{self._hook.base_url.rstrip('/')}/admin/oauth/access_token",
+            data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+            headers={"Content-Type": "application/x-www-form-urlencoded", "X-Shopify-Access-Token": None},
+        )
+        started = self._monotonic()
+        response = self._send(self._hook, self._session, request)
+        token, lifetime = self._read_grant(response)
+        self._token = token
+        self._session.headers["X-Shopify-Access-Token"] = token
+        self._token_deadline = started + max(0.0, lifetime - TOKEN_MARGIN_SECONDS)
+        self.tokens_obtained += 1
+        log.info(
+            "shopify %s: got an access token for client %s with the client credentials grant "
+            "(expires in %ds)",
+            self._host,
+            client_id,
+            lifetime,
+        )
+        return True
+
+    def _read_grant(self, response: requests.Response) -> tuple[str, float]:
+        """(access token, seconds it lives) from the token endpoint's answer, else the error."""
+        status = response.status_code
+        if status == 429 or status >= 500 or status == 408:
+            raise self._status_error(response)  # transient: retried
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if status != 200 or not isinstance(body, dict):
+            said = _shopify_errors(response)
+            if isinstance(body, dict) and body.get("error"):
+                said = f"{body['error']}: {body.get('error_description') or ''}".rstrip(": ")
+            raise StorefrontAuthError(
+                f"shopify {self._host}: the client credentials grant for connection {self.conn_id!r} "
+                f"was refused (HTTP {status} {said}); check login (the app's client ID) and password "
+                "(its client secret), and that the app is installed on this shop by the organisation "
+                "that owns it"
+            )
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if not isinstance(token, str) or not token or not _TOKEN.fullmatch(token):
+            raise StorefrontError(
+                f"shopify {self._host}: the token endpoint answered 200 without a usable access_token"
+            )
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
+            lifetime = DEFAULT_TOKEN_LIFETIME  # Shopify documents 24 hours
+        return token, float(lifetime)
 
     def _pace(self, cost: float) -> None:
         """Wait until the bucket (as last reported, refilled since) holds ``cost``."""
