@@ -1,5 +1,5 @@
-"""A ledger at schema version 1, for the tests of the version 1 → 2 migration (``stock_levels``
-keyed by location) on SQLite (tests/unit/test_ledger.py) and PostgreSQL
+"""A ledger at schema version 1, for the tests of the migration from version 1 (to 2:
+``stock_levels`` keyed by location; to 3: ``webhook_inbox``) on SQLite (tests/unit/test_ledger.py) and PostgreSQL
 (tests/integration/test_ledger_races.py)."""
 
 from __future__ import annotations
@@ -8,8 +8,10 @@ import pytest
 from sqlalchemy import Engine, inspect
 
 from order_integration.exceptions import LedgerSchemaError
-from order_integration.ledger import Ledger, schema_version
+from order_integration.ledger import SCHEMA_VERSION, Ledger, schema_version
 
+#: Tables later versions added (a version-1 ledger has none of them).
+NEWER_TABLES = ("webhook_inbox",)
 #: ``stock_levels`` as schema version 1 created it (one level per store and SKU; ``location`` the
 #: file's name, informational), per dialect.
 V1_STOCK_LEVELS = {
@@ -25,15 +27,17 @@ V1_STOCK_LEVELS = {
 
 
 def build_v1_ledger(engine: Engine) -> None:
-    """A ledger at schema version 1: every other table as this release makes it (unchanged since
-    version 1), ``stock_levels`` with the version-1 DDL and two rows, and version 1 recorded."""
+    """A ledger at schema version 1: every other table of version 1 as this release makes it
+    (unchanged since version 1), ``stock_levels`` with the version-1 DDL and two rows, none of the
+    tables later versions added, and version 1 recorded."""
     from datetime import UTC, datetime
 
     from sqlalchemy import text
 
     from order_integration.ledger.schema import metadata
 
-    metadata.create_all(engine, tables=[t for t in metadata.sorted_tables if t.name != "stock_levels"])
+    metadata.create_all(engine, tables=[t for t in metadata.sorted_tables
+                                        if t.name not in ("stock_levels", *NEWER_TABLES)])
     t0 = datetime(2026, 12, 1, 8, tzinfo=UTC)
     with engine.begin() as conn:
         conn.execute(text(V1_STOCK_LEVELS[engine.dialect.name]))
@@ -44,21 +48,23 @@ def build_v1_ledger(engine: Engine) -> None:
 
 
 def check_v1_ledger_migrates_to_v2(engine: Engine) -> None:
-    """The migration of a version-1 ledger, on any dialect: refused before, rows kept after (one
-    level per SKU, key location '', the file's name in ``file_location``), the new key works."""
+    """The migration of a version-1 ledger to this release's version, on any dialect: refused
+    before, rows kept after (one level per SKU, key location '', the file's name in
+    ``file_location``), the new key works, the newer tables are created."""
     from datetime import UTC, datetime
 
     from order_integration.ledger.schema import migrate as migrate_schema
 
     assert schema_version(engine) == 1
-    with pytest.raises(LedgerSchemaError, match=r"is at version 1, needs 2: run "
+    with pytest.raises(LedgerSchemaError, match=rf"is at version 1, needs {SCHEMA_VERSION}: run "
                                                 r"`python -m order_integration ledger migrate`"):
         Ledger(engine)
     done = migrate_schema(engine)
-    assert (done.before, done.after, done.created_tables, done.added_columns) == (1, 2, (), ())
+    assert (done.before, done.after, done.created_tables, done.added_columns) == (1, SCHEMA_VERSION,
+                                                                                  NEWER_TABLES, ())
     assert done.rebuilt == ("stock_levels keyed by (store_id, sku, location)",)
-    assert "migrated from version 1 to version 2 (stock_levels keyed by (store_id, sku, location))" in \
-        done.describe("x")
+    assert (f"migrated from version 1 to version {SCHEMA_VERSION} (created webhook_inbox; "
+            "stock_levels keyed by (store_id, sku, location))") in done.describe("x")
     stock = Ledger(engine).stock_levels
     levels = stock.all_levels("demo")
     assert {k: (v.quantity, v.source_file, v.location, v.file_location) for k, v in levels.items()} == {
@@ -76,4 +82,4 @@ def check_v1_ledger_migrates_to_v2(engine: Engine) -> None:
     [unique] = inspect(engine).get_unique_constraints("stock_levels")
     assert unique["column_names"] == ["store_id", "sku", "location"]
     again = migrate_schema(engine)  # idempotent
-    assert (again.before, again.after, again.rebuilt) == (2, 2, ())
+    assert (again.before, again.after, again.rebuilt) == (SCHEMA_VERSION, SCHEMA_VERSION, ())

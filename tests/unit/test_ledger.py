@@ -29,10 +29,10 @@ def test_contract_tables_exist_with_contract_columns(ledger):
 
 
 def test_the_ledger_is_one_store_per_table_family_over_one_engine(ledger):
-    from order_integration.ledger import Deliveries, Quarantine, StatusEvents, StockLevels
+    from order_integration.ledger import Deliveries, Quarantine, StatusEvents, StockLevels, WebhookInbox
 
     stores = {"deliveries": Deliveries, "quarantine": Quarantine, "status_events": StatusEvents,
-              "stock_levels": StockLevels}
+              "stock_levels": StockLevels, "webhook_inbox": WebhookInbox}
     for name, kind in stores.items():
         store = getattr(ledger, name)
         assert type(store) is kind and store.engine is ledger.engine

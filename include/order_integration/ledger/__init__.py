@@ -6,9 +6,10 @@
   and :func:`check_schema`;
 * the stores, each the only code that reads or writes its tables:
   :class:`Deliveries` (claims, delivery batches, deliveries and resends: the export's
-  crash-safe load), :class:`Quarantine`, :class:`StatusEvents`, :class:`StockLevels`.
+  crash-safe load), :class:`Quarantine`, :class:`StatusEvents`, :class:`StockLevels`,
+  :class:`WebhookInbox` (the storefronts' webhook deliveries, real-time mode).
 
-:class:`Ledger` checks the schema once and holds the four stores over one engine; a caller
+:class:`Ledger` checks the schema once and holds the stores over one engine; a caller
 uses the store it needs (``ledger.deliveries.open_batch(…)``), and a function that needs one
 store takes only that store. Operators, see docs/ledger.md.
 """
@@ -34,18 +35,19 @@ from order_integration.ledger.schema import (
 )
 from order_integration.ledger.status_events import StatusEvents
 from order_integration.ledger.stock_levels import StockLevel, StockLevels
+from order_integration.ledger.webhook_inbox import InboxDelivery, WebhookInbox
 
 __all__ = [
-    "LEDGER_CONN_ID", "MIGRATE_COMMAND", "SCHEMA_VERSION", "Batch", "Deliveries", "Ledger", "Migration",
-    "OrderVersion", "Quarantine", "StatusEvents", "StockLevel", "StockLevels", "check_schema",
-    "engine_from_airflow", "migrate", "schema_version", "sqlite_engine",
+    "LEDGER_CONN_ID", "MIGRATE_COMMAND", "SCHEMA_VERSION", "Batch", "Deliveries", "InboxDelivery", "Ledger",
+    "Migration", "OrderVersion", "Quarantine", "StatusEvents", "StockLevel", "StockLevels", "WebhookInbox",
+    "check_schema", "engine_from_airflow", "migrate", "schema_version", "sqlite_engine",
 ]
 
 log = logging.getLogger(__name__)
 
 
 class Ledger:
-    """The ledger's four stores over one engine, once its schema is known to be current.
+    """The ledger's stores over one engine, once its schema is known to be current.
 
     It never creates or alters a table: it checks the schema version and refuses a ledger that
     is behind (:class:`~order_integration.exceptions.LedgerSchemaError`). ``create=True`` runs
@@ -61,6 +63,7 @@ class Ledger:
         self.quarantine = Quarantine(engine)
         self.status_events = StatusEvents(engine)
         self.stock_levels = StockLevels(engine)
+        self.webhook_inbox = WebhookInbox(engine)
 
 
 def _default_sqlite_path() -> Path:

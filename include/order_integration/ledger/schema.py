@@ -1,8 +1,10 @@
 """The ledger's schema: every table, its version, and the explicit migration step.
 
 Contract tables (operators query them): ``order_deliveries``, ``order_quarantine``,
-``status_events``, ``stock_levels``. Internal ones: ``delivery_batches``, ``delivery_claims``
-and ``order_resends`` (see :mod:`order_integration.ledger.deliveries`), ``ledger_schema``.
+``status_events``, ``stock_levels``; ``webhook_inbox`` (real-time mode, see
+:mod:`order_integration.ledger.webhook_inbox`). Internal ones: ``delivery_batches``,
+``delivery_claims`` and ``order_resends`` (see :mod:`order_integration.ledger.deliveries`),
+``ledger_schema``.
 
 The schema is created and migrated by an explicit step, :func:`migrate` (``python -m
 order_integration ledger migrate``), never by the tasks: workers need no DDL rights. Its
@@ -22,6 +24,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
@@ -129,6 +132,27 @@ order_resends = Table(
     Column("resent_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("batch_id", "order_id", "order_version", name="uq_order_resends"),
 )
+# Version 3: the storefronts' webhook deliveries (real-time mode), one row per distinct delivery,
+# written by the receiver on the api-server before it answers 2xx. A duplicate is the same delivery
+# id *and* the same body (WooCommerce's delivery id repeats within a second: DESIGN.md, Webhooks);
+# ``delivery_id`` is '' — never NULL, so the unique key holds on every database — when the
+# platform sent none. ``done_at``/``done_by_run``: the export run that delivered the order.
+webhook_inbox = Table(
+    "webhook_inbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("store_id", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("topic", String(64), nullable=False),
+    Column("delivery_id", String(128), nullable=False),
+    Column("body_digest", String(64), nullable=False),  # sha256 of the raw body, hex
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True), nullable=True),
+    Column("done_by_run", String(250), nullable=True),
+    UniqueConstraint("store_id", "delivery_id", "body_digest", name="uq_webhook_inbox"),
+    # waiting(): the store's rows not done yet; mark_done(): the store's rows of some orders
+    Index("ix_webhook_inbox_waiting", "store_id", "done_at", "received_at"),
+    Index("ix_webhook_inbox_order", "store_id", "order_id"),
+)
 
 # One row per schema version this ledger was migrated to (``migrate``); the highest is its version.
 ledger_schema = Table(
@@ -142,9 +166,10 @@ ledger_schema = Table(
 #: 1 — every table and column, ``stock_levels`` one row per (store, sku). ``migrate`` reaches it
 #:     from 0 or from nothing by creating the missing tables and adding the missing nullable columns;
 #: 2 — ``stock_levels`` one row per (store, sku, location) (``location`` '' for a platform with one
-#:     level per SKU; the file's location name moves to ``file_location``): :func:`_stock_levels_v2`.
+#:     level per SKU; the file's location name moves to ``file_location``): :func:`_stock_levels_v2`;
+#: 3 — ``webhook_inbox`` (real-time mode): a new table, created by ``migrate``'s missing-table step.
 #: A later version adds its step to ``migrate``, keyed by this number.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATE_COMMAND = "python -m order_integration ledger migrate"
 
 
