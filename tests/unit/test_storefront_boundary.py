@@ -17,6 +17,7 @@ from order_integration.storefronts import (
     get_normaliser,
     get_status_applier,
     get_stock_client,
+    get_webhook_verifier,
 )
 
 pytestmark = pytest.mark.unit
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.unit
 LIBRARY = Path(__file__).resolve().parents[2] / "include" / "order_integration"
 NEUTRAL = ("export.py", "status_sync.py", "inventory.py", "tasks.py", "on_demand.py", "quarantine.py",
            "storefronts/base.py", "storefronts/http.py", "storefronts/normalise.py", "storefronts/__init__.py",
-           "storefronts/window.py")
+           "storefronts/window.py", "storefronts/webhook.py", "webhooks.py", "webhooks_http.py")
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -51,7 +52,8 @@ def test_the_registry_gives_each_role_of_a_platform():
     assert type(get_status_applier("woocommerce", "storefront_x")).__name__ == "WooCommerceWriter"
     assert type(get_stock_client("woocommerce", "storefront_x")).__name__ == "WooCommerceStock"
     assert type(get_normaliser("woocommerce")).__name__ == "WooCommerceNormaliser"
-    for factory in (get_client, get_status_applier, get_stock_client):
+    assert type(get_webhook_verifier("woocommerce", "s")).__name__ == "WooCommerceWebhook"
+    for factory in (get_client, get_status_applier, get_stock_client, get_webhook_verifier):
         with pytest.raises(ConfigError, match="unknown storefront platform 'magento'; known: shopify, woocommerce"):
             factory("magento", "storefront_x")
 
@@ -60,9 +62,10 @@ def test_every_platform_offers_every_role_and_the_tests_cover_each():
     from tests.support.platforms import PLATFORMS as TESTED
 
     for platform, roles in PLATFORMS.items():
-        assert set(roles) == {"orders", "normalise", "status", "stock"}, platform
+        assert set(roles) == {"orders", "normalise", "status", "stock", "webhook"}, platform
     assert set(TESTED) == set(PLATFORMS), "tests.support.platforms needs a kit for every platform"
     assert type(get_normaliser("shopify")).__name__ == "ShopifyNormaliser"
+    assert type(get_webhook_verifier("shopify", "s")).__name__ == "ShopifyWebhook"
 
 
 def test_a_platform_lacking_a_role_says_which(monkeypatch):

@@ -18,25 +18,29 @@ from order_integration.storefronts.base import (
     StorefrontClient,
     StorefrontRequestRejected,
 )
+from order_integration.storefronts.webhook import WebhookVerifier
 
 __all__ = ["PLATFORMS", "PageProgress", "StorefrontClient", "StorefrontRequestRejected", "get_client",
-           "get_normaliser", "get_status_applier", "get_stock_client"]
+           "get_normaliser", "get_status_applier", "get_stock_client", "get_webhook_verifier"]
 
 #: platform name → what it offers → (module, class). ``orders``, ``status`` and ``stock`` classes
 #: take the Airflow connection id first; the writers are context managers (their HTTP session
-#: closes on exit). ``normalise`` is the normaliser alone: no connection, no HTTP.
+#: closes on exit). ``normalise`` is the normaliser alone: no connection, no HTTP. ``webhook``
+#: verifies the platform's webhook deliveries; it takes the webhook secret, not a connection id.
 PLATFORMS: dict[str, dict[str, tuple[str, str]]] = {
     "woocommerce": {
         "orders": ("order_integration.storefronts.woocommerce", "WooCommerceClient"),
         "normalise": ("order_integration.storefronts.woocommerce_normalise", "WooCommerceNormaliser"),
         "status": ("order_integration.storefronts.woocommerce_writes", "WooCommerceWriter"),
         "stock": ("order_integration.storefronts.woocommerce_products", "WooCommerceStock"),
+        "webhook": ("order_integration.storefronts.woocommerce_webhook", "WooCommerceWebhook"),
     },
     "shopify": {
         "orders": ("order_integration.storefronts.shopify", "ShopifyClient"),
         "normalise": ("order_integration.storefronts.shopify_normalise", "ShopifyNormaliser"),
         "status": ("order_integration.storefronts.shopify_status", "ShopifyStatus"),
         "stock": ("order_integration.storefronts.shopify_stock", "ShopifyStock"),
+        "webhook": ("order_integration.storefronts.shopify_webhook", "ShopifyWebhook"),
     },
 }
 
@@ -79,3 +83,9 @@ def get_status_applier(platform: str, conn_id: str, **kwargs: Any) -> StatusAppl
 def get_stock_client(platform: str, conn_id: str, **kwargs: Any) -> StockClient:
     """What the stock sync reads and writes stock levels through (a context manager)."""
     return _platform_class(platform, "stock")(conn_id, **kwargs)
+
+
+def get_webhook_verifier(platform: str, secret: str, *, host: str | None = None) -> WebhookVerifier:
+    """What verifies ``platform``'s webhook deliveries signed with ``secret`` (``host``: the
+    storefront connection's, for a platform whose deliveries name their shop)."""
+    return _platform_class(platform, "webhook")(secret, host=host)
