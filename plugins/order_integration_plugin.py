@@ -1,10 +1,16 @@
-"""Airflow plugin: puts each run's one-line summary on the DAG run as its note.
+"""Airflow plugin: puts each run's one-line summary on the DAG run as its note, and serves the
+webhook receiver (real-time mode) on the api-server.
 
 The export's ``publish`` task and the status sync's ``sync_files`` task return a ``note`` (the line
 operators grep for); when the run finishes, this listener — running in the scheduler, in
 the transaction that finishes the run — copies it to the run's note so the grid view shows
 it. A failed run gets a note naming its failed tasks. An operator's own
 note is never overwritten, and nothing here can fail a run (Airflow logs listener errors).
+
+The webhook receiver, ``POST /order-integration/webhooks/<store_id>``, is
+:mod:`order_integration.webhooks_http` (HTTP) over :mod:`order_integration.webhooks` (the
+rules); Airflow does not authenticate plugin apps, and this one authenticates each delivery by
+its signature. It imports FastAPI on its first request only.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import ClassVar
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
+from order_integration import webhooks_http
 from order_integration.dag_defaults import DAG_KINDS
 
 PREFIXES = tuple(f"{kind}__" for kind in DAG_KINDS)
@@ -88,3 +95,7 @@ class RunNotes:
 class OrderIntegrationPlugin(AirflowPlugin):
     name = "order_integration"
     listeners: ClassVar[list] = [RunNotes()]
+    fastapi_apps: ClassVar[list] = [
+        {"app": webhooks_http.app, "url_prefix": webhooks_http.URL_PREFIX,
+         "name": "order-integration webhook receiver"},
+    ]
