@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from decimal import Decimal
 
 import pendulum
 import pytest
@@ -122,7 +123,7 @@ def test_empty_and_non_utf8_files() -> None:
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ({"event": "delivered"}, "event 'delivered' is not one of accepted, shipped, cancelled, rejected"),
+        ({"event": "delivered"}, "event 'delivered' is not one of accepted, shipped, cancelled, rejected, paid, refunded"),
         ({"event": ""}, "event '' is not one of"),
         ({"event": "Accepted"}, "event 'Accepted' is not one of"),
         ({"order_id": ""}, "order_id is missing"),
@@ -150,7 +151,7 @@ def test_empty_and_non_utf8_files() -> None:
         ({"event": "shipped", "carrier": "DHL", "sku": "A", "quantity": "\u00b2"}, "is not a positive integer"),
         ({"event": "shipped", "carrier": "DHL", "sku": "A"}, "sku 'A' is given without quantity"),
         ({"event": "shipped", "carrier": "DHL", "quantity": "2"}, "quantity '2' is given without sku"),
-        ({"event": "accepted", "sku": "A", "quantity": "1"}, "sku/quantity are only allowed with 'shipped'"),
+        ({"event": "accepted", "sku": "A", "quantity": "1"}, "sku/quantity are only allowed with 'shipped' or 'refunded'"),
         ({"event": "shipped"}, "shipped needs carrier or tracking_number"),
         ({"event": "shipped", "carrier": "DHL", "tracking_url": "javascript:alert(1)"}, "is not an http(s) URL"),
         ({"event": "rejected"}, "rejected needs the reason in note"),
@@ -228,3 +229,81 @@ def test_unique_name() -> None:
     assert unique_name({"a.csv", "a-2.csv"}, "a.csv") == "a-1.csv"
     assert unique_name({"status.2026.csv"}, "status.2026.csv") == "status.2026-1.csv"
     assert unique_name({"readme"}, "readme") == "readme-1"
+
+
+# -- paid / refunded: the optional money columns ------------------------------------------------
+
+MONEY = (*STATUS_COLUMNS, "amount", "currency", "reference")
+
+
+def money_line(event: str = "paid", **values: object) -> dict[str, object]:
+    return line(event=event, reference="PAY-1", **values)
+
+
+def test_files_without_the_money_columns_stay_valid_and_keep_their_event_keys() -> None:
+    plain = parse_status_file(status_csv(line()), "a.csv").events[0]
+    wide = parse_status_file(status_csv(line(), columns=MONEY), "b.csv").events[0]
+    assert plain.event_key == wide.event_key  # keys recorded by earlier releases still match
+    assert (plain.amount, plain.currency, plain.reference) == (None, "", "")
+
+
+def test_paid_and_refunded_lines_carry_amount_currency_reference() -> None:
+    data = status_csv(
+        money_line(),
+        money_line(amount="12.3", currency="EUR"),
+        line(event="refunded", amount="1200", currency="JPY", reference="CN-7", note="damaged"),
+        line(event="refunded", amount="0.500", currency="KWD", reference="CN-8", sku="A", quantity="2"),
+        columns=MONEY,
+    )
+    parsed = parse_status_file(data, "s.csv")
+    assert parsed.errors == []
+    paid, paid_amount, whole, by_line = parsed.events
+    assert (paid.event, paid.amount, paid.currency, paid.reference) == ("paid", None, "", "PAY-1")
+    assert (paid_amount.amount, paid_amount.currency) == (Decimal("12.3"), "EUR")
+    assert (whole.amount, whole.currency, whole.reference, whole.note) == (Decimal(1200), "JPY", "CN-7", "damaged")
+    assert (by_line.sku, by_line.quantity, by_line.amount) == ("A", 2, Decimal("0.500"))
+    # one payment however the backend writes the amount; another reference is another payment
+    again = parse_status_file(status_csv(money_line(amount="12.30", currency="EUR"), columns=MONEY), "t.csv")
+    assert again.events[0].event_key == paid_amount.event_key
+    other = parse_status_file(status_csv(line(event="paid", reference="PAY-2", amount="12.30", currency="EUR"),
+                                         columns=MONEY), "u.csv")
+    assert other.events[0].event_key != paid_amount.event_key
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (line(event="paid"), "paid needs reference"),
+        (line(event="refunded", amount="5", currency="EUR"), "refunded needs reference"),
+        (money_line("refunded"), "refunded needs amount and currency"),
+        (money_line(amount="12.345", currency="EUR"), "amount '12.345' has 3 decimals; EUR has 2"),
+        (money_line(amount="12.5", currency="JPY"), "amount '12.5' has 1 decimals; JPY has 0"),
+        (money_line(amount="0", currency="EUR"), "amount '0' is not greater than zero"),
+        (money_line(amount="0.00", currency="EUR"), "is not greater than zero"),
+        (money_line(amount="-5", currency="EUR"), "amount '-5' is not a plain decimal"),
+        (money_line(amount="1e3", currency="EUR"), "is not a plain decimal"),
+        (money_line(amount="1,50", currency="EUR"), "is not a plain decimal"),
+        (money_line(amount="NaN", currency="EUR"), "is not a plain decimal"),
+        (money_line(amount="\u0663", currency="EUR"), "is not a plain decimal"),
+        (money_line(amount="1" * 16, currency="EUR"), "is too large"),
+        (money_line(amount="5", currency="eur"), "currency 'eur' is not an ISO 4217 code"),
+        (money_line(amount="5", currency="XYZ"), "currency 'XYZ' is not an ISO 4217 code"),
+        (money_line(amount="5"), "amount '5' is given without currency"),
+        (money_line(currency="EUR"), "currency 'EUR' is given without amount"),
+        (money_line(sku="A", quantity="1"), "sku/quantity are only allowed with 'shipped' or 'refunded'"),
+        (line(event="paid", reference="x" * 101), "is not printable text of at most 100"),
+        (line(event="paid", reference="a\tb"), "is not printable text"),
+    ],
+)
+def test_each_money_rule_names_the_rule_and_the_value(values: dict[str, object], expected: str) -> None:
+    good = money_line(order_id="2000")
+    parsed = parse_status_file(status_csv(good, values, good, columns=MONEY), "s.csv")
+    assert [e.line_number for e in parsed.events] == [2, 4]
+    assert [e.line_number for e in parsed.errors] == [3]
+    assert expected in parsed.errors[0].reason, parsed.errors[0].reason
+
+
+def test_money_columns_on_other_events_are_kept_but_unused() -> None:
+    parsed = parse_status_file(status_csv(line(amount="x", currency="??", reference="R"), columns=MONEY), "s.csv")
+    assert parsed.errors == []
+    assert (parsed.events[0].amount, parsed.events[0].reference) == (None, "")

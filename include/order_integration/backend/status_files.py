@@ -5,8 +5,9 @@ Contract (binding, from the backend)
 Any ``*.csv`` in ``outbound_dir`` whose name does not start with ``.`` (a leading dot marks a
 file still being written, as our own uploads do). UTF-8, a BOM is tolerated. One header row
 naming exactly the columns ``order_id,event,occurred_at,carrier,tracking_number,tracking_url,
-sku,quantity,note`` (any order; a missing, unknown or repeated column makes the whole file
-invalid: we would otherwise guess what the backend meant). Empty lines are ignored.
+sku,quantity,note``, optionally followed by ``amount,currency,reference`` (any order; a
+missing, unknown or repeated column makes the whole file invalid: we would otherwise guess
+what the backend meant). Empty lines are ignored.
 
 Line rules (a broken line is a :class:`LineError` naming the rule and the value; the other
 lines of the file still count):
@@ -14,21 +15,32 @@ lines of the file still count):
 * ``order_id`` is an order id: ASCII digits in ``1 … MAX_ORDER_ID``
   (:mod:`order_integration.ids`; ``²`` or Arabic-Indic ``٣`` pass ``str.isdigit`` but are
   no id, and must not become a crash or another order further on);
-* ``event`` is one of ``accepted``, ``shipped``, ``cancelled``, ``rejected``;
+* ``event`` is one of ``accepted``, ``shipped``, ``cancelled``, ``rejected``, ``paid``,
+  ``refunded``;
 * ``occurred_at`` is ISO 8601 *with* a UTC designator (``Z`` or ``+00:00``): a naive time
   is ambiguous and another offset breaks the contract, both are refused;
 * ``quantity``, when given, is a positive integer (ASCII digits, at most ``MAX_QUANTITY``)
   — the units of ``sku`` shipped by this event, not a running total;
-* ``sku`` and ``quantity`` come together or not at all, and only with ``shipped`` (a partial
-  cancel or accept does not exist; applying it to the whole order would be wrong);
+* ``sku`` and ``quantity`` come together or not at all, and only with ``shipped`` or
+  ``refunded`` (a line refund; a partial cancel or accept does not exist: applying it to the
+  whole order would be wrong);
 * ``shipped`` needs ``carrier`` or ``tracking_number``: the customer is told how the parcel
   travels, a shipment note without either tells them nothing;
 * ``tracking_url``, when given, is an ``http(s)://`` URL (it ends up in a customer note);
 * ``rejected`` needs the reason in ``note``;
+* the optional columns ``amount``, ``currency``, ``reference`` (after ``note`` in the
+  contract; a header without them stays valid): ``amount`` is a plain decimal (ASCII digits,
+  one optional ``.``; no sign, exponent or thousands separator) greater than zero with at most
+  the currency's minor digits (JPY ``1200``, EUR ``12.30``, KWD ``12.300``); ``currency`` an
+  ISO 4217 code (upper case); the two come together or not at all;
+* ``paid`` and ``refunded`` need ``reference`` (the backend's payment or credit-note id, the
+  idempotency key on the storefront: printable, at most ``MAX_REFERENCE`` characters);
+  ``refunded`` needs ``amount`` and ``currency`` (how much money the backend gave back);
 * the file ends with a line break: a last line without one may be cut off (a half-written
   file) and is not applied.
 
-Tracking columns on non-``shipped`` lines are kept but unused. ``line_number`` counts
+Tracking columns on non-``shipped`` lines and money columns on lines other than ``paid``/
+``refunded`` are kept but unused. ``line_number`` counts
 physical lines with the header as line 1 (the line where a record starts).
 
 Each good line becomes a frozen :class:`StatusEvent` whose ``event_key`` is a digest of its
@@ -48,19 +60,30 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Literal, get_args
 
 import pendulum
 
+from order_integration.currency import format_money, is_valid_currency, minor_units
 from order_integration.ids import MAX_ORDER_ID, is_order_id
 
-EventType = Literal["accepted", "shipped", "cancelled", "rejected"]
+EventType = Literal["accepted", "shipped", "cancelled", "rejected", "paid", "refunded"]
 EVENTS: tuple[str, ...] = get_args(EventType)
 #: The header of a status file (contract order; the file may order them differently).
 STATUS_COLUMNS: tuple[str, ...] = (
     "order_id", "event", "occurred_at", "carrier", "tracking_number", "tracking_url", "sku",
     "quantity", "note",
 )
+#: Optional columns after ``note`` (a file without them is valid): money of ``paid``/``refunded``.
+MONEY_COLUMNS: tuple[str, ...] = ("amount", "currency", "reference")
+#: Events that move money and need a ``reference``.
+MONEY_EVENTS: tuple[str, ...] = ("paid", "refunded")
+#: Events that may name one line (``sku`` + ``quantity``).
+LINE_EVENTS: tuple[str, ...] = ("shipped", "refunded")
+#: Longest ``reference`` (it is stored on the storefront: a transaction id, a refund's meta).
+MAX_REFERENCE = 100
+_AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 _QUANTITY = re.compile(r"[0-9]+")
 #: Most units one ``shipped`` line may carry (a storefront's integer quantity).
 MAX_QUANTITY = 2**31 - 1
@@ -85,10 +108,14 @@ class StatusEvent:
     quantity: int | None
     note: str
     event_key: str
+    #: ``paid``/``refunded`` only (else ``None``/empty): the money and the backend's id for it.
+    amount: Decimal | None = None
+    currency: str = ""
+    reference: str = ""
 
     @property
     def is_partial(self) -> bool:
-        """A partial shipment: ``quantity`` units of ``sku`` (not the whole order)."""
+        """A partial shipment or a line refund: ``quantity`` units of ``sku`` (not the whole order)."""
         return self.sku is not None
 
 
@@ -160,12 +187,18 @@ def _echo(value: str) -> str:
 def event_key(
     order_id: str, event: str, occurred_at: pendulum.DateTime, carrier: str, tracking_number: str,
     tracking_url: str, sku: str | None, quantity: int | None, note: str,
+    money: tuple[str, str, str] | None = None,
 ) -> str:
-    """SHA-256 (hex) of the event's content in a canonical form (UTC time, stripped texts)."""
-    content = [
+    """SHA-256 (hex) of the event's content in a canonical form (UTC time, stripped texts).
+
+    ``money`` (amount, currency, reference) is part of the content of ``paid``/``refunded``
+    only, so the keys of the other events stay what earlier releases recorded."""
+    content: list[object] = [
         order_id, event, occurred_at.in_timezone("UTC").isoformat(), carrier, tracking_number,
         tracking_url, sku, quantity, note,
     ]
+    if money is not None:
+        content.extend(money)
     return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -245,29 +278,83 @@ def _validate(values: dict[str, str]) -> tuple[list[str], pendulum.DateTime | No
     if bool(sku) != bool(quantity):
         given, absent = ("sku", "quantity") if sku else ("quantity", "sku")
         problems.append(f"{given} {_echo(values[given])} is given without {absent}; give both or neither")
-    if (sku or quantity) and event in EVENTS and event != "shipped":
-        problems.append(f"sku/quantity are only allowed with 'shipped', not with {event!r}")
+    if (sku or quantity) and event in EVENTS and event not in LINE_EVENTS:
+        problems.append(f"sku/quantity are only allowed with 'shipped' or 'refunded', not with {event!r}")
     if event == "shipped" and not values["carrier"] and not values["tracking_number"]:
         problems.append("shipped needs carrier or tracking_number")
     if values["tracking_url"] and not _URL.fullmatch(values["tracking_url"]):
         problems.append(f"tracking_url {_echo(values['tracking_url'])} is not an http(s) URL")
     if event == "rejected" and not values["note"]:
         problems.append("rejected needs the reason in note")
+    if event in MONEY_EVENTS:
+        problems.extend(money_problems(event, values["amount"], values["currency"], values["reference"]))
     return problems, occurred
+
+
+def parse_amount(text: str, currency: str) -> Decimal | str:
+    """``text`` as an amount of ``currency`` (ISO 4217), or why it is refused: a plain decimal
+    (ASCII digits, one optional ``.``), greater than zero, with at most the currency's minor
+    digits. ``Decimal`` alone would take ``1e3``, ``-5``, ``NaN``, `` 1_000`` and Arabic-Indic
+    digits; none of them is an amount the backend meant."""
+    match = _AMOUNT.fullmatch(text)
+    if match is None:
+        return f"amount {_echo(text)} is not a plain decimal (digits with an optional '.')"
+    whole, fraction = match.group(1), match.group(2) or ""
+    digits = minor_units(currency)
+    if len(fraction) > digits:
+        return f"amount {_echo(text)} has {len(fraction)} decimals; {currency} has {digits}"
+    if len(whole.lstrip("0")) > 15:  # no order is worth 10^15; keeps Decimal and the platforms exact
+        return f"amount {_echo(text)} is too large"
+    amount = Decimal(text)
+    if amount <= 0:
+        return f"amount {_echo(text)} is not greater than zero"
+    return amount
+
+
+def money_problems(event: str, amount: str, currency: str, reference: str) -> list[str]:
+    """The broken money rules of a ``paid``/``refunded`` line (see the module docstring)."""
+    problems = []
+    if not reference:
+        problems.append(f"{event} needs reference (the backend's payment or credit-note id)")
+    elif len(reference) > MAX_REFERENCE or not reference.isprintable():
+        problems.append(f"reference {_echo(reference)} is not printable text of at most "
+                        f"{MAX_REFERENCE} characters")
+    if currency and not is_valid_currency(currency):
+        problems.append(f"currency {_echo(currency)} is not an ISO 4217 code")
+    if bool(amount) != bool(currency):
+        given, absent = ("amount", "currency") if amount else ("currency", "amount")
+        problems.append(f"{given} {_echo(amount or currency)} is given without {absent}; "
+                        "give both or neither")
+    elif event == "refunded" and not amount:
+        problems.append("refunded needs amount and currency")
+    if amount and is_valid_currency(currency):
+        parsed = parse_amount(amount, currency)
+        if isinstance(parsed, str):
+            problems.append(parsed)
+    return problems
 
 
 def _event(line_number: int, values: dict[str, str], occurred_at: pendulum.DateTime) -> StatusEvent:
     sku = values["sku"] or None
     quantity = parse_quantity(values["quantity"]) if values["quantity"] else None
+    money = None
+    amount: Decimal | None = None
+    if values["event"] in MONEY_EVENTS:
+        parsed = parse_amount(values["amount"], values["currency"]) if values["amount"] else None
+        amount = parsed if isinstance(parsed, Decimal) else None
+        # the amount in canonical form: "12.3" and "12.30" EUR are one payment
+        money = ("" if amount is None else format_money(amount, values["currency"]), values["currency"],
+                 values["reference"])
     key = event_key(
         values["order_id"], values["event"], occurred_at, values["carrier"], values["tracking_number"],
-        values["tracking_url"], sku, quantity, values["note"],
+        values["tracking_url"], sku, quantity, values["note"], money,
     )
     return StatusEvent(
         line_number=line_number, order_id=values["order_id"], event=values["event"],  # type: ignore[arg-type]
         occurred_at=occurred_at, carrier=values["carrier"], tracking_number=values["tracking_number"],
         tracking_url=values["tracking_url"], sku=sku, quantity=quantity, note=values["note"],
-        event_key=key,
+        event_key=key, amount=amount, currency=values["currency"] if money else "",
+        reference=values["reference"] if money else "",
     )
 
 
@@ -310,7 +397,7 @@ def parse_status_file(data: bytes, name: str) -> ParsedFile:
         reason = f"{name}: empty file, no header"
         return ParsedFile(errors=[LineError(1, "", reason)], file_error=reason)
     header_line, header = rows[0]
-    problem = check_header(header)
+    problem = check_header(header, optional=MONEY_COLUMNS)
     if problem is not None:
         reason = f"{name}: {problem}"
         return ParsedFile(errors=[LineError(header_line, "", reason)], file_error=reason)
@@ -325,7 +412,8 @@ def parse_status_file(data: bytes, name: str) -> ParsedFile:
                 line_number, order_id, f"line has {len(row)} fields, the header has {len(columns)}"
             ))
             continue
-        values = {col: cell.strip() for col, cell in zip(columns, row, strict=True)}
+        values = dict.fromkeys(MONEY_COLUMNS, "")
+        values.update({col: cell.strip() for col, cell in zip(columns, row, strict=True)})
         if truncated and position == len(rows):
             parsed.errors.append(LineError(
                 line_number, values["order_id"], "the file does not end with a line break: its last "
