@@ -78,6 +78,10 @@ class StoreConfig:
     #: Switch WooCommerce stock management on for a product that has it off when a stock file
     #: names it (False: such rows are reported as ``unmanaged`` and the product is left alone).
     manage_stock_on_apply: bool = False
+    #: A ``refunded`` line of a status file (``sku`` + ``quantity``) puts those units back in the
+    #: storefront's stock (WooCommerce ``api_restock``). Off by default: the warehouse decides
+    #: what is sellable again after a return and says so in its stock files.
+    restock_refunds: bool = False
     #: A stock file's ``location`` names → the storefront's location ids, for a platform that
     #: keeps a level per location (Shopify); ``default_stock_location``: the location id of rows
     #: without a ``location``. A platform with one level per SKU (WooCommerce) ignores both.
@@ -208,6 +212,9 @@ def _store(raw: Any, where: str) -> StoreConfig:
     manage_stock_on_apply = raw.get("manage_stock_on_apply", False)
     if not isinstance(manage_stock_on_apply, bool):
         raise ConfigError(f"{where}.manage_stock_on_apply: {manage_stock_on_apply!r} is not true or false")
+    restock_refunds = raw.get("restock_refunds", False)
+    if not isinstance(restock_refunds, bool):
+        raise ConfigError(f"{where}.restock_refunds: {restock_refunds!r} is not true or false")
     lookback = _int(raw, "lookback_minutes", 10, 0, 7 * 24 * 60, where)
     statuses = raw.get("export_statuses", list(DEFAULT_EXPORT_STATUSES[platform]))
     if (
@@ -225,6 +232,7 @@ def _store(raw: Any, where: str) -> StoreConfig:
         status_sync_schedule=status_sync_schedule,
         inventory_sync_schedule=inventory_sync_schedule,
         manage_stock_on_apply=manage_stock_on_apply,
+        restock_refunds=restock_refunds,
         stock_locations=_stock_locations(raw.get("stock_locations"), f"{where}.stock_locations"),
         default_stock_location=_location_id(raw.get("default_stock_location"),
                                             f"{where}.default_stock_location"),

@@ -21,6 +21,16 @@ platform is decided here: unknown orders (404, or an id that is not an order id:
 order does not have, or of more units than ordered minus those already shipped, is refused;
 a tracking number already used for another order is refused.
 
+Money (``paid``, ``refunded``) is checked here too, on the order's money as the storefront
+shows it (:class:`~order_integration.storefronts.base.Payment`): a ``currency`` other than the
+order's, a ``paid`` ``amount`` other than the order's total, a refund above what remains
+refundable (total minus the refunds so far, earlier lines of the file included), a line
+refund of a SKU the order lacks or of more units than remain are refused. A storefront that
+does not apply money events (no ``money_events`` on its applier) gets them refused, never
+half-applied. An event the platform finds already on the order (its ``reference`` on the
+payment or on a refund) is ``recovered`` before any of these rules: the refund it made counts
+in "refunded so far" and must not refuse itself.
+
 Partial shipments are summed per (order, SKU) from the ledger's applied ``shipped`` rows
 (``quantity`` is per event, not a running total) and compared with the order's lines
 (quantities of lines sharing a SKU add up); the platform learns whether the order is fully
@@ -58,12 +68,14 @@ import posixpath
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pendulum
 
 from order_integration.backend.sftp import FileTooLarge
 from order_integration.backend.status_files import (
+    MONEY_EVENTS,
     LineError,
     ParsedFile,
     StatusEvent,
@@ -71,6 +83,7 @@ from order_integration.backend.status_files import (
     parse_status_file,
     unique_name,
 )
+from order_integration.currency import format_money, is_valid_currency, to_minor
 from order_integration.exceptions import InvariantViolation
 from order_integration.failpoints import failpoint
 from order_integration.ids import parse_order_id
@@ -188,12 +201,35 @@ def _tracking(event: StatusEvent) -> str:
     return text
 
 
+def _money(amount: Decimal | None, currency: str) -> str:
+    if amount is None:
+        return ""
+    return f"{format_money(amount, currency) if is_valid_currency(currency) else amount} {currency}"
+
+
+def _units(event: StatusEvent, order_lines: dict[str, tuple[int, str]] | None) -> str:
+    name = (order_lines or {}).get(event.sku or "", (0, event.sku))[1]
+    return f"{event.quantity} × {name} ({event.sku})" if name != event.sku else f"{event.quantity} × {name}"
+
+
+def _money_note(event: StatusEvent, when: str, extra: str,
+                order_lines: dict[str, tuple[int, str]] | None) -> str:
+    if event.event == "paid":
+        amount = f" of {_money(event.amount, event.currency)}" if event.amount is not None else ""
+        return f"Payment{amount} booked by the backend on {when} (reference {event.reference}).{extra}"
+    what = f" for {_units(event, order_lines)}" if event.sku is not None else ""
+    return (f"Refund of {_money(event.amount, event.currency)}{what} booked by the backend on {when} "
+            f"(reference {event.reference}); no money was moved through the payment gateway.{extra}")
+
+
 def note_text(event: StatusEvent, order_lines: dict[str, tuple[int, str]] | None = None) -> str:
     """The note an event puts on the order. Deterministic (same event, same text), so a note
     already on the order is recognised. Shipment notes go to the customer and never carry the
     backend's free-text ``note`` (it may be internal); the others are private."""
     when = _when(event)
     extra = f" {event.note}" if event.note else ""
+    if event.event in MONEY_EVENTS:
+        return _money_note(event, when, extra, order_lines)
     if event.event == "accepted":
         return f"Accepted by the backend on {when}.{extra}"
     if event.event == "cancelled":
@@ -203,9 +239,7 @@ def note_text(event: StatusEvent, order_lines: dict[str, tuple[int, str]] | None
     via = f" with {event.carrier}" if event.carrier else ""
     if event.sku is None:
         return f"Your order was shipped on {when}{via}.{_tracking(event)}"
-    name = (order_lines or {}).get(event.sku, (0, event.sku))[1]
-    what = f"{event.quantity} × {name} ({event.sku})" if name != event.sku else f"{event.quantity} × {name}"
-    return f"Part of your order was shipped on {when}{via}: {what}.{_tracking(event)}"
+    return f"Part of your order was shipped on {when}{via}: {_units(event, order_lines)}.{_tracking(event)}"
 
 
 def _shipment(event: StatusEvent, order: OrderState, shipped: dict[str, int]) -> str | bool:
@@ -227,6 +261,52 @@ def _shipment(event: StatusEvent, order: OrderState, shipped: dict[str, int]) ->
     )
 
 
+def money_refusal(event: StatusEvent, order: OrderState) -> str | None:
+    """Why a ``paid``/``refunded`` event cannot be applied to ``order``'s money as the
+    storefront shows it (see the module docstring), or ``None``."""
+    payment = order.payment
+    if payment is None:
+        return "the storefront did not say the order's total and payments"
+    if event.currency and event.currency != payment.currency:
+        return f"currency {event.currency} differs from the order's currency {payment.currency or '(none)'}"
+    if event.amount is None:
+        return None  # a paid line without amount (the parser wants one for refunded)
+    currency = payment.currency
+    if payment.total is None or not is_valid_currency(currency):
+        return "the order's total is unknown on the storefront"
+    if event.event == "paid":
+        if to_minor(event.amount, currency) != to_minor(payment.total, currency):
+            return (f"amount {_money(event.amount, currency)} differs from the order's total "
+                    f"{_money(payment.total, currency)}")
+        return None
+    if to_minor(event.amount, currency) > to_minor(payment.refundable, currency):
+        return (f"refund of {_money(event.amount, currency)} exceeds what remains refundable: "
+                f"{_money(payment.refundable, currency)} (total {_money(payment.total, currency)}, "
+                f"refunded so far {_money(payment.refunded, currency)})")
+    if event.sku is not None and event.quantity is not None:
+        if event.sku not in order.lines:
+            return f"sku {event.sku!r} is not in the order (skus: {', '.join(sorted(order.lines)) or 'none'})"
+        ordered, before = order.lines[event.sku][0], payment.refunded_units.get(event.sku, 0)
+        if before + event.quantity > ordered:
+            return (f"over-refund: sku {event.sku!r} ordered {ordered}, already refunded {before}, "
+                    f"this event refunds {event.quantity}")
+    return None
+
+
+def _book(event: StatusEvent, order: OrderState) -> None:
+    """Later events of the file see this payment or refund as made."""
+    payment = order.payment
+    if payment is None:
+        return
+    payment.references.add(event.reference)
+    if event.event == "paid":
+        payment.paid, payment.transaction_id = True, event.reference
+    elif event.amount is not None:
+        payment.refunded += event.amount
+        if event.sku is not None and event.quantity is not None:
+            payment.refunded_units[event.sku] = payment.refunded_units.get(event.sku, 0) + event.quantity
+
+
 # --------------------------------------------------------------------------------------------
 # applying
 # --------------------------------------------------------------------------------------------
@@ -236,8 +316,10 @@ class _Run:
     """The state of one :func:`apply_file` call."""
 
     def __init__(self, store_id: str, source_file: str, applier: StatusApplier, status_events: StatusEvents,
-                 batch_threshold: int) -> None:
+                 batch_threshold: int, restock_refunds: bool = False) -> None:
         self.store_id = store_id
+        self.restock_refunds = restock_refunds
+        self.money_events: frozenset[str] = getattr(applier, "money_events", frozenset())
         self.source_file = source_file
         self.applier = applier
         self.status_events = status_events
@@ -300,6 +382,10 @@ class _Run:
         return kept
 
     def plan_event(self, index: int, event: StatusEvent, order: OrderState) -> None:
+        if event.event in MONEY_EVENTS and event.event not in self.money_events:
+            self.settle(index, EventOutcome(event, refused(
+                f"this storefront's platform does not apply {event.event!r} events yet")))
+            return
         shipped = self.shipped[order.order_id]
         shipment = _shipment(event, order, shipped) if event.event == "shipped" else False
         note = note_text(event, order.lines)
@@ -308,17 +394,23 @@ class _Run:
         except OrderNotFound:
             self.settle(index, EventOutcome(event, error("order not found")))
             return
+        if event.event in MONEY_EVENTS and not isinstance(effect, str) and not effect.recovered:
+            shipment = money_refusal(event, order) or shipment
         if isinstance(effect, str) or isinstance(shipment, str):
             # the platform's refusal first (an event for a cancelled order), then the shipment's
+            # or the money's
             reason = effect if isinstance(effect, str) else str(shipment)
             self.settle(index, EventOutcome(event, refused(reason)))
             return
+        if event.event in MONEY_EVENTS and not effect.note_only:
+            _book(event, order)
         before = None
         if event.event == "shipped" and event.sku is not None and event.quantity is not None:
             before = shipped.get(event.sku, 0)
             shipped[event.sku] = before + event.quantity
         write = effect.target is not None and effect.target != order.status and not effect.recovered
-        change = StatusChange(event, order, note, effect, write_status=write, shipped_before=before)
+        change = StatusChange(event, order, note, effect, write_status=write, shipped_before=before,
+                              restock=self.restock_refunds and event.event == "refunded")
         if effect.target is not None:
             order.status = effect.target  # later events of this order are decided on the new status
         self.steps.setdefault(order.order_id, []).append(_Step(index, change))
@@ -352,7 +444,11 @@ class _Run:
                     self.fail(step)
         failpoint("status_sync.before_ledger", store=self.store_id)
         for step in live:
-            if step.outcome is None:
+            if step.outcome is None and step.change.effect.note_only:
+                # written as a note only: the backend hears why nothing else happened
+                change = step.change
+                step.outcome = EventOutcome(change.event, refused(change.effect.note_only), None, change.note)
+            elif step.outcome is None:
                 change = step.change
                 written = change.write_status or change.recovered
                 step.outcome = EventOutcome(change.event, APPLIED, change.effect.target if written else None,
@@ -375,6 +471,7 @@ def apply_file(
     *,
     source_file: str = "-",
     batch_threshold: int = BATCH_THRESHOLD,
+    restock_refunds: bool = False,
 ) -> list[EventOutcome]:
     """Apply a file's valid events to the storefront and record each in ``status_events``.
 
@@ -384,8 +481,9 @@ def apply_file(
 
     :param source_file: the file name recorded in the ledger.
     :param batch_threshold: status changes in one wave from which ``batch_update`` is used.
+    :param restock_refunds: line refunds put their units back in stock (the store's setting).
     """
-    run = _Run(store_id, source_file, applier, status_events, batch_threshold)
+    run = _Run(store_id, source_file, applier, status_events, batch_threshold, restock_refunds)
     run.plan(events)
     run.execute()
     applied = {s.index: s.outcome for steps in run.steps.values() for s in steps if s.outcome is not None}
@@ -480,7 +578,8 @@ def sync_file(
         log.warning("store %s: status file %s: %s", store.id, name, exc.reason)
         parsed = ParsedFile(errors=[LineError(1, "", exc.reason)], file_error=exc.reason)
     outcomes = apply_file(store.id, parsed.events, applier, status_events, source_file=name,
-                          batch_threshold=batch_threshold) if parsed.events else []
+                          batch_threshold=batch_threshold,
+                          restock_refunds=store.restock_refunds) if parsed.events else []
     status_events.record(store.id, name, [
         {"line_number": e.line_number, "order_id": e.order_id[:64], "event": e.event[:32],
          "outcome": error(f"invalid line: {e.reason}")}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pendulum
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchItemResult", "CatalogItem", "Effect", "Normaliser", "OrderNotFound", "OrderState", "PageProgress",
+    "Payment",
     "StatusApplier", "StatusChange", "StockClient", "StockUpdate", "StockWriteResult", "StorefrontClient",
     "StorefrontRequestRejected", "UnknownLocation", "same_note",
 ]
@@ -113,11 +115,38 @@ def same_note(a: str, b: str) -> bool:
 
 
 @dataclass(slots=True)
+class Payment:
+    """An order's money as the storefront shows it, for the backend's ``paid``/``refunded``.
+
+    ``total`` is what the customer owes (``None``: the store sent no usable total);
+    ``refunded`` the sum of the refunds so far. ``paid``: the storefront records the order as
+    paid (WooCommerce ``date_paid``; Shopify a paid financial status); ``transaction_id`` the
+    payment's id on the order ('' none). ``references``: the backend references found on the
+    order's payment and refunds (what this package wrote there before: the idempotency check
+    the platform answers, so a crash between the write and the ledger repeats nothing).
+    ``refunded_units``: SKU → units already refunded by line."""
+
+    currency: str
+    total: Decimal | None
+    refunded: Decimal = Decimal(0)
+    paid: bool = False
+    transaction_id: str = ""
+    references: set[str] = field(default_factory=set)
+    refunded_units: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def refundable(self) -> Decimal:
+        """What may still be refunded: the total minus the refunds so far (never below 0)."""
+        return max(Decimal(0), (self.total or Decimal(0)) - self.refunded)
+
+
+@dataclass(slots=True)
 class OrderState:
     """What the status sync knows of one storefront order while it applies a file.
 
     ``status`` is the platform's own word (what the orders file carries). ``lines`` maps each
     SKU to (units ordered, product name); quantities of lines sharing a SKU add up.
+    ``payment``: its money, for ``paid``/``refunded`` (``None``: the platform does not say).
     ``cache`` is the platform applier's own (notes it read, fulfillment orders...)."""
 
     order_id: int
@@ -125,6 +154,7 @@ class OrderState:
     lines: dict[str, tuple[int, str]]
     has_line_without_sku: bool
     cache: dict[str, Any] = field(default_factory=dict)
+    payment: Payment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +164,15 @@ class Effect:
     ``target``: the status the order has after the event (``None``: unchanged);
     ``customer_note``: the event's note is for the customer (a shipment) or private;
     ``recovered``: the storefront already shows this event (an earlier run applied it and
-    stopped before its ledger row): nothing is written again, it counts as applied."""
+    stopped before its ledger row): nothing is written again, it counts as applied.
+    ``note_only``: the event is written as its note and nothing else, and reported to the
+    backend as refused with this reason (``paid`` for an order its gateway paid already: the
+    customer's history shows the booking, but no second payment is marked)."""
 
     target: str | None
     customer_note: bool = False
     recovered: bool = False
+    note_only: str | None = None
 
 
 @dataclass(slots=True)
@@ -156,6 +190,8 @@ class StatusChange:
     #: in the ledger and earlier lines of the file); lets a platform without a per-event
     #: marker tell a shipment it already made from one it has yet to make
     shipped_before: int | None = None
+    #: a ``refunded`` event: put the refunded units back in stock (the store's ``restock_refunds``)
+    restock: bool = False
     error: str | None = None
     recovered: bool = False
 
@@ -164,6 +200,15 @@ class StatusApplier(Protocol):
     """What the status sync needs from a storefront: the orders' state, the platform's rules for
     each event, and applying a wave of changes (at most one per order) with an idempotency
     check the platform answers (a change already on the order is ``recovered``, not repeated).
+
+    Money events: an applier that applies ``paid``/``refunded`` names them in a class
+    attribute ``money_events`` (a frozenset), fills ``OrderState.payment`` in ``read_orders``
+    and carries them out in ``apply``: ``paid`` marks the order paid with ``event.reference``
+    as its transaction; ``refunded`` records a refund of ``event.amount`` (by line for
+    ``event.sku``/``event.quantity``, restocking when ``change.restock``) *without moving
+    money through the gateway*, with ``event.reference`` stored on it where ``read_orders``
+    finds it again (``Payment.references``). An applier without the attribute gets such
+    events refused by the status sync, never half-applied.
 
     A context manager: its HTTP session closes on exit."""
 
