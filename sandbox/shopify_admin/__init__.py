@@ -21,8 +21,11 @@ parsed, validated and executed with resolvers). ``POST /admin/api/{version}/grap
   default in GraphQL), tag, name, email, sku...; unknown fields are ignored with a warning in
   ``extensions.search``. Opaque keyset cursors; a page reaching past 25,000 items errors (the documented
   cap; ``paging_cap``). ``ordersCount(query, limit)``. Search-index lag: the ``query:`` filter sees an
-  update ``index_lag`` seconds late while ``order``/``nodes`` show current data.
-* Cost: scalars/enums 0, objects 1, connections 2 + first x node cost, mutations 10; requested vs
+  update ``index_lag`` seconds late while ``order``/``nodes`` show current data. A query of
+  ``updated_at`` bounds only, sorted UPDATED_AT ascending (with ``read_all_orders``), is bisected out
+  of the index kept ordered by (updatedAt, id), O(log N + page); any other query scans every order.
+* Cost: scalars/enums 0, objects 1, connections 2 + first x node cost, ``nodes(ids:)`` one node (ids x
+  node, as Shopify charges it, with ``ShopState.nodes_cost_per_id``), mutations 10; requested vs
   actual (unreturned nodes refunded); leaky bucket 2000 points, 100/s (standard plan); over the bucket ->
   THROTTLED (HTTP 200), over 1000 -> MAX_COST_EXCEEDED.
 * Mutations with userErrors: fulfillmentCreate, orderCancel (job + orderCancelUserErrors, completes at

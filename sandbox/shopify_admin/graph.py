@@ -3,8 +3,10 @@ query cost and bulk operations. HTTP lives in ``server.py``."""
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
+import heapq
 import json
 import threading
 import time
@@ -207,6 +209,9 @@ class ShopState:
     bucket: Bucket = field(default_factory=Bucket)
     max_cost: int = MAX_QUERY_COST
     paging_cap: int | None = 25_000
+    #: Whether ``nodes(ids:)`` is charged per id, as Shopify does (default: as one node, which the
+    #: test suite's fixed 2000-point buckets and no-op sleeps are written for).
+    nodes_cost_per_id: bool = False
     #: Whether the shop's prices include tax (orders added from then on are ``taxesIncluded``).
     taxes_included: bool = False
     supported: tuple[str, ...] = SUPPORTED_VERSIONS
@@ -222,6 +227,15 @@ class ShopState:
     log: list[dict[str, Any]] = field(default_factory=list)
     broken_cursors: set[str] = field(default_factory=set)
     jobs: int = 0
+    #: The search index ordered for ``updated_at`` ranges: (whole-second ``updatedAt``, id) of each
+    #: order's visible indexed version, sorted, as of the last ``settle_index()``; ``by_updated_entry``
+    #: is each order's entry there; ``index_pending`` the (visible from, seq, id) versions not yet in it.
+    by_updated: list[tuple[int, int]] = field(default_factory=list)
+    by_updated_entry: dict[int, tuple[int, int]] = field(default_factory=dict)
+    index_pending: list[tuple[float, int, int]] = field(default_factory=list)
+    index_seq: int = 0
+    #: False once an indexed ``updatedAt`` had a fraction of a second (then only the full scan is exact).
+    by_updated_exact: bool = True
 
     def now(self) -> datetime:
         return self.clock().astimezone(UTC)
@@ -234,6 +248,11 @@ class ShopState:
         self.orders[order["id"]] = order
         visible = time.monotonic() + (0.0 if indexed_now else self.index_lag)
         self.index.setdefault(order["id"], []).append((visible, copy.deepcopy(order)))
+        self.index_seq += 1
+        heapq.heappush(self.index_pending, (visible, self.index_seq, order["id"]))
+        updated = order["updatedAt"]
+        if not isinstance(updated, datetime) or updated.microsecond or updated.tzinfo is None:
+            self.by_updated_exact = False
 
     def touch(self, order: dict[str, Any], when: datetime | None = None) -> None:
         order["updatedAt"] = (when or self.now()).astimezone(UTC).replace(microsecond=0)
@@ -248,6 +267,26 @@ class ShopState:
             keep = len(seen) - 1
             self.index[order_id] = versions[keep:]
         return seen[-1] if seen else None
+
+    def settle_index(self) -> list[tuple[int, int]]:
+        """``by_updated`` brought up to what ``indexed()`` shows now (versions whose lag has passed
+        replace the order's previous entry); returns it. Caller holds ``lock``."""
+        now = time.monotonic()
+        pending, entries, by_updated = self.index_pending, self.by_updated_entry, self.by_updated
+        while pending and pending[0][0] <= now:
+            _visible, _seq, order_id = heapq.heappop(pending)
+            seen = self.indexed(order_id)
+            new = None if seen is None else (int(seen["updatedAt"].timestamp()), order_id)
+            old = entries.get(order_id)
+            if new == old:
+                continue
+            if old is not None:
+                del by_updated[bisect.bisect_left(by_updated, old)]
+                del entries[order_id]
+            if new is not None:
+                bisect.insort(by_updated, new)
+                entries[order_id] = new
+        return by_updated
 
     def visible(self, order: dict[str, Any], scopes: set[str]) -> bool:
         """Orders older than 60 days (by creation) are invisible without ``read_all_orders``."""
@@ -507,6 +546,34 @@ class Row:
     payload: Any
 
 
+class KeyRange:
+    """The rows of ``keys[lo:hi]`` (a sorted list of (sort value, id)), built only when read: a
+    connection over a range of an ordered index without materialising every row. ``Context.page``
+    takes its length, slices it and finds cursors in it by bisection."""
+
+    def __init__(self, keys: list[tuple[Any, int]], lo: int, hi: int, payload: Callable[[int], Any]) -> None:
+        self.keys, self.lo, self.hi, self.payload = keys, lo, max(lo, hi), payload
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def __getitem__(self, index: slice) -> list[Row]:
+        start, stop, step = index.indices(len(self))
+        return [self._row(i) for i in range(start, stop, step)]
+
+    def __iter__(self) -> Any:
+        return iter(self[:])
+
+    def _row(self, i: int) -> Row:
+        key, row_id = self.keys[self.lo + i]
+        return Row(key, row_id, self.payload(row_id))
+
+    def position(self, mark: tuple[Any, Any], *, after: bool) -> int:
+        """As ``Context._position`` ascending: the first row after ``mark`` (``after``) or at it."""
+        find = bisect.bisect_right if after else bisect.bisect_left
+        return find(self.keys, mark, self.lo, self.hi) - self.lo
+
+
 @dataclass
 class Context:
     state: ShopState
@@ -520,7 +587,7 @@ class Context:
     def page(
         self,
         info: Any,
-        rows: list[Row],
+        rows: list[Row] | KeyRange,
         args: dict[str, Any],
         build: Callable[[Any], dict[str, Any]] | None = None,
         *,
@@ -567,7 +634,7 @@ class Context:
             },
         }
 
-    def _position(self, rows: list[Row], cursor: str, descending: bool, *, after: bool) -> int:
+    def _position(self, rows: list[Row] | KeyRange, cursor: str, descending: bool, *, after: bool) -> int:
         """Index of the first row after the cursor (``after``) or of the cursor's row (``before``)."""
         decoded = d.decode_cursor(cursor)
         if decoded is None or cursor in self.state.broken_cursors:
@@ -576,6 +643,13 @@ class Context:
             )
         last_id, last_value = decoded
         mark = (last_value, last_id)
+        if isinstance(rows, KeyRange) and not descending:
+            try:
+                return rows.position(mark, after=after)
+            except TypeError:
+                raise GraphQLError(
+                    "Invalid cursor for current pagination sort.", extensions={"code": "BAD_REQUEST"}
+                ) from None
         for i, row in enumerate(rows):
             here = (row.key, row.id)
             try:
@@ -629,22 +703,24 @@ def selection_cost(
     sel: SelectionSetNode | None,
     fragments: dict[str, FragmentDefinitionNode],
     variables: dict[str, Any],
+    per_id: bool = False,
 ) -> int:
     """Shopify's requested cost of a selection on ``parent``: scalars and enums 0, objects 1,
-    connections 2 + first (or last) x the cost of one node, interfaces the maximum of their types."""
+    connections 2 + first (or last) x the cost of one node, interfaces the maximum of their types;
+    ``nodes(ids:)`` ids x its node with ``per_id`` (as Shopify), else one node."""
     if sel is None:
         return 0
     total, by_type = 0, {}
     for s in sel.selections:
         if isinstance(s, FieldNode):
-            total += field_cost(schema, parent, s, fragments, variables)
+            total += field_cost(schema, parent, s, fragments, variables, per_id)
             continue
         frag = fragments.get(s.name.value) if isinstance(s, FragmentSpreadNode) else s
         if frag is None:
             continue
         cond = frag.type_condition.name.value if frag.type_condition else parent.name
         target = schema.get_type(cond) or parent
-        cost = selection_cost(schema, target, frag.selection_set, fragments, variables)
+        cost = selection_cost(schema, target, frag.selection_set, fragments, variables, per_id)
         if cond == parent.name or isinstance(target, GraphQLInterfaceType):
             total += cost
         else:
@@ -658,6 +734,7 @@ def field_cost(
     node: FieldNode,
     fragments: dict[str, FragmentDefinitionNode],
     variables: dict[str, Any],
+    per_id: bool = False,
 ) -> int:
     name = node.name.value
     if name.startswith("__") or not hasattr(parent, "fields") or name not in parent.fields:
@@ -669,12 +746,12 @@ def field_cost(
     args = _field_args(node, variables)
     if _is_connection(ftype):
         return 2 + _size(args) * connection_node_cost(schema, named, node, fragments, variables)
-    inner = selection_cost(schema, named, node.selection_set, fragments, variables)
-    many = (
-        _size(args)
-        if isinstance(ftype, GraphQLList) or isinstance(getattr(ftype, "of_type", None), GraphQLList)
-        else 1
-    )
+    inner = selection_cost(schema, named, node.selection_set, fragments, variables, per_id)
+    many = 1
+    if isinstance(ftype, GraphQLList) or isinstance(getattr(ftype, "of_type", None), GraphQLList):
+        ids = args.get("ids")
+        # ``nodes(ids:)``: per id as Shopify charges it (``per_id``), else as one node
+        many = len(ids) if per_id and isinstance(ids, list) else _size(args)
     return many * (1 + inner)
 
 
@@ -727,10 +804,11 @@ def requested_cost(
     op: OperationDefinitionNode,
     fragments: dict[str, FragmentDefinitionNode],
     variables: dict[str, Any],
+    per_id: bool = False,
 ) -> int:
     if op.operation.value == "mutation":
         return MUTATION_COST * len(_flat_fields(op.selection_set, fragments))
-    return selection_cost(schema, schema.query_type, op.selection_set, fragments, variables)
+    return selection_cost(schema, schema.query_type, op.selection_set, fragments, variables, per_id)
 
 
 def execution_parts(
@@ -771,7 +849,11 @@ def run(
     if errors:
         return {"errors": [e.formatted for e in errors]}, None, 0
     op, fragments = execution_parts(document, operation_name)
-    requested = 0 if op is None else requested_cost(schema, op, fragments, variables or {})
+    requested = (
+        0
+        if op is None
+        else requested_cost(schema, op, fragments, variables or {}, ctx.state.nodes_cost_per_id)
+    )
     if requested > ctx.state.max_cost:
         return (
             {
