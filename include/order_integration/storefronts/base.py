@@ -121,9 +121,10 @@ class Payment:
     ``total`` is what the customer owes (``None``: the store sent no usable total);
     ``refunded`` the sum of the refunds so far. ``paid``: the storefront records the order as
     paid (WooCommerce ``date_paid``; Shopify a paid financial status); ``transaction_id`` the
-    payment's id on the order ('' none). ``references``: the backend references found on the
-    order's payment and refunds (what this package wrote there before: the idempotency check
-    the platform answers, so a crash between the write and the ledger repeats nothing).
+    payment's id on the order ('' none; a ``paid`` event whose reference it is was applied).
+    ``references``: the backend references found on the order's refunds (what this package
+    wrote there before: the idempotency check the platform answers, so a crash between the
+    write and the ledger repeats nothing).
     ``refunded_units``: SKU → units already refunded by line."""
 
     currency: str

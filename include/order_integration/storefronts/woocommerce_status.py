@@ -9,7 +9,22 @@ applies): which status an event moves an order to, and which orders it may not t
 ``cancelled``  ``pending``/``on-hold``/``processing`` → ``cancelled``. Private note.
 ``rejected``   ``pending``/``processing`` → ``on-hold``; ``on-hold``: note only. Private note
                with the backend's reason.
+``paid``       ``pending``/``failed`` → ``set_paid: true`` with ``transaction_id`` = the
+               reference (WooCommerce's ``payment_complete``: ``processing``, ``date_paid``);
+               ``on-hold`` → ``status: processing`` and ``transaction_id`` written by us
+               (``set_paid`` does nothing there). Private note. An order the storefront
+               already shows paid (``date_paid``, or ``processing``/``completed``/``refunded``)
+               with another transaction: the note only, reported as refused (no second payment).
+``refunded``   ``POST /orders/{id}/refunds`` with ``api_refund: false`` (the backend moved the
+               money), ``api_restock`` per the store's ``restock_refunds``, the reference in the
+               refund's ``meta_data`` and reason; for ``processing``/``completed`` orders (and
+               paid ``on-hold`` ones). WooCommerce itself moves a fully refunded order to
+               ``refunded``. Private note.
 =============  ==========================================================================
+
+Money events are recognised on the order: a ``paid`` whose reference is the order's
+``transaction_id``, a ``refunded`` whose reference is on one of the order's refunds
+(:data:`REFERENCE_META` or the reason's :func:`reason_text` marker) is ``recovered``.
 
 Refused: any event for a ``cancelled`` order; a move backwards (``accepted``/``cancelled``/
 ``rejected`` for a ``completed`` order); any event for an order in another status
@@ -18,21 +33,89 @@ Refused: any event for a ``cancelled`` order; a move backwards (``accepted``/``c
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from order_integration.storefronts.base import Effect, OrderState
+from order_integration.storefronts.base import Effect, OrderState, Payment
 
 if TYPE_CHECKING:
     from order_integration.backend.status_files import StatusEvent
 
 #: The statuses the sync moves orders out of.
 ACTIVE = ("pending", "on-hold", "processing")
+#: Statuses in which ``set_paid`` completes the payment (``WC_Order::needs_payment``).
+NEEDS_PAYMENT = ("pending", "failed")
+#: Statuses of an order WooCommerce counts as paid.
+PAID = ("processing", "completed", "refunded")
+#: The refund meta key that keeps the backend's reference (no leading ``_``: WooCommerce hides
+#: protected meta from the REST answer, and we must read it back).
+REFERENCE_META = "order_integration_reference"
+_MARK = re.compile(r"\(backend reference (.+)\)\Z", re.DOTALL)
+
+
+def reason_text(note: str, reference: str) -> str:
+    """A refund's reason: the backend's ``note`` and a marker with its reference (shown to the
+    merchant in the order screen; a second way to recognise the refund)."""
+    return f"{note or 'Refund booked by the backend'} (backend reference {reference})"
+
+
+def _amount(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
+def payment(raw: dict[str, Any]) -> Payment:
+    """The order's money from ``GET /orders``: ``total``, ``refunds[]`` (``total`` negative,
+    ``reason`` with our marker), ``date_paid``, ``transaction_id``."""
+    refunded = Decimal(0)
+    references: set[str] = set()
+    for refund in raw.get("refunds") or []:
+        if not isinstance(refund, dict):
+            continue
+        refunded += abs(_amount(refund.get("total")) or Decimal(0))
+        mark = _MARK.search(str(refund.get("reason") or ""))
+        if mark:
+            references.add(mark.group(1))
+    return Payment(
+        currency=str(raw.get("currency") or ""), total=_amount(raw.get("total")), refunded=refunded,
+        paid=bool(raw.get("date_paid_gmt") or raw.get("date_paid")),
+        transaction_id=str(raw.get("transaction_id") or ""), references=references,
+    )
+
+
+def add_refunds(order: OrderState, refunds: list[Any]) -> None:
+    """What ``GET /orders/{id}/refunds`` adds to ``order.payment``: the references in the
+    refunds' meta, and the units refunded per SKU (refund line items carry negative quantities)."""
+    if order.payment is None:
+        return
+    units: dict[str, int] = {}
+    for refund in refunds:
+        if not isinstance(refund, dict):
+            continue
+        for meta in refund.get("meta_data") or []:
+            if isinstance(meta, dict) and meta.get("key") == REFERENCE_META and meta.get("value"):
+                order.payment.references.add(str(meta["value"]))
+        for item in refund.get("line_items") or []:
+            qty = item.get("quantity") if isinstance(item, dict) else None
+            sku = str(item.get("sku") or "").strip() if isinstance(item, dict) else ""
+            if sku and isinstance(qty, int) and not isinstance(qty, bool):
+                units[sku] = units.get(sku, 0) + abs(qty)
+    order.payment.refunded_units = units
 
 
 def order_state(raw: dict[str, Any]) -> OrderState:
-    """A WooCommerce order (``GET /orders``) as the status sync sees it: its status and its
-    ``line_items`` by SKU (lines without a positive integer quantity are no lines)."""
+    """A WooCommerce order (``GET /orders``) as the status sync sees it: its status, its
+    ``line_items`` by SKU (lines without a positive integer quantity are no lines) and its
+    money. ``cache["line_ids"]``: SKU → the ids and quantities of its lines (a line refund
+    names line items by id)."""
     lines: dict[str, tuple[int, str]] = {}
+    line_ids: dict[str, list[tuple[int, int]]] = {}
     without_sku = False
     for item in raw.get("line_items") or []:
         if not isinstance(item, dict):
@@ -46,7 +129,10 @@ def order_state(raw: dict[str, Any]) -> OrderState:
             continue
         units, name = lines.get(sku, (0, str(item.get("name") or sku)))
         lines[sku] = (units + qty, name)
-    return OrderState(int(raw["id"]), str(raw.get("status", "")), lines, without_sku)
+        if isinstance(item.get("id"), int):
+            line_ids.setdefault(sku, []).append((item["id"], qty))
+    return OrderState(int(raw["id"]), str(raw.get("status", "")), lines, without_sku,
+                      cache={"line_ids": line_ids}, payment=payment(raw))
 
 
 def _backwards(event: StatusEvent, status: str) -> str:
@@ -57,11 +143,41 @@ def _not_movable(status: str) -> str:
     return f"order is {status!r}; the status sync only changes pending, on-hold and processing orders"
 
 
+def _paid(event: StatusEvent, order: OrderState) -> Effect | str:
+    status, money = order.status, order.payment
+    if money is not None and money.transaction_id == event.reference:
+        return Effect("processing" if status == "processing" else None, recovered=True)
+    if (money is not None and money.paid) or status in PAID:
+        other = f" (transaction {money.transaction_id})" if money is not None and money.transaction_id else ""
+        return Effect(None, note_only=f"order is already paid on the storefront{other}; "
+                                      "noted, no second payment marked")
+    if status in (*NEEDS_PAYMENT, "on-hold"):
+        return Effect("processing")
+    return _not_movable(status)
+
+
+def _refunded(event: StatusEvent, order: OrderState) -> Effect | str:
+    status, money = order.status, order.payment
+    if money is not None and event.reference in money.references:
+        return Effect("refunded" if status == "refunded" else None, recovered=True)
+    paid = (money is not None and money.paid) or status in PAID
+    if not paid:
+        return f"order is {status!r} and not paid on the storefront: there is nothing to refund"
+    if status not in (*PAID, "on-hold"):
+        return _not_movable(status)
+    whole = money is not None and event.amount is not None and event.amount >= money.refundable
+    return Effect("refunded" if whole else None)  # WooCommerce sets it on a full refund
+
+
 def decide(event: StatusEvent, order: OrderState, *, fully_shipped: bool) -> Effect | str:
     """The event's effect under WooCommerce's status machine (the table above), or why not."""
     status = order.status
     if status == "cancelled":
         return "order is cancelled on the storefront"
+    if event.event == "paid":
+        return _paid(event, order)
+    if event.event == "refunded":
+        return _refunded(event, order)
     if event.event == "shipped":
         if status not in (*ACTIVE, "completed"):
             return _not_movable(status)

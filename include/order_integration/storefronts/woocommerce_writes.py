@@ -1,4 +1,5 @@
-"""Writes to a WooCommerce store (REST API v3): order status, order notes, batch updates.
+"""Writes to a WooCommerce store (REST API v3): order status, order notes, batch updates,
+payments (``set_paid``/``transaction_id``) and refunds (``POST /orders/{id}/refunds``).
 
 Same connection contract, session, TLS rules, retries and error mapping as the read client
 (:class:`~order_integration.storefronts.woocommerce.WooCommerceClient`, which this class
@@ -13,7 +14,9 @@ Setting a status (``PUT`` or a batch update) is idempotent: repeating it changes
 it is retried like a read. Adding a note is not: a request that timed out may have been
 stored. So before every retry of :meth:`WooCommerceWriter.add_note` the order's notes are
 listed and an identical note (same text, same kind) counts as success instead of being
-posted twice — and customers are e-mailed for every customer note.
+posted twice — and customers are e-mailed for every customer note. Creating a refund is
+not idempotent either: before every retry of :meth:`WooCommerceWriter.create_refund` the
+order's refunds are listed and one carrying the same reference counts as success.
 
 One ``requests`` session serves every call until :meth:`WooCommerceWriter.close` (or the end
 of a ``with`` block); it is opened on the first call.
@@ -25,10 +28,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import requests
 
+from order_integration.currency import format_money
 from order_integration.exceptions import ConfigError, StorefrontError
 from order_integration.failpoints import failpoint
 from order_integration.ids import MAX_ORDER_ID, parse_order_id
@@ -43,7 +48,14 @@ from order_integration.storefronts.base import (
 )
 from order_integration.storefronts.http import TransientError
 from order_integration.storefronts.woocommerce import MAX_PER_PAGE, ORDERS_ENDPOINT, WooCommerceClient
-from order_integration.storefronts.woocommerce_status import decide, order_state
+from order_integration.storefronts.woocommerce_status import (
+    NEEDS_PAYMENT,
+    REFERENCE_META,
+    add_refunds,
+    decide,
+    order_state,
+    reason_text,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.http.hooks.http import HttpHook
@@ -68,6 +80,9 @@ def _order_id(value: object) -> int:
 
 class WooCommerceWriter(WooCommerceClient):
     """Changes orders of one WooCommerce store through an Airflow ``http`` connection."""
+
+    #: The money events this applier carries out (see ``StatusApplier``).
+    money_events = frozenset({"paid", "refunded"})
 
     def __init__(
         self,
@@ -153,13 +168,55 @@ class WooCommerceWriter(WooCommerceClient):
             raise StorefrontError(f"woocommerce {self._host}: notes of order {oid} are not a JSON list")
         return body
 
+    def list_refunds(self, order_id: int | str) -> list[dict[str, Any]]:
+        """The order's refunds (``GET /orders/{id}/refunds``, at most 100: more refunds than that
+        on one order is no shop's practice), with their meta data and line items."""
+        oid = _order_id(order_id)
+        body = self._request("GET", f"{ORDERS_ENDPOINT}/{oid}/refunds",
+                             params={"per_page": str(MAX_PER_PAGE)}, what=f"list refunds of order {oid}",
+                             order_id=oid)
+        if not isinstance(body, list):
+            raise StorefrontError(f"woocommerce {self._host}: refunds of order {oid} are not a JSON list")
+        return [r for r in body if isinstance(r, dict)]
+
     # -- writes ----------------------------------------------------------------------------
 
     def update_status(self, order_id: int | str, status: str) -> dict[str, Any]:
         """Set the order's status (``PUT /orders/{id}``); returns the updated order."""
+        return self.update_order(order_id, {"status": status})
+
+    def update_order(self, order_id: int | str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Set order fields (``PUT /orders/{id}``: ``status``, ``set_paid``, ``transaction_id``);
+        returns the updated order. Idempotent, so retried like a read."""
         oid = _order_id(order_id)
-        body = self._request("PUT", f"{ORDERS_ENDPOINT}/{oid}", body={"status": status},
-                             what=f"set order {oid} to {status!r}", order_id=oid)
+        body = self._request("PUT", f"{ORDERS_ENDPOINT}/{oid}", body=fields,
+                             what=f"update order {oid} ({', '.join(sorted(fields))})", order_id=oid)
+        return body if isinstance(body, dict) else {}
+
+    def create_refund(self, order_id: int | str, refund: dict[str, Any], reference: str) -> dict[str, Any]:
+        """Create a refund (``POST /orders/{id}/refunds``; ``refund`` is the request body, which
+        must carry ``reference`` under :data:`REFERENCE_META`). Never creates it twice because of
+        a retry: before each retry the order's refunds are listed and one with the reference is
+        the result."""
+        oid = _order_id(order_id)
+        attempts = 0
+
+        def already_there() -> dict[str, Any] | None:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                return None
+            for existing in self.list_refunds(oid):
+                if any(isinstance(m, dict) and m.get("key") == REFERENCE_META and m.get("value") == reference
+                       for m in existing.get("meta_data") or []):
+                    log.info("woocommerce %s: refund %s of order %d was stored by an earlier attempt",
+                             self._host, reference, oid)
+                    return existing
+            return None
+
+        body = self._request("POST", f"{ORDERS_ENDPOINT}/{oid}/refunds", body=refund,
+                             what=f"refund {refund.get('amount')} on order {oid}", order_id=oid,
+                             before_attempt=already_there)
         return body if isinstance(body, dict) else {}
 
     def add_note(self, order_id: int | str, note: str, customer_note: bool) -> dict[str, Any]:
@@ -247,7 +304,21 @@ class WooCommerceWriter(WooCommerceClient):
 
         One refusal is recognised as ours instead: a ``cancelled`` event meeting a cancelled
         order that carries the event's note — we cancelled it and stopped before the ledger row."""
+        if event.event == "refunded" and "refunds" not in order.cache:
+            # the refunds' meta (our reference) and refunded units: one request per order
+            order.cache["refunds"] = self.list_refunds(order.order_id)
+            add_refunds(order, order.cache["refunds"])
+        status_before = order.status
         effect = decide(event, order, fully_shipped=fully_shipped)
+        if event.event == "paid" and not isinstance(effect, str) and effect.target and not effect.recovered:
+            # set_paid completes a payment only where WooCommerce wants one; on-hold needs the status
+            fields: dict[str, Any] = (
+                {"set_paid": True} if status_before in NEEDS_PAYMENT else {"status": effect.target})
+            order.cache[("paid", event.event_key)] = {**fields, "transaction_id": event.reference}
+        if event.event == "refunded" and event.sku is not None and event.quantity is not None:
+            # decided before the status sync books this refund: the units refunded before it
+            lines = self._refund_lines(order, event.sku, event.quantity)
+            order.cache[("refund_lines", event.event_key)] = lines
         if (isinstance(effect, str) and event.event == "cancelled" and order.status == "cancelled"
                 and self._has_note(order, note, customer=False)):
             return Effect("cancelled", recovered=True)
@@ -258,13 +329,20 @@ class WooCommerceWriter(WooCommerceClient):
         on the order is not posted again and marks the change recovered when the order already
         has its status), then the status changes — ``POST /orders/batch`` from
         ``batch_threshold`` changes, else one ``PUT`` each. The note first, the status last: a
-        run that stops in between still sees the old status next time and completes the event."""
+        run that stops in between still sees the old status next time and completes the event.
+
+        A refund is created before its note (a note must not claim a refund WooCommerce refused);
+        WooCommerce itself moves a fully refunded order to ``refunded``. A payment is a field
+        update like a status (``set_paid``/``status`` with ``transaction_id``)."""
         for change in changes:
-            self._post_note(change)
+            if change.event.event == "refunded" and not change.effect.recovered:
+                self._refund(change)
+            if change.error is None:
+                self._post_note(change)
         failpoint("status_sync.after_notes", store=store_id)
-        pending = [c for c in changes if c.error is None and c.write_status]
+        pending = [c for c in changes if c.error is None and c.write_status and c.event.event != "refunded"]
         if len(pending) >= batch_threshold:
-            updates = [{"id": c.order.order_id, "status": c.effect.target} for c in pending]
+            updates = [{"id": c.order.order_id, **self._fields(c)} for c in pending]
             for change, result in zip(pending, self.batch_update(updates), strict=True):
                 if result.not_found:
                     change.error = "order not found"
@@ -276,11 +354,51 @@ class WooCommerceWriter(WooCommerceClient):
             if n == 1:
                 failpoint("status_sync.mid_writes", store=store_id)
             try:
-                self.update_status(change.order.order_id, change.effect.target or "")
+                self.update_order(change.order.order_id, self._fields(change))
             except OrderNotFound:
                 change.error = "order not found"
             except StorefrontRequestRejected as exc:
                 change.error = f"status {change.effect.target!r} refused by the storefront: {exc}"
+
+    @staticmethod
+    def _fields(change: StatusChange) -> dict[str, Any]:
+        """What the change writes to the order: its status, or the payment ``decide`` chose."""
+        paid = change.order.cache.get(("paid", change.event.event_key))
+        return dict(paid) if change.event.event == "paid" and paid else {"status": change.effect.target}
+
+    def _refund(self, change: StatusChange) -> None:
+        event, order = change.event, change.order
+        amount = format_money(event.amount or Decimal(0), event.currency)
+        body: dict[str, Any] = {
+            "amount": amount, "reason": reason_text(event.note, event.reference),
+            "api_refund": False, "api_restock": change.restock,
+            "meta_data": [{"key": REFERENCE_META, "value": event.reference}],
+        }
+        lines = order.cache.get(("refund_lines", event.event_key))
+        if lines:  # the money goes on the first line: WooCommerce records the refund's amount
+            body["line_items"] = [{**line, "refund_total": amount if n == 0 else "0"}
+                                  for n, line in enumerate(lines)]
+        try:
+            self.create_refund(order.order_id, body, event.reference)
+        except OrderNotFound:
+            change.error = "order not found"
+        except StorefrontRequestRejected as exc:
+            change.error = f"refund refused by the storefront: {exc}"
+
+    @staticmethod
+    def _refund_lines(order: OrderState, sku: str, quantity: int) -> list[dict[str, Any]]:
+        """The order's line items of ``sku`` refunding ``quantity`` units, the lines in order,
+        skipping the units refunded before."""
+        refunded = order.payment.refunded_units.get(sku, 0) if order.payment is not None else 0
+        items, left = [], quantity
+        for item_id, units in order.cache.get("line_ids", {}).get(sku, []):
+            skip = min(refunded, units)
+            refunded -= skip
+            take = min(units - skip, left)
+            if take > 0:
+                items.append({"id": item_id, "quantity": take})
+                left -= take
+        return items
 
     def _notes(self, order: OrderState) -> list[dict[str, Any]]:
         if "notes" not in order.cache:
