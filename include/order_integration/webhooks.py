@@ -160,30 +160,35 @@ class Receiver:
 
     def receive(self, store_id: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Verify, record and answer one delivery (``headers`` in any case)."""
-        lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-        try:
-            store = self.store(store_id)
-        except ReceiverUnavailable as exc:
-            return self._unavailable(store_id, exc)
-        if store is None:
-            return self._answer(store_id, None, Outcome.UNKNOWN_STORE, 404, detail="unknown store")
+        store = self._known_store(store_id)
+        if isinstance(store, Answer):
+            return store
         if len(body) > self.max_body:
-            return self.oversize(store_id)
+            return self._too_large(store_id)
         try:
             verifier = self._verifier(store)
         except ReceiverUnavailable as exc:
             return self._unavailable(store_id, exc)
+        lowered = {str(k).lower(): str(v) for k, v in headers.items()}
         return self._verified(store, verifier, lowered, body)
 
     def oversize(self, store_id: str) -> Answer:
         """The answer to a body over :attr:`max_body` (the HTTP side stops reading it): 413, or
         404 for an unknown store."""
+        store = self._known_store(store_id)
+        return store if isinstance(store, Answer) else self._too_large(store_id)
+
+    def _known_store(self, store_id: str) -> StoreConfig | Answer:
+        """The store, or the answer when there is none (404) or the config is unreadable (503)."""
         try:
             store = self.store(store_id)
         except ReceiverUnavailable as exc:
             return self._unavailable(store_id, exc)
         if store is None:
             return self._answer(store_id, None, Outcome.UNKNOWN_STORE, 404, detail="unknown store")
+        return store
+
+    def _too_large(self, store_id: str) -> Answer:
         return self._answer(store_id, None, Outcome.TOO_LARGE, 413, detail=f"body over {self.max_body} bytes",
                             level=logging.WARNING)
 
