@@ -59,6 +59,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -252,6 +253,10 @@ class OrderStore:
         self.version = 0
         self.notes: dict[int, list[dict[str, Any]]] = {}
         self.next_note_id = 1
+        #: order id -> its refunds as ``GET /orders/{id}/refunds`` shows them, oldest first; an
+        #: order without an entry shows the refunds its seed data lists (``refunds[]``)
+        self.refunds: dict[int, list[dict[str, Any]]] = {}
+        self.next_refund_id = 900_000  # WordPress posts: one id space with orders
         self.next_internal_key = -1
         self.faults: list[dict[str, Any]] = []
         self.log: list[tuple[str, str, int]] = []
@@ -373,6 +378,7 @@ class OrderStore:
                 self.ids, self.hidden = list(ids), hidden
             self.version += 1
             self.notes.clear()
+            self.refunds.clear()
             self.faults.clear()
             self.log.clear()
             self.served.clear()
@@ -725,6 +731,10 @@ class StorefrontApp:
             return self.list_notes(order_id, params)
         if len(parts) == 2 and parts[1] == "notes" and method == "POST":
             return self.with_json(body, lambda data: self.add_note(order_id, data))
+        if len(parts) == 2 and parts[1] == "refunds" and method == "GET":
+            return self.list_refunds(order_id)
+        if len(parts) == 2 and parts[1] == "refunds" and method == "POST":
+            return self.with_json(body, lambda data: self.create_refund(order_id, data))
         return _no_route()
 
     def route_products(self, method: str, path: str, params: dict[str, str], body: bytes) -> Response:
@@ -803,6 +813,91 @@ class StorefrontApp:
             return Response(200, wp_json(_pick_fields(json.loads(blob), fields)))
         return Response(200, blob)
 
+    # -- refunds (WC_REST_Order_Refunds_Controller v3 and wc_create_refund)
+
+    def _refunds(self, order_id: int, order: dict[str, Any]) -> list[dict[str, Any]]:
+        """The order's refund records (seeded ones from its ``refunds[]`` summary)."""
+        store = self.store
+        if order_id not in store.refunds:
+            store.refunds[order_id] = [
+                {"id": r.get("id"), "date_created": order.get("date_modified"),
+                 "date_created_gmt": order.get("date_modified_gmt"),
+                 "amount": str(r.get("total", "0")).lstrip("-"), "reason": r.get("reason", ""),
+                 "refunded_by": 1, "refunded_payment": False, "meta_data": [], "line_items": [],
+                 "shipping_lines": [], "tax_lines": [], "fee_lines": []}
+                for r in order.get("refunds") or [] if isinstance(r, dict)]
+        return store.refunds[order_id]
+
+    def list_refunds(self, order_id: int) -> Response:
+        with self.store.lock:
+            order = self.store.decode(order_id)
+            if order is None:
+                return wp_error(404, "woocommerce_rest_invalid_order_id", "Invalid order ID.")
+            refunds = list(reversed(self._refunds(order_id, order)))  # newest first
+        return Response(200, wp_json(refunds))
+
+    def create_refund(self, order_id: int, data: dict[str, Any]) -> Response:
+        """``POST /orders/{id}/refunds``: ``api_refund`` and ``api_restock`` default to true (the
+        gateway moves the money; bank transfer, cheque and cash on delivery cannot and answer
+        500); an amount above total minus the refunds so far is a 500 ``Invalid refund
+        amount.``; a full refund sets ``refunded``; the order's ``date_modified`` moves."""
+        store = self.store
+        with store.lock:
+            order = store.decode(order_id)
+            if order is None:
+                return wp_error(404, "woocommerce_rest_invalid_order_id", "Invalid order ID.")
+            lines = _refund_lines(order, data.get("line_items"))
+            if isinstance(lines, Response):
+                return lines
+            amount = _refund_amount(data.get("amount"), lines)
+            if amount is None or amount < 0:
+                return wp_error(400, "woocommerce_rest_invalid_order_refund",
+                                "Refund amount must be greater than zero.")
+            decimals = _decimals(order.get("total"))
+            total = _dec(order.get("total"))
+            refunded = sum((abs(_dec(r.get("total"))) for r in order.get("refunds") or []), Decimal(0))
+            remaining = total - refunded
+            if amount > remaining:
+                return wp_error(500, "woocommerce_rest_cannot_create_order_refund", "Invalid refund amount.")
+            api_refund = data.get("api_refund") if isinstance(data.get("api_refund"), bool) else True
+            restock = data.get("api_restock") if isinstance(data.get("api_restock"), bool) else True
+            if api_refund:
+                method = order.get("payment_method") or ""
+                if method not in GATEWAYS_WITH_REFUNDS:
+                    message = ("The payment gateway for this order does not exist." if not method else
+                               "The payment gateway for this order does not support automatic refunds.")
+                    return wp_error(500, "woocommerce_rest_cannot_create_order_refund", message)
+            now = store._now()
+            refund_id = store.next_refund_id
+            store.next_refund_id += 1
+            reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
+            refund = {
+                "id": refund_id, "date_created": store._local(now), "date_created_gmt": _wall(now),
+                "amount": f"{amount:.{decimals}f}", "reason": reason, "refunded_by": 1,
+                "refunded_payment": bool(api_refund),
+                "meta_data": _merge_meta([], data.get("meta_data") if isinstance(data.get("meta_data"), list)
+                                         else []),
+                "line_items": [{**line, "quantity": -qty, "subtotal": f"-{money:.{decimals}f}",
+                                "total": f"-{money:.{decimals}f}"} for line, qty, money in lines],
+                "shipping_lines": [], "tax_lines": [], "fee_lines": [],
+                "_links": {"up": [{"href": f"{ORDERS_PATH}/{order_id}"}]},
+            }
+            self._refunds(order_id, order).append(refund)
+            if restock:
+                for line, qty, _money in lines:
+                    self.catalog.restock(str(line.get("sku") or ""), qty)
+            full = amount == remaining
+
+            def record(o: dict[str, Any]) -> None:
+                o["refunds"] = [*(o.get("refunds") or []),
+                                {"id": refund_id, "reason": reason, "total": f"-{amount:.{decimals}f}"}]
+                if full:
+                    o["status"] = "refunded"
+                    o["needs_processing"] = o["needs_payment"] = o["is_editable"] = False
+
+            store.modify(order_id, record, bump=now)
+        return Response(201, wp_json(refund), [("Location", f"{ORDERS_PATH}/{order_id}/refunds/{refund_id}")])
+
     def update_order(self, order_id: int, data: dict[str, Any]) -> Response:
         status = data.get("status")
         if status is not None and status not in ORDER_STATUSES:
@@ -878,8 +973,64 @@ class StorefrontApp:
         return Response(200, wp_json(notes))
 
 
+#: Payment methods whose gateway refunds through its API (``supports('refunds')``).
+GATEWAYS_WITH_REFUNDS = ("stripe", "paypal", "klarna")
+
+
+def _dec(value: Any) -> Decimal:
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return Decimal(0)
+    return amount if amount.is_finite() else Decimal(0)
+
+
+def _decimals(total: Any) -> int:
+    text = str(total or "0")
+    return len(text.split(".", 1)[1]) if "." in text else 0
+
+
+def _refund_lines(order: dict[str, Any], items: Any) -> list[tuple[dict[str, Any], int, Decimal]] | Response:
+    """A refund request's ``line_items`` (``[{id, quantity, refund_total}]``) as (the order's line
+    item, units, money); an id that is no line of the order is left out, as WooCommerce does."""
+    if items in (None, []):
+        return []
+    if not isinstance(items, list):
+        return _invalid_params({"line_items": ("rest_invalid_type", "line_items is not of type array.")})
+    by_id = {li.get("id"): li for li in order.get("line_items") or [] if isinstance(li, dict)}
+    lines = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("id") not in by_id:
+            continue
+        qty = item.get("quantity")
+        qty = qty if isinstance(qty, int) and not isinstance(qty, bool) and qty > 0 else 0
+        line = by_id[item["id"]]
+        lines.append(({k: line.get(k) for k in ("id", "name", "product_id", "variation_id", "sku", "price")},
+                      qty, _dec(item.get("refund_total", 0))))
+    return lines
+
+
+def _refund_amount(value: Any, lines: list[tuple[dict[str, Any], int, Decimal]]) -> Decimal | None:
+    """The request's ``amount``, or the sum of its lines' ``refund_total`` when absent."""
+    if value is None or value == "":
+        return sum((money for _line, _qty, money in lines), Decimal(0)) if lines else None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
 def _apply_update(order: dict[str, Any], data: dict[str, Any], now: datetime) -> None:
-    """The writable order properties the sandbox honours (WooCommerce ignores read-only ones)."""
+    """The writable order properties the sandbox honours (WooCommerce ignores read-only ones).
+
+    ``set_paid: true`` is ``payment_complete`` and, as in WooCommerce, only for an order that
+    needs payment (``pending``/``failed``): it takes ``transaction_id``, sets ``date_paid`` and
+    moves the order to ``processing``. On any other status it does nothing (an ``on-hold``
+    bank-transfer order is moved by writing ``status`` and ``transaction_id``)."""
+    needs_payment = order.get("status") in ("pending", "failed")
     for name in ("customer_note", "payment_method", "payment_method_title", "transaction_id", "customer_id",
                  "currency"):
         if name in data:
@@ -899,8 +1050,12 @@ def _apply_update(order: dict[str, Any], data: dict[str, Any], now: datetime) ->
         order["needs_processing"] = status == "processing"
         order["needs_payment"] = status in ("pending", "failed")
         order["is_editable"] = status in ("pending", "on-hold", "auto-draft")
-    if data.get("set_paid") is True and not order.get("date_paid_gmt"):
-        order["date_paid_gmt"] = _wall(now)
+    if data.get("set_paid") is True and needs_payment:
+        if not order.get("date_paid_gmt"):
+            order["date_paid_gmt"] = _wall(now)
+        if not status:
+            order["status"] = "processing"
+            order["needs_processing"], order["needs_payment"], order["is_editable"] = True, False, False
 
 
 def _merge_meta(current: list[dict[str, Any]], changes: list[Any]) -> list[dict[str, Any]]:
@@ -1202,6 +1357,16 @@ class ProductCatalog:
             return 400, {"code": "rest_invalid_param", "message": " ".join(problems)}
         return None
 
+    def restock(self, sku: str, units: int) -> None:
+        """``wc_restock_refunded_items`` for one line: a managed item's stock goes up by ``units``
+        (an unknown SKU or an unmanaged item is left alone)."""
+        with self.lock:
+            item = self.by_sku(sku) if sku and units > 0 else None
+            stored = self.items.get(item["id"]) if item is not None else None
+            if stored is not None and stored["manage_stock"] and stored["stock_quantity"] is not None:
+                self.items[stored["id"]] = {**stored, "stock_quantity": stored["stock_quantity"] + units,
+                                            "date_modified_gmt": _wall(self._now())}
+
     def update(self, item_id: int, data: dict[str, Any],
                parent_id: int | None = None) -> tuple[int, dict[str, Any]]:
         """Apply the stock fields of one update; (HTTP status, item view or WP error body)."""
@@ -1496,6 +1661,12 @@ class SandboxStorefront:
     def notes(self, order_id: int) -> list[dict[str, Any]]:
         with self.store.lock:
             return [dict(n) for n in self.store.notes.get(order_id, ())]
+
+    def refunds(self, order_id: int) -> list[dict[str, Any]]:
+        """The order's refunds, oldest first (``GET /orders/{id}/refunds`` lists newest first)."""
+        with self.store.lock:
+            order = self.store.decode(order_id)
+            return [] if order is None else [dict(r) for r in self.app._refunds(order_id, order)]
 
     def reset(self, orders: list[dict[str, Any]] | None = None) -> None:
         """Back to the orders given at construction (or exactly ``orders``); clears faults, notes, log.

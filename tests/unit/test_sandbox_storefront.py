@@ -530,6 +530,49 @@ def test_notes_can_be_added_and_listed(fresh: SandboxStorefront, http: requests.
     assert http.post(f"{fresh.base_url}{ORDERS_PATH}/9/notes", json={"note": "x"}, timeout=10).status_code == 404
 
 
+def test_set_paid_completes_payment_only_where_woocommerce_wants_one(fresh: SandboxStorefront,
+                                                                      http: requests.Session) -> None:
+    base = f"{fresh.base_url}{ORDERS_PATH}"
+    for oid, status in ((1011, "pending"), (1012, "on-hold")):
+        fresh.upsert_order({**fresh.get_order(oid), "status": status, "date_paid_gmt": None, "date_paid": None,  # type: ignore[dict-item]
+                            "transaction_id": ""})
+    paid = http.put(f"{base}/1011", json={"set_paid": True, "transaction_id": "PAY-1"}, timeout=10).json()
+    assert (paid["status"], paid["transaction_id"], bool(paid["date_paid_gmt"])) == ("processing", "PAY-1", True)
+    held = http.put(f"{base}/1012", json={"set_paid": True}, timeout=10).json()
+    assert (held["status"], held["date_paid_gmt"]) == ("on-hold", None)  # set_paid does nothing there
+    moved = http.put(f"{base}/1012", json={"status": "processing", "transaction_id": "PAY-2"}, timeout=10).json()
+    assert (moved["status"], moved["transaction_id"], bool(moved["date_paid_gmt"])) == ("processing", "PAY-2", True)
+
+
+def test_refunds_follow_wc_create_refund(fresh: SandboxStorefront, http: requests.Session) -> None:
+    order = {**fresh.get_order(1013), "status": "processing", "payment_method": "bacs", "refunds": [],  # type: ignore[dict-item]
+             "total": "30.00"}
+    fresh.upsert_order(order)
+    url = f"{fresh.base_url}{ORDERS_PATH}/1013/refunds"
+    line = order["line_items"][0]
+    # api_refund defaults to true: bank transfer has no gateway refund
+    gateway = http.post(url, json={"amount": "10.00"}, timeout=10)
+    assert gateway.status_code == 500 and "does not support automatic refunds" in gateway.json()["message"]
+    first = http.post(url, json={"amount": "10.00", "api_refund": False, "reason": "r (backend reference CN-1)",
+                                 "line_items": [{"id": line["id"], "quantity": 1, "refund_total": "10.00"}],
+                                 "meta_data": [{"key": "order_integration_reference", "value": "CN-1"}]},
+                     timeout=10)
+    assert first.status_code == 201, first.text
+    refund = first.json()
+    assert (refund["amount"], refund["refunded_payment"], refund["meta_data"][0]["value"]) == ("10.00", False, "CN-1")
+    assert [(li["sku"], li["quantity"]) for li in refund["line_items"]] == [(line["sku"], -1)]
+    too_much = http.post(url, json={"amount": "20.01", "api_refund": False}, timeout=10)
+    assert (too_much.status_code, too_much.json()["message"]) == (500, "Invalid refund amount.")
+    assert http.post(url, json={"amount": "-1", "api_refund": False}, timeout=10).status_code == 400
+    assert fresh.get_order(1013)["status"] == "processing"  # type: ignore[index]
+    assert http.post(url, json={"amount": "20.00", "api_refund": False}, timeout=10).status_code == 201
+    after = fresh.get_order(1013)
+    assert after is not None and after["status"] == "refunded"
+    assert [r["total"] for r in after["refunds"]] == ["-10.00", "-20.00"]
+    assert [r["amount"] for r in http.get(url, timeout=10).json()] == ["20.00", "10.00"]  # newest first
+    assert http.get(f"{fresh.base_url}{ORDERS_PATH}/9/refunds", timeout=10).status_code == 404
+
+
 def test_batch_updates_orders_and_caps_at_100(fresh: SandboxStorefront, http: requests.Session) -> None:
     url = f"{fresh.base_url}{ORDERS_PATH}/batch"
     resp = http.post(url, json={"update": [{"id": 1010, "status": "on-hold"}, {"id": 4242, "status": "on-hold"}]},

@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -506,3 +507,167 @@ def test_a_line_left_without_an_outcome_stops_the_file_before_it_moves() -> None
     parsed.events.pop()  # a line the parser dropped silently
     with pytest.raises(InvariantViolation):
         _check_accounted("demo", "s.csv", parsed, outcomes[:1])
+
+
+# ------------------------------------------------------------------------------------------------
+# money: paid and refunded (WooCommerce)
+# ------------------------------------------------------------------------------------------------
+
+MONEY_COLUMNS = (*STATUS_COLUMNS, "amount", "currency", "reference")
+
+
+def money_csv(*rows: dict[str, object]) -> bytes:
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(MONEY_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in MONEY_COLUMNS})
+    return out.getvalue().encode()
+
+
+def unpaid(env: Env, order_id: int, status: str, **fields: object) -> dict[str, Any]:
+    """Put the order in ``status`` without any payment (bank transfer, nothing refunded)."""
+    order = env.shop.get_order(order_id)
+    assert order is not None
+    order = {**order, "status": status, "date_paid": None, "date_paid_gmt": None, "transaction_id": "",
+             "payment_method": "bacs", "refunds": [], **fields}
+    env.shop.upsert_order(order)
+    return order
+
+
+def paid_by_gateway(env: Env, order_id: int, status: str = "processing") -> dict[str, Any]:
+    return unpaid(env, order_id, status, date_paid_gmt="2026-11-01T10:00:00", transaction_id="pi_gateway",
+                  payment_method="stripe")
+
+
+def reasons(env: Env, name: str) -> dict[int, str]:
+    report = json.loads((env.outbound / "error" / f"{name}.errors.json").read_text())
+    return {e["line_number"]: e["reason"] for e in report["errors"]}
+
+
+def test_paid_marks_pending_and_on_hold_orders_paid_and_refuses_what_does_not_match(env: Env) -> None:
+    pending, on_hold = unpaid(env, 1001, "pending"), unpaid(env, 1002, "on-hold")
+    paid_by_gateway(env, 1003)
+    other = unpaid(env, 1004, "on-hold")
+    unpaid(env, 1005, "on-hold")
+    unpaid(env, 1006, "cancelled")
+    result = env.sync("paid.csv", money_csv(
+        ev(1001, "paid", reference="PAY-1", amount=pending["total"], currency=pending["currency"]),
+        ev(1002, "paid", reference="PAY-2"),
+        ev(1003, "paid", reference="PAY-3"),
+        ev(1004, "paid", reference="PAY-4", amount="0.01", currency=other["currency"]),
+        ev(1005, "paid", reference="PAY-5", amount="1", currency="XAF"),
+        ev(1006, "paid", reference="PAY-6"),
+        ev(1007, "paid", reference="PAY-7", amount="1.005", currency="EUR"),
+    ))
+    assert result.counts == {"applied": 2, "skipped_duplicate": 0, "refused": 4, "error": 0, "invalid": 1}
+    for oid, ref in ((1001, "PAY-1"), (1002, "PAY-2")):
+        order = env.shop.get_order(oid)
+        assert order is not None
+        assert (order["status"], order["transaction_id"], bool(order["date_paid_gmt"])) == ("processing", ref, True)
+        assert [n["customer_note"] for n in env.shop.notes(oid)] == [False]
+        assert f"(reference {ref})" in env.shop.notes(oid)[0]["note"]
+    assert on_hold["status"] == "on-hold"
+    gateway = env.shop.get_order(1003)
+    assert gateway is not None and gateway["transaction_id"] == "pi_gateway"  # no second payment
+    assert len(env.shop.notes(1003)) == 1  # but the booking is noted
+    why = reasons(env, "paid.csv")
+    assert "already paid on the storefront (transaction pi_gateway)" in why[4]
+    assert f"amount 0.01 {other['currency']} differs from the order's total" in why[5]
+    assert "currency XAF differs from the order's currency" in why[6]
+    assert "order is cancelled" in why[7]
+    assert "amount '1.005' has 3 decimals; EUR has 2" in why[8]
+    puts = [w for w in env.writes() if w[0] == "PUT"]
+    assert len(puts) == 2
+    # the echo: the status the payment wrote is ours
+    assert env.ledger.status_events.statuses_written(STORE, ["1001", "1002"]) == {
+        "1001": "processing", "1002": "processing"}
+
+
+def test_refunds_partial_by_line_then_whole_never_above_what_remains(env: Env) -> None:
+    order = paid_by_gateway(env, 1008)
+    order = unpaid(env, 1008, "processing", date_paid_gmt="2026-11-01T10:00:00", transaction_id="PAY-8")
+    total, cur = Decimal(order["total"]), order["currency"]
+    part = (total / 4).quantize(Decimal("0.01"))
+    rest = total - part
+    unpaid(env, 1009, "cancelled", date_paid_gmt="2026-11-01T10:00:00")
+    unpaid(env, 1010, "on-hold")
+    data = money_csv(
+        ev(1008, "refunded", reference="CN-1", amount=f"{part}", currency=cur, sku="SKU-A", quantity="1",
+           note="one mug broken"),
+        ev(1008, "refunded", reference="CN-2", amount=f"{rest + Decimal('0.01')}", currency=cur),
+        ev(1008, "refunded", reference="CN-3", amount=f"{rest}", currency=cur),
+        ev(1008, "refunded", reference="CN-4", amount="0.01", currency=cur),
+        ev(1009, "refunded", reference="CN-5", amount="1.00", currency=cur),
+        ev(1010, "refunded", reference="CN-6", amount="1.00", currency=cur),
+        ev(1008, "refunded", reference="CN-7", amount="1.00", currency=cur, sku="SKU-A", quantity="5"),
+    )
+    result = env.sync("refunds.csv", data)
+    assert result.counts == {"applied": 2, "skipped_duplicate": 0, "refused": 5, "error": 0, "invalid": 0}
+    refunds = env.shop.refunds(1008)
+    assert [(r["amount"], r["refunded_payment"], r["meta_data"][0]["value"]) for r in refunds] == [
+        (f"{part}", False, "CN-1"), (f"{rest}", False, "CN-3")]
+    assert refunds[0]["reason"] == "one mug broken (backend reference CN-1)"
+    assert [(li["sku"], li["quantity"]) for li in refunds[0]["line_items"]] == [("SKU-A", -1)]
+    assert env.status(1008) == "refunded"  # WooCommerce's own move on a full refund
+    why = reasons(env, "refunds.csv")
+    assert "exceeds what remains refundable" in why[3]
+    assert "exceeds what remains refundable: 0.00" in why[5] or "exceeds what remains refundable: 0 " in why[5]
+    assert "order is cancelled" in why[6]
+    assert "not paid on the storefront" in why[7]
+    assert "over-refund" in why[8] or "exceeds" in why[8]
+    posts = [w for w in env.writes() if w[0] == "POST" and w[1].split("?")[0].endswith("/refunds")]
+    assert len(posts) == 2
+    assert env.ledger.status_events.statuses_written(STORE, ["1008"]) == {"1008": "refunded"}
+    # the same file again (any name): nothing new on the storefront
+    writes = len(env.writes())
+    again = env.sync("refunds-again.csv", data)
+    assert again.counts["skipped_duplicate"] == 2 and again.counts["applied"] == 0
+    assert len(env.shop.refunds(1008)) == 2
+    assert not [w for w in env.writes()[writes:] if w[1].split("?")[0].endswith("/refunds") and w[0] == "POST"]
+
+
+def test_a_crash_between_the_storefront_and_the_ledger_repeats_no_payment_and_no_refund(
+    env: Env, tmp_path: Path,
+) -> None:
+    unpaid(env, 1011, "on-hold")
+    order = unpaid(env, 1012, "completed", date_paid_gmt="2026-11-01T10:00:00", transaction_id="PAY-12")
+    events = parse_status_file(money_csv(
+        ev(1011, "paid", reference="PAY-11"),
+        ev(1012, "refunded", reference="CN-12", amount=order["total"], currency=order["currency"]),
+    ), "c.csv").events
+    apply_file(STORE, events, env.writer, env.ledger.status_events, source_file="c.csv")
+    writes = len(env.writes())
+    fresh = Ledger(sqlite_engine(tmp_path / "fresh.db"), create=True)  # the rows never written
+    outcomes = apply_file(STORE, events, env.writer, fresh.status_events, source_file="c.csv")
+    assert [(o.outcome, o.new_status) for o in outcomes] == [("applied", "processing"), ("applied", "refunded")]
+    assert len(env.writes()) == writes
+    assert len(env.shop.refunds(1012)) == 1 and len(env.shop.notes(1012)) == 1
+
+
+def test_restock_follows_the_store_setting(env: Env) -> None:
+    env.shop.add_products([{"id": 501, "sku": "SKU-A", "manage_stock": True, "stock_quantity": 10}])
+    for oid in (1013, 1014):
+        unpaid(env, oid, "processing", date_paid_gmt="2026-11-01T10:00:00", transaction_id=f"PAY-{oid}")
+    def refund(oid: int) -> dict[str, object]:
+        cur = env.shop.get_order(oid)["currency"]  # type: ignore[index]
+        return ev(oid, "refunded", reference=f"CN-{oid}", amount="1" if cur == "JPY" else "1.00", currency=cur,
+                  sku="SKU-A", quantity="2")
+
+    assert env.sync("r1.csv", money_csv(refund(1013))).counts["applied"] == 1
+    assert env.shop.stock_levels()["SKU-A"] == 10  # default: the warehouse decides
+    env.store = replace(env.store, restock_refunds=True)
+    assert env.sync("r2.csv", money_csv(refund(1014))).counts["applied"] == 1
+    assert env.shop.stock_levels()["SKU-A"] == 12
+
+
+def test_a_platform_without_money_events_refuses_them_untouched(env: Env) -> None:
+    class NoMoney(WooCommerceWriter):
+        money_events = frozenset()
+
+    unpaid(env, 1015, "pending")
+    with NoMoney(SHOP_CONN, timeout=10, sleep=lambda _s: None) as writer:
+        events = parse_status_file(money_csv(ev(1015, "paid", reference="P")), "n.csv").events
+        [outcome] = apply_file(STORE, events, writer, env.ledger.status_events)
+    assert outcome.outcome == "refused: this storefront's platform does not apply 'paid' events yet"
+    assert env.status(1015) == "pending" and env.writes() == []
