@@ -22,6 +22,9 @@ from order_integration.exceptions import ConfigError
 
 FileFormat = Literal["csv", "jsonl"]
 Platform = Literal["woocommerce", "shopify"]
+#: ``batch``: the scheduled window only; ``realtime``: the webhook inbox wakes an export of the
+#: orders waiting (``order_export_realtime__S``), and the scheduled window stays as the safety net.
+Mode = Literal["batch", "realtime"]
 #: ``export_statuses`` of a store whose config names none, per platform (Shopify: the
 #: ``displayFinancialStatus`` of an order that is paid or whose payment is authorized).
 DEFAULT_EXPORT_STATUSES: dict[str, tuple[str, ...]] = {
@@ -72,6 +75,9 @@ class StoreConfig:
     storefront_conn_id: str
     backend_conn_id: str
     platform: Platform = "woocommerce"
+    mode: Mode = "batch"
+    #: Real-time mode: how often the triggerer looks at the webhook inbox for new deliveries.
+    realtime_poll_seconds: int = 5
     schedule: str = "@hourly"
     status_sync_schedule: str = "*/10 * * * *"
     inventory_sync_schedule: str = "*/15 * * * *"
@@ -206,6 +212,9 @@ def _store(raw: Any, where: str) -> StoreConfig:
     platform = raw.get("platform", "woocommerce")
     if platform not in get_args(Platform):
         raise ConfigError(f"{where}.platform: {platform!r} is not one of {', '.join(get_args(Platform))}")
+    mode = raw.get("mode", "batch")
+    if mode not in get_args(Mode):
+        raise ConfigError(f"{where}.mode: {mode!r} is not one of {', '.join(get_args(Mode))}")
     schedule = _schedule(raw, "schedule", "@hourly", where)
     status_sync_schedule = _schedule(raw, "status_sync_schedule", "*/10 * * * *", where)
     inventory_sync_schedule = _schedule(raw, "inventory_sync_schedule", "*/15 * * * *", where)
@@ -226,6 +235,8 @@ def _store(raw: Any, where: str) -> StoreConfig:
     return StoreConfig(
         id=store_id,
         platform=platform,
+        mode=mode,
+        realtime_poll_seconds=_int(raw, "realtime_poll_seconds", 5, 1, 3600, where),
         storefront_conn_id=_str(raw, "storefront_conn_id", where, _CONN_ID, None),
         backend_conn_id=_str(raw, "backend_conn_id", where, _CONN_ID, None),
         schedule=schedule,

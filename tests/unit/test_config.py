@@ -42,6 +42,8 @@ def test_defaults_fill_optional_keys():
         ({"manage_stock_on_apply": "yes"}, "stores[0] (demo).manage_stock_on_apply: 'yes' is not true or false"),
         ({"manage_stock_on_apply": 1}, "manage_stock_on_apply: 1"),
         ({"platform": "magento"}, "platform: 'magento'"),
+        ({"mode": "streaming"}, "stores[0] (demo).mode: 'streaming' is not one of batch, realtime"),
+        ({"realtime_poll_seconds": 0}, "stores[0] (demo).realtime_poll_seconds: 0 is not an integer in 1..3600"),
         ({"export_statuses": []}, "export_statuses"),
         ({"id": "Bad-Id"}, "stores[0].id: 'Bad-Id'"),
     ],
@@ -73,6 +75,14 @@ def test_crons_airflow_takes_are_taken(cron):
 
     store = parse_config({"stores": [{**MINIMAL["stores"][0], "schedule": cron}]}).stores[0]
     CronDataIntervalTimetable(cron_of(store.schedule), timezone="UTC").validate()
+
+
+def test_mode_is_batch_unless_realtime_is_asked_for():
+    assert (parse_config(MINIMAL).stores[0].mode, parse_config(MINIMAL).stores[0].realtime_poll_seconds) == (
+        "batch", 5)
+    raw = {"stores": [{**MINIMAL["stores"][0], "mode": "realtime", "realtime_poll_seconds": 2}]}
+    store = parse_config(raw).stores[0]
+    assert (store.mode, store.realtime_poll_seconds) == ("realtime", 2)
 
 
 def test_inventory_keys_are_read():
