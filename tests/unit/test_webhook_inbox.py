@@ -76,6 +76,19 @@ def test_a_delivery_that_came_while_the_run_exported_stays_waiting(inbox):
     assert [r["done_by_run"] for r in inbox.rows("demo")] == ["run_1", None]
 
 
+def test_newest_waiting_names_the_newest_undone_row_and_counts_orders(inbox):
+    assert inbox.newest_waiting("demo") == (0, 0)
+    for order, delivery in [("9", "a"), ("3", "b"), ("9", "c")]:
+        inbox.record(_delivery(order, delivery))
+    newest, orders = inbox.newest_waiting("demo")
+    assert (newest, orders) == (max(r["id"] for r in inbox.rows("demo")), 2)
+    inbox.mark_done("demo", ["9"], "run_1")
+    assert inbox.newest_waiting("demo") == (inbox.rows("demo")[1]["id"], 1)  # order 3's row
+    inbox.mark_done("demo", ["3"], "run_1")
+    assert inbox.newest_waiting("demo") == (0, 0)
+    assert inbox.newest_waiting("other") == (0, 0)
+
+
 def test_concurrent_records_of_one_delivery_make_one_row(tmp_path):
     path = tmp_path / "ledger.db"
     Ledger(sqlite_engine(path), create=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, distinct, func, select, update
 
 from order_integration.ledger.db import chunks, dialect_insert, now, utc
 from order_integration.ledger.schema import webhook_inbox
@@ -71,6 +71,17 @@ class WebhookInbox:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [row[0] for row in conn.execute(query)]
+
+    def newest_waiting(self, store_id: str) -> tuple[int, int]:
+        """``(id of the store's newest delivery not done yet, orders waiting)``; ``(0, 0)`` when
+        nothing waits. Ids grow with every new row, so a larger id than one seen before means a
+        delivery recorded since (what the real-time trigger polls)."""
+        c = webhook_inbox.c
+        query = (select(func.max(c.id), func.count(distinct(c.order_id)))
+                 .where(c.store_id == store_id, c.done_at.is_(None)))
+        with self.engine.connect() as conn:
+            newest, orders = conn.execute(query).one()
+        return int(newest or 0), int(orders or 0)
 
     def mark_done(self, store_id: str, order_ids: Iterable[int | str], run_id: str, *,
                   received_before: datetime | None = None) -> int:
