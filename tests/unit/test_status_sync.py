@@ -50,12 +50,12 @@ def _orders() -> list[dict[str, Any]]:
     return orders
 
 
-def status_csv(*rows: dict[str, object]) -> bytes:
+def status_csv(*rows: dict[str, object], columns: tuple[str, ...] = STATUS_COLUMNS) -> bytes:
     out = io.StringIO(newline="")
-    writer = csv.DictWriter(out, fieldnames=list(STATUS_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: row.get(c, "") for c in STATUS_COLUMNS})
+        writer.writerow({c: row.get(c, "") for c in columns})
     return out.getvalue().encode()
 
 
@@ -517,12 +517,7 @@ MONEY_COLUMNS = (*STATUS_COLUMNS, "amount", "currency", "reference")
 
 
 def money_csv(*rows: dict[str, object]) -> bytes:
-    out = io.StringIO(newline="")
-    writer = csv.DictWriter(out, fieldnames=list(MONEY_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c, "") for c in MONEY_COLUMNS})
-    return out.getvalue().encode()
+    return status_csv(*rows, columns=MONEY_COLUMNS)
 
 
 def unpaid(env: Env, order_id: int, status: str, **fields: object) -> dict[str, Any]:

@@ -78,6 +78,20 @@ def _order_id(value: object) -> int:
     return number
 
 
+def _before_retries(find: Callable[[], dict[str, Any] | None]) -> Callable[[], dict[str, Any] | None]:
+    """A ``before_attempt`` for a write that is not idempotent: nothing before the first attempt,
+    and before each retry ``find`` looks for what an earlier attempt may have stored (its
+    answer, when found, ends the call instead of writing again)."""
+    attempts = 0
+
+    def check() -> dict[str, Any] | None:
+        nonlocal attempts
+        attempts += 1
+        return None if attempts == 1 else find()
+
+    return check
+
+
 class WooCommerceWriter(WooCommerceClient):
     """Changes orders of one WooCommerce store through an Airflow ``http`` connection."""
 
@@ -199,13 +213,8 @@ class WooCommerceWriter(WooCommerceClient):
         a retry: before each retry the order's refunds are listed and one with the reference is
         the result."""
         oid = _order_id(order_id)
-        attempts = 0
 
         def already_there() -> dict[str, Any] | None:
-            nonlocal attempts
-            attempts += 1
-            if attempts == 1:
-                return None
             for existing in self.list_refunds(oid):
                 if any(isinstance(m, dict) and m.get("key") == REFERENCE_META and m.get("value") == reference
                        for m in existing.get("meta_data") or []):
@@ -216,7 +225,7 @@ class WooCommerceWriter(WooCommerceClient):
 
         body = self._request("POST", f"{ORDERS_ENDPOINT}/{oid}/refunds", body=refund,
                              what=f"refund {refund.get('amount')} on order {oid}", order_id=oid,
-                             before_attempt=already_there)
+                             before_attempt=_before_retries(already_there))
         return body if isinstance(body, dict) else {}
 
     def add_note(self, order_id: int | str, note: str, customer_note: bool) -> dict[str, Any]:
@@ -227,13 +236,8 @@ class WooCommerceWriter(WooCommerceClient):
         oid = _order_id(order_id)
         if not note.strip():
             raise ValueError("a note needs text")
-        attempts = 0
 
         def already_there() -> dict[str, Any] | None:
-            nonlocal attempts
-            attempts += 1
-            if attempts == 1:
-                return None
             for existing in self.list_notes(oid):
                 if bool(existing.get("customer_note")) == customer_note and same_note(
                     str(existing.get("note", "")), note
@@ -245,7 +249,8 @@ class WooCommerceWriter(WooCommerceClient):
 
         body = self._request("POST", f"{ORDERS_ENDPOINT}/{oid}/notes",
                              body={"note": note, "customer_note": customer_note},
-                             what=f"add a note to order {oid}", order_id=oid, before_attempt=already_there)
+                             what=f"add a note to order {oid}", order_id=oid,
+                             before_attempt=_before_retries(already_there))
         return body if isinstance(body, dict) else {}
 
     def batch_update(self, updates: Sequence[dict[str, Any]]) -> list[BatchItemResult]:
