@@ -21,16 +21,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
+from order_integration.assets import orders_asset
 from order_integration.config import StoreConfig, cron_of, load_config
 from order_integration.dag_defaults import START_DATE, default_args, tags
-
-
-def orders_asset(store_id: str) -> Asset:
-    # An "x-" scheme is Airflow's mark of a custom URI: no provider normaliser is looked up,
-    # so parsing never loads every installed provider's asset handlers (amazon's pull boto).
-    return Asset(name=f"order_integration__{store_id}__orders", uri=f"x-order-integration://{store_id}/orders")
 
 
 def build_export_dag(store: StoreConfig):

@@ -35,12 +35,14 @@ def default_args(
     return args
 
 
-#: The DAGs each store gets: ``<kind>__<store id>`` (the DAG files in ``dags/``).
-DAG_KINDS = ("order_export", "order_export_on_demand", "order_status_sync", "inventory_sync")
+#: The DAGs a store can have: ``<kind>__<store id>`` (the DAG files in ``dags/``);
+#: ``order_export_realtime`` only for a store in ``mode: realtime``.
+DAG_KINDS = ("order_export", "order_export_on_demand", "order_status_sync", "inventory_sync",
+             "order_export_realtime")
 
 
 def dag_ids(store_id: str) -> tuple[str, ...]:
-    """The ids of ``store_id``'s DAGs."""
+    """The ids ``store_id``'s DAGs can have (a batch store has no ``order_export_realtime__``)."""
     return tuple(f"{kind}__{store_id}" for kind in DAG_KINDS)
 
 

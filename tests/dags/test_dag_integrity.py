@@ -141,3 +141,62 @@ def test_bad_config_is_an_import_error_naming_the_key(tmp_path, monkeypatch):
     bag = DagBag(dag_folder=str(DAGS))
     errors = "\n".join(bag.import_errors.values())
     assert "stores[0] (demo): unknown key 'lookback'" in errors
+
+
+REALTIME_STORES = """
+stores:
+  - id: demo
+    storefront_conn_id: storefront_demo
+    backend_conn_id: backend_sftp_demo
+  - id: fast
+    mode: realtime
+    realtime_poll_seconds: 2
+    storefront_conn_id: storefront_fast
+    backend_conn_id: backend_fast
+"""
+
+
+@pytest.fixture(scope="module")
+def realtime_dagbag(tmp_path_factory):
+    from airflow.dag_processing.dagbag import DagBag
+
+    cfg = tmp_path_factory.mktemp("realtime") / "stores.yaml"
+    cfg.write_text(REALTIME_STORES)
+    with pytest.MonkeyPatch.context() as mp:  # parsed now: the env var is gone for other fixtures
+        mp.setenv("ORDER_INTEGRATION_CONFIG", str(cfg))
+        return DagBag(dag_folder=str(DAGS))
+
+
+def test_a_realtime_store_gets_the_realtime_dag_and_keeps_its_schedule(realtime_dagbag, dagbag):
+    """Real-time mode adds ``order_export_realtime__S`` on the store's webhook-inbox Asset, watched
+    by the inbox trigger; the scheduled export stays (the safety net). Batch stores get none."""
+    bag = realtime_dagbag
+    assert bag.import_errors == {}
+    assert {"order_export__fast", "order_export_realtime__fast", "order_export__demo"} <= set(bag.dag_ids)
+    assert "order_export_realtime__demo" not in bag.dag_ids
+    assert not [d for d in dagbag.dag_ids if d.startswith("order_export_realtime__")]  # the packaged config
+    dag = bag.dags["order_export_realtime__fast"]
+    assert {"order-integration", "store:fast", "realtime"} <= set(dag.tags)
+    assert dag.max_active_runs == 1
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "take_waiting", "extract", "validate", "load", "publish", "mark_done"]
+    for t in dag.tasks:
+        assert t.owner == "order-integration"
+        assert t.retries >= 2, t.task_id
+        assert t.execution_timeout is not None and t.execution_timeout <= timedelta(hours=1), t.task_id
+    assert dag.get_task("publish").outlets, "publish emits the store's orders Asset"
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    [asset] = dag.timetable.asset_condition.objects
+    [watcher] = asset.watchers
+    classpath, kwargs = watcher.trigger.serialize()
+    assert classpath == "order_integration.inbox_trigger.WebhookInboxTrigger"
+    assert kwargs["store_id"] == "fast" and kwargs["poll_seconds"] == 2.0
+    assert type(bag.dags["order_export__fast"].timetable).__name__ == "CronDataIntervalTimetable"
+
+
+def test_a_realtime_store_parses_without_lookups_or_heavy_imports(tmp_path):
+    import json
+
+    proc = _probe(tmp_path, REALTIME_STORES)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"calls": [], "heavy": []}
