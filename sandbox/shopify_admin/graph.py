@@ -224,6 +224,9 @@ class ShopState:
     bulk_files: dict[str, bytes] = field(default_factory=dict)
     bulk_hold: bool = False
     faults: list[dict[str, Any]] = field(default_factory=list)
+    #: (mutation, ``@idempotent`` key) -> (input, order id, created object id): a repeat answers
+    #: the first result.
+    idempotency: dict[tuple[str, str], tuple[Any, int, int]] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
     broken_cursors: set[str] = field(default_factory=set)
     jobs: int = 0

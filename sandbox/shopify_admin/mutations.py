@@ -201,65 +201,142 @@ def order_update(info: Any, input: dict[str, Any]) -> dict[str, Any]:
         return {"order": g.order_view(order), "userErrors": []}
 
 
+#: Financial statuses ``orderMarkAsPaid`` accepts: a positive outstanding balance and not ``PAID``
+#: (Shopify's rule); an authorization is captured, anything else gets a manual sale.
+_MARKABLE = ("PENDING", "AUTHORIZED", "PARTIALLY_PAID", "EXPIRED")
+
+
 def order_mark_as_paid(info: Any, input: dict[str, Any]) -> dict[str, Any]:
     state = r._state(info)
     with state.lock:
         order = r._order_by_gid(info, input["id"])
         if order is None:
             return {"order": None, "userErrors": [_err(["id"], "Order does not exist")]}
-        if order["financial"] not in ("PENDING", "AUTHORIZED", "PARTIALLY_PAID"):
+        if order["financial"] not in _MARKABLE or order["total"] <= 0:
             return {"order": None, "userErrors": [_err(["id"], "Order cannot be marked as paid.")]}
+        kind = "CAPTURE" if order["financial"] == "AUTHORIZED" else "SALE"
+        order.setdefault("transactions", []).append(
+            {"id": state.ids.take(), "kind": kind, "gateway": "manual" if kind == "SALE" else "gateway",
+             "amount": order["total"], "processedAt": state.now()})
         order["financial"] = "PAID"
         state.touch(order)
         return {"order": g.order_view(order), "userErrors": []}
 
 
+def _idempotency_key(info: Any) -> str | None:
+    """The ``@idempotent(key:)`` of the field being resolved (``None``: not given)."""
+    directive = info.schema.get_directive("idempotent")
+    if directive is None:
+        return None
+    from graphql.execution.values import get_directive_values
+
+    values = get_directive_values(directive, info.field_nodes[0], info.variable_values)
+    return None if values is None else str(values["key"])
+
+
+def _refund_lines(
+    state: g.ShopState, order: dict[str, Any], items: list[dict[str, Any]]
+) -> list[Any] | dict[str, Any]:
+    """``(line, quantity, restockType, location id)`` per refund line item, or the first userError."""
+    lines = {li["id"]: li for li in order["lineItems"]}
+    asked: dict[int, int] = {}
+    out = []
+    for n, item in enumerate(items):
+        parsed = d.parse_gid(item["lineItemId"], "LineItem")
+        li = lines.get(parsed[1]) if parsed else None
+        if li is None:
+            return _err(["refundLineItems", str(n), "lineItemId"], "Line item does not exist")
+        asked[li["id"]] = asked.get(li["id"], 0) + item["quantity"]
+        if not 0 < asked[li["id"]] <= li["quantity"] - li["refunded"]:
+            return _err(["refundLineItems", str(n), "quantity"],
+                        "Quantity cannot refund more items than were purchased")
+        restock = item.get("restockType") or "NO_RESTOCK"
+        if restock == "LEGACY_RESTOCK":
+            return _err(["refundLineItems", str(n), "restockType"],
+                        "Restock type LEGACY_RESTOCK is not supported")
+        location = None
+        if item.get("locationId") is not None:
+            loc = d.parse_gid(item["locationId"], "Location")
+            if loc is None or loc[1] not in state.locations:
+                return _err(["refundLineItems", str(n), "locationId"], "Location does not exist")
+            location = loc[1]
+        out.append((li, item["quantity"], restock, location))
+    return out
+
+
+def _restock(state: g.ShopState, order: dict[str, Any], li: dict[str, Any], qty: int, restock: str,
+             location: int | None) -> None:
+    """Units back in stock (``RETURN``/``CANCEL``) at ``location`` or the item's first location;
+    ``CANCEL`` also takes unfulfilled units off the fulfillment orders."""
+    if restock == "CANCEL":
+        left = qty
+        for fo in order["fulfillmentOrders"]:
+            remaining = d.remaining(fo, order)
+            for fo_line in fo["lineItems"]:
+                if fo_line["lineItemId"] == li["id"] and left > 0:
+                    take = min(left, remaining.get(fo_line["id"], 0))
+                    fo_line["total"] -= take
+                    left -= take
+            done = all(v <= 0 for v in d.remaining(fo, order).values())
+            if fo["status"] not in ("CLOSED", "CANCELLED") and done:
+                fo["status"] = "CLOSED"
+    if restock == "NO_RESTOCK":
+        return
+    item = next((i for i in state.items.values() if i["sku"] and i["sku"] == li["sku"]), None)
+    if item is None or not item.get("tracked", True):
+        return
+    at = location if location is not None else min(
+        (lid for iid, lid in state.levels if iid == item["id"]), default=None)
+    if at is not None:
+        state.levels[(item["id"], at)] = state.levels.get((item["id"], at), 0) + qty
+
+
 def refund_create(info: Any, input: dict[str, Any]) -> dict[str, Any]:
+    """Shopify's ``refundCreate``: line items (with restocking), shipping, and the money only
+    through ``transactions`` -- a refund without them records the refund and moves no money
+    (its ``totalRefundedSet`` is 0 and the financial status stays). ``@idempotent(key:)`` is
+    required from 2026-04: the same key and input answer the first result again."""
     state = r._state(info)
+    key = _idempotency_key(info)
+    if key is None and r._ctx(info).version >= "2026-04":
+        raise GraphQLError("The @idempotent directive is required for this mutation.",
+                           extensions={"code": "IDEMPOTENCY_KEY_REQUIRED"})
     with state.lock:
+        seen = state.idempotency.get(("refundCreate", key)) if key else None
+        if seen is not None:
+            if seen[0] != input:
+                raise GraphQLError("The idempotency key was used with other parameters.",
+                                   extensions={"code": "IDEMPOTENCY_KEY_PARAMETER_MISMATCH"})
+            order = state.orders[seen[1]]
+            refund = next(x for x in order["refunds"] if x["id"] == seen[2])
+            return {"refund": g.refund_view(refund, order), "order": g.order_view(order), "userErrors": []}
         order = r._order_by_gid(info, input["orderId"])
         if order is None:
             return {"refund": None, "order": None, "userErrors": [_err(["orderId"], "Order does not exist")]}
-        lines = {li["id"]: li for li in order["lineItems"]}
-        rows, amount = [], Decimal(0)
-        for item in input.get("refundLineItems") or []:
-            parsed = d.parse_gid(item["lineItemId"], "LineItem")
-            li = lines.get(parsed[1]) if parsed else None
-            if li is None or not 0 < item["quantity"] <= li["quantity"] - li["refunded"]:
-                return {
-                    "refund": None,
-                    "order": None,
-                    "userErrors": [
-                        _err(
-                            ["refundLineItems", "0", "quantity"],
-                            "Quantity cannot refund more items than were purchased",
-                        )
-                    ],
-                }
-            li["refunded"] += item["quantity"]
-            amount += li["total"] / li["quantity"] * item["quantity"]
-            rows.append(
-                (state.ids.take(), li["id"], item["quantity"], item.get("restockType") or "NO_RESTOCK")
-            )
-        for t in input.get("transactions") or []:  # an explicit gateway transaction sets the amount
-            amount = Decimal(str(t["amount"]))
-        shipping = input.get("shipping") or {}
-        if shipping.get("fullRefund"):
-            amount += d.shipping_total(order)
-        elif shipping.get("amount") is not None:
-            amount += Decimal(str(shipping["amount"]))
+        rows = _refund_lines(state, order, input.get("refundLineItems") or [])
+        if isinstance(rows, dict):
+            return {"refund": None, "order": None, "userErrors": [rows]}
+        amount = sum((Decimal(str(t["amount"])) for t in input.get("transactions") or []), Decimal(0))
+        paid = order["total"] if order["financial"] in ("PAID", "PARTIALLY_REFUNDED") else Decimal(0)
+        if amount > paid - d.refunded_total(order) and not input.get("allowOverRefunding"):
+            return {"refund": None, "order": None, "userErrors": [
+                _err(["transactions"], "Refund amount exceeds the amount that can be refunded")]}
+        for li, qty, restock, location in rows:
+            li["refunded"] += qty
+            _restock(state, order, li, qty, restock, location)
         refund = {
             "id": state.ids.take(),
             "createdAt": state.now(),
             "note": input.get("note"),
-            "amount": amount if input.get("transactions") else Decimal(0),
-            "lines": rows,
+            "amount": amount,
+            "lines": [(state.ids.take(), li["id"], qty, restock) for li, qty, restock, _loc in rows],
         }
         order["refunds"].append(refund)
-        if input.get("transactions"):
-            order["financial"] = (
-                "REFUNDED" if d.refunded_total(order) >= order["total"] else "PARTIALLY_REFUNDED"
-            )
+        if amount > 0:
+            full = d.refunded_total(order) >= order["total"]
+            order["financial"] = "REFUNDED" if full else "PARTIALLY_REFUNDED"
+        if key:
+            state.idempotency[("refundCreate", key)] = (input, order["id"], refund["id"])
         state.touch(order)
         return {"refund": g.refund_view(refund, order), "order": g.order_view(order), "userErrors": []}
 

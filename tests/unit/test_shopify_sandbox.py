@@ -258,16 +258,27 @@ def test_mark_as_paid_refund_and_tags_remove(shop):
     assert again["data"]["orderMarkAsPaid"]["userErrors"]
     line = gql(shop, '{ order(id: "%s") { lineItems(first: 1) { nodes { id quantity } } } }' % gid).json()
     line = line["data"]["order"]["lineItems"]["nodes"][0]
-    refund = """mutation($i: RefundInput!) { refundCreate(input: $i) { refund { id note totalRefundedSet {
-        shopMoney { amount } } } order { lineItems(first: 1) { nodes { currentQuantity } } }
+    refund = """mutation($i: RefundInput!, $k: String!) { refundCreate(input: $i) @idempotent(key: $k) {
+        refund { id note totalRefundedSet { shopMoney { amount } } }
+        order { displayFinancialStatus lineItems(first: 1) { nodes { currentQuantity } } }
         userErrors { field message } } }"""
-    too_many = {"i": {"orderId": gid, "refundLineItems": [{"lineItemId": line["id"], "quantity": 99}]}}
+    unkeyed = refund.replace(", $k: String!", "").replace(" @idempotent(key: $k)", "")
+    # refundCreate wants an idempotency key from 2026-04 on (Shopify's runtime check)
+    assert "@idempotent" in gql(shop, unkeyed, {"i": {"orderId": gid}}).json()["errors"][0]["message"]
+    too_many = {"i": {"orderId": gid, "refundLineItems": [{"lineItemId": line["id"], "quantity": 99}]}, "k": "k0"}
     assert gql(shop, refund, too_many).json()["data"]["refundCreate"]["userErrors"]
-    ok = gql(shop, refund, {"i": {"orderId": gid, "note": "ERP return", "refundLineItems": [
-        {"lineItemId": line["id"], "quantity": 1, "restockType": "NO_RESTOCK"}]}}).json()["data"]["refundCreate"]
+    one = {"i": {"orderId": gid, "note": "ERP return", "refundLineItems": [
+        {"lineItemId": line["id"], "quantity": 1, "restockType": "NO_RESTOCK"}]}, "k": "k1"}
+    ok = gql(shop, refund, one).json()["data"]["refundCreate"]
     assert ok["userErrors"] == [] and ok["refund"]["note"] == "ERP return"
     assert ok["refund"]["totalRefundedSet"]["shopMoney"]["amount"] == "0.0"  # no gateway transaction
+    assert ok["order"]["displayFinancialStatus"] == "PAID"  # no money moved: the status stays
     assert ok["order"]["lineItems"]["nodes"][0]["currentQuantity"] == line["quantity"] - 1
+    # the same key and input again: the first refund, not a second one
+    assert gql(shop, refund, one).json()["data"]["refundCreate"]["refund"]["id"] == ok["refund"]["id"]
+    assert len(shop.order(pending["id"])["refunds"]) == 1
+    other = gql(shop, refund, {**one, "i": {**one["i"], "note": "other"}}).json()
+    assert other["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_PARAMETER_MISMATCH"
     gql(shop, 'mutation { tagsAdd(id: "%s", tags: ["a", "b"]) { userErrors { message } } }' % gid)
     gql(shop, 'mutation { tagsRemove(id: "%s", tags: ["a"]) { userErrors { message } } }' % gid)
     assert shop.order(pending["id"])["tags"] == ["b"]
