@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from order_integration.failpoints import ENV, InjectedFault
 from order_integration.ledger import Ledger, sqlite_engine
 from order_integration.status_sync import FileResult, apply_file, note_text, sync_file
 from order_integration.storefronts import get_status_applier
+from order_integration.storefronts import shopify_money as sm
 from order_integration.storefronts import shopify_status as ss
 from order_integration.storefronts.base import Effect, StatusChange
 from order_integration.storefronts.shopify_status import ShopifyStatus, decide, order_state
@@ -457,3 +459,224 @@ def test_a_partial_shipment_spreads_over_fulfillment_orders_and_ships_only_missi
     assert applier._by_line(change) is not None and sum(applier._by_line(change).values()) == 1
     state.cache["fulfillments"][0]["lines"] = [("l", "SKU-A", 3)]
     assert applier._by_line(change) is None  # all there: recovered
+
+
+# ------------------------------------------------------------------------------------------------
+# money: paid and refunded (issue 16)
+# ------------------------------------------------------------------------------------------------
+
+MONEY_COLUMNS = ("order_id", "event", "occurred_at", "carrier", "tracking_number", "tracking_url", "sku",
+                 "quantity", "note", "amount", "currency", "reference")
+
+
+def money_event(kind: str, **values: object) -> Any:
+    return parse_status_file(status_csv(ev(7, kind, **values), columns=MONEY_COLUMNS), "m.csv").events[0]
+
+
+def money_order(*, financial: str = "PAID", note: str = "", fully_paid: bool | None = None,
+                refunded: str = "0.00", **kw: Any) -> dict[str, Any]:
+    raw = raw_order(financial=financial, note=note, **kw)
+    raw.update(fullyPaid=financial == "PAID" if fully_paid is None else fully_paid,
+               totalPriceSet={"shopMoney": {"amount": "40.00", "currencyCode": "EUR"}},
+               totalRefundedSet={"shopMoney": {"amount": refunded, "currencyCode": "EUR"}})
+    return raw
+
+
+def canned_refund(reference: str, amount: str, *, moved: str = "0.0", lines: tuple[tuple[str, int], ...] = ()
+                  ) -> dict[str, Any]:
+    """A REFUNDS_QUERY refund as Shopify answers it."""
+    return {"id": "gid://shopify/Refund/1", "note": f"Refund booked\n[order-integration] backend refund {amount} EUR, "
+                                                    f"reference {reference}",
+            "totalRefundedSet": {"shopMoney": {"amount": moved, "currencyCode": "EUR"}},
+            "refundLineItems": {"nodes": [{"quantity": q, "lineItem": {"id": "x", "sku": s}} for s, q in lines],
+                                "pageInfo": {"hasNextPage": False}}}
+
+
+def test_the_orders_money_from_the_status_read() -> None:
+    state = order_state(money_order(financial="PARTIALLY_REFUNDED", refunded="5.00"))
+    assert state.payment is not None
+    assert (state.payment.currency, state.payment.total, state.payment.refunded, state.payment.paid) == (
+        "EUR", Decimal("40.00"), Decimal("5.00"), True)
+    assert not order_state(money_order(financial="PENDING")).payment.paid  # type: ignore[union-attr]
+    assert order_state(money_order(financial="PARTIALLY_PAID", fully_paid=True)).payment.paid  # type: ignore[union-attr]
+    # the backend's transaction-less refunds count from their marker; Shopify's own from its totals
+    state = order_state(money_order(refunded="5.00"))
+    assert sm.add_refunds(state, [canned_refund("CN-1", "12.30"), canned_refund("CN-2", "3.00", moved="3.00"),
+                                  {"id": "r", "note": "a person's refund", "totalRefundedSet": {}}]) is None
+    assert state.payment.references == {"CN-1", "CN-2"}  # type: ignore[union-attr]
+    assert state.payment.refunded == Decimal("17.30")  # type: ignore[union-attr]
+    assert "more refunds" in str(sm.add_refunds(state, [canned_refund(f"R{n}", "1.00") for n in range(8)]))
+    assert sm.refund_mark("x\n[order-integration] backend refund 1.000 KWD, reference A (b) c") == (
+        Decimal("1.000"), "KWD", "A (b) c")
+
+
+@pytest.mark.parametrize(("financial", "fully_paid", "expected"), [
+    ("PENDING", False, Effect("paid")),
+    ("PARTIALLY_PAID", False, Effect("paid")),
+    ("AUTHORIZED", False, "authorized by its gateway"),
+    ("PAID", True, "already paid on the storefront"),
+    ("PARTIALLY_REFUNDED", True, "already paid on the storefront"),
+])
+def test_paid_by_financial_status(financial: str, fully_paid: bool, expected: Effect | str) -> None:
+    e = money_event("paid", reference="PAY-1")
+    state = order_state(money_order(financial=financial, fully_paid=fully_paid))
+    effect = decide(e, state, note_text(e))
+    if isinstance(expected, Effect):
+        assert effect == expected
+    else:  # the note only, reported as refused: no payment marked twice, no authorization captured
+        assert isinstance(effect, Effect) and effect.target is None and expected in str(effect.note_only)
+
+
+def test_paid_is_recognised_by_its_marker_line_with_the_reference() -> None:
+    e = money_event("paid", reference="PAY-1")
+    marker = ss.marker_line(note_text(money_event("paid", reference="PAY-1", occurred_at="2026-11-30T08:00:00Z")))
+    # another file's line (another time) with the same reference: the order shows it paid by us
+    assert decide(e, order_state(money_order(note=marker)), note_text(e)) == Effect("paid", recovered=True)
+    # the marker went first and the run stopped before orderMarkAsPaid: mark it paid now
+    assert decide(e, order_state(money_order(financial="PENDING", note=marker)), note_text(e)) == Effect("paid")
+    other = money_event("paid", reference="PAY-2")
+    assert decide(other, order_state(money_order(note=marker)), note_text(other)).note_only  # type: ignore[union-attr]
+
+
+def test_refunded_rules() -> None:
+    e = money_event("refunded", amount="5.00", currency="EUR", reference="CN-1")
+    state = order_state(money_order())
+    state.cache["refunds_problem"] = sm.add_refunds(state, [])
+    assert decide(e, state, note_text(e)) == Effect(None)  # Shopify's financial status does not change
+    state = order_state(money_order())
+    sm.add_refunds(state, [canned_refund("CN-1", "5.00")])
+    assert decide(e, state, note_text(e)) == Effect(None, recovered=True)
+    assert "not paid on the storefront" in str(decide(e, order_state(money_order(financial="PENDING")), "n"))
+    assert decide(e, order_state(money_order(cancelled=True)), "n") == "order is cancelled on the storefront"
+    assert "does not change refunded" in str(decide(e, order_state(money_order(financial="REFUNDED")), "n"))
+
+
+def test_line_refunds_name_line_items_and_restock_types() -> None:
+    state = order_state(money_order(fulfilled={"SKU-A": 2}))
+    state.cache["line_items"][0]["fulfilled"] = 2  # canned fulfillment lines carry no line ids
+    assert sm.refund_lines(state, "SKU-A", 1, restock=True) == [
+        {"lineItemId": "gid://shopify/LineItem/1", "quantity": 1, "restockType": "CANCEL"}]  # 1 unfulfilled
+    assert sm.refund_lines(state, "SKU-A", 2, restock=True)[0]["restockType"] == "RETURN"
+    assert sm.refund_lines(state, "SKU-A", 2, restock=False)[0]["restockType"] == "NO_RESTOCK"
+    state.payment.refunded_units["SKU-A"] = 2  # type: ignore[union-attr]  # earlier lines of this file
+    assert sm.refund_lines(state, "SKU-A", 1, restock=False)[0]["quantity"] == 1
+
+
+def test_money_documents_are_valid_against_shopifys_schema() -> None:
+    gid = "gid://shopify/Order/7"
+    assert validate_against_shopify(sm.REFUNDS_QUERY, {"id": gid}) == []
+    assert validate_against_shopify(sm.PAID_QUERY, {"id": gid}) == []
+    assert validate_against_shopify(sm.MARK_PAID_MUTATION, {"input": {"id": gid}}) == []
+    refund = {"orderId": gid, "note": "n", "notify": False, "refundLineItems": [
+        {"lineItemId": "gid://shopify/LineItem/1", "quantity": 1, "restockType": "RETURN"}]}
+    assert validate_against_shopify(sm.REFUND_MUTATION, {"input": refund, "key": "k"}) == []
+    assert sm.REFUNDS_COST <= 1000
+
+
+@pytest.fixture
+def money_env(env: Env) -> Env:
+    """``env`` with a bucket that no-op sleeps never exhaust (these tests send many reads)."""
+    env.shop.set_bucket(100_000, 100_000)
+    return env
+
+
+def unpaid_order(env: Env, oid: int, financial: str = "PENDING") -> None:
+    env.shop.state.orders[oid]["financial"] = financial
+
+
+def test_paid_marks_pending_orders_paid_once_and_notes_the_rest(money_env: Env) -> None:
+    env = money_env
+    unpaid_order(env, 2001)
+    unpaid_order(env, 2002, "AUTHORIZED")
+    total = env.order(2001)["total"]
+    data = status_csv(ev(2001, "paid", amount=str(total), currency=env.order(2001)["currency"], reference="PAY-1"),
+                      ev(2002, "paid", reference="PAY-2"), ev(2003, "paid", reference="PAY-3"),
+                      ev(2004, "paid", amount="0.01", currency=env.order(2004)["currency"], reference="PAY-4"), columns=MONEY_COLUMNS)
+    outcomes = env.apply(data)
+    assert outcomes[0] == ("applied", "paid")
+    assert "authorized by its gateway" in outcomes[1][0] and "already paid" in outcomes[2][0]
+    assert "differs from the order's total" in outcomes[3][0]
+    assert env.order(2001)["financial"] == "PAID" and env.order(2002)["financial"] == "AUTHORIZED"
+    assert [line for line in env.marker_lines(2001) if "PAY-1" in line] != []
+    assert len(env.marker_lines(2002)) == len(env.marker_lines(2003)) == 1  # the notes only
+    assert env.marker_lines(2004) == []
+    # the same line again with a fresh ledger (a crash before the ledger): recognised, nothing written
+    mutations = len(env.mutations())
+    fresh = Ledger(sqlite_engine(env.outbound.parent / f"{uuid.uuid4().hex}.db"), create=True)
+    assert env.apply(status_csv(ev(2001, "paid", reference="PAY-1"), columns=MONEY_COLUMNS), fresh) == [
+        ("applied", "paid")]
+    assert len(env.mutations()) == mutations
+
+
+def test_a_refused_mark_as_paid_is_the_lines_error_and_takes_the_marker_off(money_env: Env) -> None:
+    env = money_env
+    unpaid_order(env, 2005)
+    original = env.applier.read_orders
+
+    def read_then_pay(ids: Any) -> Any:
+        found = original(ids)
+        env.shop.state.orders[2005]["financial"] = "PAID"  # paid in Shopify between the read and the write
+        return found
+
+    env.applier.read_orders = read_then_pay  # type: ignore[method-assign]
+    assert env.apply(status_csv(ev(2005, "paid", reference="PAY-5"), columns=MONEY_COLUMNS)) == [
+        ("error: orderMarkAsPaid refused by the storefront: id: Order cannot be marked as paid.", None)]
+    assert env.marker_lines(2005) == []
+
+
+def test_refunds_by_line_and_whole_move_no_money_and_are_never_made_twice(money_env: Env) -> None:
+    env = money_env
+    order = env.order(2006)
+    currency = order["currency"]
+    line_id = order["lineItems"][0]["id"]
+    data = status_csv(
+        ev(2006, "refunded", sku="SKU-A", quantity="2", amount="5.00", currency=currency, reference="CN-1",
+           note="broken"),
+        ev(2006, "refunded", sku="SKU-A", quantity="2", amount="1.00", currency=currency, reference="CN-2"),
+        ev(2007, "refunded", amount=str(env.order(2007)["total"]), currency=env.order(2007)["currency"],
+           reference="CN-3"),
+        ev(2008, "refunded", amount=str(Decimal(str(env.order(2008)["total"])) + 1),
+           currency=env.order(2008)["currency"], reference="CN-4"),
+        columns=MONEY_COLUMNS)
+    outcomes = env.apply(data)
+    assert outcomes[0] == ("applied", None) and outcomes[2] == ("applied", None)
+    assert "over-refund: sku 'SKU-A' ordered 3, already refunded 2" in outcomes[1][0]
+    assert "exceeds what remains refundable" in outcomes[3][0]
+    [refund] = env.order(2006)["refunds"]
+    assert Decimal(str(refund["amount"])) == 0 and list(refund["lines"][0][1:]) == [line_id, 2, "NO_RESTOCK"]  # no money moved
+    assert "broken" in refund["note"] and "[order-integration] backend refund 5.00" in refund["note"]
+    assert env.order(2006)["financial"] == env.order(2007)["financial"] == "PAID"
+    assert env.order(2007)["refunds"][0]["lines"] == []  # a whole refund names no lines
+    # what remains counts the backend's refunds: a second full refund of 2007 is refused
+    again = env.apply(status_csv(ev(2007, "refunded", amount="1", currency=env.order(2007)["currency"],
+                                    reference="CN-5"),
+                                 columns=MONEY_COLUMNS))
+    assert "exceeds what remains refundable" in str(again[0][0])
+    # the same lines with a fresh ledger: recognised by their references on the refunds
+    mutations = len(env.mutations())
+    fresh = Ledger(sqlite_engine(env.outbound.parent / f"{uuid.uuid4().hex}.db"), create=True)
+    assert env.apply(data, fresh)[0] == ("applied", None)
+    assert len(env.mutations()) == mutations and len(env.order(2006)["refunds"]) == 1
+
+
+def test_a_lost_refund_answer_is_not_sent_twice_and_restock_puts_units_back(money_env: Env) -> None:
+    env = money_env
+    env.shop.add_catalog([{"id": 1, "name": "Warehouse"}], [{"id": 9, "sku": "SKU-B", "levels": {1: 5}}])
+    original = env.applier._attempt
+    calls = {"n": 0}
+
+    def attempt(payload: dict[str, Any], operation: str, estimate: float) -> dict[str, Any]:
+        if operation == "StatusRefund" and calls["n"] == 0:
+            calls["n"] += 1
+            env.shop.state.faults.append({"type": "truncated"})  # applied, the answer lost
+        return original(payload, operation, estimate)
+
+    env.applier._attempt = attempt  # type: ignore[method-assign]
+    events = parse_status_file(status_csv(
+        ev(2009, "refunded", sku="SKU-B", quantity="1", amount="2.00", currency=env.order(2009)["currency"],
+           reference="CN-9"), columns=MONEY_COLUMNS), "x.csv").events
+    [outcome] = apply_file(STORE, events, env.applier, env.ledger.status_events, restock_refunds=True)
+    assert outcome.outcome == "applied"
+    [refund] = env.order(2009)["refunds"]
+    assert refund["lines"][0][3] == "CANCEL"  # unfulfilled units: cancelled and restocked
+    assert env.shop.inventory()["SKU-B"] == {"Warehouse": 6}

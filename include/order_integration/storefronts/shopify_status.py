@@ -20,6 +20,13 @@ from the financial status, so only ``cancelled`` changes the status word.
                event's note, cut to Shopify's 255 characters). → ``cancelled``. Marker line.
 ``rejected``   tags: ``tagsAdd erp-rejected``, ``tagsRemove erp-accepted``. Marker line with
                the backend's reason.
+``paid``       marker line (with the reference) first, then ``orderMarkAsPaid`` for a
+               ``pending``/``partially_paid`` order (→ ``paid``); ``authorized``, ``paid``,
+               ``partially_refunded``: the marker line only, reported refused. See
+               :mod:`.shopify_money`.
+``refunded``   ``refundCreate`` without transactions (no money moved), line items for
+               ``sku``+``quantity`` (restock per ``restock_refunds``), the note and a marker line
+               with amount and reference on the refund; the status word does not change.
 =============  ==========================================================================
 
 The *marker line* is ``[order-integration] `` and the event's note text (deterministic, it
@@ -86,6 +93,23 @@ from order_integration.exceptions import StorefrontError
 from order_integration.failpoints import failpoint
 from order_integration.storefronts.base import Effect, OrderState, StatusChange
 from order_integration.storefronts.shopify_graphql import MAX_QUERY_COST, ShopifyGraphQL
+from order_integration.storefronts.shopify_money import (
+    MARK_PAID_MUTATION,
+    ORDER_MONEY_FIELDS,
+    PAID_QUERY,
+    REFUND_MUTATION,
+    REFUNDS_COST,
+    REFUNDS_QUERY,
+    add_refunds,
+    decide_paid,
+    decide_refunded,
+    idempotency_key,
+    payment,
+    payment_marked,
+    refund_lines,
+    refund_mark,
+    refund_note,
+)
 from order_integration.storefronts.shopify_normalise import MARKER_PREFIX, gid_number, order_gid, order_status
 
 if TYPE_CHECKING:
@@ -119,6 +143,7 @@ LIMITS = {"lines": 20, "fos": 3, "fo_lines": 10, "fulfillments": 5, "ful_lines":
 WIDE_LIMITS = {"lines": 100, "fos": 5, "fo_lines": 30, "fulfillments": 10, "ful_lines": 20}
 
 _ORDER_FIELDS = """id legacyResourceId cancelledAt displayFinancialStatus displayFulfillmentStatus note tags
+    """ + ORDER_MONEY_FIELDS + """
     lineItems(first: $lines) { nodes { id sku name quantity currentQuantity } pageInfo { hasNextPage } }
     fulfillmentOrders(first: $fos) {
       nodes { id status lineItems(first: $foLines) {
@@ -168,7 +193,7 @@ def read_cost(limits: dict[str, int]) -> int:
     lines = 2 + limits["lines"] * 1
     fos = 2 + limits["fos"] * (1 + 2 + limits["fo_lines"] * (1 + 1))
     fuls = limits["fulfillments"] * (1 + 3 + 2 + limits["ful_lines"] * (1 + 1))
-    return 1 + lines + fos + fuls
+    return 1 + 4 + lines + fos + fuls  # 4: the two money bags
 
 
 def _norm(text: str) -> str:
@@ -232,6 +257,19 @@ def _fulfillment(node: dict[str, Any]) -> dict[str, Any]:
     return {"id": node.get("id"), "status": str(node.get("status") or ""), "numbers": numbers, "lines": lines}
 
 
+def _line_items(raw: dict[str, Any], fulfillments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a line refund names: each line's id, SKU, units still on it and units fulfilled."""
+    done: dict[str, int] = {}
+    for ful in fulfillments:
+        if ful["status"] not in VOID_FULFILLMENTS:
+            for line_id, _sku, qty in ful["lines"]:
+                done[line_id] = done.get(line_id, 0) + qty
+    return [{"id": str(item.get("id") or ""), "sku": str(item.get("sku") or "").strip(),
+             "current": _int(item.get("currentQuantity", item.get("quantity"))),
+             "fulfilled": done.get(str(item.get("id") or ""), 0)}
+            for item in _nodes(raw.get("lineItems"))]
+
+
 def order_state(raw: dict[str, Any]) -> OrderState:
     """A Shopify order (:data:`READ_QUERY`) as the status sync sees it: its status word, its
     lines by SKU (``currentQuantity``: units still on the order; lines without units are no
@@ -278,8 +316,10 @@ def order_state(raw: dict[str, Any]) -> OrderState:
         "tags": [str(t) for t in raw.get("tags") or []],
         "fulfillment_status": str(raw.get("displayFulfillmentStatus") or ""),
         "fo_items": fo_items, "fulfillments": fulfillments, "truncated": truncated, "planned": 0,
+        "line_items": _line_items(raw, fulfillments),
     }
-    return OrderState(number, order_status(raw), lines, without_sku, cache)
+    status = order_status(raw)
+    return OrderState(number, status, lines, without_sku, cache, payment=payment(raw, status))
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,6 +396,8 @@ def decide(event: StatusEvent, order: OrderState, note: str) -> Effect | str:
     if cache.get("truncated"):
         return (f"order has more {', '.join(cache['truncated'])} than the status sync reads; "
                 "apply this event in Shopify")
+    if event.event in ("paid", "refunded"):
+        return _money(event, order, note)
     if event.event == "shipped":
         effect = Effect(None, customer_note=True, recovered=True) if marked else _shipment(event, cache)
     elif marked and event.event != "cancelled":  # accepted/rejected: the marker is the whole proof
@@ -367,6 +409,17 @@ def decide(event: StatusEvent, order: OrderState, note: str) -> Effect | str:
     else:
         effect = Effect(None)
     if isinstance(effect, str) or marked:
+        return effect
+    return _room(cache, note) or effect
+
+
+def _money(event: StatusEvent, order: OrderState, note: str) -> Effect | str:
+    """``paid``/``refunded`` (:mod:`.shopify_money`); a payment's marker line must fit the note."""
+    cache = order.cache
+    if event.event == "refunded":
+        return cache.get("refunds_problem") or decide_refunded(event, order)
+    effect = decide_paid(event, order)
+    if effect.recovered or payment_marked(cache.get("note"), event.reference):
         return effect
     return _room(cache, note) or effect
 
@@ -391,6 +444,9 @@ def _room(cache: dict[str, Any], note: str) -> str | None:
 class ShopifyStatus(ShopifyGraphQL):
     """Applies the backend's status events to one Shopify store through an Airflow ``http``
     connection (see :mod:`.shopify_graphql`); the status sync's ``StatusApplier``."""
+
+    #: The money events this applier carries out (see ``StatusApplier`` and :mod:`.shopify_money`).
+    money_events = frozenset({"paid", "refunded"})
 
     def __init__(self, conn_id: str, *, limits: dict[str, int] | None = None, **kwargs: Any) -> None:
         super().__init__(conn_id, **kwargs)
@@ -443,8 +499,24 @@ class ShopifyStatus(ShopifyGraphQL):
         self, event: StatusEvent, order: OrderState, note: str, *, fully_shipped: bool
     ) -> Effect | str:
         """Shopify's rules (:func:`decide`); Shopify counts fulfilled units itself, so
-        ``fully_shipped`` is not needed."""
-        return decide(event, order, note)
+        ``fully_shipped`` is not needed. A ``refunded`` event reads the order's refunds first
+        (once per order: the backend's references and amounts on them)."""
+        if event.event == "refunded" and "refunds" not in order.cache and order.status != "cancelled":
+            order.cache["refunds"] = self._read_refunds(order)
+            order.cache["refunds_problem"] = add_refunds(order, order.cache["refunds"])
+        effect = decide(event, order, note)
+        if event.event == "refunded" and event.sku is not None and event.quantity is not None:
+            # chosen before the status sync books this refund (units refunded by earlier lines)
+            order.cache[("refund_lines", event.event_key)] = refund_lines(
+                order, event.sku, event.quantity, restock=True)
+        return effect
+
+    def _read_refunds(self, order: OrderState) -> list[dict[str, Any]]:
+        data = self.execute(REFUNDS_QUERY, {"id": order.cache["gid"]}, operation="StatusRefunds",
+                            estimate=REFUNDS_COST, describe=f"order {order.order_id}")
+        node = data.get("node")
+        refunds = node.get("refunds") if isinstance(node, dict) else None
+        return [r for r in refunds if isinstance(r, dict)] if isinstance(refunds, list) else []
 
     # -- applying ---------------------------------------------------------------------------------
 
@@ -454,7 +526,8 @@ class ShopifyStatus(ShopifyGraphQL):
         again first (one request), so the marker is appended to the note as it is now."""
         todo = []
         for change in changes:
-            if change.effect.recovered and has_marker(change.order.cache.get("note"), change.note):
+            money = change.event.event in self.money_events
+            if change.effect.recovered and (money or has_marker(change.order.cache.get("note"), change.note)):
                 change.recovered = True  # the storefront shows all of it: nothing to write
             else:
                 todo.append(change)
@@ -488,6 +561,12 @@ class ShopifyStatus(ShopifyGraphQL):
 
     def _apply_one(self, change: StatusChange) -> None:
         event, cache = change.event, change.order.cache
+        if event.event == "paid":
+            self._pay(change)
+            return
+        if event.event == "refunded":
+            self._refund(change)
+            return
         marked = has_marker(cache["note"], change.note)
         if event.event == "cancelled":
             if not marked:
@@ -650,6 +729,67 @@ class ShopifyStatus(ShopifyGraphQL):
         refused = _user_errors("orderCancel", payload.get("orderCancelUserErrors"))
         if refused:
             raise _Refused(refused)
+
+    # -- paid and refunded -------------------------------------------------------------------------
+
+    def _pay(self, change: StatusChange) -> None:
+        """The marker line first (the reference: ``orderMarkAsPaid`` takes none), then the mutation
+        unless the event is a note only; Shopify refusing it takes the marker line off again."""
+        cache = change.order.cache
+        marked = payment_marked(cache["note"], change.event.reference)
+        if not marked:
+            self._write_marker(change)
+        if change.effect.note_only:
+            return
+
+        def landed() -> dict[str, Any] | None:
+            data = self.execute(PAID_QUERY, {"id": cache["gid"]}, operation="StatusPaid", estimate=2)
+            node = data.get("node") or {}
+            if node.get("fullyPaid") or node.get("displayFinancialStatus") == "PAID":
+                return {"orderMarkAsPaid": {"order": node, "userErrors": []}}
+            return None
+
+        data = self._mutate(MARK_PAID_MUTATION, {"input": {"id": cache["gid"]}}, "StatusMarkPaid", landed,
+                            describe=f"order {change.order.order_id}")
+        refused = _user_errors("orderMarkAsPaid", (data.get("orderMarkAsPaid") or {}).get("userErrors"))
+        if refused:
+            if not marked:
+                try:
+                    self._set_note(change, cache.get("note_before", cache["note"]))
+                except _Refused as exc:
+                    log.warning("shopify %s: order %s: the marker line could not be taken off: %s",
+                                self._host, change.order.order_id, exc)
+            raise _Refused(refused)
+
+    def _refund(self, change: StatusChange) -> None:
+        """``refundCreate`` without transactions. Never twice: Shopify answers a retry of the same
+        request by its idempotency key, and before every retry the order's refunds are read and
+        one carrying the reference is the result."""
+        event, order = change.event, change.order
+        gid = order.cache["gid"]
+        refund: dict[str, Any] = {"orderId": gid, "note": refund_note(event, change.note), "notify": False}
+        lines = order.cache.get(("refund_lines", event.event_key))
+        if lines:
+            refund["refundLineItems"] = [
+                line if change.restock else {**line, "restockType": "NO_RESTOCK"} for line in lines]
+
+        def landed() -> dict[str, Any] | None:
+            for existing in self._read_refunds(order):
+                mark = refund_mark(existing.get("note"))
+                if mark is not None and mark[2] == event.reference:
+                    return {"refundCreate": {"refund": existing, "userErrors": []}}
+            return None
+
+        variables = {"input": refund, "key": idempotency_key(gid, event.reference, refund)}
+        data = self._mutate(REFUND_MUTATION, variables, "StatusRefund", landed,
+                            describe=f"order {order.order_id}")
+        payload = data.get("refundCreate") or {}
+        refused = _user_errors("refundCreate", payload.get("userErrors"))
+        if refused:
+            raise _Refused(refused)
+        if not isinstance(payload.get("refund"), dict):
+            raise StorefrontError(
+                f"shopify {self._host}: refundCreate answered neither a refund nor an error")
 
     # -- tags and note ----------------------------------------------------------------------------
 
