@@ -17,10 +17,28 @@ import pendulum
 import pytest
 
 from order_integration.backend.formats import write_orders
+from order_integration.backend.sftp import SftpBackend, SftpSession
+from order_integration.backend.status_files import parse_status_file
+from order_integration.config import BackendConfig, StoreConfig
+from order_integration.exceptions import BackendError
+from order_integration.ledger import Ledger, sqlite_engine
 from order_integration.model import LineItem
+from order_integration.status_sync import sync_file
+from order_integration.storefronts.woocommerce_normalise import normalise_order
+from order_integration.storefronts.woocommerce_writes import WooCommerceWriter
 from sandbox import erp_simulator
-from sandbox.erp_simulator import STATUS_COLUMNS, UNKNOWN_ORDER_ID, ErpSimulator, StatusEvent
+from sandbox.erp_simulator import (
+    MONEY_COLUMNS,
+    MONEY_FAULTS,
+    STATUS_COLUMNS,
+    UNKNOWN_ORDER_ID,
+    ErpSimulator,
+    MoneyPolicy,
+    StatusEvent,
+)
+from sandbox.generator import generate_orders
 from sandbox.sftp_server import EmbeddedSftpServer
+from sandbox.storefront import SandboxStorefront
 from tests.support.orders import make_order
 
 pytestmark = pytest.mark.unit
@@ -393,3 +411,321 @@ def test_cli_once_prints_one_line_per_file(area: Path, tmp_path: Path,
                             rf"\d+ rejected, \d+ cancelled -> {status}", line)
     data = (area / "outbound" / status).read_bytes()
     assert data.startswith(b"\xef\xbb\xbf") and UNKNOWN_ORDER_ID.encode() in data
+
+
+# -- payments and refunds (issue 16) ---------------------------------------------------------------
+
+MONEY_EVENTS = ("paid", "refunded")
+ALL_IN = MoneyPolicy(payment_share=1.0, refund_share=1.0, line_refund_share=0.5)
+
+
+def _money_rows(data: bytes) -> tuple[list[str], list[StatusEvent]]:
+    header, rows = _rows(data)
+    assert header == [*STATUS_COLUMNS, *MONEY_COLUMNS]
+    return header, rows
+
+
+def _by_kind(events: list[StatusEvent], kind: str) -> dict[str, StatusEvent]:
+    found = {e.order_id: e for e in events if e.event == kind}
+    assert len(found) == sum(1 for e in events if e.event == kind), f"an order got two {kind} lines"
+    return found
+
+
+def test_without_a_money_policy_an_on_hold_order_is_answered_at_once(area: Path) -> None:
+    _put(area, "orders_demo_h0.csv", _orders(20, status="on-hold"))
+    report = _sim(area).run_once()
+    assert {e.order_id for e in report.events} == {str(5000 + i) for i in range(20)}
+    assert not any(e.event in MONEY_EVENTS for e in report.events)
+    assert b"amount" not in _status_files(area)[0].read_bytes().splitlines()[0]  # the old header
+
+
+def test_orders_awaiting_payment_wait_then_get_paid_after_the_delay_and_are_fulfilled(area: Path) -> None:
+    waiting = _orders(12, status="on-hold") + _orders(4, first=6000, status="pending")
+    paid_by_shop = _orders(10, first=7000)
+    _put(area, "orders_demo_h1.csv", waiting + paid_by_shop)
+    sim = _sim(area, money=replace(ALL_IN, payment_delay_runs=2, refund_share=0))
+
+    first = sim.run_once()
+    assert {e.order_id for e in first.events} == {o.order_id for o in paid_by_shop}  # no acceptance yet
+    (summary,) = first.files
+    assert summary.awaiting_payment == 16 and "16 awaiting payment" in first.lines()[0]
+    assert sim.run_once().events == []  # one run later: the delay is two runs
+
+    third = sim.run_once()
+    assert third.files_read == [] and len(third.status_files) == 1
+    paid = _by_kind(third.events, "paid")
+    assert set(paid) == {o.order_id for o in waiting} and third.payments == list(paid.values())
+    for order in waiting:
+        line = paid[order.order_id]
+        assert (line.amount, line.currency) == (f"{order.total:.2f}", order.currency)
+        assert re.fullmatch(r"BANK-\d{10}", line.reference) and line.note
+        assert pendulum.parse(line.occurred_at) <= NOW
+    # every paid order is then fulfilled (never rejected or cancelled), after its paid line
+    kinds = [e.event for e in third.events]
+    assert kinds.index("accepted") > max(i for i, k in enumerate(kinds) if k == "paid")
+    assert set(_by_kind(third.events, "accepted")) == set(paid)
+    assert not {"rejected", "cancelled"} & set(kinds)
+    assert "shipped" in kinds
+    assert any(line.startswith(f"booked {len(waiting)} payment(s)") for line in third.lines())
+    # the package reads the file as the contract says: every line valid
+    data = (area / "outbound" / third.status_files[0]).read_bytes()
+    _money_rows(data)
+    parsed = parse_status_file(data, third.status_files[0])
+    assert parsed.errors == [] and len(parsed.events) == len(third.events)
+
+    later = sim.run_once()
+    assert later.payments == []  # paid once
+
+
+def test_payment_delay_in_minutes_and_the_share_that_never_pays(area: Path) -> None:
+    clock = {"now": NOW}
+    waiting = _orders(40, status="on-hold")
+    _put(area, "orders_demo_h2.csv", waiting)
+    policy = MoneyPolicy(payment_share=0.5, payment_delay_runs=0, payment_delay_minutes=30, refund_share=0)
+    sim = _sim(area, money=policy, clock=lambda: clock["now"])
+    assert sim.run_once().events == []
+    clock["now"] = NOW.add(minutes=29)
+    assert sim.run_once().events == []
+    clock["now"] = NOW.add(minutes=30)
+    paid = set(_by_kind(sim.run_once().events, "paid"))
+    assert 0 < len(paid) < 40  # about half: the others never pay
+    clock["now"] = NOW.add(days=3)
+    assert sim.run_once().payments == []  # the unpaid ones stay waiting
+
+    # the same seed pays the same orders
+    other = area.parent / f"{area.name}-m"
+    (other / "inbound").mkdir(parents=True)
+    _put(other, "orders_demo_h2.csv", waiting)
+    again = _sim(other, money=replace(policy, payment_delay_minutes=0))
+    assert set(_by_kind(again.run_once().events, "paid")) == paid
+
+
+def test_a_new_version_that_no_longer_awaits_payment_ends_the_wait(area: Path) -> None:
+    waiting = _orders(6, status="on-hold")
+    _put(area, "orders_demo_w1.csv", waiting)
+    sim = _sim(area, money=ALL_IN)
+    sim.run_once()
+    cancelled = [replace(o, status="cancelled") for o in waiting[:3]]
+    paid_in_shop = [replace(o, status="processing") for o in waiting[3:]]
+    _put(area, "orders_demo_w2.csv", cancelled + paid_in_shop)
+    report = sim.run_once()
+    assert report.payments == []
+    assert {e.order_id for e in report.events} == {o.order_id for o in paid_in_shop}  # decided as new orders
+    assert sim.run_once().payments == []
+
+
+def test_refunds_whole_and_by_line_of_orders_shipped_earlier_once_each(area: Path) -> None:
+    orders = {o.order_id: o for o in _orders(80)}
+    _put(area, "orders_demo_r1.csv", list(orders.values()))
+    sim = _sim(area, money=ALL_IN)
+    first = sim.run_once()
+    assert first.refunds == []  # nothing was shipped before this run
+    shipped = {e.order_id for e in first.events if e.event == "shipped"}
+
+    second = sim.run_once()
+    refunds = _by_kind(second.events, "refunded")
+    assert set(refunds) == shipped and second.refunds == list(refunds.values())
+    whole = [r for r in refunds.values() if not r.sku]
+    by_line = [r for r in refunds.values() if r.sku]
+    assert whole and by_line
+    for r in whole:
+        assert (r.amount, r.currency, r.quantity) == (f"{orders[r.order_id].total:.2f}", "EUR", "")
+    for r in by_line:
+        line = next(ln for ln in orders[r.order_id].lines if ln.sku == r.sku)
+        units = int(r.quantity)
+        assert 1 <= units <= line.quantity
+        assert Decimal(r.amount) == (line.line_total * units / line.quantity).quantize(Decimal("0.01"))
+    for r in refunds.values():
+        assert re.fullmatch(r"CN-\d{7}", r.reference) and r.note and r.currency == "EUR"
+    data = (area / "outbound" / second.status_files[0]).read_bytes()
+    parsed = parse_status_file(data, second.status_files[0])
+    assert parsed.errors == [] and len(parsed.events) == len(refunds)
+    assert any(line.endswith(f"({len(whole)} whole, {len(by_line)} by line) -> {second.status_files[0]}")
+               for line in second.lines())
+
+    assert sim.run_once().events == []  # refunded once
+    # an order the shop cancelled or refunded since gets none
+    other = area.parent / f"{area.name}-c"
+    (other / "inbound").mkdir(parents=True)
+    _put(other, "orders_demo_r1.csv", list(orders.values()))
+    sim2 = _sim(other, money=ALL_IN)
+    sim2.run_once()
+    gone = sorted(shipped)[:2]
+    _put(other, "orders_demo_r2.csv", [replace(orders[gone[0]], status="cancelled"),
+                                       replace(orders[gone[1]], status="refunded")])
+    assert set(_by_kind(sim2.run_once().events, "refunded")) == shipped - set(gone)
+
+
+def test_payments_and_refunds_survive_a_restart_and_a_failed_upload(area: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "erp.json"
+    _put(area, "orders_demo_s1.csv", _orders(30) + _orders(6, first=6000, status="on-hold"))
+    _sim(area, money=ALL_IN, state_path=state).run_once()
+    before_second = state.read_bytes()
+
+    # the upload of the next status file fails: nothing of that run counts as done
+    sim = _sim(area, money=ALL_IN, state_path=state)
+    real = SftpSession.upload_atomic
+
+    def broken(self, *args, **kwargs):
+        raise BackendError("connection reset")
+
+    monkeypatch.setattr(SftpSession, "upload_atomic", broken)
+    with pytest.raises(BackendError):
+        sim.run_once()
+    monkeypatch.setattr(SftpSession, "upload_atomic", real)
+    assert state.read_bytes() == before_second
+    second = sim.run_once()
+    assert second.payments and second.refunds
+
+    # a new process on the saved state books nothing twice (it refunds the orders that run shipped)
+    third = _sim(area, money=ALL_IN, state_path=state).run_once()
+    assert third.payments == [] and {e.event for e in third.events} <= {"refunded"}
+    assert not {e.order_id for e in third.refunds} & {e.order_id for e in second.refunds}
+
+    # a crash after the upload, before the state was saved: the run is done again with the
+    # very same references, which the status sync recognises on the storefront
+    state.write_bytes(before_second)
+    replay = _sim(area, money=ALL_IN, state_path=state).run_once()
+    assert [(e.order_id, e.event, e.amount, e.reference) for e in replay.events] == [
+        (e.order_id, e.event, e.amount, e.reference) for e in second.events]
+
+
+def test_money_fault_lines_and_a_fault_without_a_target(area: Path) -> None:
+    _put(area, "orders_demo_f1.csv", _orders(80))
+    report = _sim(area, money=ALL_IN, faults=MONEY_FAULTS).run_once()
+    by_note = {e.note: e for e in report.fault_events}
+    assert set(by_note) == {f"fault {m}" for m in MONEY_FAULTS}
+    assert report.faults_missing == []
+    unit = "0.01"
+    assert by_note["fault amount_decimals"].amount == "1.001"
+    assert by_note["fault amount_zero"].amount == "0.00"
+    assert by_note["fault amount_negative"].amount == f"-{unit}"
+    assert by_note["fault missing_reference"].reference == ""
+    assert by_note["fault currency_mismatch"].currency == "USD"
+    assert by_note["fault paid_already_paid"].event == "paid"
+    cancelled = {e.order_id for e in report.events if e.event == "cancelled" and e not in report.fault_events}
+    assert by_note["fault refund_cancelled"].order_id in cancelled
+    # only the good lines are counted and reported as payments/refunds
+    assert report.payments == [] and report.refunds == []
+
+    # no order the ERP or the shop cancelled: that fault's line is left out, and said so
+    other = area.parent / f"{area.name}-n"
+    (other / "inbound").mkdir(parents=True)
+    _put(other, "orders_demo_f2.csv", _orders(3, status="on-hold") + _orders(2, first=6000))
+    lonely = _sim(other, money=ALL_IN, faults={"refund_cancelled", "amount_zero"}).run_once()
+    assert "cancelled" not in {e.event for e in lonely.events}
+    assert [e.note for e in lonely.fault_events] == ["fault amount_zero"]
+    assert lonely.faults_missing == ["refund_cancelled"]
+    assert "no order for fault line(s) refund_cancelled" in lonely.lines()
+
+
+def test_money_policy_and_cli_refuse_bad_values() -> None:
+    with pytest.raises(ValueError, match="refund_share"):
+        MoneyPolicy(refund_share=1.5)
+    with pytest.raises(ValueError, match="payment_delay_runs"):
+        MoneyPolicy(payment_delay_runs=-1)
+    with pytest.raises(SystemExit):
+        erp_simulator.main(["--conn-id", CONN_ID, "--once", "--payment-share", "2"])
+
+
+# -- the whole way: the simulator's lines through the real status sync into the sandbox storefront --
+
+SHOP_CONN, KEY, SECRET = "erp_sim_shop", "ck_erp_sim", "cs_erp_sim"
+WHY = {
+    "amount_decimals": "has 3 decimals; EUR has 2",
+    "amount_zero": "is not greater than zero",
+    "amount_negative": "is not a plain decimal",
+    "refund_above_remaining": "exceeds what remains refundable",
+    "currency_mismatch": "differs from the order's currency",
+    "paid_already_paid": "already paid on the storefront",
+    "refund_cancelled": "order is cancelled",
+    "missing_reference": "refunded needs reference",
+}
+
+
+def test_payments_refunds_and_every_money_fault_through_the_status_sync(
+    area: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = [o for o in generate_orders(70, start=NOW.subtract(hours=3), end=NOW.subtract(hours=1), seed=16)
+           if o["status"] in ("processing", "on-hold") and o["currency"] == "EUR"]
+    on_hold = [o for o in raw if o["status"] == "on-hold"]
+    assert len(on_hold) >= 2 and len(raw) >= 20
+    records = [normalise_order(o, "s1").record() for o in raw]
+    buffer = io.BytesIO()
+    write_orders(records, "csv", buffer)
+    (area / "inbound" / "orders_s1_w.csv").write_bytes(buffer.getvalue())
+
+    shop = SandboxStorefront(raw, consumer_key=KEY, consumer_secret=SECRET).start()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{SHOP_CONN.upper()}", json.dumps(
+        {"conn_type": "http", "host": shop.base_url, "login": KEY, "password": SECRET}))
+    store = StoreConfig(id="s1", storefront_conn_id=SHOP_CONN, backend_conn_id=CONN_ID,
+                        backend=BackendConfig(outbound_dir=f"{area.name}/outbound"))
+    writer = WooCommerceWriter(SHOP_CONN, timeout=10, sleep=lambda _s: None)
+    ledger = Ledger(sqlite_engine(tmp_path / "l.db"), create=True)
+    state = tmp_path / "erp.json"
+    try:
+        def erp():
+            return _sim(area, money=ALL_IN, faults=MONEY_FAULTS, state_path=state)
+
+        def sync(name: str) -> tuple[dict[str, int], dict[int, str]]:
+            with SftpBackend(CONN_ID, conn_retry_attempts=1).session() as session:
+                result = sync_file(store, name, session, writer, ledger.status_events)
+            why = {o.event.line_number: o.outcome for o in result.outcomes if o.failed}
+            why.update({e.line_number: e.reason for e in result.invalid_lines})
+            return result.counts, why
+
+        def check_faults(report, why: dict[int, str]) -> None:
+            assert report.faults_missing == []
+            for number, line in enumerate(report.events, start=2):  # line 1 is the header
+                if line in report.fault_events and line.note.startswith("fault "):
+                    mode = line.note.removeprefix("fault ")
+                    assert WHY[mode] in why.get(number, ""), (mode, why.get(number))
+                else:
+                    assert number not in why, (line, why.get(number))
+
+        first = erp().run_once()
+        counts, why = sync(first.status_files[0])
+        check_faults(first, why)
+        assert counts["applied"] == len(first.events) - len(first.fault_events)
+        after_first = state.read_bytes()
+
+        second = erp().run_once()
+        assert {e.order_id for e in second.payments} == {str(o["id"]) for o in on_hold}
+        assert second.refunds
+        counts, why = sync(second.status_files[0])
+        check_faults(second, why)
+        assert counts["applied"] == len(second.events) - len(second.fault_events)
+
+        for line in second.payments:
+            order = shop.get_order(int(line.order_id))
+            assert order["transaction_id"] == line.reference and order["date_paid_gmt"]
+            assert order["status"] in ("processing", "completed")
+            assert f"(reference {line.reference})" in " ".join(n["note"] for n in shop.notes(int(line.order_id)))
+        for line in second.refunds:
+            [refund] = shop.refunds(int(line.order_id))
+            assert refund["amount"] == line.amount and refund["refunded_payment"] is False
+            assert refund["meta_data"][0]["value"] == line.reference
+            if line.sku:
+                assert [(li["sku"], li["quantity"]) for li in refund["line_items"]] == [(line.sku, -int(line.quantity))]
+            else:
+                assert shop.get_order(int(line.order_id))["status"] == "refunded"
+        writes = [r for r in shop.request_log if r[0] != "GET"]
+
+        # a crash after the second upload, before the state was saved: the ERP sends it all again
+        # (same references); the status sync recognises every payment and refund on the storefront
+        state.write_bytes(after_first)
+        replay = _sim(area, money=ALL_IN, faults=MONEY_FAULTS, state_path=state,
+                      clock=lambda: NOW.add(minutes=5)).run_once()  # other times: other event keys
+        assert [(e.order_id, e.reference) for e in replay.payments + replay.refunds] == [
+            (e.order_id, e.reference) for e in second.payments + second.refunds]
+        sync(replay.status_files[0])
+        for line in second.refunds:
+            assert len(shop.refunds(int(line.order_id))) == 1
+        for line in second.payments:
+            assert shop.get_order(int(line.order_id))["transaction_id"] == line.reference
+        new_writes = [r for r in shop.request_log if r[0] != "GET"][len(writes):]
+        assert not [w for w in new_writes if "refunds" in w[1]], new_writes
+    finally:
+        writer.close()
+        shop.stop()
