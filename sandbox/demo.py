@@ -4,10 +4,13 @@ Starts the sandbox storefront (seeded orders over the last three hours, two of t
 on purpose) and the embedded SFTP server, exports the last three hourly windows with
 ``airflow dags test`` of the on-demand export DAG (the scheduled export's own tasks, for an
 explicit window), re-runs the last window to show that nothing is delivered twice, prints the
-files on the SFTP server and the quarantine; then the ERP simulator answers,
-``order_status_sync__demo`` applies the answers to the storefront, the demo shows a few orders
-as the customer sees them, and one more export shows that our own status write-backs are not
-sent to the backend again. Last, the ERP drops a stock snapshot and a small update,
+files on the SFTP server and the quarantine; then the ERP simulator answers (bank transfers,
+the demo's on-hold orders, wait for their money) and, at its next poll, books the bank
+transfers as paid and refunds some of the orders it shipped (whole or one line);
+``order_status_sync__demo`` applies both status files to the storefront, the demo shows a few
+orders as the customer sees them, and the payments and refunds as the storefront now shows
+them; one more export shows that our own status write-backs (payments and refunds included)
+are not sent to the backend again. Last, the ERP drops a stock snapshot and a small update,
 ``inventory_sync__demo`` applies them, and the demo shows stock levels before and after for a
 few SKUs. It stops what it started.
 
@@ -32,6 +35,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,7 @@ import pendulum
 from order_integration.config import load_config
 from order_integration.dag_defaults import dag_ids
 from order_integration.ledger import Ledger, sqlite_engine
-from sandbox.erp_simulator import ErpSimulator
+from sandbox.erp_simulator import ErpReport, ErpSimulator, MoneyPolicy, StatusEvent
 from sandbox.generator import generate_orders, make_invalid
 from sandbox.sftp_server import EmbeddedSftpServer
 from sandbox.storefront import SandboxStorefront, default_products
@@ -53,6 +58,10 @@ SUMMARY = re.compile(r"order export \S+ \[[^'\"\n]*")
 STATUS_SUMMARY = re.compile(r"status sync \S+: files=[^'\"\n]*")
 INVENTORY_SUMMARY = re.compile(r"inventory sync \S+: files=[^'\"\n]*")
 HOURS = 3
+#: The demo's ERP: every bank transfer is paid at its next poll; a third of the orders it
+#: shipped are refunded at the poll after the shipment, half of those by one line.
+DEMO_MONEY = MoneyPolicy(payment_share=1.0, payment_delay_runs=1, refund_share=0.3, line_refund_share=0.5,
+                         refund_delay_runs=1)
 
 
 def _banner(text: str) -> None:
@@ -126,6 +135,9 @@ def main() -> int:
     broken = {5: "total_mismatch", 77: "bad_email"}
     for index, kind in broken.items():
         orders[index] = make_invalid(orders[index], kind)
+    for order in orders:
+        if order["status"] == "on-hold":
+            awaiting_bank_transfer(order)
 
     _banner("starting the sandbox storefront and the embedded SFTP server")
     key, secret = "ck_demo_0123456789", "cs_demo_0123456789"
@@ -155,21 +167,34 @@ def main() -> int:
         print(export_window(env, store.id, last_end.subtract(hours=1), last_end, log_dir), flush=True)
         _report(store.backend.inbound_dir, airflow_home)
 
-        _banner("the ERP simulator answers over SFTP (accepted, shipped, rejected, cancelled)")
+        _banner("the ERP simulator answers over SFTP (accepted, shipped, rejected, cancelled; "
+                "bank transfers wait for their money)")
         os.environ[f"AIRFLOW_CONN_{store.backend_conn_id.upper()}"] = env[
             f"AIRFLOW_CONN_{store.backend_conn_id.upper()}"]
         erp = ErpSimulator(store.backend_conn_id, inbound_dir=store.backend.inbound_dir,
-                           outbound_dir=store.backend.outbound_dir, stock_dir=store.backend.stock_dir, seed=7)
-        for line in erp.run_once().lines():
+                           outbound_dir=store.backend.outbound_dir, stock_dir=store.backend.stock_dir, seed=7,
+                           money=DEMO_MONEY)
+        story = erp_polls(erp)
+        for line in story.lines:
             print(line)
 
-        _banner("running order_status_sync__demo (airflow dags test)")
+        _banner("running order_status_sync__demo (airflow dags test): both status files")
         print(run_sync(env, f"order_status_sync__{store.id}", log_dir), flush=True)
         _show_storefront(shop, erp_orders=[int(o["id"]) for o in orders])
+        _banner("payments and refunds as the storefront shows them now")
+        for line in storefront_money_lines(shop, story):
+            print(line)
 
         _banner("exporting the current hour so far: our own status write-backs are not sent back")
         now = pendulum.now("UTC").start_of("second")  # the demo has run for minutes: after last_end
+        files_before = _files_now(STATE / "sftp" / store.backend.inbound_dir)
         print(export_window(env, store.id, last_end, now, log_dir), flush=True)
+        ledger = Ledger(sqlite_engine(airflow_home / "order_ledger.db"), create=False)
+        new_files = sorted(_files_now(STATE / "sftp" / store.backend.inbound_dir) - files_before)
+        inbound = STATE / "sftp" / store.backend.inbound_dir
+        for line in echo_lines(ledger, store.id, story, [inbound / n for n in new_files],
+                               read_by_erp=STATE / "sftp" / erp.processed_dir):
+            print(line)
 
         _banner("the ERP drops a stock snapshot and a small update; inventory_sync__demo applies them")
         before = shop.stock_levels()
@@ -182,6 +207,123 @@ def main() -> int:
         _show_stock(shop, before, [sku for sku, _q in update.rows] + [sku for sku, _q in report.rows][:4])
     _banner("stopped the storefront and the SFTP server")
     return 0
+
+
+def awaiting_bank_transfer(order: dict[str, Any]) -> dict[str, Any]:
+    """Make ``order`` what WooCommerce makes of a bank transfer checkout: ``on-hold``, paid by
+    ``bacs``, no payment date or transaction yet (the generator draws the payment method apart
+    from the status)."""
+    order.update(status="on-hold", payment_method="bacs", payment_method_title="Direct bank transfer",
+                 transaction_id="", date_paid=None, date_paid_gmt=None)
+    return order
+
+
+@dataclass
+class MoneyStory:
+    """What the ERP did in the demo's two polls: its printed lines, the orders it held for their
+    payment, and the ``paid`` and ``refunded`` lines it wrote."""
+
+    lines: list[str] = field(default_factory=list)
+    awaiting: int = 0
+    payments: list[StatusEvent] = field(default_factory=list)
+    refunds: list[StatusEvent] = field(default_factory=list)
+    reports: list[ErpReport] = field(default_factory=list)
+
+    def shown_refunds(self) -> tuple[list[StatusEvent], list[StatusEvent]]:
+        """The refunds the demo shows: the first whole one and the first by line (each if any)."""
+        return [e for e in self.refunds if not e.sku][:1], [e for e in self.refunds if e.sku][:1]
+
+
+def erp_polls(erp: ErpSimulator) -> MoneyStory:
+    """Two polls of the ERP, as its loop would make them a few seconds apart: the first answers
+    the orders files (holding bank transfers), the second books what is due by then (the
+    payments of the orders held, refunds of orders shipped at the first). One status file each;
+    the status sync applies them in name order, so the refunds come after the shipments."""
+    story = MoneyStory()
+    for _poll in range(2):
+        report = erp.run_once()
+        story.reports.append(report)
+        story.lines += report.lines()
+        story.awaiting += sum(f.awaiting_payment for f in report.files)
+        story.payments += report.payments
+        story.refunds += report.refunds
+    return story
+
+
+def _money(amount: str, currency: str) -> str:
+    return f"{amount} {currency}"
+
+
+def storefront_money_lines(shop: SandboxStorefront, story: MoneyStory) -> list[str]:
+    """A paid bank transfer and a whole and a line refund, read back from the storefront."""
+    out: list[str] = []
+    paid = sorted(story.payments, key=lambda e: int(e.order_id))
+    whole, by_line = story.shown_refunds()
+    if not paid:
+        out.append("no payment booked (no order awaited one)")
+    for line in paid[:1]:
+        order = shop.get_order(int(line.order_id)) or {}
+        out.append(f"order {line.order_id} ({order.get('payment_method_title')}): "
+                   f"the ERP booked {_money(line.amount, line.currency)} (reference {line.reference}); "
+                   f"now status {order.get('status')}, transaction_id {order.get('transaction_id')}, "
+                   f"date_paid {order.get('date_paid_gmt')}")
+        for note in shop.notes(int(line.order_id)):
+            kind = "customer note" if note.get("customer_note") else "private note"
+            out.append(f"    {kind}: {note['note']}")
+    if len(paid) > 1:
+        out.append(f"... and {len(paid) - 1} more bank transfer(s) paid the same way")
+    if not story.refunds:
+        out.append("no refund booked (nothing was shipped at the ERP's first poll)")
+    for line in whole + by_line:
+        order = shop.get_order(int(line.order_id)) or {}
+        for refund in shop.refunds(int(line.order_id)):
+            reference = next((m["value"] for m in refund.get("meta_data") or []
+                              if m.get("key") == "order_integration_reference"), "")
+            items = ", ".join(f"{li['sku']} x{-li['quantity']}" for li in refund.get("line_items") or [])
+            gateway = "yes" if refund["refunded_payment"] else "no"
+            out.append(f"order {line.order_id}: refund {refund['amount']} {order.get('currency')} "
+                       f"({'lines ' + items if items else 'whole order'}), reason {refund['reason']!r}, "
+                       f"credit note {reference}, through the gateway: {gateway}; "
+                       f"order total {order.get('total')}, status {order.get('status')}")
+    if len(story.refunds) > len(whole + by_line):
+        out.append(f"... and {len(story.refunds) - len(whole + by_line)} more refund(s)")
+    return out
+
+
+def _files_now(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+def _rows_of(paths: Iterable[Path]) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for path in paths:
+        rows += csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
+    return rows
+
+
+def echo_lines(ledger: Ledger, store_id: str, story: MoneyStory, new_files: list[Path],
+               read_by_erp: Path) -> list[str]:
+    """Whether a paid and two refunded orders went out again, from the ledger and the files: the
+    status each was delivered with before (the orders files the ERP read), the deliveries the
+    ledger holds, and whether the export's ``new_files`` hold the order."""
+    sent_now = {r["order_id"] for r in _rows_of(new_files)}
+    deliveries = Counter(row["order_id"] for row in ledger.deliveries.delivered(store_id))
+    files = sorted(read_by_erp.iterdir()) if read_by_erp.exists() else []
+    before: dict[str, set[str]] = {}
+    for row in _rows_of(files):
+        before.setdefault(row["order_id"], set()).add(row["order_status"])
+    paid = {e.order_id for e in story.payments}
+    whole, by_line = story.shown_refunds()
+    shown = sorted(paid, key=int)[:1] + [e.order_id for e in whole + by_line]
+    out = []
+    for order_id in dict.fromkeys(shown):
+        what = "paid by the ERP" if order_id in paid else "refunded by the ERP"
+        again = ("sent again" if order_id in sent_now else
+                 "not sent again (nothing of its exported content changed but what the status sync wrote)")
+        earlier = "/".join(sorted(before.get(order_id, ()))) or "?"
+        out.append(f"order {order_id} ({what}): sent before as {earlier}, "
+                   f"{deliveries[order_id]} delivery(ies) in the ledger; this export: {again}")
+    return out
 
 
 def forget_earlier_runs(store_id: str) -> None:

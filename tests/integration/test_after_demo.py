@@ -11,23 +11,38 @@ loopback) with the schedule on:
 * unpausing the export DAG creates the next scheduled window's run, and it succeeds;
 * the on-demand form through the REST API: ids one per line are taken, a non-id is refused
   before a run exists (HTTP 400), a reversed window fails ``check_request`` with one sentence
-  in the run note and the log, and no traceback.
+  in the run note and the log, and no traceback;
+* the demo's payments and refunds (issue 16), with the demo's own functions: the ERP's two
+  polls, the status sync through ``airflow dags test``, the lines the demo prints about the
+  storefront and about the next export, each checked against the storefront, the files and the
+  ledger.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pendulum
 import pytest
 
 from order_integration.config import load_config
 from order_integration.pools import pools_for
-from sandbox.demo import export_window
+from sandbox.demo import (
+    DEMO_MONEY,
+    awaiting_bank_transfer,
+    echo_lines,
+    erp_polls,
+    export_window,
+    run_sync,
+    storefront_money_lines,
+)
+from sandbox.erp_simulator import ErpSimulator
 from sandbox.generator import generate_orders
 from tests.support.airflow_run import ROOT, migrate_airflow_db, sandbox_stores
 from tests.support.airflow_services import LEAN_SETTINGS, LOCAL_COMPONENTS, AirflowServices, ServicesError
@@ -45,6 +60,12 @@ def after_demo(tmp_path_factory, sshd):
     hour = now.start_of("hour")
     # Orders over the last three hours, as the demo seeds them (none modified in the future).
     orders = generate_orders(45, start=hour.subtract(hours=3), end=now.subtract(seconds=30), seed=12)
+    # As the demo seeds them, on-hold orders are bank transfers awaiting their payment; two more
+    # in the windows exported below, so the ERP surely has payments to book.
+    exported = [o for o in orders if pendulum.parse(o["date_modified_gmt"], tz="UTC") < hour.subtract(hours=1)]
+    for order in [o for o in orders if o["status"] == "on-hold"] + [
+            o for o in exported if o["status"] == "processing"][:2]:
+        awaiting_bank_transfer(order)
     with sandbox_stores(home, sshd, tmp_path_factory.mktemp("after_demo_stores")) as make:
         harness, _shop = make(orders)
         env = harness.env()
@@ -67,7 +88,7 @@ def after_demo(tmp_path_factory, sshd):
         with AirflowServices(home, service_env, LOCAL_COMPONENTS, dag_ids=dag_ids) as services:
             services.api.ensure_pools(pools_for(load_config(harness.config_path).stores))
             yield {"harness": harness, "orders": orders, "services": services, "hour": hour,
-                   "demo_lines": demo_lines}
+                   "demo_lines": demo_lines, "shop": _shop, "env": env, "log_dir": log_dir}
 
 
 def _iso(dt: pendulum.DateTime) -> str:
@@ -198,3 +219,54 @@ def test_the_trigger_form_in_a_browser(after_demo):
     assert api.wait_for_run(dag_id, run["dag_run_id"], timeout=RUN_TIMEOUT) == "success"
     summary = api.xcom(dag_id, run["dag_run_id"], "publish")
     assert summary["extracted"] == 3 and summary["unknown_ids"] == [], summary
+
+
+def test_the_demos_payment_and_refund_lines_say_what_the_storefront_and_the_export_did(after_demo, monkeypatch):
+    """What ``make demo`` prints about payments and refunds, made by its own functions here and
+    held against the storefront, the new orders file and the ledger (not against the text only)."""
+    harness, shop, env, log_dir = (after_demo[k] for k in ("harness", "shop", "env", "log_dir"))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{harness.backend_conn_id.upper()}", json.dumps(harness.sftp_connection))
+    erp = ErpSimulator(harness.backend_conn_id, inbound_dir=harness.inbound_dir.name,
+                       outbound_dir=harness.outbound_dir.name, processed_dir=f"erp_{harness.store_id}",
+                       money=replace(DEMO_MONEY, refund_share=1.0))  # every shipped order: surely a refund
+    story = erp_polls(erp)
+    assert story.payments and story.refunds and story.awaiting == len(story.payments), story.lines
+    sync = run_sync(env, f"order_status_sync__{harness.store_id}", log_dir)
+    assert "files=2 " in sync and "files with errors=-" in sync, sync
+
+    # the storefront: each payment and refund once, as the ERP wrote it, no money through a gateway
+    for line in story.payments:
+        order = shop.get_order(int(line.order_id))
+        assert (order["transaction_id"], order["payment_method"]) == (line.reference, "bacs"), order
+        assert order["status"] in ("processing", "completed") and order["date_paid_gmt"]
+    for line in story.refunds:
+        [refund] = shop.refunds(int(line.order_id))
+        assert (refund["amount"], refund["refunded_payment"]) == (line.amount, False)
+        assert {"key": "order_integration_reference", "value": line.reference} in [
+            {"key": m["key"], "value": m["value"]} for m in refund["meta_data"]]
+        if line.sku:
+            assert [(li["sku"], -li["quantity"]) for li in refund["line_items"]] == [(line.sku, int(line.quantity))]
+        else:
+            assert shop.get_order(int(line.order_id))["status"] == "refunded"
+
+    # the demo's lines name those very payments and refunds
+    shown = storefront_money_lines(shop, story)
+    paid = min(story.payments, key=lambda e: int(e.order_id))
+    order = shop.get_order(int(paid.order_id))
+    assert shown[0].startswith(f"order {paid.order_id} (Direct bank transfer): the ERP booked {paid.amount} ")
+    assert f"now status {order['status']}, transaction_id {paid.reference}" in shown[0], shown
+    whole, by_line = story.shown_refunds()
+    for line in whole + by_line:
+        [text] = [t for t in shown if t.startswith(f"order {line.order_id}: refund {line.amount} ")]
+        assert f"credit note {line.reference}, through the gateway: no" in text, text
+        assert ("whole order" in text) == (not line.sku)
+
+    # the next export sends none of them again; the demo's lines say so, and how each went out before
+    before = set(harness.inbound_files())
+    export_window(env, harness.store_id, after_demo["hour"], pendulum.now("UTC").start_of("second"), log_dir)
+    new = sorted(set(harness.inbound_files()) - before)
+    sent = {r["order_id"] for r in harness.delivered_rows(new)}
+    assert not sent & {e.order_id for e in story.payments + story.refunds}, sent
+    echo = echo_lines(harness.ledger(), harness.store_id, story, new, harness.sftp_root / f"erp_{harness.store_id}")
+    assert echo[0].startswith(f"order {paid.order_id} (paid by the ERP): sent before as on-hold, 1 delivery(ies)")
+    assert len(echo) == 1 + len(whole + by_line) and all("this export: not sent again" in t for t in echo), echo
