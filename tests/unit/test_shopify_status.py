@@ -536,6 +536,11 @@ def test_paid_is_recognised_by_its_marker_line_with_the_reference() -> None:
     assert decide(e, order_state(money_order(financial="PENDING", note=marker)), note_text(e)) == Effect("paid")
     other = money_event("paid", reference="PAY-2")
     assert decide(other, order_state(money_order(note=marker)), note_text(other)).note_only  # type: ignore[union-attr]
+    # a line written as the note only is no payment to complete (an authorized order is never captured)
+    noted = ss.marker_line(sm.noted_only(note_text(e)))
+    for financial in ("AUTHORIZED", "PAID"):
+        effect = decide(e, order_state(money_order(financial=financial, note=noted)), note_text(e))
+        assert isinstance(effect, Effect) and effect.note_only and not effect.recovered
 
 
 def test_refunded_rules() -> None:
@@ -599,6 +604,7 @@ def test_paid_marks_pending_orders_paid_once_and_notes_the_rest(money_env: Env) 
     assert env.order(2001)["financial"] == "PAID" and env.order(2002)["financial"] == "AUTHORIZED"
     assert [line for line in env.marker_lines(2001) if "PAY-1" in line] != []
     assert len(env.marker_lines(2002)) == len(env.marker_lines(2003)) == 1  # the notes only
+    assert env.marker_lines(2002)[0].endswith(sm.NOTED_ONLY)
     assert env.marker_lines(2004) == []
     # the same line again with a fresh ledger (a crash before the ledger): recognised, nothing written
     mutations = len(env.mutations())
@@ -606,6 +612,11 @@ def test_paid_marks_pending_orders_paid_once_and_notes_the_rest(money_env: Env) 
     assert env.apply(status_csv(ev(2001, "paid", reference="PAY-1"), columns=MONEY_COLUMNS), fresh) == [
         ("applied", "paid")]
     assert len(env.mutations()) == mutations
+    # the whole file again: the notes-only lines are refused again and written once, nothing captured
+    again = env.apply(data, fresh)
+    assert again[0] == ("applied", "paid") and again[1][0].startswith("refused: order has a payment authorized")
+    assert len(env.mutations()) == mutations and env.order(2002)["financial"] == "AUTHORIZED"
+    assert len(env.marker_lines(2002)) == len(env.marker_lines(2003)) == 1
 
 
 def test_a_refused_mark_as_paid_is_the_lines_error_and_takes_the_marker_off(money_env: Env) -> None:

@@ -85,6 +85,18 @@ def text(value: object) -> str:
     return ""
 
 
+def decimal_or_none(value: object) -> Decimal | None:
+    """A finite decimal from a string or JSON number, else ``None`` (no problem recorded: for
+    amounts the status sync reads, where a missing value means "unknown")."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
 def money(value: object, label: str, problems: Problems, *, required: bool = True) -> Decimal | None:
     """A plain decimal amount (``12.30``; a JSON number too) as ``Decimal``; else a problem
     (``parseable_money``) naming ``label`` and the value."""

@@ -16,7 +16,8 @@ line (``[order-integration] Payment of … booked by the backend on … (referen
 the event, recovered. Shopify marks an order paid only with a positive outstanding balance and a
 status other than ``PAID``, recording a manual sale for the outstanding amount — or *capturing an
 existing authorization* through its gateway. So: ``pending``/``partially_paid`` → marked paid;
-``authorized`` → the marker line only, refused ("noted, not marked paid": marking it would take
+``authorized`` → the marker line only (ending :data:`NOTED_ONLY`, so it is never taken for a
+payment to complete), refused ("noted, not marked paid": marking it would take
 the customer's authorized money through the gateway); ``paid``/``partially_refunded`` without our
 marker → the marker line only, refused (already paid on the storefront, no second payment).
 
@@ -40,11 +41,12 @@ import hashlib
 import json
 import re
 import uuid
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from order_integration.currency import format_money, is_valid_currency
 from order_integration.storefronts.base import Effect, OrderState, Payment
+from order_integration.storefronts.normalise import decimal_or_none
 from order_integration.storefronts.shopify_normalise import MARKER_PREFIX
 
 if TYPE_CHECKING:
@@ -88,21 +90,13 @@ _REFUND_MARK = re.compile(
     re.escape(MARKER_PREFIX) + r"backend refund ([0-9]+(?:\.[0-9]+)?) ([A-Z]{3}), reference (.+)")
 
 
-def _decimal(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() else None
 
 
 def _shop_money(bag: object) -> tuple[Decimal | None, str]:
     money = bag.get("shopMoney") if isinstance(bag, dict) else None
     if not isinstance(money, dict):
         return None, ""
-    return _decimal(money.get("amount")), str(money.get("currencyCode") or "")
+    return decimal_or_none(money.get("amount")), str(money.get("currencyCode") or "")
 
 
 def payment(raw: dict[str, Any], status: str) -> Payment:
@@ -138,11 +132,22 @@ def refund_mark(note: object) -> tuple[Decimal, str, str] | None:
     return None
 
 
+#: Ends the marker line of a ``paid`` written as its note only: not a payment to complete.
+NOTED_ONLY = " [noted only, not marked paid]"
+
+
+def noted_only(note: str) -> str:
+    """The text of a ``paid`` event's marker line when it is written as a note only."""
+    return f"{note}{NOTED_ONLY}"
+
+
 def payment_marked(order_note: object, reference: str) -> bool:
-    """Whether the order's note has the marker line of a backend payment with this reference."""
+    """Whether the order's note has the marker line of a backend payment with this reference
+    (a payment we mark or marked; a line written as a note only does not count)."""
     want = f"(reference {reference})."
     start = MARKER_PREFIX + "Payment"
-    return any(line.startswith(start) and want in line for line in str(order_note or "").splitlines())
+    return any(line.startswith(start) and want in line and not line.rstrip().endswith(NOTED_ONLY.strip())
+               for line in str(order_note or "").splitlines())
 
 
 def add_refunds(order: OrderState, refunds: list[Any]) -> str | None:

@@ -104,6 +104,7 @@ from order_integration.storefronts.shopify_money import (
     decide_paid,
     decide_refunded,
     idempotency_key,
+    noted_only,
     payment,
     payment_marked,
     refund_lines,
@@ -421,7 +422,10 @@ def _money(event: StatusEvent, order: OrderState, note: str) -> Effect | str:
     effect = decide_paid(event, order)
     if effect.recovered or payment_marked(cache.get("note"), event.reference):
         return effect
-    return _room(cache, note) or effect
+    text = noted_only(note) if effect.note_only else note
+    if effect.note_only and has_marker(cache.get("note"), text):
+        return effect  # noted before (the same line again): nothing to write
+    return _room(cache, text) or effect
 
 
 def _room(cache: dict[str, Any], note: str) -> str | None:
@@ -575,11 +579,7 @@ class ShopifyStatus(ShopifyGraphQL):
                 self._cancel(change)
             except _Refused:
                 if not marked:  # take our line off again: the order is not cancelled
-                    try:
-                        self._set_note(change, cache.get("note_before", cache["note"]))
-                    except _Refused as exc:
-                        log.warning("shopify %s: order %s: the marker line could not be taken off: %s",
-                                    self._host, change.order.order_id, exc)
+                    self._take_marker_off(change)
                 raise
             return
         if marked:
@@ -692,12 +692,8 @@ class ShopifyStatus(ShopifyGraphQL):
                         for i, q in items.items()]}}
             return {"fulfillmentCreate": {"fulfillment": node, "userErrors": []}}
 
-        data = self._mutate(FULFILL_MUTATION, {"fulfillment": fulfillment}, "StatusFulfil", landed,
-                            describe=f"order {change.order.order_id}")
-        payload = data.get("fulfillmentCreate") or {}
-        refused = _user_errors("fulfillmentCreate", payload.get("userErrors"))
-        if refused:
-            raise _Refused(refused)
+        payload = self._write_once(change, FULFILL_MUTATION, {"fulfillment": fulfillment}, "StatusFulfil",
+                                   "fulfillmentCreate", landed)
         node = payload.get("fulfillment")
         if not isinstance(node, dict):
             raise StorefrontError(
@@ -723,12 +719,8 @@ class ShopifyStatus(ShopifyGraphQL):
             return None
 
         variables = {"orderId": cache["gid"], "staffNote": change.note[:STAFF_NOTE_LIMIT]}
-        data = self._mutate(CANCEL_MUTATION, variables, "StatusCancel", landed,
-                            describe=f"order {change.order.order_id}")
-        payload = data.get("orderCancel") or {}
-        refused = _user_errors("orderCancel", payload.get("orderCancelUserErrors"))
-        if refused:
-            raise _Refused(refused)
+        self._write_once(change, CANCEL_MUTATION, variables, "StatusCancel", "orderCancel", landed,
+                         errors="orderCancelUserErrors")
 
     # -- paid and refunded -------------------------------------------------------------------------
 
@@ -736,11 +728,14 @@ class ShopifyStatus(ShopifyGraphQL):
         """The marker line first (the reference: ``orderMarkAsPaid`` takes none), then the mutation
         unless the event is a note only; Shopify refusing it takes the marker line off again."""
         cache = change.order.cache
+        if change.effect.note_only:
+            text = noted_only(change.note)
+            if not has_marker(cache["note"], text):
+                self._set_note(change, with_marker(cache["note"], text))
+            return
         marked = payment_marked(cache["note"], change.event.reference)
         if not marked:
             self._write_marker(change)
-        if change.effect.note_only:
-            return
 
         def landed() -> dict[str, Any] | None:
             data = self.execute(PAID_QUERY, {"id": cache["gid"]}, operation="StatusPaid", estimate=2)
@@ -749,17 +744,13 @@ class ShopifyStatus(ShopifyGraphQL):
                 return {"orderMarkAsPaid": {"order": node, "userErrors": []}}
             return None
 
-        data = self._mutate(MARK_PAID_MUTATION, {"input": {"id": cache["gid"]}}, "StatusMarkPaid", landed,
-                            describe=f"order {change.order.order_id}")
-        refused = _user_errors("orderMarkAsPaid", (data.get("orderMarkAsPaid") or {}).get("userErrors"))
-        if refused:
-            if not marked:
-                try:
-                    self._set_note(change, cache.get("note_before", cache["note"]))
-                except _Refused as exc:
-                    log.warning("shopify %s: order %s: the marker line could not be taken off: %s",
-                                self._host, change.order.order_id, exc)
-            raise _Refused(refused)
+        try:
+            self._write_once(change, MARK_PAID_MUTATION, {"input": {"id": cache["gid"]}}, "StatusMarkPaid",
+                             "orderMarkAsPaid", landed)
+        except _Refused:
+            if not marked:  # take our line off again: the order is not paid
+                self._take_marker_off(change)
+            raise
 
     def _refund(self, change: StatusChange) -> None:
         """``refundCreate`` without transactions. Never twice: Shopify answers a retry of the same
@@ -781,12 +772,7 @@ class ShopifyStatus(ShopifyGraphQL):
             return None
 
         variables = {"input": refund, "key": idempotency_key(gid, event.reference, refund)}
-        data = self._mutate(REFUND_MUTATION, variables, "StatusRefund", landed,
-                            describe=f"order {order.order_id}")
-        payload = data.get("refundCreate") or {}
-        refused = _user_errors("refundCreate", payload.get("userErrors"))
-        if refused:
-            raise _Refused(refused)
+        payload = self._write_once(change, REFUND_MUTATION, variables, "StatusRefund", "refundCreate", landed)
         if not isinstance(payload.get("refund"), dict):
             raise StorefrontError(
                 f"shopify {self._host}: refundCreate answered neither a refund nor an error")
@@ -810,6 +796,15 @@ class ShopifyStatus(ShopifyGraphQL):
         cache["note_before"] = cache["note"]
         self._set_note(change, with_marker(cache["note"], change.note))
 
+    def _take_marker_off(self, change: StatusChange) -> None:
+        """The note as it was before :meth:`_write_marker` (a write Shopify then refused)."""
+        cache = change.order.cache
+        try:
+            self._set_note(change, cache.get("note_before", cache["note"]))
+        except _Refused as exc:
+            log.warning("shopify %s: order %s: the marker line could not be taken off: %s",
+                        self._host, change.order.order_id, exc)
+
     def _set_note(self, change: StatusChange, note: str) -> None:
         """``orderUpdate`` with the whole note (idempotent: a retry writes the same text)."""
         data = self.execute(NOTE_MUTATION, {"input": {"id": change.order.cache["gid"], "note": note}},
@@ -821,6 +816,18 @@ class ShopifyStatus(ShopifyGraphQL):
         change.order.cache["note"] = note
 
     # -- a mutation that must not run twice ------------------------------------------------------
+
+    def _write_once(self, change: StatusChange, query: str, variables: dict[str, Any], operation: str,
+                    mutation: str, landed: Callable[[], dict[str, Any] | None], *,
+                    errors: str = "userErrors") -> dict[str, Any]:
+        """:meth:`_mutate` for ``change``'s order; the mutation's payload, its ``errors`` (Shopify's
+        refusal) raised as :class:`_Refused`."""
+        data = self._mutate(query, variables, operation, landed, describe=f"order {change.order.order_id}")
+        payload = data.get(mutation) or {}
+        refused = _user_errors(mutation, payload.get(errors))
+        if refused:
+            raise _Refused(refused)
+        return payload
 
     def _mutate(self, query: str, variables: dict[str, Any], operation: str,
                 landed: Callable[[], dict[str, Any] | None], *, describe: str = "") -> dict[str, Any]:

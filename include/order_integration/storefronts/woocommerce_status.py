@@ -34,10 +34,11 @@ Refused: any event for a ``cancelled`` order; a move backwards (``accepted``/``c
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from order_integration.storefronts.base import Effect, OrderState, Payment
+from order_integration.storefronts.normalise import decimal_or_none
 
 if TYPE_CHECKING:
     from order_integration.backend.status_files import StatusEvent
@@ -60,14 +61,6 @@ def reason_text(note: str, reference: str) -> str:
     return f"{note or 'Refund booked by the backend'} (backend reference {reference})"
 
 
-def _amount(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() else None
 
 
 def payment(raw: dict[str, Any]) -> Payment:
@@ -78,12 +71,12 @@ def payment(raw: dict[str, Any]) -> Payment:
     for refund in raw.get("refunds") or []:
         if not isinstance(refund, dict):
             continue
-        refunded += abs(_amount(refund.get("total")) or Decimal(0))
+        refunded += abs(decimal_or_none(refund.get("total")) or Decimal(0))
         mark = _MARK.search(str(refund.get("reason") or ""))
         if mark:
             references.add(mark.group(1))
     return Payment(
-        currency=str(raw.get("currency") or ""), total=_amount(raw.get("total")), refunded=refunded,
+        currency=str(raw.get("currency") or ""), total=decimal_or_none(raw.get("total")), refunded=refunded,
         paid=bool(raw.get("date_paid_gmt") or raw.get("date_paid")),
         transaction_id=str(raw.get("transaction_id") or ""), references=references,
     )
