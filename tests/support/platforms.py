@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pendulum
@@ -107,6 +108,87 @@ class PlatformKit:
         if self.name == "woocommerce":
             return pendulum.parse(shop.get_order(order_id)["date_modified_gmt"] + "Z")
         return pendulum.parse(str(shop.order(order_id)["updatedAt"]))
+
+    # -- money (paid/refunded from the backend) -----------------------------------------------
+
+    @property
+    def paid_status(self) -> str:
+        """The status word of an order the backend's ``paid`` marked paid."""
+        return "processing" if self.name == "woocommerce" else "paid"
+
+    @property
+    def pays_awaiting_orders(self) -> bool:
+        """Whether ``paid`` marks an order awaiting a confirmed payment paid (WooCommerce
+        ``on-hold``: yes; Shopify ``authorized``: no, mark-as-paid would capture the
+        authorization through the gateway, so the note only, refused)."""
+        return self.name == "woocommerce"
+
+    @property
+    def full_refund_status(self) -> str:
+        """The status word after the backend refunded a paid order in full (WooCommerce moves it
+        to ``refunded``; Shopify's financial status stays: no money moved through Shopify)."""
+        return "refunded" if self.name == "woocommerce" else "paid"
+
+    def status_word(self, shop: Any, order_id: int) -> str:
+        """The order's status as the orders file carries it."""
+        if self.name == "woocommerce":
+            return shop.get_order(order_id)["status"]
+        order = shop.order(order_id)
+        return "cancelled" if order.get("cancelledAt") else str(order["financial"]).lower()
+
+    def payment_references(self, shop: Any, order_id: int) -> set[str]:
+        """The references of payments the storefront marked (WooCommerce ``transaction_id``;
+        Shopify, where ``orderMarkAsPaid`` recorded a payment: the references of the status
+        sync's payment marker lines in the order note)."""
+        if self.name == "woocommerce":
+            return {shop.get_order(order_id)["transaction_id"]} - {""}
+        import re
+
+        order = shop.order(order_id)
+        if not order.get("transactions"):
+            return set()
+        note = order["note"] or ""
+        return set(re.findall(r"^\[order-integration\] Payment.*\(reference (.+?)\)\.", note, re.M))
+
+    def backend_refunds(self, shop: Any, order_id: int) -> list[tuple[str, bool, list[tuple[str, int]]]]:
+        """(backend reference, money moved through the storefront, [(sku, units)]) per refund."""
+        if self.name == "woocommerce":
+            return [(r["meta_data"][0]["value"] if r["meta_data"] else "", bool(r["refunded_payment"]),
+                     [(li["sku"], -li["quantity"]) for li in r["line_items"]]) for r in shop.refunds(order_id)]
+        from order_integration.storefronts.shopify_money import refund_mark
+
+        order = shop.order(order_id)
+        skus = {li["id"]: li["sku"] for li in order["lineItems"]}
+        return [((refund_mark(r["note"]) or ("", "", ""))[2], Decimal(str(r["amount"])) > 0,
+                 [(skus[line_id], q) for _id, line_id, q, _restock in r["lines"]]) for r in order["refunds"]]
+
+    def backend_notes(self, shop: Any, order_id: int) -> list[str]:
+        """The notes the status sync left on the order (WooCommerce order notes; Shopify the
+        marker lines of the order note and the notes of refunds)."""
+        if self.name == "woocommerce":
+            return [n["note"] for n in shop.notes(order_id)]
+        order = shop.order(order_id)
+        lines = [line for line in (order["note"] or "").splitlines() if line.startswith("[order-integration] ")]
+        return lines + [r["note"] or "" for r in order["refunds"]]
+
+    def refund_as_person(self, shop: Any, order: dict[str, Any]) -> None:
+        """A person refunds the whole order in the storefront, moving the money there."""
+        import requests
+
+        if self.name == "woocommerce":
+            answer = requests.post(f"{shop.base_url}/wp-json/wc/v3/orders/{order['id']}/refunds",
+                                   json={"amount": order["total"], "api_refund": False, "reason": "goodwill"},
+                                   auth=(WOO_KEY, WOO_SECRET), timeout=10)
+            assert answer.status_code == 201, answer.text
+            return
+        gid = f"gid://shopify/Order/{order['id']}"
+        query = ("mutation($i: RefundInput!) { refundCreate(input: $i) @idempotent(key: \"person\") "
+                 "{ refund { id } userErrors { message } } }")
+        refund = {"orderId": gid, "note": "goodwill", "transactions": [
+            {"orderId": gid, "gateway": "manual", "kind": "REFUND", "amount": order["total"]}]}
+        answer = requests.post(shop.graphql_url(), json={"query": query, "variables": {"i": refund}},
+                               headers={"X-Shopify-Access-Token": SHOPIFY_TOKEN}, timeout=10)
+        assert answer.status_code == 200 and answer.json()["data"]["refundCreate"]["userErrors"] == [], answer.text
 
     def exportable(self, order: dict[str, Any]) -> bool:
         """Whether the platform's default ``export_statuses`` export this generated order."""
