@@ -17,10 +17,13 @@ plugin only for its listener (scheduler, dag-processor, task runners) never impo
 
 # No ``from __future__ import annotations``: FastAPI reads the route's annotations, and
 # ``Request`` is imported inside create_app (string annotations would not resolve there).
+import re
 import threading
 from typing import Any
 
 from order_integration.webhooks import ROUTE, URL_PREFIX, default_receiver
+
+_DIGITS = re.compile(r"[0-9]{1,18}")  # a Content-Length (ASCII digits only)
 
 __all__ = ["URL_PREFIX", "WebhookApp", "app", "create_app"]
 
@@ -40,7 +43,7 @@ def create_app(receiver_factory: Any = default_receiver) -> Any:
         limit = receiver.max_body
         declared = request.headers.get("content-length", "")
         body = bytearray()
-        too_large = declared.isascii() and declared.isdigit() and int(declared) > limit
+        too_large = _DIGITS.fullmatch(declared) is not None and int(declared) > limit
         if not too_large:
             async for chunk in request.stream():
                 body += chunk
