@@ -11,16 +11,30 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from order_integration.backend.status_files import EVENTS, STATUS_COLUMNS, ParsedFile, parse_status_file
+from order_integration.backend.status_files import (
+    EVENTS,
+    MONEY_COLUMNS,
+    STATUS_COLUMNS,
+    ParsedFile,
+    parse_status_file,
+)
 from tests.fuzz.strategies import CsvFile, hostile_text, is_blank, padded, render_csv, utc_times
 
 pytestmark = pytest.mark.fuzz
 
 
+#: The events whose lines need the optional money columns (a reference, and for a refund the amount).
+MONEY_EVENTS = ("paid", "refunded")
+
+
 @st.composite
-def valid_line(draw) -> dict[str, str]:
-    event = draw(st.sampled_from(EVENTS))
-    line = {c: "" for c in STATUS_COLUMNS}
+def valid_line(draw, money: bool = False) -> dict[str, str]:
+    event = draw(st.sampled_from([e for e in EVENTS if money or e not in MONEY_EVENTS]))
+    line = {c: "" for c in (*STATUS_COLUMNS, *(MONEY_COLUMNS if money else ()))}
+    if event in MONEY_EVENTS:
+        line["reference"] = draw(st.sampled_from(["BANK-1", "CN-2026-7"]))
+        if event == "refunded" or draw(st.booleans()):
+            line["amount"], line["currency"] = draw(st.sampled_from([("12.30", "EUR"), ("1200", "JPY")]))
     line["order_id"] = str(draw(st.integers(1, 2**64 - 1)))
     line["event"] = event
     line["occurred_at"] = draw(utc_times())
@@ -38,12 +52,15 @@ def valid_line(draw) -> dict[str, str]:
 
 @st.composite
 def status_files(draw) -> CsvFile:
-    columns = list(draw(st.permutations(STATUS_COLUMNS)))
+    money = draw(st.booleans())
+    all_columns = (*STATUS_COLUMNS, *(MONEY_COLUMNS if money else ()))
+    columns = list(draw(st.permutations(all_columns)))
     header_ok = True
     mutation = draw(st.sampled_from(["none"] * 8 + ["drop", "repeat", "unknown", "garbage"]))
     header = list(columns)
     if mutation == "drop":
-        header.pop(draw(st.integers(0, len(header) - 1)))
+        # a required column (the money columns are optional: a header without one is fine)
+        header.remove(draw(st.sampled_from(STATUS_COLUMNS)))
         header_ok = False
     elif mutation == "repeat":
         header.append(draw(st.sampled_from(columns)))
@@ -61,12 +78,12 @@ def status_files(draw) -> CsvFile:
         if kind == "blank":
             rows.append([draw(st.sampled_from(["", " "])) for _ in columns])
             continue
-        line = draw(valid_line())
+        line = draw(valid_line(money))
         if kind == "mutated":  # one cell replaced by anything
-            line[draw(st.sampled_from(STATUS_COLUMNS))] = draw(hostile_text())
+            line[draw(st.sampled_from(all_columns))] = draw(hostile_text())
             verdict = None
         elif kind == "garbage":
-            line = {c: draw(hostile_text()) for c in STATUS_COLUMNS}
+            line = {c: draw(hostile_text()) for c in all_columns}
             verdict = None
         elif kind == "short":
             verdict = False
