@@ -163,15 +163,19 @@ def cluster(tmp_path_factory, sshd):
             api.ensure_pools(pools_for(load_config(config).stores))
             for dag_id in dag_ids:
                 api.unpause(dag_id)
-            # The status file's events do not depend on the export: all eight runs go at once.
+            # The four exports first, then the four status syncs: a status change moves the
+            # order's date_modified to now, out of the window, so a sync that overtook an export's
+            # retry (extract killed after staging) would take its orders out of that window's
+            # file -- correctly (they belong to a later window), but this test counts the window.
+            for s in stores:
+                s.export_run = api.trigger(s.harness.dag_id, logical_date=WINDOW_END.to_iso8601_string(),
+                                           run_id=f"crash__{s.id}")
+            export_states = {s.id: api.wait_for_run(s.harness.dag_id, s.export_run, timeout=RUN_TIMEOUT,
+                                                    fail_fast=False) for s in stores}
             for s in stores:
                 s.harness.outbound_dir.mkdir(parents=True, exist_ok=True)
                 (s.harness.outbound_dir / "status_20261102T120000Z.csv").write_text(_status_file(s.events))
-                s.export_run = api.trigger(s.harness.dag_id, logical_date=WINDOW_END.to_iso8601_string(),
-                                           run_id=f"crash__{s.id}")
                 s.status_run = api.trigger(s.status_dag, run_id=f"crash_status__{s.id}")
-            export_states = {s.id: api.wait_for_run(s.harness.dag_id, s.export_run, timeout=RUN_TIMEOUT,
-                                                    fail_fast=False) for s in stores}
             status_states = {s.id: api.wait_for_run(s.status_dag, s.status_run, timeout=RUN_TIMEOUT,
                                                     fail_fast=False) for s in stores}
             yield Cluster(stores, services, failpoints, export_states, status_states)
