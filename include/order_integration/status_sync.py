@@ -402,8 +402,8 @@ class _Run:
             reason = effect if isinstance(effect, str) else str(shipment)
             self.settle(index, EventOutcome(event, refused(reason)))
             return
-        if event.event in MONEY_EVENTS and not effect.note_only:
-            _book(event, order)
+        if event.event in MONEY_EVENTS and not effect.note_only and not effect.recovered:
+            _book(event, order)  # a recovered refund is in the storefront's "refunded so far" already
         before = None
         if event.event == "shipped" and event.sku is not None and event.quantity is not None:
             before = shipped.get(event.sku, 0)

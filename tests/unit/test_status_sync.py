@@ -640,6 +640,27 @@ def test_a_crash_between_the_storefront_and_the_ledger_repeats_no_payment_and_no
     assert len(env.shop.refunds(1012)) == 1 and len(env.shop.notes(1012)) == 1
 
 
+def test_a_refund_found_on_the_storefront_is_not_counted_twice_for_the_next_line(
+    env: Env, tmp_path: Path,
+) -> None:
+    """A kill after the first refund reached the storefront, before its ledger row: on the
+    re-run that refund is recovered (already in "refunded so far"), and the next line of the
+    same order, which refunds the rest, still fits."""
+    order = unpaid(env, 1001, "processing", date_paid_gmt="2026-11-01T10:00:00", transaction_id="PAY-1")
+    total, cur = Decimal(order["total"]), order["currency"]
+    part = (total / 4).quantize(Decimal("1") if cur == "JPY" else Decimal("0.01"))
+    first = ev(1001, "refunded", reference="CN-1a", amount=f"{part}", currency=cur)
+    rest = ev(1001, "refunded", reference="CN-1b", amount=f"{total - part}", currency=cur)
+    crashed = Ledger(sqlite_engine(tmp_path / "crashed.db"), create=True)
+    apply_file(STORE, parse_status_file(money_csv(first), "r.csv").events, env.writer, crashed.status_events,
+               source_file="r.csv")
+    outcomes = apply_file(STORE, parse_status_file(money_csv(first, rest), "r.csv").events, env.writer,
+                          env.ledger.status_events, source_file="r.csv")
+    assert [o.outcome for o in outcomes] == ["applied", "applied"]
+    assert [r["meta_data"][0]["value"] for r in env.shop.refunds(1001)] == ["CN-1a", "CN-1b"]
+    assert env.status(1001) == "refunded"
+
+
 def test_restock_follows_the_store_setting(env: Env) -> None:
     env.shop.add_products([{"id": 501, "sku": "SKU-A", "manage_stock": True, "stock_quantity": 10}])
     for oid in (1013, 1014):
