@@ -65,6 +65,8 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
+from sandbox.webhook_sender import Switches, WebhookSender, add_cli_flags, switches_from_cli
+
 API_PREFIX = "/wp-json/wc/v3"
 ORDERS_PATH = f"{API_PREFIX}/orders"
 CONTROL_PREFIX = "/__sandbox"
@@ -74,6 +76,8 @@ ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", 
                   "checkout-draft")
 #: Statuses ``status=any`` leaves out (WordPress hides them from "any").
 HIDDEN_STATUSES = frozenset({"trash", "auto-draft"})
+#: Orders in these statuses fire no webhook (``WC_Webhook::is_valid_resource``: drafts).
+WEBHOOK_QUIET_STATUSES = frozenset({"checkout-draft", "auto-draft", "new"})
 ORDERBY = ("date", "id", "include", "title", "slug", "modified")
 FAULT_TYPES = frozenset({"429", "500", "502", "503", "html", "truncated", "empty", "drift", "delay",
                          "duplicate"})
@@ -264,6 +268,9 @@ class OrderStore:
         self.drifted: dict[tuple[Any, ...], set[int]] = {}
         self.filtered_cache: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
         self.baseline: tuple[Any, ...] | None = None
+        #: Told of every order change (``topics, order id, body``): the webhook sender's
+        #: ``announce`` while the storefront sends webhooks (``SandboxStorefront.send_webhooks``)
+        self.on_change: Callable[[list[str], int, bytes], None] | None = None
 
     # -- ingest / replace
 
@@ -314,7 +321,36 @@ class OrderStore:
         bisect.insort(self.by_modified, (rec.modified, key))
         self.hidden += rec.status in HIDDEN_STATUSES
         self.version += 1
+        if self.on_change is not None and key > 0:
+            self._announce(key, None if old is None else old.status, rec)
         return rec
+
+    def _announce(self, key: int, before: str | None, rec: _Record) -> None:
+        """The webhook topic of a change, as WooCommerce fires them: drafts fire nothing, an order
+        leaving draft (or new) is ``order.created``, one moved to the trash ``order.deleted`` with
+        only its id, any other change ``order.updated`` with the order as ``GET`` returns it."""
+        assert self.on_change is not None
+        if rec.status in WEBHOOK_QUIET_STATUSES:
+            return
+        if rec.status == "trash":
+            if before != "trash":
+                self.on_change(["order.deleted"], key, wp_json({"id": key}))
+            return
+        created = before is None or before in WEBHOOK_QUIET_STATUSES
+        self.on_change(["order.created" if created else "order.updated"], key, rec.blob)
+
+    def remove(self, key: int) -> dict[str, Any] | None:
+        """Delete an order for good (``DELETE /orders/<id>?force=true``); its last state, or None."""
+        with self.lock:
+            rec = self.records.pop(key, None)
+            if rec is None:
+                return None
+            self._unindex(rec)
+            del self.ids[bisect.bisect_left(self.ids, key)]
+            self.version += 1
+            if self.on_change is not None and rec.status != "trash":
+                self.on_change(["order.deleted"], key, wp_json({"id": key}))
+            return json.loads(rec.blob)
 
     def _unindex(self, rec: _Record) -> None:
         for index, value in ((self.by_created, rec.created), (self.by_modified, rec.modified)):
@@ -371,7 +407,11 @@ class OrderStore:
         with self.lock:
             if orders is not None:
                 self.records, self.by_created, self.by_modified, self.ids, self.hidden = {}, [], [], [], 0
-                self.load(orders)
+                on_change, self.on_change = self.on_change, None  # a reset is no change to announce
+                try:
+                    self.load(orders)
+                finally:
+                    self.on_change = on_change
             elif self.baseline is not None:
                 records, created, modified, ids, hidden = self.baseline
                 self.records, self.by_created, self.by_modified = dict(records), list(created), list(modified)
@@ -727,6 +767,8 @@ class StorefrontApp:
             return self.get_order(order_id, params)
         if len(parts) == 1 and editable:
             return self.with_json(body, lambda data: self.update_order(order_id, data))
+        if len(parts) == 1 and method == "DELETE":
+            return self.delete_order(order_id, force=params.get("force", "").lower() in ("1", "true"))
         if len(parts) == 2 and parts[1] == "notes" and method == "GET":
             return self.list_notes(order_id, params)
         if len(parts) == 2 and parts[1] == "notes" and method == "POST":
@@ -878,13 +920,18 @@ class StorefrontApp:
                 "meta_data": _merge_meta([], data.get("meta_data") if isinstance(data.get("meta_data"), list)
                                          else []),
                 "line_items": [{**line, "quantity": -qty, "subtotal": f"-{money:.{decimals}f}",
-                                "total": f"-{money:.{decimals}f}"} for line, qty, money in lines],
+                                "total": f"-{money:.{decimals}f}",
+                                "total_tax": f"-{sum(taxes.values(), Decimal(0)):.{decimals}f}",
+                                "taxes": [{"id": rate, "total": f"-{tax:.{decimals}f}",
+                                           "subtotal": f"-{tax:.{decimals}f}"}
+                                          for rate, tax in taxes.items()]}
+                               for line, qty, money, taxes in lines],
                 "shipping_lines": [], "tax_lines": [], "fee_lines": [],
                 "_links": {"up": [{"href": f"{ORDERS_PATH}/{order_id}"}]},
             }
             self._refunds(order_id, order).append(refund)
             if restock:
-                for line, qty, _money in lines:
+                for line, qty, _money, _taxes in lines:
                     self.catalog.restock(str(line.get("sku") or ""), qty)
             full = amount == remaining
 
@@ -909,6 +956,23 @@ class StorefrontApp:
         except KeyError:
             return _invalid_id()
         return Response(200, wp_json(order))
+
+    def delete_order(self, order_id: int, *, force: bool) -> Response:
+        """``DELETE /orders/{id}``: to the trash (``force`` false; 410 when it is there already) or
+        gone for good; answers the order as it was (``WC_REST_CRUD_Controller::delete_item``)."""
+        store = self.store
+        with store.lock:
+            before = store.decode(order_id)
+            if before is None:
+                return _invalid_id()
+            if force:
+                store.remove(order_id)
+            elif before.get("status") == "trash":
+                return wp_error(410, "woocommerce_rest_already_trashed",
+                                "The order has already been deleted.")
+            else:
+                store.modify(order_id, lambda o: o.update(status="trash"), bump=store._now())
+        return Response(200, wp_json(before))
 
     def batch(self, data: dict[str, Any]) -> Response:
         ops = {op: data.get(op) or [] for op in ("create", "update", "delete")}
@@ -990,9 +1054,11 @@ def _decimals(total: Any) -> int:
     return len(text.split(".", 1)[1]) if "." in text else 0
 
 
-def _refund_lines(order: dict[str, Any], items: Any) -> list[tuple[dict[str, Any], int, Decimal]] | Response:
-    """A refund request's ``line_items`` (``[{id, quantity, refund_total}]``) as (the order's line
-    item, units, money); an id that is no line of the order is left out, as WooCommerce does."""
+def _refund_lines(order: dict[str, Any], items: Any
+                  ) -> list[tuple[dict[str, Any], int, Decimal, dict[int, Decimal]]] | Response:
+    """A refund request's ``line_items`` (``[{id, quantity, refund_total, refund_tax: [{id,
+    refund_total}]}]``) as (the order's line item, units, net money, tax by rate id); an id that
+    is no line of the order is left out, as WooCommerce does."""
     if items in (None, []):
         return []
     if not isinstance(items, list):
@@ -1005,15 +1071,20 @@ def _refund_lines(order: dict[str, Any], items: Any) -> list[tuple[dict[str, Any
         qty = item.get("quantity")
         qty = qty if isinstance(qty, int) and not isinstance(qty, bool) and qty > 0 else 0
         line = by_id[item["id"]]
+        taxes = {t["id"]: _dec(t.get("refund_total", 0)) for t in item.get("refund_tax") or []
+                 if isinstance(t, dict) and isinstance(t.get("id"), int)}
         lines.append(({k: line.get(k) for k in ("id", "name", "product_id", "variation_id", "sku", "price")},
-                      qty, _dec(item.get("refund_total", 0))))
+                      qty, _dec(item.get("refund_total", 0)), taxes))
     return lines
 
 
-def _refund_amount(value: Any, lines: list[tuple[dict[str, Any], int, Decimal]]) -> Decimal | None:
-    """The request's ``amount``, or the sum of its lines' ``refund_total`` when absent."""
+def _refund_amount(value: Any, lines: list[tuple[dict[str, Any], int, Decimal, dict[int, Decimal]]]
+                   ) -> Decimal | None:
+    """The request's ``amount``, or the sum of its lines' ``refund_total`` and ``refund_tax``
+    when absent."""
     if value is None or value == "":
-        return sum((money for _line, _qty, money in lines), Decimal(0)) if lines else None
+        return sum((money + sum(taxes.values(), Decimal(0)) for _line, _qty, money, taxes in lines),
+                   Decimal(0)) if lines else None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     try:
@@ -1585,6 +1656,8 @@ class SandboxStorefront:
         self.catalog.snapshot()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: The webhook sender while the storefront sends webhooks (:meth:`send_webhooks`).
+        self.webhooks: WebhookSender | None = None
 
     # -- lifecycle
 
@@ -1603,6 +1676,7 @@ class SandboxStorefront:
         return self
 
     def stop(self) -> None:
+        self.stop_webhooks()
         if self._server is None:
             return
         self._server.shutdown()
@@ -1625,11 +1699,45 @@ class SandboxStorefront:
             raise RuntimeError("the sandbox storefront is not started")
         return f"{'https' if self.ssl_context is not None else 'http'}://{self.host}:{self.port}"
 
+    # -- webhooks
+
+    def send_webhooks(self, url: str, secret: str, **switches: Any) -> WebhookSender:
+        """From now on, send a signed webhook for every order created, changed or deleted, as
+        WooCommerce does (:mod:`sandbox.webhook_sender`; ``switches``: ``drop``, ``duplicate``,
+        ``delay``, ``jitter``, ``seed``, ``workers``, ``timeout``, ``max_failures``). Returns the
+        sender: its ``log()`` says what was sent, dropped, duplicated, and the answers."""
+        self.stop_webhooks()
+        source = f"{self.base_url}/" if self._server is not None else f"http://{self.host}:{self.port}/"
+        sender = WebhookSender("woocommerce", Switches(url=url, secret=secret, **switches), source=source)
+        self.webhooks = sender
+        self.store.on_change = sender.announce
+        return sender
+
+    def stop_webhooks(self) -> None:
+        """Send no more webhooks (what is queued is not sent); the sender's log stays readable."""
+        self.store.on_change = None
+        if self.webhooks is not None:
+            self.webhooks.close()
+
     # -- in-process helpers
 
     def add_orders(self, orders: Iterable[dict[str, Any]]) -> int:
         """Upsert many orders (by id); returns how many."""
         return self.store.load(orders)
+
+    def update_order(self, order_id: int, **changes: Any) -> dict[str, Any]:
+        """What ``PUT /orders/<id>`` does with ``changes`` (``status``, ``customer_note``, …); the
+        order as it is now. Raises ``KeyError`` for an unknown id."""
+        resp = self.app.update_order(order_id, changes)
+        if resp.status == 404:
+            raise KeyError(order_id)
+        return json.loads(resp.body)
+
+    def delete_order(self, order_id: int, *, force: bool = False) -> None:
+        """What ``DELETE /orders/<id>`` does: to the trash, or (``force``) gone for good."""
+        resp = self.app.delete_order(order_id, force=force)
+        if resp.status == 404:
+            raise KeyError(order_id)
 
     def upsert_order(self, order: dict[str, Any]) -> None:
         self.store.upsert(order)
@@ -1776,7 +1884,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret", default="cs_sandbox")
     parser.add_argument("--timezone", default="Europe/Berlin",
                         help="the store's timezone (local date_* fields)")
+    add_cli_flags(parser)
     args = parser.parse_args(argv)
+    webhooks = switches_from_cli(args)
 
     orders = generate_orders(args.orders, start=pendulum.instance(args.start),
                              end=pendulum.instance(args.end), seed=args.seed, first_id=args.first_id,
@@ -1789,6 +1899,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     shop.start()
     print(f"sandbox storefront listening on {shop.base_url}", flush=True)
+    if webhooks is not None:
+        shop.send_webhooks(**vars(webhooks))
+        print(f"sandbox storefront sends webhooks to {webhooks.url}", flush=True)
     try:
         while not stop.wait(0.5):
             pass

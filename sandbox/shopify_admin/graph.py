@@ -239,6 +239,9 @@ class ShopState:
     index_seq: int = 0
     #: False once an indexed ``updatedAt`` had a fraction of a second (then only the full scan is exact).
     by_updated_exact: bool = True
+    #: Told of every order stored (its previous version, None for a new order; the order): the
+    #: shop's webhooks while it sends them (``SandboxShopify.send_webhooks``)
+    on_change: Callable[[dict[str, Any] | None, dict[str, Any]], None] | None = None
 
     def now(self) -> datetime:
         return self.clock().astimezone(UTC)
@@ -248,6 +251,8 @@ class ShopState:
     def put_order(self, order: dict[str, Any], *, indexed_now: bool = False) -> None:
         """Store an order; the search index sees it ``index_lag`` seconds (wall time, whatever the shop's
         clock says) later, at once when seeded."""
+        versions = self.index.get(order["id"])
+        before = versions[-1][1] if versions else None
         self.orders[order["id"]] = order
         visible = time.monotonic() + (0.0 if indexed_now else self.index_lag)
         self.index.setdefault(order["id"], []).append((visible, copy.deepcopy(order)))
@@ -256,6 +261,8 @@ class ShopState:
         updated = order["updatedAt"]
         if not isinstance(updated, datetime) or updated.microsecond or updated.tzinfo is None:
             self.by_updated_exact = False
+        if self.on_change is not None:
+            self.on_change(before, order)
 
     def touch(self, order: dict[str, Any], when: datetime | None = None) -> None:
         order["updatedAt"] = (when or self.now()).astimezone(UTC).replace(microsecond=0)

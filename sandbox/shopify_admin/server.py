@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sandbox.shopify_admin import data as d
 from sandbox.shopify_admin import graph as g
 from sandbox.shopify_admin import mutations, resolvers
+from sandbox.webhook_sender import Switches, WebhookSender, add_cli_flags, switches_from_cli
 
 CONTROL_PREFIX = "/__sandbox"
 TOKEN_PATH = "/admin/oauth/access_token"
@@ -358,6 +359,10 @@ class SandboxShopify:
         self.add_default_catalog()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: ``X-Shopify-Shop-Domain`` of its webhooks
+        self.shop_domain = "sandbox-shop.myshopify.com"
+        #: The webhook sender while the shop sends webhooks (:meth:`send_webhooks`).
+        self.webhooks: WebhookSender | None = None
 
     # -- lifecycle
 
@@ -375,6 +380,7 @@ class SandboxShopify:
         return self
 
     def stop(self) -> None:
+        self.stop_webhooks()
         if self._server is None:
             return
         self._server.shutdown()
@@ -395,6 +401,43 @@ class SandboxShopify:
 
     def graphql_url(self, version: str = g.CURRENT_VERSION) -> str:
         return f"{self.base_url}/admin/api/{version}/graphql.json"
+
+    # -- webhooks
+
+    def send_webhooks(self, url: str, secret: str, **switches: Any) -> WebhookSender:
+        """From now on, send a signed webhook for every order created or changed, as Shopify does
+        (:mod:`sandbox.webhook_sender`; ``switches``: ``drop``, ``duplicate``, ``delay``,
+        ``jitter``, ``seed``, ``workers``, ``timeout``, ``retry_scale``, ``retries``). Returns the
+        sender: its ``log()`` says what was sent, dropped, duplicated, retried, and the answers."""
+        self.stop_webhooks()
+        options = Switches(url=url, secret=secret, **switches)
+        sender = WebhookSender("shopify", options, source=self.shop_domain)
+        self.webhooks = sender
+        self.state.on_change = self._announce
+        return sender
+
+    def stop_webhooks(self) -> None:
+        """Send no more webhooks (retries and queued deliveries are not sent); the log stays."""
+        self.state.on_change = None
+        if self.webhooks is not None:
+            self.webhooks.close()
+
+    def _announce(self, before: dict[str, Any] | None, order: dict[str, Any]) -> None:
+        """The topics of one stored change, and the payload (under the state's lock: cheap)."""
+        if self.webhooks is None:
+            return
+        if before is None:
+            topics = ["orders/create"]
+        else:
+            topics = ["orders/updated"]
+            if order["financial"] == "PAID" and before["financial"] != "PAID":
+                topics.append("orders/paid")
+            if order["cancelledAt"] is not None and before["cancelledAt"] is None:
+                topics.append("orders/cancelled")
+            if d.fulfillment_status(order) == "FULFILLED" and d.fulfillment_status(before) != "FULFILLED":
+                topics.append("orders/fulfilled")
+        body = json.dumps(rest_order(order, self.state.shop_tz), separators=(",", ":")).encode()
+        self.webhooks.announce(topics, order["id"], body)
 
     # -- in-process helpers
 
@@ -514,8 +557,10 @@ class SandboxShopify:
             for name in vars(fresh):
                 if name != "lock":
                     setattr(self.state, name, getattr(fresh, name))
-        self.add_orders(self._initial)
+        self.add_orders(self._initial)  # no webhooks: on_change is the fresh state's None
         self.add_default_catalog()
+        if self.webhooks is not None and not self.webhooks.closed:
+            self.state.on_change = self._announce
 
     # -- control endpoints (out-of-process tests)
 
@@ -606,7 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CLIENT_ID:SECRET",
         help="a Dev Dashboard app that gets tokens with the client credentials grant (repeatable)",
     )
+    add_cli_flags(parser)
     args = parser.parse_args(argv)
+    webhooks = switches_from_cli(args)
     apps = dict(app.split(":", 1) for app in args.app if ":" in app)
     orders = generate_orders(
         args.orders,
@@ -628,9 +675,83 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     shop.start()
     print(f"sandbox Shopify listening on {shop.graphql_url()}", flush=True)
+    if webhooks is not None:
+        shop.send_webhooks(**vars(webhooks))
+        print(f"sandbox Shopify sends webhooks to {webhooks.url}", flush=True)
     try:
         while not stop.wait(0.5):
             pass
     finally:
         shop.stop()
     return 0
+
+
+# --- webhook payloads ------------------------------------------------------------------------------
+
+
+def _rest_time(when: datetime | None, tz: Any) -> str | None:
+    """A REST resource time: ISO 8601 at whole seconds with the shop's offset (``-05:00``)."""
+    return None if when is None else when.astimezone(tz).replace(microsecond=0).isoformat()
+
+
+def _rest_money(amount: Any) -> str:
+    return f"{amount:.2f}"
+
+
+def _rest_address(address: dict[str, Any] | None) -> dict[str, Any] | None:
+    if address is None:
+        return None
+    return {"first_name": address["firstName"], "last_name": address["lastName"], "name": address["name"],
+            "company": address["company"], "address1": address["address1"], "address2": address["address2"],
+            "city": address["city"], "province": address["province"],
+            "province_code": address["provinceCode"],
+            "zip": address["zip"], "country": address["country"], "country_code": address["countryCodeV2"],
+            "phone": address["phone"]}
+
+
+def rest_order(order: dict[str, Any], tz: Any) -> dict[str, Any]:
+    """The REST ``Order`` resource an ``orders/*`` webhook carries (the fields a receiver reads:
+    ids, name, times, statuses, money, customer, addresses, lines; not every field Shopify has)."""
+    fulfillment = d.fulfillment_status(order)
+    number = int("".join(c for c in order["name"] if c.isdigit()) or order["id"])
+    return {
+        "id": order["id"],
+        "admin_graphql_api_id": d.gid("Order", order["id"]),
+        "name": order["name"],
+        "number": number - 1000 if number > 1000 else number,
+        "order_number": number,
+        "email": order["email"],
+        "contact_email": order["email"],
+        "phone": order["phone"],
+        "created_at": _rest_time(order["createdAt"], tz),
+        "updated_at": _rest_time(order["updatedAt"], tz),
+        "processed_at": _rest_time(order["processedAt"], tz),
+        "cancelled_at": _rest_time(order["cancelledAt"], tz),
+        "cancel_reason": (order["cancelReason"] or "").lower() or None,
+        "closed_at": _rest_time(order["closedAt"], tz),
+        "currency": order["currency"],
+        "presentment_currency": order["currency"],
+        "financial_status": order["financial"].lower(),
+        "fulfillment_status": {"FULFILLED": "fulfilled", "PARTIALLY_FULFILLED": "partial"}.get(fulfillment),
+        "subtotal_price": _rest_money(d.subtotal(order)),
+        "total_discounts": _rest_money(order["discount"]),
+        "total_tax": _rest_money(order["tax"]),
+        "total_price": _rest_money(order["total"]),
+        "taxes_included": order.get("taxesIncluded", False),
+        "note": order["note"],
+        "tags": ", ".join(sorted(order["tags"])),
+        "test": order["test"],
+        "customer": None if order["customer"] is None else {
+            "id": order["customer"]["id"], "email": order["customer"]["email"],
+            "first_name": order["customer"]["firstName"], "last_name": order["customer"]["lastName"],
+            "admin_graphql_api_id": d.gid("Customer", order["customer"]["id"])},
+        "billing_address": _rest_address(order["billingAddress"]),
+        "shipping_address": _rest_address(order["shippingAddress"]),
+        "line_items": [
+            {"id": li["id"], "admin_graphql_api_id": d.gid("LineItem", li["id"]), "sku": li["sku"],
+             "name": li["name"], "title": li["title"], "quantity": li["quantity"],
+             "price": _rest_money(li["unitPrice"]), "requires_shipping": li["requiresShipping"],
+             "fulfillable_quantity": max(0, li["quantity"] - li["refunded"] - li["fulfilled"])}
+            for li in order["lineItems"]
+        ],
+    }
