@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Sequence
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 _ZERO = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _THREE = "BHD IQD JOD KWD LYD OMR TND"
@@ -48,3 +49,18 @@ def format_money(amount: Decimal, code: str) -> str:
 def to_minor(amount: Decimal, code: str) -> int:
     """``amount`` in integer minor units (cents), for exact comparisons."""
     return int(quantize(amount, code).scaleb(MINOR_UNITS[code]))
+
+
+def apportion(total: int, weights: Sequence[Decimal]) -> list[int]:
+    """``total`` (integer minor units) split in proportion to ``weights`` (non-negative, not all
+    zero), by largest remainder: the parts are integers, add up to ``total`` exactly, and each
+    is within one unit of its exact share (ties go to the earlier weight)."""
+    whole = sum(weights, Decimal(0))
+    if whole <= 0 or any(w < 0 for w in weights):
+        raise ValueError(f"weights must be non-negative and not all zero: {list(weights)}")
+    exact = [Decimal(total) * w / whole for w in weights]
+    parts = [int(x.to_integral_value(rounding=ROUND_FLOOR)) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (parts[i] - exact[i], i))
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts

@@ -22,6 +22,7 @@ from order_integration.config import BackendConfig, StoreConfig
 from order_integration.exceptions import StorefrontError
 from order_integration.ledger import Ledger, sqlite_engine
 from order_integration.status_sync import FileResult, apply_file, sync_file, sync_outbound
+from order_integration.storefronts.woocommerce_status import LineMoney, refund_line_items
 from order_integration.storefronts.woocommerce_writes import OrderNotFound, WooCommerceWriter
 from sandbox.generator import generate_orders
 from sandbox.sftp_server import EmbeddedSftpServer
@@ -659,6 +660,46 @@ def test_a_refund_found_on_the_storefront_is_not_counted_twice_for_the_next_line
     assert [o.outcome for o in outcomes] == ["applied", "applied"]
     assert [r["meta_data"][0]["value"] for r in env.shop.refunds(1001)] == ["CN-1a", "CN-1b"]
     assert env.status(1001) == "refunded"
+
+
+def test_a_line_refund_is_split_into_net_and_tax_per_rate_as_woocommerce_records_it() -> None:
+    # 3 units at 10.00 net, 19% VAT (rate 7) = 5.70 tax; 1 unit at 20.00 net, 7% (rate 8) +
+    # 1.40 and a 0.60 surcharge (rate 9). Refunding 2 of the 3 units and the single unit for
+    # 45.00: shares by value (23.80 and 22.00 of 45.80) -> 23.38 and 21.62; then net and tax.
+    money = {11: LineMoney(3, Decimal("30.00"), ((7, Decimal("5.70")),)),
+             12: LineMoney(1, Decimal("20.00"), ((8, Decimal("1.40")), (9, Decimal("0.60"))))}
+    items = refund_line_items(Decimal("45.00"), "EUR", [{"id": 11, "quantity": 2}, {"id": 12, "quantity": 1}],
+                              money)
+    assert items == [
+        {"id": 11, "quantity": 2, "refund_total": "19.65", "refund_tax": [{"id": 7, "refund_total": "3.73"}]},
+        {"id": 12, "quantity": 1, "refund_total": "19.65",
+         "refund_tax": [{"id": 8, "refund_total": "1.38"}, {"id": 9, "refund_total": "0.59"}]},
+    ]
+    # JPY: whole yen, and the parts still add up
+    [item] = refund_line_items(Decimal("1001"), "JPY", [{"id": 11, "quantity": 1}],
+                               {11: LineMoney(1, Decimal("1000"), ((7, Decimal("100")),))})
+    assert (item["refund_total"], item["refund_tax"]) == ("910", [{"id": 7, "refund_total": "91"}])
+    # a line whose money is unknown: the whole amount on the first line, net (as before)
+    assert refund_line_items(Decimal("5.00"), "EUR", [{"id": 11, "quantity": 1}, {"id": 13, "quantity": 1}],
+                             money) == [{"id": 11, "quantity": 1, "refund_total": "5.00"},
+                                        {"id": 13, "quantity": 1, "refund_total": "0.00"}]
+
+
+def test_a_line_refund_reaches_the_storefront_with_its_tax(env: Env) -> None:
+    def line(n: int, sku: str, qty: int, net: str, rate: int, tax: str) -> dict[str, Any]:
+        return {"id": 10020 + n, "sku": sku, "name": sku, "quantity": qty, "subtotal": net, "total": net,
+                "total_tax": tax, "taxes": [{"id": rate, "total": tax, "subtotal": tax}]}
+
+    unpaid(env, 1002, "processing", date_paid_gmt="2026-11-01T10:00:00", transaction_id="PAY-2", currency="EUR",
+           total="34.50", line_items=[line(0, "SKU-A", 2, "20.00", 7, "3.80"), line(1, "SKU-B", 1, "10.00", 8, "0.70")])
+    result = env.sync("line.csv", money_csv(ev(1002, "refunded", reference="CN-L", amount="11.90", currency="EUR",
+                                                  sku="SKU-A", quantity="1")))
+    assert result.counts["applied"] == 1
+    [refund] = env.shop.refunds(1002)
+    [item] = refund["line_items"]
+    assert (refund["amount"], item["id"], item["quantity"]) == ("11.90", 10020, -1)
+    assert (item["total"], item["total_tax"], item["taxes"]) == (
+        "-10.00", "-1.90", [{"id": 7, "total": "-1.90", "subtotal": "-1.90"}])
 
 
 def test_restock_follows_the_store_setting(env: Env) -> None:

@@ -34,9 +34,12 @@ Refused: any event for a ``cancelled`` order; a move backwards (``accepted``/``c
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from order_integration.currency import apportion, format_money, minor_units, to_minor
 from order_integration.storefronts.base import Effect, OrderState, Payment
 from order_integration.storefronts.normalise import decimal_or_none
 
@@ -109,6 +112,7 @@ def order_state(raw: dict[str, Any]) -> OrderState:
     names line items by id)."""
     lines: dict[str, tuple[int, str]] = {}
     line_ids: dict[str, list[tuple[int, int]]] = {}
+    line_money: dict[int, LineMoney] = {}
     without_sku = False
     for item in raw.get("line_items") or []:
         if not isinstance(item, dict):
@@ -124,8 +128,72 @@ def order_state(raw: dict[str, Any]) -> OrderState:
         lines[sku] = (units + qty, name)
         if isinstance(item.get("id"), int):
             line_ids.setdefault(sku, []).append((item["id"], qty))
+            if (money := _line_money(item, qty)) is not None:
+                line_money[item["id"]] = money
     return OrderState(int(raw["id"]), str(raw.get("status", "")), lines, without_sku,
-                      cache={"line_ids": line_ids}, payment=payment(raw))
+                      cache={"line_ids": line_ids, "line_money": line_money}, payment=payment(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class LineMoney:
+    """A line item's money as WooCommerce shows it: its units, ``total`` (after discounts,
+    before tax) and its tax per tax rate id (``taxes[].total``)."""
+
+    units: int
+    net: Decimal
+    taxes: tuple[tuple[int, Decimal], ...]
+
+    @property
+    def gross(self) -> Decimal:
+        return self.net + sum((tax for _rate, tax in self.taxes), Decimal(0))
+
+
+def _line_money(item: dict[str, Any], units: int) -> LineMoney | None:
+    """The line's :class:`LineMoney`, or ``None`` when any of it is not a plain amount
+    (then a refund of that line is not split into net and tax)."""
+    net = decimal_or_none(item.get("total"))
+    taxes = []
+    for tax in item.get("taxes") or []:
+        rate = tax.get("id") if isinstance(tax, dict) else None
+        amount = decimal_or_none(tax.get("total")) if isinstance(tax, dict) else None
+        if not isinstance(rate, int) or isinstance(rate, bool) or amount is None:
+            return None
+        if amount:
+            taxes.append((rate, amount))
+    if net is None or net < 0 or any(amount < 0 for _rate, amount in taxes):
+        return None
+    return LineMoney(units, net, tuple(taxes))
+
+
+def refund_line_items(amount: Decimal, currency: str, picks: Sequence[dict[str, Any]],
+                      line_money: Mapping[int, LineMoney]) -> list[dict[str, Any]]:
+    """The ``line_items`` of a refund of ``amount`` (what the backend refunded, tax included)
+    for ``picks`` (``[{"id", "quantity"}]``, the units refunded per line item), as WooCommerce's
+    own refund form sends them: each line gets its share of the amount by the value (tax
+    included) of the units refunded, and each share is split into ``refund_total`` (net) and
+    ``refund_tax`` per tax rate in the line's own proportions, so the refund's lines and tax
+    report what was refunded. The parts are whole minor units and add up to the amount. Where
+    a line's money is unknown or nothing has a value, the whole amount goes on the first line
+    as ``refund_total`` (WooCommerce records the refund's ``amount`` either way)."""
+    def fmt(minor: int) -> str:
+        return format_money(Decimal(minor).scaleb(-minor_units(currency)), currency)
+
+    total = to_minor(amount, currency)
+    money = [line_money.get(pick["id"]) for pick in picks]
+    weights = [m.gross * pick["quantity"] / m.units for m, pick in zip(money, picks, strict=True)
+               if m is not None and m.units > 0]
+    if len(weights) != len(picks) or not any(weights):
+        return [{**pick, "refund_total": fmt(total if n == 0 else 0)} for n, pick in enumerate(picks)]
+    items = []
+    for pick, share, line in zip(picks, apportion(total, weights), money, strict=True):
+        assert line is not None
+        parts = apportion(share, [line.net, *(tax for _rate, tax in line.taxes)]) if line.gross else [share]
+        item = {**pick, "refund_total": fmt(parts[0])}
+        if line.taxes and line.gross:
+            item["refund_tax"] = [{"id": rate, "refund_total": fmt(part)}
+                                  for (rate, _tax), part in zip(line.taxes, parts[1:], strict=True)]
+        items.append(item)
+    return items
 
 
 def _backwards(event: StatusEvent, status: str) -> str:

@@ -55,6 +55,7 @@ from order_integration.storefronts.woocommerce_status import (
     decide,
     order_state,
     reason_text,
+    refund_line_items,
 )
 
 if TYPE_CHECKING:
@@ -380,9 +381,9 @@ class WooCommerceWriter(WooCommerceClient):
             "meta_data": [{"key": REFERENCE_META, "value": event.reference}],
         }
         lines = order.cache.get(("refund_lines", event.event_key))
-        if lines:  # the money goes on the first line: WooCommerce records the refund's amount
-            body["line_items"] = [{**line, "refund_total": amount if n == 0 else "0"}
-                                  for n, line in enumerate(lines)]
+        if lines:
+            body["line_items"] = refund_line_items(event.amount or Decimal(0), event.currency,
+                                                   lines, order.cache.get("line_money", {}))
         try:
             self.create_refund(order.order_id, body, event.reference)
         except OrderNotFound:
