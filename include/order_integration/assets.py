@@ -22,10 +22,17 @@ def orders_asset(store_id: str) -> Asset:
 
 def webhook_inbox_asset(store: StoreConfig) -> Asset:
     """The store's webhook inbox, watched from the triggerer (real-time mode): an Asset event
-    each time deliveries newer than the last signalled are waiting."""
-    from order_integration.inbox_trigger import WebhookInboxTrigger
+    each time deliveries newer than the last signalled are waiting. With ``realtime_source:
+    polling`` the watcher's trigger also fills the inbox from the storefront (no webhooks)."""
+    if store.realtime_source == "polling":
+        from order_integration.poll_trigger import StorefrontPollTrigger as Trigger
 
-    trigger = WebhookInboxTrigger(store_id=store.id, poll_seconds=store.realtime_poll_seconds)
+        watcher = f"storefront_poll__{store.id}"
+    else:
+        from order_integration.inbox_trigger import WebhookInboxTrigger as Trigger
+
+        watcher = f"webhook_inbox__{store.id}"
+    trigger = Trigger(store_id=store.id, poll_seconds=store.realtime_poll_seconds)
     return Asset(name=f"order_integration__{store.id}__webhook_inbox",
                  uri=f"x-order-integration://{store.id}/webhook-inbox",
-                 watchers=[AssetWatcher(name=f"webhook_inbox__{store.id}", trigger=trigger)])
+                 watchers=[AssetWatcher(name=watcher, trigger=trigger)])

@@ -25,6 +25,10 @@ Platform = Literal["woocommerce", "shopify"]
 #: ``batch``: the scheduled window only; ``realtime``: the webhook inbox wakes an export of the
 #: orders waiting (``order_export_realtime__S``), and the scheduled window stays as the safety net.
 Mode = Literal["batch", "realtime"]
+#: What feeds real-time mode's inbox: ``webhooks`` (the storefront calls the api-server's receiver)
+#: or ``polling`` (a trigger asks the storefront for orders modified since the last scan, for shops
+#: that cannot reach the api-server; docs/webhooks.md, "Polling fallback").
+RealtimeSource = Literal["webhooks", "polling"]
 #: ``export_statuses`` of a store whose config names none, per platform (Shopify: the
 #: ``displayFinancialStatus`` of an order that is paid or whose payment is authorized).
 DEFAULT_EXPORT_STATUSES: dict[str, tuple[str, ...]] = {
@@ -76,8 +80,10 @@ class StoreConfig:
     backend_conn_id: str
     platform: Platform = "woocommerce"
     mode: Mode = "batch"
-    #: Real-time mode: how often the triggerer looks at the webhook inbox for new deliveries.
+    #: Real-time mode: how often the triggerer looks at the webhook inbox for new deliveries
+    #: (``realtime_source: polling``: and asks the storefront for modified orders).
     realtime_poll_seconds: int = 5
+    realtime_source: RealtimeSource = "webhooks"
     schedule: str = "@hourly"
     status_sync_schedule: str = "*/10 * * * *"
     inventory_sync_schedule: str = "*/15 * * * *"
@@ -215,6 +221,12 @@ def _store(raw: Any, where: str) -> StoreConfig:
     mode = raw.get("mode", "batch")
     if mode not in get_args(Mode):
         raise ConfigError(f"{where}.mode: {mode!r} is not one of {', '.join(get_args(Mode))}")
+    source = raw.get("realtime_source", "webhooks")
+    if source not in get_args(RealtimeSource):
+        raise ConfigError(f"{where}.realtime_source: {source!r} is not one of "
+                          f"{', '.join(get_args(RealtimeSource))}")
+    if source == "polling" and mode != "realtime":
+        raise ConfigError(f"{where}.realtime_source: 'polling' needs mode: realtime (mode is {mode!r})")
     schedule = _schedule(raw, "schedule", "@hourly", where)
     status_sync_schedule = _schedule(raw, "status_sync_schedule", "*/10 * * * *", where)
     inventory_sync_schedule = _schedule(raw, "inventory_sync_schedule", "*/15 * * * *", where)
@@ -237,6 +249,7 @@ def _store(raw: Any, where: str) -> StoreConfig:
         platform=platform,
         mode=mode,
         realtime_poll_seconds=_int(raw, "realtime_poll_seconds", 5, 1, 3600, where),
+        realtime_source=source,
         storefront_conn_id=_str(raw, "storefront_conn_id", where, _CONN_ID, None),
         backend_conn_id=_str(raw, "backend_conn_id", where, _CONN_ID, None),
         schedule=schedule,

@@ -98,9 +98,17 @@ class WebhookInboxTrigger(BaseEventTrigger):
                 {"store_id": self.store_id, "poll_seconds": self.poll_seconds,
                  "resignal_seconds": self.resignal_seconds})
 
+    #: What the start-up log line says the trigger does.
+    watching = "watching the webhook inbox"
+
     def open_inbox(self) -> WebhookInbox:
         """The inbox to poll (tests give their own); called in a worker thread."""
         return open_airflow_inbox()
+
+    def check(self, inbox: WebhookInbox) -> tuple[int, int]:
+        """One poll, in a worker thread: ``(newest waiting delivery, orders waiting)``. A subclass
+        may fill the inbox first (the polling fallback, :mod:`order_integration.poll_trigger`)."""
+        return inbox.newest_waiting(self.store_id)
 
     async def pause(self) -> None:
         """Between two polls (tests step the polls one by one)."""
@@ -110,12 +118,12 @@ class WebhookInboxTrigger(BaseEventTrigger):
         watch = InboxWatch(self.resignal_seconds)
         inbox: WebhookInbox | None = None
         failures = 0
-        log.info("store %s: watching the webhook inbox every %gs", self.store_id, self.poll_seconds)
+        log.info("store %s: %s every %gs", self.store_id, self.watching, self.poll_seconds)
         while True:
             try:
                 if inbox is None:
                     inbox = await asyncio.to_thread(self.open_inbox)
-                newest, waiting = await asyncio.to_thread(inbox.newest_waiting, self.store_id)
+                newest, waiting = await asyncio.to_thread(self.check, inbox)
             except Exception as exc:  # the ledger is down or locked: poll again, the rows keep
                 inbox = None  # a new engine next time (a fixed connection, a restarted database)
                 failures += 1

@@ -7,8 +7,9 @@ export's own tasks in the middle, the inbox rows done at the end.
    order ids (:mod:`order_integration.tasks`): each order is fetched as it is now (the webhook
    body was only a hint), validated, and delivered unless the ledger has that version already
    — so the scheduled window, the on-demand DAG and this path never deliver a version twice;
-3. :func:`publish` — the export's summary, its note saying it was the real-time path and how
-   many orders;
+3. :func:`publish` — the export's summary, its note saying it was the real-time path, how
+   many orders and where from (``webhook inbox``; ``storefront poll`` for ``realtime_source:
+   polling``, whose trigger fills the inbox from the storefront);
 4. :func:`mark_done` — the rows of those orders received up to the fetch time are done, whatever
    their outcome (delivered, already delivered, not ready, quarantined, or no longer in the
    storefront); a delivery that came in while the run exported stays waiting for the next run.
@@ -68,7 +69,9 @@ def publish(
     from order_integration import tasks
 
     summary = tasks.publish(store_id, extracted, validated, loaded, context, request)
-    note = f"{PATH}: {len(request['order_ids'])} order(s) from the webhook inbox; {summary['note']}"
+    polled = _store(store_id).realtime_source == "polling"  # the inbox filled by the storefront poll
+    source = "storefront poll" if polled else "webhook inbox"
+    note = f"{PATH}: {len(request['order_ids'])} order(s) from the {source}; {summary['note']}"
     log.info("%s", note)
     print(note)
     return {**summary, "path": PATH, "note": note}

@@ -153,6 +153,12 @@ stores:
     realtime_poll_seconds: 2
     storefront_conn_id: storefront_fast
     backend_conn_id: backend_fast
+  - id: polled
+    platform: shopify
+    mode: realtime
+    realtime_source: polling
+    storefront_conn_id: storefront_polled
+    backend_conn_id: backend_polled
 """
 
 
@@ -192,6 +198,21 @@ def test_a_realtime_store_gets_the_realtime_dag_and_keeps_its_schedule(realtime_
     assert classpath == "order_integration.inbox_trigger.WebhookInboxTrigger"
     assert kwargs["store_id"] == "fast" and kwargs["poll_seconds"] == 2.0
     assert type(bag.dags["order_export__fast"].timetable).__name__ == "CronDataIntervalTimetable"
+
+
+def test_a_polling_store_gets_the_same_realtime_dag_watched_by_the_storefront_poll(realtime_dagbag):
+    """``realtime_source: polling``: the same DAG and tasks on the store's inbox Asset; only the
+    watcher's trigger differs (it fills the inbox from the storefront, then watches it)."""
+    bag = realtime_dagbag
+    dag, webhooks = bag.dags["order_export_realtime__polled"], bag.dags["order_export_realtime__fast"]
+    assert [t.task_id for t in dag.topological_sort()] == [t.task_id for t in webhooks.topological_sort()]
+    assert dag.max_active_runs == 1 and {"store:polled", "realtime"} <= set(dag.tags)
+    [asset] = dag.timetable.asset_condition.objects
+    assert asset.uri == "x-order-integration://polled/webhook-inbox"
+    [watcher] = asset.watchers
+    classpath, kwargs = watcher.trigger.serialize()
+    assert (watcher.name, classpath) == ("storefront_poll__polled", "order_integration.poll_trigger.StorefrontPollTrigger")
+    assert kwargs == {"store_id": "polled", "poll_seconds": 5.0, "resignal_seconds": 300.0}
 
 
 def test_a_realtime_store_parses_without_lookups_or_heavy_imports(tmp_path):

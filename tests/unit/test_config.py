@@ -44,6 +44,9 @@ def test_defaults_fill_optional_keys():
         ({"platform": "magento"}, "platform: 'magento'"),
         ({"mode": "streaming"}, "stores[0] (demo).mode: 'streaming' is not one of batch, realtime"),
         ({"realtime_poll_seconds": 0}, "stores[0] (demo).realtime_poll_seconds: 0 is not an integer in 1..3600"),
+        ({"mode": "realtime", "realtime_source": "sse"},
+         "stores[0] (demo).realtime_source: 'sse' is not one of webhooks, polling"),
+        ({"realtime_source": "polling"}, "stores[0] (demo).realtime_source: 'polling' needs mode: realtime"),
         ({"export_statuses": []}, "export_statuses"),
         ({"id": "Bad-Id"}, "stores[0].id: 'Bad-Id'"),
     ],
@@ -82,7 +85,9 @@ def test_mode_is_batch_unless_realtime_is_asked_for():
         "batch", 5)
     raw = {"stores": [{**MINIMAL["stores"][0], "mode": "realtime", "realtime_poll_seconds": 2}]}
     store = parse_config(raw).stores[0]
-    assert (store.mode, store.realtime_poll_seconds) == ("realtime", 2)
+    assert (store.mode, store.realtime_poll_seconds, store.realtime_source) == ("realtime", 2, "webhooks")
+    polled = parse_config({"stores": [{**raw["stores"][0], "realtime_source": "polling"}]}).stores[0]
+    assert (polled.mode, polled.realtime_source) == ("realtime", "polling")
 
 
 def test_inventory_keys_are_read():

@@ -7,7 +7,8 @@
 * the stores, each the only code that reads or writes its tables:
   :class:`Deliveries` (claims, delivery batches, deliveries and resends: the export's
   crash-safe load), :class:`Quarantine`, :class:`StatusEvents`, :class:`StockLevels`,
-  :class:`WebhookInbox` (the storefronts' webhook deliveries, real-time mode).
+  :class:`WebhookInbox` (the storefronts' webhook deliveries, real-time mode), :class:`PollCursors`
+  (how far real-time mode's polling fallback has read each storefront).
 
 :class:`Ledger` checks the schema once and holds the stores over one engine; a caller
 uses the store it needs (``ledger.deliveries.open_batch(…)``), and a function that needs one
@@ -24,6 +25,7 @@ from sqlalchemy import Engine
 
 from order_integration.ledger.db import LEDGER_CONN_ID, OrderVersion, sqlite_engine
 from order_integration.ledger.deliveries import Batch, Deliveries
+from order_integration.ledger.poll_cursors import PollCursors
 from order_integration.ledger.quarantine import Quarantine
 from order_integration.ledger.schema import (
     MIGRATE_COMMAND,
@@ -39,8 +41,8 @@ from order_integration.ledger.webhook_inbox import InboxDelivery, WebhookInbox
 
 __all__ = [
     "LEDGER_CONN_ID", "MIGRATE_COMMAND", "SCHEMA_VERSION", "Batch", "Deliveries", "InboxDelivery", "Ledger",
-    "Migration", "OrderVersion", "Quarantine", "StatusEvents", "StockLevel", "StockLevels", "WebhookInbox",
-    "check_schema", "engine_from_airflow", "migrate", "schema_version", "sqlite_engine",
+    "Migration", "OrderVersion", "PollCursors", "Quarantine", "StatusEvents", "StockLevel", "StockLevels",
+    "WebhookInbox", "check_schema", "engine_from_airflow", "migrate", "schema_version", "sqlite_engine",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class Ledger:
         self.status_events = StatusEvents(engine)
         self.stock_levels = StockLevels(engine)
         self.webhook_inbox = WebhookInbox(engine)
+        self.poll_cursors = PollCursors(engine)
 
 
 def _default_sqlite_path() -> Path:

@@ -2,7 +2,8 @@
 
 Contract tables (operators query them): ``order_deliveries``, ``order_quarantine``,
 ``status_events``, ``stock_levels``; ``webhook_inbox`` (real-time mode, see
-:mod:`order_integration.ledger.webhook_inbox`). Internal ones: ``delivery_batches``,
+:mod:`order_integration.ledger.webhook_inbox`), ``poll_cursors`` (its polling fallback, see
+:mod:`order_integration.ledger.poll_cursors`). Internal ones: ``delivery_batches``,
 ``delivery_claims`` and ``order_resends`` (see :mod:`order_integration.ledger.deliveries`),
 ``ledger_schema``.
 
@@ -153,6 +154,16 @@ webhook_inbox = Table(
     Index("ix_webhook_inbox_waiting", "store_id", "done_at", "received_at"),
     Index("ix_webhook_inbox_order", "store_id", "order_id"),
 )
+# Version 4: how far the polling fallback (real-time mode, ``realtime_source: polling``) has read
+# the storefront: every order modified before ``scanned_to`` (the end of the last complete scan, by
+# the triggerer's clock; the next scan re-reads an overlap before it) is in ``webhook_inbox``. One row
+# per store, in the ledger: a restarted triggerer resumes where the last complete scan ended.
+poll_cursors = Table(
+    "poll_cursors", metadata,
+    Column("store_id", String(32), primary_key=True),
+    Column("scanned_to", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
 
 # One row per schema version this ledger was migrated to (``migrate``); the highest is its version.
 ledger_schema = Table(
@@ -167,9 +178,10 @@ ledger_schema = Table(
 #:     from 0 or from nothing by creating the missing tables and adding the missing nullable columns;
 #: 2 — ``stock_levels`` one row per (store, sku, location) (``location`` '' for a platform with one
 #:     level per SKU; the file's location name moves to ``file_location``): :func:`_stock_levels_v2`;
-#: 3 — ``webhook_inbox`` (real-time mode): a new table, created by ``migrate``'s missing-table step.
+#: 3 — ``webhook_inbox`` (real-time mode): a new table, created by ``migrate``'s missing-table step;
+#: 4 — ``poll_cursors`` (real-time mode's polling fallback): a new table, created the same way.
 #: A later version adds its step to ``migrate``, keyed by this number.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATE_COMMAND = "python -m order_integration ledger migrate"
 
 

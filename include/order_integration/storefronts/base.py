@@ -48,7 +48,12 @@ class PageProgress(Protocol):
 
 @runtime_checkable
 class StorefrontClient(Protocol):
-    """A read-only view of one store's orders."""
+    """A read-only view of one store's orders.
+
+    A client whose time filter lags the store's writes (Shopify's search index) has a
+    ``settle_seconds`` attribute: a window is read only once its end is that old (its
+    ``iter_orders`` waits for that); the real-time polling fallback ends its windows that far
+    back instead of waiting. A client without it reads any window at once."""
 
     def iter_orders(
         self, modified_from: pendulum.DateTime, modified_to: pendulum.DateTime
