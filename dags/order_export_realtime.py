@@ -4,7 +4,9 @@
 One DAG per store in `mode: realtime` (store config). The storefront's webhooks are recorded
 in the ledger's `webhook_inbox` by the receiver on the api-server; a trigger in Airflow's
 triggerer watches the inbox (every `realtime_poll_seconds`) and updates this DAG's Asset when
-new deliveries wait. Each run:
+new deliveries wait. With `realtime_source: polling` (a storefront that cannot reach the
+api-server) that trigger first asks the storefront for the orders modified since its last scan
+and writes them to the same inbox (topic `poll`); the run is the same. Each run:
 
 1. **take_waiting** — the orders waiting in the inbox (fetch time noted first); none: skipped;
 2. **extract** — each order fetched by id, as it is now (the webhook body is only a hint);
