@@ -14,11 +14,12 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM   := 4
 export GX_ANALYTICS_ENABLED         := False
 
-.PHONY: help install system-deps airflow-db demo test test-unit test-integration test-faults test-distributed fuzz lint lock bench clean
+.PHONY: help install system-deps airflow-db demo up down test test-ui test-unit test-integration test-faults test-distributed fuzz lint lock bench clean
 
 help:
 	@echo "make demo   - set up, then run the export against the sandbox storefront and embedded SFTP"
-	@echo "make test   - set up, then run the whole test suite (DAG integrity, unit, integration)"
+	@echo "make up     - the sandbox store and Airflow's UI on 127.0.0.1:8080 until Ctrl-C (make down stops it)"
+	@echo "make test   - set up, then run the whole test suite (DAG integrity, unit, integration, UI)"
 	@echo "make fuzz   - the property tests (tests/fuzz) with the long hypothesis profile (minutes)"
 	@echo "make lint   - ruff (incl. Airflow AIR rules)"
 	@echo "make lock   - recompile requirements.txt from requirements.in"
@@ -66,6 +67,18 @@ airflow-db: install
 demo: airflow-db
 	$(PY) -m sandbox.demo
 
+# The sandbox store (storefront, SFTP, ERP simulator) and Airflow's four components on loopback,
+# in the foreground until Ctrl-C; `make down` stops one left in the background (sandbox/stack.py).
+# It migrates .airflow's database itself, after checking that no stack is up and the ports are free.
+API_PORT        ?= 8080
+STOREFRONT_PORT ?= 8081
+SFTP_PORT       ?= 2222
+up: install
+	@$(PY) -m sandbox.stack up --api-port $(API_PORT) --storefront-port $(STOREFRONT_PORT) --sftp-port $(SFTP_PORT)
+
+down:
+	@$(PY) -m sandbox.stack down
+
 test: install system-deps
 	$(PY) -m pytest
 
@@ -74,6 +87,9 @@ test-unit: install
 
 test-integration: install system-deps
 	$(PY) -m pytest -m integration
+
+test-ui: install system-deps
+	$(PY) -m pytest -m ui
 
 test-faults: install system-deps
 	$(PY) -m pytest -m faults

@@ -23,34 +23,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from sandbox.airflow_services import descendants as _descendants
+from sandbox.airflow_services import free_port
 from sandbox.sftp_server import sftp_connection
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
 INSTALL_HINT = "OpenSSH server missing: apt-get install -y openssh-server"
-
-
-def free_port() -> int:
-    """A 127.0.0.1 port that was free a moment ago (the caller may lose a race for it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _descendants(pid: int) -> list[int]:
-    """Pids of all processes below ``pid`` (Linux /proc), deepest last."""
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        parent = queue.pop()
-        try:
-            tasks = Path(f"/proc/{parent}/task").iterdir()
-            kids = {int(k) for t in tasks for k in (t / "children").read_text().split()}
-        except OSError:
-            continue
-        found.extend(sorted(kids))
-        queue.extend(kids)
-    return found
 
 
 def _keygen(path: Path, comment: str) -> str:
