@@ -234,6 +234,26 @@ def _idempotency_key(info: Any) -> str | None:
     return None if values is None else str(values["key"])
 
 
+def _required_idempotency_key(info: Any) -> str | None:
+    """The field's ``@idempotent(key:)``; from 2026-04 the mutations of Shopify's list (refunds,
+    inventory adjustments) refuse to run without one (a runtime error, not a schema one)."""
+    key = _idempotency_key(info)
+    if key is None and r._ctx(info).version >= "2026-04":
+        raise GraphQLError("The @idempotent directive is required for this mutation.",
+                           extensions={"code": "IDEMPOTENCY_KEY_REQUIRED"})
+    return key
+
+
+def _replay(state: Any, mutation: str, key: str | None, input: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What an earlier request with this key recorded (``None``: none); the same key with other
+    parameters is refused, as Shopify does."""
+    seen = state.idempotency.get((mutation, key)) if key else None
+    if seen is not None and seen[0] != input:
+        raise GraphQLError("The idempotency key was used with other parameters.",
+                           extensions={"code": "IDEMPOTENCY_KEY_PARAMETER_MISMATCH"})
+    return seen
+
+
 def _refund_lines(
     state: g.ShopState, order: dict[str, Any], items: list[dict[str, Any]]
 ) -> list[Any] | dict[str, Any]:
@@ -297,16 +317,10 @@ def refund_create(info: Any, input: dict[str, Any]) -> dict[str, Any]:
     (its ``totalRefundedSet`` is 0 and the financial status stays). ``@idempotent(key:)`` is
     required from 2026-04: the same key and input answer the first result again."""
     state = r._state(info)
-    key = _idempotency_key(info)
-    if key is None and r._ctx(info).version >= "2026-04":
-        raise GraphQLError("The @idempotent directive is required for this mutation.",
-                           extensions={"code": "IDEMPOTENCY_KEY_REQUIRED"})
+    key = _required_idempotency_key(info)
     with state.lock:
-        seen = state.idempotency.get(("refundCreate", key)) if key else None
+        seen = _replay(state, "refundCreate", key, input)
         if seen is not None:
-            if seen[0] != input:
-                raise GraphQLError("The idempotency key was used with other parameters.",
-                                   extensions={"code": "IDEMPOTENCY_KEY_PARAMETER_MISMATCH"})
             order = state.orders[seen[1]]
             refund = next(x for x in order["refunds"] if x["id"] == seen[2])
             return {"refund": g.refund_view(refund, order), "order": g.order_view(order), "userErrors": []}
@@ -343,8 +357,16 @@ def refund_create(info: Any, input: dict[str, Any]) -> dict[str, Any]:
 
 def inventory_set_quantities(info: Any, input: dict[str, Any]) -> dict[str, Any]:
     """Absolute quantities with compare-and-swap: ``changeFromQuantity`` (2026-04 on: required on every
-    quantity, ``null`` to skip the check), before that ``compareQuantity``/``ignoreCompareQuantity``."""
+    quantity, ``null`` to skip the check), before that ``compareQuantity``/``ignoreCompareQuantity``.
+    ``@idempotent(key:)`` is required from 2026-04: the same key and input answer the first
+    adjustment again without applying anything."""
     state, version = r._state(info), r._ctx(info).version
+    key = _required_idempotency_key(info)
+    with state.lock:
+        seen = _replay(state, "inventorySetQuantities", key, input)
+        if seen is not None:
+            group = {k: v for k, v in state.adjustments[seen[1]].items() if k != "changes"}
+            return {"inventoryAdjustmentGroup": group, "userErrors": []}
     errors: list[dict[str, Any]] = []
     if input["name"] not in ("available", "on_hand"):
         errors.append(
@@ -403,6 +425,8 @@ def inventory_set_quantities(info: Any, input: dict[str, Any]) -> dict[str, Any]
             "referenceDocumentUri": input.get("referenceDocumentUri"),
         }
         state.adjustments.append({**group, "changes": plan})
+        if key:
+            state.idempotency[("inventorySetQuantities", key)] = (input, len(state.adjustments) - 1, 0)
         return {"inventoryAdjustmentGroup": group, "userErrors": []}
 
 

@@ -183,19 +183,30 @@ def test_inventory_set_quantities_compare_and_swap(shop):
                      '"gid://shopify/Location/1") { quantities(names: ["available"]) { quantity } } } } }').json()
     node = item["data"]["inventoryItems"]["nodes"][0]
     assert node["inventoryLevel"]["quantities"][0]["quantity"] == 25
-    mutation = """mutation($i: InventorySetQuantitiesInput!) { inventorySetQuantities(input: $i) {
+    mutation = """mutation($i: InventorySetQuantitiesInput!, $k: String!) {
+        inventorySetQuantities(input: $i) @idempotent(key: $k) {
         inventoryAdjustmentGroup { id } userErrors { code field message } } }"""
 
-    def qty(change_from):
-        return {"i": {"name": "available", "reason": "correction", "quantities": [
-            {"inventoryItemId": node["id"], "locationId": "gid://shopify/Location/1", "quantity": 7,
+    def qty(change_from, key="k1", quantity=7):
+        return {"k": key, "i": {"name": "available", "reason": "correction", "quantities": [
+            {"inventoryItemId": node["id"], "locationId": "gid://shopify/Location/1", "quantity": quantity,
              "changeFromQuantity": change_from}]}}
 
-    stale = gql(shop, mutation, qty(3)).json()["data"]["inventorySetQuantities"]
+    stale = gql(shop, mutation, qty(3, "k0")).json()["data"]["inventorySetQuantities"]
     assert stale["userErrors"][0]["code"] == "CHANGE_FROM_QUANTITY_STALE"
     ok = gql(shop, mutation, qty(25)).json()["data"]["inventorySetQuantities"]
     assert ok["userErrors"] == [] and shop.inventory()["CB-BTL"] == {"Warehouse": 7}
     assert validate_against_shopify(mutation, qty(25)) == []
+    # 2026-04 on: the key is required (at run time); a retry with it answers the first adjustment
+    # (the level is 7 now: run again, the compare value 25 would be stale)
+    again = gql(shop, mutation, qty(25)).json()["data"]["inventorySetQuantities"]
+    assert again["inventoryAdjustmentGroup"]["id"] == ok["inventoryAdjustmentGroup"]["id"]
+    other = gql(shop, mutation, qty(25, quantity=8)).json()
+    assert other["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_PARAMETER_MISMATCH"
+    bare = mutation.replace(", $k: String!", "").replace(" @idempotent(key: $k)", "")
+    without = gql(shop, bare, {"i": qty(7)["i"]}).json()
+    assert without["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REQUIRED"
+    assert shop.inventory()["CB-BTL"] == {"Warehouse": 7}
 
 
 def test_bulk_query_writes_jsonl_with_parent_ids(shop):
@@ -294,13 +305,16 @@ def test_compare_quantity_on_2026_01_and_change_from_required_later(shop):
     old = gql(shop, mutation, {"i": {"name": "available", "reason": "correction",
                                      "quantities": [{**base, "compareQuantity": 3}]}}, version="2026-01").json()
     assert old["data"]["inventorySetQuantities"]["userErrors"][0]["code"] == "COMPARE_QUANTITY_STALE"
-    missing = gql(shop, mutation, {"i": {"name": "available", "reason": "correction", "quantities": [base]}}).json()
+    keyed = mutation.replace("($i: InventorySetQuantitiesInput!)", "($i: InventorySetQuantitiesInput!, $k: String!)"
+                             ).replace("inventorySetQuantities(input: $i)", "inventorySetQuantities(input: $i) @idempotent(key: $k)")
+    missing = gql(shop, keyed, {"k": "a", "i": {"name": "available", "reason": "correction",
+                                                "quantities": [base]}}).json()
     assert missing["data"]["inventorySetQuantities"]["userErrors"]
-    unknown = gql(shop, mutation, {"i": {"name": "available", "reason": "correction",
-                                         "quantities": [{**base, "compareQuantity": 25}]}}).json()
+    unknown = gql(shop, keyed, {"k": "b", "i": {"name": "available", "reason": "correction",
+                                                "quantities": [{**base, "compareQuantity": 25}]}}).json()
     assert "compareQuantity" in unknown["errors"][0]["message"]  # gone from 2026-04 on
-    skip = gql(shop, mutation, {"i": {"name": "available", "reason": "correction",
-                                      "quantities": [{**base, "changeFromQuantity": None}]}}).json()
+    skip = gql(shop, keyed, {"k": "c", "i": {"name": "available", "reason": "correction",
+                                             "quantities": [{**base, "changeFromQuantity": None}]}}).json()
     assert skip["data"]["inventorySetQuantities"]["userErrors"] == []
     assert shop.inventory()["CB-BTL"] == {"Warehouse": 4}
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from order_integration.storefronts.shopify_stock import (
-    _SET,
     _lookup_query,
     catalog_item,
     location_gid,
     search_value,
+    set_document,
 )
 from tests.support.shopify_schema import validate_against_shopify
 
@@ -19,10 +19,14 @@ pytestmark = pytest.mark.unit
 
 def test_the_lookup_and_the_write_are_valid_against_shopifys_schema() -> None:
     assert validate_against_shopify(_lookup_query(3), {f"q{i}": search_value(f"SKU-{i}") for i in range(3)}) == []
-    assert validate_against_shopify(_SET, {"input": {
+    write = {"input": {
         "name": "available", "reason": "correction", "referenceDocumentUri": "gid://order-integration/StockSync/x",
         "quantities": [{"inventoryItemId": "gid://shopify/InventoryItem/1", "locationId": location_gid("2"),
-                        "quantity": 5, "changeFromQuantity": 4}]}}) == []
+                        "quantity": 5, "changeFromQuantity": 4}]}}
+    # from 2026-04 Shopify refuses the write at run time without @idempotent (its changelog)
+    assert "@idempotent(key: $key)" in set_document("2026-10")
+    assert validate_against_shopify(set_document("2026-10"), {**write, "key": "k"}) == []
+    assert "@idempotent" not in set_document("2025-10")
 
 
 def test_search_values_are_quoted_and_config_ids_become_location_gids() -> None:

@@ -29,12 +29,15 @@ meanwhile (a sale) is not overwritten blindly. Shopify applies a mutation all or
 a stale compare value is re-read and retried once (then refused as changed while written),
 any other error refuses its quantity, and the rest are sent again. ``manage_stock`` cannot
 switch tracking on here: an untracked item's write is refused with that reason.
+From 2026-01 each request carries ``@idempotent(key:)`` (required from 2026-04, a runtime
+error without it): a fresh key per request, the same for the transport's retries of it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -66,13 +69,22 @@ _ITEM_FIELDS = f"""
   }}
 """
 _SET = """
-mutation SetStock($input: InventorySetQuantitiesInput!) {
-  inventorySetQuantities(input: $input) {
-    inventoryAdjustmentGroup { id }
-    userErrors { code field message }
-  }
-}
+mutation SetStock($input: InventorySetQuantitiesInput!{key_variable}) {{
+  inventorySetQuantities(input: $input){directive} {{
+    inventoryAdjustmentGroup {{ id }}
+    userErrors {{ code field message }}
+  }}
+}}
 """
+#: From this version the mutation takes ``@idempotent(key:)``; from 2026-04 it requires it.
+IDEMPOTENT_FROM = "2026-01"
+
+
+def set_document(api_version: str) -> str:
+    """The ``inventorySetQuantities`` document for ``api_version`` (``$key`` from 2026-01)."""
+    if api_version >= IDEMPOTENT_FROM:
+        return _SET.format(key_variable=", $key: String!", directive=" @idempotent(key: $key)")
+    return _SET.format(key_variable="", directive="")
 
 
 def location_gid(value: str) -> str:
@@ -254,9 +266,15 @@ class ShopifyStock(ShopifyGraphQL):
         payload = [{"inventoryItemId": u.item.ref, "locationId": u.location, "quantity": u.quantity,
                     compare: before}
                    for u, before in quantities]
-        data = self.execute(_SET, {"input": {"name": "available", "reason": "correction",
-                                             "referenceDocumentUri": REFERENCE_URI, "quantities": payload}},
-                            operation="SetStock", estimate=10, describe=f"{len(payload)} levels")
+        variables: dict[str, Any] = {"input": {"name": "available", "reason": "correction",
+                                               "referenceDocumentUri": REFERENCE_URI, "quantities": payload}}
+        if self.api_version >= IDEMPOTENT_FROM:
+            # One key per request, kept by the transport's retries of it: a retry after a lost
+            # answer is recognised by Shopify and not applied twice. A later request (a re-read
+            # after a stale compare value, or the next run) is a new operation with a new key.
+            variables["key"] = str(uuid.uuid4())
+        data = self.execute(set_document(self.api_version), variables, operation="SetStock", estimate=10,
+                            describe=f"{len(payload)} levels")
         answer = data.get("inventorySetQuantities")
         if not isinstance(answer, dict):
             raise StorefrontError(f"shopify {self.host}: inventorySetQuantities answered no payload")
