@@ -34,6 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     select,
+    text,
 )
 from sqlalchemy.exc import DBAPIError
 
@@ -61,6 +62,10 @@ order_quarantine = Table(
     Column("quarantined_at", DateTime(timezone=True), nullable=False),
     Column("released_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("store_id", "order_id", "order_version", name="uq_order_quarantine"),
+    # Version 5: the open entries only (partial), for the health view and the release check; a year
+    # of released entries stays out of it.
+    Index("ix_order_quarantine_open", "store_id", "quarantined_at",
+          sqlite_where=text("released_at IS NULL"), postgresql_where=text("released_at IS NULL")),
 )
 status_events = Table(
     "status_events", metadata,
@@ -79,6 +84,7 @@ status_events = Table(
     Column("note", Text, nullable=True),  # the note text the event put on the order
     Column("occurred_at", DateTime(timezone=True), nullable=True),  # when the backend says it happened
     Column("tracking_number", String(128), nullable=True),
+    Index("ix_status_events_applied", "store_id", "applied_at"),  # version 5: a store's recent lines
 )
 stock_levels = Table(
     "stock_levels", metadata,
@@ -95,6 +101,7 @@ stock_levels = Table(
     Column("location", String(255), nullable=False, server_default=""),
     Column("file_location", String(64), nullable=True),  # the stock file's ``location`` as sent
     UniqueConstraint("store_id", "sku", "location", name="uq_stock_levels"),
+    Index("ix_stock_levels_applied", "store_id", "applied_at"),  # version 5: a store's recent levels
 )
 delivery_batches = Table(
     "delivery_batches", metadata,
@@ -180,8 +187,11 @@ ledger_schema = Table(
 #:     level per SKU; the file's location name moves to ``file_location``): :func:`_stock_levels_v2`;
 #: 3 — ``webhook_inbox`` (real-time mode): a new table, created by ``migrate``'s missing-table step;
 #: 4 — ``poll_cursors`` (real-time mode's polling fallback): a new table, created the same way.
+#: 5 — indexes for the integration-health view (``health.py``): the open quarantine (partial, on
+#:     ``released_at IS NULL``), ``status_events`` and ``stock_levels`` by (store, applied_at); created by
+#:     ``migrate``'s missing-index step (:func:`_create_missing_indexes`). No table or column changed.
 #: A later version adds its step to ``migrate``, keyed by this number.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATE_COMMAND = "python -m order_integration ledger migrate"
 
 
@@ -219,6 +229,7 @@ class Migration:
     created_tables: tuple[str, ...] = ()
     added_columns: tuple[str, ...] = ()  # "table.column"
     rebuilt: tuple[str, ...] = ()  # tables that changed shape, e.g. "stock_levels keyed by …"
+    created_indexes: tuple[str, ...] = ()
 
     def describe(self, where: str) -> str:
         if self.before == self.after:
@@ -227,6 +238,7 @@ class Migration:
         changes = [f"created {', '.join(self.created_tables)}"] if self.created_tables else []
         changes += [f"added {', '.join(self.added_columns)}"] if self.added_columns else []
         changes += list(self.rebuilt)
+        changes += [f"created indexes {', '.join(self.created_indexes)}"] if self.created_indexes else []
         return (f"ledger at {where}: migrated from {start} to version {self.after}"
                 + (f" ({'; '.join(changes)})" if changes else ""))
 
@@ -246,6 +258,7 @@ def migrate(engine: Engine, attempts: int = 5) -> Migration:
     created: list[str] = []
     added: list[str] = []
     rebuilt: list[str] = []
+    indexes: list[str] = []
     for attempt in range(1, attempts + 1):
         try:  # every step may meet another process's DDL, the first read too (SQLite: 'database is locked')
             if before == unread:
@@ -255,6 +268,7 @@ def migrate(engine: Engine, attempts: int = 5) -> Migration:
             created += _create_missing_tables(engine)
             rebuilt += _stock_levels_v2(engine)
             added += _add_missing_columns(engine)
+            indexes += _create_missing_indexes(engine)
             with engine.begin() as conn:
                 conn.execute(dialect_insert(conn, ledger_schema).on_conflict_do_nothing(),
                              {"version": SCHEMA_VERSION, "migrated_at": now()})
@@ -265,7 +279,8 @@ def migrate(engine: Engine, attempts: int = 5) -> Migration:
             log.info("ledger: schema changed concurrently by another process (%s); checking again",
                      str(exc.orig).splitlines()[0] if exc.orig else exc)
             time.sleep(0.05 * attempt)
-    migration = Migration(before, SCHEMA_VERSION, tuple(created), tuple(added), tuple(rebuilt))
+    migration = Migration(before, SCHEMA_VERSION, tuple(created), tuple(added), tuple(rebuilt),
+                          tuple(indexes))
     log.info("%s", migration.describe(where(engine)))
     return migration
 
@@ -370,3 +385,22 @@ def _add_missing_columns(engine: Engine) -> list[str]:
                 conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}')
                 added.append(f"{table.name}.{column.name}")
     return added
+
+
+def _create_missing_indexes(engine: Engine) -> list[str]:
+    """Create the indexes this release defines on tables an older one created (version 5: the
+    health view's; also an index of a column added by :func:`_add_missing_columns`). A table made by
+    ``create_all`` has them already. On PostgreSQL ``CREATE INDEX`` blocks the table's writers while it
+    builds (seconds for a year of rows); run the migration between runs, as every version's."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    created: list[str] = []
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {i["name"] for i in inspector.get_indexes(table.name)}
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                if index.name not in have:
+                    index.create(conn)
+                    created.append(str(index.name))
+    return created
