@@ -1,5 +1,5 @@
 """Airflow plugin: puts each run's one-line summary on the DAG run as its note, and serves the
-webhook receiver (real-time mode) on the api-server.
+webhook receiver (real-time mode) and the integration-health view on the api-server.
 
 The export's ``publish`` task and the status sync's ``sync_files`` task return a ``note`` (the line
 operators grep for); when the run finishes, this listener — running in the scheduler, in
@@ -11,6 +11,11 @@ The webhook receiver, ``POST /order-integration/webhooks/<store_id>``, is
 :mod:`order_integration.webhooks_http` (HTTP) over :mod:`order_integration.webhooks` (the
 rules); Airflow does not authenticate plugin apps, and this one authenticates each delivery by
 its signature. It imports FastAPI on its first request only.
+
+The integration-health view, ``GET /order-integration-health/`` (in the UI's navigation as
+"Integration health", docs/health.md), is :mod:`order_integration.health_http` over
+:mod:`order_integration.health`; it requires Airflow's own login. It too imports FastAPI (and
+SQLAlchemy, the ledger) on its first request only.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import ClassVar
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-from order_integration import webhooks_http
+from order_integration import health_http, webhooks_http
 from order_integration.dag_defaults import DAG_KINDS
 
 PREFIXES = tuple(f"{kind}__" for kind in DAG_KINDS)
@@ -98,4 +103,10 @@ class OrderIntegrationPlugin(AirflowPlugin):
     fastapi_apps: ClassVar[list] = [
         {"app": webhooks_http.app, "url_prefix": webhooks_http.URL_PREFIX,
          "name": "order-integration webhook receiver"},
+        {"app": health_http.app, "url_prefix": health_http.URL_PREFIX,
+         "name": "order-integration health view"},
+    ]
+    external_views: ClassVar[list] = [
+        {"name": "Integration health", "href": f"{health_http.URL_PREFIX}/", "destination": "nav",
+         "url_route": "integration-health"},
     ]

@@ -34,6 +34,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -348,6 +349,7 @@ class HealthView:
     airflow_error: str | None = None
 
 
+@lru_cache(maxsize=1024)  # croniter costs ~1 ms a call; stores share schedules and windows
 def _ticks_between(cron: str, after: datetime, until: datetime,
                    cap: int = 10_000) -> tuple[int, datetime | None]:
     """How many schedule ticks fall in ``(after, until]``, and the first of them."""
@@ -365,13 +367,19 @@ def _ticks_between(cron: str, after: datetime, until: datetime,
     return count, first
 
 
+@lru_cache(maxsize=256)
+def _last_tick(cron: str, now: datetime) -> datetime:
+    """The schedule's latest tick at or before ``now``: the end of the last window that has closed."""
+    from croniter import croniter
+
+    return croniter(cron, now + timedelta(microseconds=1)).get_prev(datetime)
+
+
 def freshness(store: StoreConfig, export_runs: Sequence[RunRecord], now: datetime) -> Freshness:
     """From the export DAG's runs: the newest window a successful run covered, and the schedule's
     windows closed since (an interval timetable: a window closes at the tick that ends it)."""
-    from croniter import croniter
-
     cron = cron_of(store.schedule)
-    due_end = croniter(cron, now + timedelta(microseconds=1)).get_prev(datetime)
+    due_end = _last_tick(cron, now)
     minutes = store.alerts.export_late_after_minutes or DEFAULT_LATE_MINUTES
     late_after = timedelta(minutes=minutes)
     done = [(r.window_start, r.window_end) for r in export_runs
@@ -489,6 +497,11 @@ class Notice:
     run_id: str | None = None
 
 
+@lru_cache(maxsize=16_384)  # the same runs' links on every page view
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
 @dataclass(frozen=True, slots=True)
 class Links:
     """Where the page's links go: the Airflow UI (``ui``, '' at the server's root) and this app."""
@@ -497,19 +510,19 @@ class Links:
     ui: str = ""
 
     def run(self, dag: str, run_id: str) -> str:
-        return f"{self.ui}/dags/{quote(dag, safe='')}/runs/{quote(run_id, safe='')}"
+        return f"{self.ui}/dags/{_q(dag)}/runs/{_q(run_id)}"
 
     def task(self, dag: str, run_id: str, task_id: str) -> str:
-        return f"{self.run(dag, run_id)}/tasks/{quote(task_id, safe='')}"
+        return f"{self.run(dag, run_id)}/tasks/{_q(task_id)}"
 
     def dag(self, dag: str) -> str:
-        return f"{self.ui}/dags/{quote(dag, safe='')}"
+        return f"{self.ui}/dags/{_q(dag)}"
 
     def report(self, dag: str, run_id: str) -> str:
-        return f"{self.app}/report/{quote(dag, safe='')}/{quote(run_id, safe='')}"
+        return f"{self.app}/report/{_q(dag)}/{_q(run_id)}"
 
     def release(self, store_id: str) -> str:
-        return f"{self.app}/stores/{quote(store_id, safe='')}/release"
+        return f"{self.app}/stores/{_q(store_id)}/release"
 
 
 COLOURS = {"delivered": "#2e7d32", "quarantined": "#ef6c00", "not_ready": "#9e9e9e",
