@@ -125,6 +125,8 @@ class Stack:
         self.erp: subprocess.Popen[bytes] | None = None
         self.services: AirflowServices | None = None
         self.seeded: list[dict[str, Any]] = []
+        #: the hour the seeded orders lead up to: they are modified in the 3 hours before it and since
+        self.seed_hour = pendulum.now("UTC").start_of("hour")
         self.broken: dict[int, str] = {}
         self._stop_feeding = threading.Event()
         self._feeder: threading.Thread | None = None
@@ -293,12 +295,13 @@ class Stack:
         from sandbox.storefront import SandboxStorefront, default_products
 
         now = pendulum.now("UTC")
-        hour = now.start_of("hour")
+        hour = self.seed_hour = now.start_of("hour")
         orders = generate_orders(SEED_ORDERS, start=hour.subtract(hours=SEED_HOURS),
                                  end=now.subtract(seconds=30), seed=42)
-        # One broken order in each of the two last complete hours: the schedule's first run
-        # (the last hour) and an on-demand window of the hour before each quarantine one.
-        for kind, hours_back in (("total_mismatch", 1), ("bad_email", 2)):
+        # One broken order in the last complete hour (the schedule's first run quarantines it)
+        # and one in the first seeded hour (for an on-demand window that no status write-back
+        # of the scheduled run's orders reaches).
+        for kind, hours_back in (("total_mismatch", 1), ("bad_email", SEED_HOURS)):
             lo, hi = hour.subtract(hours=hours_back), hour.subtract(hours=hours_back - 1)
             found = next((i for i, o in enumerate(orders) if o["status"] in self.store.export_statuses
                           and lo <= pendulum.parse(o["date_modified_gmt"], tz="UTC") < hi), None)
