@@ -18,9 +18,9 @@ plugin only for its listener (scheduler, dag-processor, task runners) never impo
 # No ``from __future__ import annotations``: FastAPI reads the route's annotations, and
 # ``Request`` is imported inside create_app (string annotations would not resolve there).
 import re
-import threading
 from typing import Any
 
+from order_integration.lazy_app import LazyApp
 from order_integration.webhooks import ROUTE, URL_PREFIX, default_receiver
 
 _DIGITS = re.compile(r"[0-9]{1,18}")  # a Content-Length (ASCII digits only)
@@ -59,19 +59,11 @@ def create_app(receiver_factory: Any = default_receiver) -> Any:
     return api
 
 
-class WebhookApp:
+class WebhookApp(LazyApp):
     """An ASGI app that builds :func:`create_app` on its first request."""
 
     def __init__(self) -> None:
-        self._app: Any = None
-        self._lock = threading.Lock()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self._app is None:
-            with self._lock:
-                if self._app is None:
-                    self._app = create_app()
-        await self._app(scope, receive, send)
+        super().__init__(create_app)
 
 
 #: What the plugin mounts at :data:`URL_PREFIX`.
