@@ -81,7 +81,7 @@ def _rows(stores: list[str], total: int, seed: int) -> dict[Any, Any]:
     def quarantine(n: int):
         for i in range(n):
             at = when()
-            released = None if i % 20 == 0 else at + timedelta(hours=1 + rnd.random() * 48)
+            released = None if (i // len(stores)) % 20 == 0 else at + timedelta(hours=1 + rnd.random() * 48)
             yield {
                 "store_id": stores[i % len(stores)],
                 "order_id": str(900_000 + i // len(stores)),
