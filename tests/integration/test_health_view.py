@@ -174,3 +174,21 @@ def test_a_broken_ledger_is_an_error_panel_not_a_500(view):
     assert "The ledger could not be read." in panel and "has no schema: run `python -m order_integration " \
                                                        "ledger migrate`" in panel
     assert 'data-test="chart"' in page.text  # Airflow's part is still there
+
+
+def test_the_gx_report_link_serves_the_runs_report_from_staging(view):
+    report = view["home"] / "order_staging" / "validation_report_hv.html"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("<html><body><h1>Validation report hv</h1></body></html>")
+    day = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    run = _export_run(view, day.isoformat(), "success", {**SUMMARY, "report_paths": [f"file://{report}"]})
+    browser = _logged_in(view)
+    page = browser.get(view["url"], timeout=120).text
+    link = f'/order-integration-health/report/order_export__hv/{requests.utils.quote(run["dag_run_id"], safe="")}'
+    assert f'href="{link}"' in page and 'data-test="gx-report"' in page
+    served = browser.get(view["services"].base_url + link, timeout=60)
+    assert (served.status_code, served.text) == (200, report.read_text())
+    none = browser.get(view["url"] + "report/order_export__hv/no-such-run", timeout=60)
+    assert none.status_code == 404 and "has no validation report" in none.text
+    assert view["session"].get(view["services"].base_url + link, timeout=60).status_code == 401
+
