@@ -16,6 +16,13 @@ from tests.support.airflow_run import ROOT, migrate_airflow_db
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / ".artifacts" / "ui"
 VIEWPORT = {"width": 1400, "height": 1000}
+#: How long a run may take on a loaded 2-core machine.
+RUN_TIMEOUT = 420.0
+
+
+def iso_z(when) -> str:
+    """A UTC time as the run notes and the health view write it: ``2026-12-05T14:00:00Z``."""
+    return when.in_timezone("UTC").format("YYYY-MM-DDTHH:mm:ss[Z]")
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +57,13 @@ def chromium():
             browser.close()
 
 
-def sign_in(page, stack) -> None:
-    """Airflow's login form, as an operator fills it with ``make up``'s printed login."""
+def sign_in(page, stack, on_form=None) -> None:
+    """Airflow's login form, as an operator fills it with ``make up``'s printed login;
+    ``on_form(page)`` is called once the form shows."""
     page.goto(f"{stack.url}/")
+    page.locator("input[name=password]").wait_for(timeout=30_000)
+    if on_form is not None:
+        on_form(page)
     page.locator("input[name=username]").fill("admin")
     page.locator("input[name=password]").fill(stack.password())
     page.get_by_role("button", name="Sign in").click()
@@ -64,7 +75,9 @@ def sign_in(page, stack) -> None:
 def signed_in(stack, chromium):
     """A browser context that signed in once; every page opened from it is signed in."""
     context = chromium.new_context(viewport=VIEWPORT)
-    sign_in(context.new_page(), stack)
+    first = context.new_page()
+    sign_in(first, stack)
+    first.close()
     try:
         yield context
     finally:

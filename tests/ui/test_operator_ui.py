@@ -14,9 +14,10 @@ import pendulum
 import pytest
 from playwright.sync_api import expect
 
+from tests.ui.conftest import RUN_TIMEOUT, VIEWPORT, iso_z, sign_in
+
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
 
-RUN_TIMEOUT = 420.0
 NOTE = re.compile(r"order export (?P<store>\S+) \[(?P<start>\S+), (?P<end>\S+)\): extracted=(?P<extracted>\d+) = "
                   r"delivered=(?P<delivered>\d+) \+ quarantined=(?P<quarantined>\d+) \+ "
                   r"already_delivered=(?P<already>\d+) \+ not_ready=(?P<not_ready>\d+); files=\S+")
@@ -70,10 +71,6 @@ def _see_run_succeed(page, stack, run_id: str) -> dict[str, str]:
     return found.groupdict()
 
 
-def _z(when: pendulum.DateTime) -> str:
-    return when.format("YYYY-MM-DDTHH:mm:ss[Z]")
-
-
 def _modified(order: dict) -> pendulum.DateTime:
     return pendulum.parse(order["date_modified_gmt"], tz="UTC")
 
@@ -81,16 +78,10 @@ def _modified(order: dict) -> pendulum.DateTime:
 def test_sign_in_with_the_printed_login(stack, chromium, shot):
     lines = stack.lines()
     assert lines[0] == f"Airflow UI    {stack.url}" and f"admin / {stack.password()}" in lines[1], lines
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    context = chromium.new_context(viewport=VIEWPORT)
     try:
         page = context.new_page()
-        page.goto(f"{stack.url}/")
-        expect(page.locator("input[name=password]")).to_be_visible(timeout=30_000)
-        shot(page, "login_form")
-        page.locator("input[name=username]").fill("admin")
-        page.locator("input[name=password]").fill(stack.password())
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+        sign_in(page, stack, on_form=lambda form: shot(form, "login_form"))
         page.goto(f"{stack.url}/dags?tags=store%3A{stack.store.id}", wait_until="networkidle")
         for dag_id in stack.dag_ids():
             expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible()
@@ -116,7 +107,7 @@ def test_the_on_demand_form_exports_a_window(stack, page, shot):
     lookback = start.subtract(minutes=stack.store.lookback_minutes)
     in_window = [o for o in stack.seeded if lookback <= _modified(o) < end]
     broken = [str(o["id"]) for o in in_window if int(o["id"]) in stack.broken]
-    assert (note["start"], note["end"]) == (_z(start), _z(end)), note
+    assert (note["start"], note["end"]) == (iso_z(start), iso_z(end)), note
     assert int(note["extracted"]) == len(in_window), (note, len(in_window))
     assert int(note["quarantined"]) == len(broken) == 1, (note, stack.broken)
     assert sum(int(note[k]) for k in ("delivered", "quarantined", "already", "not_ready")) == int(note["extracted"])
