@@ -1,4 +1,5 @@
-"""Run the real export DAG with ``airflow dags test`` against sandbox servers, for tests."""
+"""Run the real export DAG with ``airflow dags test`` against sandbox servers, for tests (each run
+its own process, forked from a warm runner: ``tests.support.warm_airflow``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import yaml
 
 from order_integration.ledger import Ledger, migrate, sqlite_engine
 from tests.support.platforms import PLATFORMS
+from tests.support.warm_airflow import run_airflow
 
 ROOT = Path(__file__).resolve().parents[2]
 # A summary line holds no quotes: stopping at one keeps the XCom repr of a run's note (which
@@ -149,14 +151,14 @@ class ExportHarness:
 
     def _dags_test(self, dag_id: str, logical_date: str | None, timeout: float,
                    conf: dict[str, Any] | None = None) -> tuple[int, str]:
-        argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
+        """``airflow dags test DAG_ID [DATE] [--conf CONF]`` in a process of its own, started by the
+        warm runner (``warm_airflow``: a fork of a process that imported Airflow, pandas and GX)."""
+        args = ["dags", "test", dag_id]
         if logical_date is not None:
-            argv.append(logical_date)
+            args.append(logical_date)
         if conf is not None:
-            argv += ["--conf", json.dumps(conf)]
-        proc = subprocess.run(argv, env=self.env(), capture_output=True, text=True, check=False,
-                              timeout=timeout)
-        return proc.returncode, proc.stdout + proc.stderr
+            args += ["--conf", json.dumps(conf)]
+        return run_airflow(args, self.env(), timeout)
 
     def run_on_demand(self, conf: dict[str, Any], timeout: float = 600) -> RunResult:
         """``airflow dags test order_export_on_demand__<store> --conf CONF`` (the Params form)."""
