@@ -19,10 +19,13 @@ delivered by a scheduled-window run of their hour — the safety net — which d
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
+import signal
+import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -211,3 +214,204 @@ def test_the_scheduled_window_delivers_what_no_webhook_announced_and_nothing_twi
     seen = _ids_in_files(harness)
     assert {i: n for i, n in seen.items() if n != 1} == {}, "an order delivered twice"
     assert set(seen) == {str(i) for i in PAID}
+
+
+# -- the sandbox sends the webhooks (issue 15, item 6) -------------------------------------------
+#
+# The same deployment and store, later hours of DAY (one hour per test, so each test's scheduled
+# window holds only its own orders and the earlier tests' files stay as they were): the
+# WooCommerce sandbox itself signs and POSTs every order change to the api-server
+# (``shop.send_webhooks``, sandbox/webhook_sender.py), from its background sender threads.
+
+PLACED = generate_orders(40, start=DAY.add(hours=12), end=DAY.add(hours=13), seed=31, first_id=6001)
+#: modified before 13:50, so four changes a few seconds later stay in the hour (and after creation)
+STORM = generate_orders(200, start=DAY.add(hours=13), end=DAY.add(hours=13, minutes=50), seed=37, first_id=6101)
+KILLED = generate_orders(60, start=DAY.add(hours=14), end=DAY.add(hours=15), seed=41, first_id=6401)
+MAX_STORM_RUNS = 4
+
+
+def _paid(orders: list[dict]) -> set[str]:
+    return {str(o["id"]) for o in orders if o["status"] in EXPORTABLE}
+
+
+def _announced(sender) -> set[str]:
+    """Orders with at least one delivery the receiver answered 200."""
+    return {str(e.order_id) for e in sender.log() if e.status == 200}
+
+
+def _realtime_settles(d: dict, since: float, timeout: float = 420) -> list[dict]:
+    """Wait until the inbox is empty and every real-time run is over; the runs queued after ``since``."""
+    api, store = d["services"].api, d["harness"].store_id
+
+    def settled():
+        if d["inbox"].waiting(store):
+            return None
+        return _settled_runs(api, d["realtime_dag"])
+
+    runs = _wait(settled, timeout, "the inbox is empty and the real-time runs settled", d["services"])
+    return [r for r in runs if r["queued_at"] and pendulum.parse(r["queued_at"]).timestamp() >= since]
+
+
+def _window(d: dict, hour: int) -> dict:
+    """The scheduled export's run of the window [DAY+hour-1h, DAY+hour) (the safety net)."""
+    api, harness = d["services"].api, d["harness"]
+    run_id = api.trigger(harness.dag_id, logical_date=DAY.add(hours=hour).to_iso8601_string())
+    assert api.wait_for_run(harness.dag_id, run_id, timeout=480) == "success"
+    return api.xcom(harness.dag_id, run_id, "publish")
+
+
+def _deliverable(orders: list[dict], harness) -> set[str]:
+    """The paid orders that can reach the backend: not those validation quarantined (the
+    generator's mix has a few orders the suite refuses)."""
+    quarantined = {str(e["order_id"]) for e in harness.ledger().quarantine.entries(harness.store_id)}
+    return _paid(orders) - quarantined
+
+
+def _counts(ids: set[str], harness) -> dict[str, int]:
+    seen = _ids_in_files(harness)
+    return {i: seen[i] for i in ids if seen[i]}
+
+
+def test_orders_placed_in_the_sandbox_reach_sftp_through_its_webhooks_and_the_window_the_dropped(deployment, burst):
+    """40 orders placed; the sandbox drops 30% of its webhooks and sends 10% twice. Every paid
+    order announced is on SFTP once through the real-time runs; the window of their hour
+    delivers exactly the paid orders whose webhook was dropped; nothing twice."""
+    d = deployment
+    harness, shop, services = d["harness"], d["shop"], d["services"]
+    url = f"{services.base_url}/order-integration/webhooks/{harness.store_id}"
+    started = time.time()
+    sender = shop.send_webhooks(url, SECRET, drop=0.3, duplicate=0.1, seed=15, workers=2)
+    try:
+        shop.add_orders(PLACED)  # each a new order: order.created
+        assert sender.wait_idle(120), sender.summary()
+    finally:
+        shop.stop_webhooks()
+    summary, log = sender.summary(), sender.log()
+    assert summary["changes"] == len(PLACED) and 6 <= summary["dropped"] <= 20, summary
+    assert summary["duplicates"] >= 1, summary
+    answers = Counter((e.status, json.loads(e.answer)["outcome"]) for e in log if e.outcome != "dropped")
+    assert answers == {(200, "recorded"): len(PLACED) - summary["dropped"],
+                       (200, "duplicate"): summary["duplicates"]}, answers
+    announced = _announced(sender)
+    runs = _realtime_settles(d, started)
+    assert 1 <= len(runs) <= 3 and all(r["state"] == "success" for r in runs), runs
+    deliverable = _deliverable(PLACED, harness)
+    paid, dropped_paid = deliverable & announced, deliverable - announced
+    assert paid and dropped_paid
+    ours = {str(o["id"]) for o in PLACED}
+    assert _counts(ours, harness) == dict.fromkeys(paid, 1)  # the dropped ones are not there yet
+    summary = _window(d, 13)
+    deliverable = _deliverable(PLACED, harness)  # the window validated the dropped ones
+    dropped_paid = deliverable - announced
+    assert (summary["delivered"], summary["already_delivered"]) == (len(dropped_paid), len(paid))
+    assert _counts(ours, harness) == dict.fromkeys(deliverable, 1)
+    print(f"placed: {len(PLACED)} orders, {sender.summary()}; {len(runs)} real-time run(s); "
+          f"the window delivered {len(dropped_paid)} dropped; quarantined {len(_paid(PLACED) - deliverable)}")
+
+
+def test_a_storm_of_1000_signed_deliveries_makes_few_runs_and_loses_nothing(deployment, burst):
+    """200 orders placed and each changed four times while the sandbox holds its webhooks, then
+    released at once by 64 sender threads: 1,000 signed deliveries. Each is recorded (2xx) or
+    answered 5xx, none refused; few real-time runs; every paid order on SFTP once (the window of
+    their hour delivers what a 5xx lost)."""
+    d = deployment
+    harness, shop, services, api = d["harness"], d["shop"], d["services"], d["services"].api
+    url = f"{services.base_url}/order-integration/webhooks/{harness.store_id}"
+    started = time.time()
+    sender = shop.send_webhooks(url, SECRET, delay=3.0, workers=64)  # all due within the same second or so
+    try:
+        shop.add_orders(STORM)
+        for k in range(1, 5):
+            for order in STORM:  # a change k*7 seconds after the order's last one: a new body each
+                modified = pendulum.parse(order["date_modified_gmt"] + "Z")
+                shop.touch_order(order["id"], modified.add(seconds=7 * k))
+        queued = time.time() - started
+        assert sender.wait_idle(300), sender.summary()
+    finally:
+        shop.stop_webhooks()
+    log = sender.log()
+    assert len(log) == 1000 and sender.summary()["changes"] == 1000
+    spread = max(e.at for e in log) - min(e.at for e in log)
+    statuses = Counter(e.status for e in log)
+    assert all(s == 200 or (s is not None and s >= 500) for s in statuses), statuses
+    recorded = {(str(e.order_id), e.delivery_id) for e in log if e.status == 200}
+    rows = {(r["order_id"], r["delivery_id"]) for r in d["inbox"].rows(harness.store_id)}
+    assert recorded <= rows, "a delivery answered 2xx is in the inbox"
+    ours = {str(o["id"]) for o in STORM}
+    announced = _announced(sender)
+    runs = _realtime_settles(d, started)
+    assert 1 <= len(runs) <= MAX_STORM_RUNS and all(r["state"] == "success" for r in runs), runs
+    paid = _deliverable(STORM, harness)
+    assert _counts(ours, harness) == dict.fromkeys(paid & announced, 1)
+    summary = _window(d, 14)
+    paid = _deliverable(STORM, harness)
+    assert summary["delivered"] == len(paid - announced)
+    assert _counts(ours, harness) == dict.fromkeys(paid, 1)
+    print(f"storm: quarantined {len(_paid(STORM) - paid)}; 1000 deliveries queued in {queued:.1f}s, "
+          f"answered within {spread:.1f}s, statuses "
+          f"{dict(statuses)}; {len(runs)} real-time run(s) (api: {len(api.runs(d['realtime_dag']))} in all)")
+
+
+def _kill(services, name: str) -> None:
+    """SIGKILL a component's process group, as a crash (no clean shutdown)."""
+    proc = services.procs[name]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _start(services, name: str) -> None:
+    """Start a killed component again, as the harness started it; wait until it is healthy."""
+    comp = next(c for c in services.components if c.name == name)
+    with open(services.log_file(name), "ab") as log:  # the child keeps its own descriptor
+        services.procs[name] = subprocess.Popen(
+            list(comp.argv), env={**services.env, **comp.env}, cwd=services.airflow_home,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    key = comp.health_key or "metadatabase"
+    _wait(lambda: ((services.health() or {}).get(key) or {}).get("status") == "healthy", 180,
+          f"{name} healthy again", services)
+
+
+def test_the_receiver_and_the_triggerer_killed_mid_burst_lose_nothing(deployment, burst):
+    """60 orders placed, their webhooks spread over ~10 s; the api-server (the receiver) and the
+    triggerer (the inbox watcher) are killed with SIGKILL a second in and started again.
+    Deliveries meanwhile fail (WooCommerce never retries them, and disables the webhook after
+    repeated failures); every delivery answered 2xx is in the inbox and done by a run; every paid
+    order is on SFTP exactly once after the window of their hour."""
+    d = deployment
+    harness, shop, services = d["harness"], d["shop"], d["services"]
+    url = f"{services.base_url}/order-integration/webhooks/{harness.store_id}"
+    started = time.time()
+    sender = shop.send_webhooks(url, SECRET, jitter=10.0, seed=23, workers=2, timeout=10)
+    try:
+        shop.add_orders(KILLED)
+        time.sleep(1)  # a few deliveries land, no run can have started yet
+        _kill(services, "api-server")
+        _kill(services, "triggerer")
+        killed = time.time() - started
+        time.sleep(2)
+        _start(services, "api-server")
+        _start(services, "triggerer")
+        back = time.time() - started
+        assert sender.wait_idle(120), sender.summary()
+    finally:
+        shop.stop_webhooks()
+    log = sender.log()
+    outcomes = Counter(e.outcome for e in log)
+    assert outcomes["failed"] >= 1, f"no delivery fell into the outage: {outcomes}"
+    assert outcomes["delivered"] >= 1, outcomes
+    recorded = {(str(e.order_id), e.delivery_id) for e in log if e.status == 200}
+    ours = {str(o["id"]) for o in KILLED}
+    runs = _realtime_settles(d, started)
+    assert all(r["state"] == "success" for r in runs), runs
+    rows = [r for r in d["inbox"].rows(harness.store_id) if r["order_id"] in ours]
+    assert recorded <= {(r["order_id"], r["delivery_id"]) for r in rows}
+    assert all(r["done_at"] is not None for r in rows)
+    paid, announced = _deliverable(KILLED, harness), _announced(sender)
+    assert _counts(ours, harness) == dict.fromkeys(paid & announced, 1)
+    summary = _window(d, 15)
+    paid = _deliverable(KILLED, harness)
+    assert summary["delivered"] == len(paid - announced)
+    assert _counts(ours, harness) == dict.fromkeys(paid, 1)
+    print(f"killed at {killed:.1f}s, back at {back:.1f}s: {dict(outcomes)}, disabled {sender.disabled()}; "
+          f"{len(runs)} real-time run(s); the window delivered {len(paid - announced)}")
