@@ -28,6 +28,7 @@ from order_integration.exceptions import InvariantViolation, QuarantineRatioExce
 from order_integration.failpoints import failpoint
 from order_integration.model import Order, status_free_version
 from order_integration.quarantine import quarantine_table
+from order_integration.storefronts.base import write_window_jsonl
 from order_integration.windows import Window
 
 if TYPE_CHECKING:
@@ -117,7 +118,8 @@ def extract(
     span = window.with_lookback(store.lookback_minutes)
     log.info("store %s: extracting orders modified in %s (window %s, lookback %d min)",
              store.id, span, window, store.lookback_minutes)
-    count = _write_jsonl(target, client.iter_orders(span.start, span.end))
+    with target.open("wb") as fh:  # the store's bytes, as they came (see write_window_jsonl)
+        count = write_window_jsonl(client, span.start, span.end, fh)
     log.info("store %s: extracted %d orders to %s", store.id, count, target)
     failpoint("extract.after_staging", store=store.id)
     return {"raw_path": str(target), "extracted": count, "unknown_ids": []}

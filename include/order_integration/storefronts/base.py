@@ -16,8 +16,9 @@ import html
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import msgspec
 import pendulum
 
 from order_integration.exceptions import StorefrontRequestRejected
@@ -28,9 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchItemResult", "CatalogItem", "Effect", "Normaliser", "OrderNotFound", "OrderState", "PageProgress",
-    "Payment",
+    "Payment", "RawOrderWriter",
     "StatusApplier", "StatusChange", "StockClient", "StockUpdate", "StockWriteResult", "StorefrontClient",
-    "StorefrontRequestRejected", "UnknownLocation", "same_note",
+    "StorefrontRequestRejected", "UnknownLocation", "same_note", "write_window_jsonl",
 ]
 
 
@@ -74,6 +75,38 @@ class StorefrontClient(Protocol):
     def normalise(self, raw: dict[str, Any], store_id: str) -> Order:
         """The canonical order; never raises, malformed values become ``parse_problems``."""
         ...
+
+
+@runtime_checkable
+class RawOrderWriter(Protocol):
+    """A client that can stage a window's orders as the store sent them, without decoding them
+    into dicts and encoding them again (optional; see :func:`write_window_jsonl`)."""
+
+    def write_orders_jsonl(
+        self, modified_from: pendulum.DateTime, modified_to: pendulum.DateTime, out: IO[bytes]
+    ) -> int:
+        """Write what ``iter_orders`` would yield to ``out`` as JSON Lines (one order a line,
+        same order, same guarantees: nothing is written unless the window was read completely);
+        return how many orders."""
+        ...
+
+
+def write_window_jsonl(
+    client: StorefrontClient, modified_from: pendulum.DateTime, modified_to: pendulum.DateTime,
+    out: IO[bytes],
+) -> int:
+    """Stage the window's raw orders to ``out`` as JSON Lines; return how many.
+
+    A client that keeps the store's bytes (:class:`RawOrderWriter`) copies them; any other
+    client's dicts are encoded here."""
+    if isinstance(client, RawOrderWriter):
+        return client.write_orders_jsonl(modified_from, modified_to, out)
+    encode = msgspec.json.Encoder().encode
+    count = 0
+    for row in client.iter_orders(modified_from, modified_to):
+        out.write(encode(row) + b"\n")
+        count += 1
+    return count
 
 
 class Normaliser(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -51,17 +51,22 @@ class Problems:
         self.items.append(Problem(rule, detail))
 
 
-def parse_time(value: object) -> pendulum.DateTime | None:
-    """ISO 8601 → aware UTC; a value without offset is taken as UTC. ``None`` if it does not parse."""
+def parse_iso(value: object) -> datetime | None:
+    """ISO 8601 → an aware ``datetime`` (a value without offset is taken as UTC), in the offset
+    it was written with; ``None`` if it does not parse. Cheap: no pendulum."""
     if not isinstance(value, str) or not value.strip():
         return None
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=pendulum.UTC)
-    return pendulum.instance(parsed).in_timezone("UTC")
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def parse_time(value: object) -> pendulum.DateTime | None:
+    """ISO 8601 → aware UTC; a value without offset is taken as UTC. ``None`` if it does not parse."""
+    parsed = parse_iso(value)
+    return None if parsed is None else pendulum.instance(parsed).in_timezone("UTC")
 
 
 def time_field(raw: Mapping[str, Any], key: str, problems: Problems) -> pendulum.DateTime | None:

@@ -53,11 +53,19 @@ An order modified during the scan moves to a later second: it is read again late
 scan (and the newer version wins) if that second is still inside the window, otherwise it
 belongs to a later window, which will carry its latest version. Either way nothing is lost.
 
-Each order is yielded exactly once: the scan keeps ``id -> (modification second, raw order)``
-(the latest ``date_modified_gmt`` wins, a re-read of the same second replaces the older copy)
-and yields only after the whole window was read, sorted by (modified, id). Memory is one dict
-entry per order of the window (100k orders are fine). A side benefit: a failure mid-scan
-yields nothing at all, so a partial window can never pass for a complete one.
+Each order is handed on exactly once: the scan keeps ``id -> (modification second, offset,
+length)`` (the latest ``date_modified_gmt`` wins, a re-read of the same second replaces the older
+copy) while every row's raw JSON bytes, as the page carried them, are appended to an anonymous
+temporary file (the *spool*); only after the whole window was read are the kept rows read back,
+sorted by (modified, id). Memory is one small index entry per order of the window, whatever the
+orders' size; the rows themselves stay on disk until the end. A side benefit: a failure
+mid-scan hands nothing on, so a partial window can never pass for a complete one, and the
+spool (unlinked from its creation) disappears with the failure.
+
+Each page is decoded once with msgspec: the list into raw row slices, and each row into just
+``id`` and ``date_modified_gmt`` (other fields skipped). :meth:`WooCommerceClient.write_orders_jsonl`
+copies the kept rows' bytes into staging as JSON Lines without re-encoding them;
+:meth:`~WooCommerceClient.iter_orders` decodes them into dicts for callers that want dicts.
 
 Every page is checked: rows must be objects with an integer ``id`` and a parseable
 ``date_modified_gmt`` inside the queried bounds, in non-decreasing modification order. A page
@@ -80,12 +88,14 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any
 
+import msgspec
 import pendulum
 import requests
 
@@ -100,9 +110,8 @@ from order_integration.storefronts.http import (  # noqa: F401 (re-exported for 
     parse_retry_after,
     snippet,
 )
-from order_integration.storefronts.normalise import parse_time
+from order_integration.storefronts.normalise import parse_iso
 from order_integration.storefronts.window import (
-    _floor_epoch,
     format_gmt,
     window_seconds,
 )
@@ -164,9 +173,35 @@ def _wc_error(response: requests.Response) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Page:
-    rows: list[Any]
+    rows: list[msgspec.Raw]  # each row's JSON bytes as the page carried them
     total: int | None
     pages: int | None = None
+
+
+class _RowKey(msgspec.Struct):
+    """The two fields the scan needs from a row; typed ``Any`` so that the checks below, not
+    msgspec, decide what is refused (and say so in the scan's own words)."""
+
+    id: Any = None
+    date_modified_gmt: Any = None
+
+
+_decode_page = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_decode_key = msgspec.json.Decoder(_RowKey).decode
+_decode_row = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
+def _modified_second(value: object) -> int | None:
+    """Epoch second of an ISO 8601 time (naive = UTC), floored; ``None`` if it does not parse.
+
+    The same answer as ``normalise.parse_time`` then flooring, without pendulum per row."""
+    parsed = parse_iso(value)
+    return None if parsed is None else (parsed - _EPOCH) // _SECOND  # exact, floored, any offset
 
 
 def _total_header(response: requests.Response, name: str = "X-WP-Total") -> int | None:
@@ -205,12 +240,29 @@ def _check_complete(page: _Page, params: Mapping[str, str]) -> None:
 
 @dataclass(slots=True)
 class _Scan:
-    """State of one window scan: the orders seen so far and the page counter."""
+    """State of one window scan: where each order's latest row lies in the spool, and the
+    page counter. ``seen`` maps id -> (modification second, offset, length)."""
 
     stop: int
-    seen: dict[int, tuple[int, dict[str, Any]]]
+    spool: IO[bytes]
+    seen: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    end: int = 0  # bytes written to the spool so far
     pages: int = 0
     estimate: int | None = None
+
+    def keep(self, order_id: int, second: int, row: bytes) -> None:
+        self.spool.write(row)
+        self.seen[order_id] = (second, self.end, len(row))
+        self.end += len(row)
+
+    def kept_rows(self) -> Iterator[bytes]:
+        """The kept rows' bytes in (modified, id) order."""
+        self.spool.flush()
+        seen = self.seen
+        for key in sorted(seen, key=lambda k: (seen[k][0], k)):
+            _second, offset, length = seen[key]
+            self.spool.seek(offset)
+            yield self.spool.read(length)
 
 
 class WooCommerceClient(StoreHttp):
@@ -279,7 +331,8 @@ class WooCommerceClient(StoreHttp):
                 params = {"include": ",".join(map(str, chunk)), "orderby": "include",
                           "per_page": str(MAX_PER_PAGE), "page": "1", "status": "any"}
                 page = self._get_page(hook, session, url, params)
-                for index, row in enumerate(page.rows, start=1):
+                for index, raw in enumerate(page.rows, start=1):
+                    row = _decode_row(raw)
                     order_id = row.get("id") if isinstance(row, dict) else None
                     if order_id not in chunk:
                         raise StorefrontError(
@@ -296,19 +349,38 @@ class WooCommerceClient(StoreHttp):
 
     # -- scan --------------------------------------------------------------------------------
 
+    def write_orders_jsonl(
+        self, modified_from: pendulum.DateTime, modified_to: pendulum.DateTime, out: IO[bytes]
+    ) -> int:
+        """Write the orders :meth:`iter_orders` would yield to ``out`` as JSON Lines, their bytes
+        as the store sent them (never re-encoded); return how many. Nothing is written unless
+        the whole window was read."""
+        first, stop = window_seconds(modified_from, modified_to)
+        count = 0
+        for row in self._iter_raw(first, stop):
+            out.write(row)
+            out.write(b"\n")
+            count += 1
+        return count
+
     def _iter(self, first: int, stop: int) -> Iterator[dict[str, Any]]:
+        for row in self._iter_raw(first, stop):
+            yield _decode_row(row)
+
+    def _iter_raw(self, first: int, stop: int) -> Iterator[bytes]:
         if first >= stop:
             return
         hook, session, url = self._open_session(ORDERS_ENDPOINT)
-        with session:
-            scan = _Scan(stop=stop, seen={})
+        # An anonymous file (unlinked at once where the OS allows): nothing is left behind,
+        # whether the scan completes, raises, or the process dies.
+        with session, tempfile.TemporaryFile(prefix="woocommerce_scan_") as spool:
+            scan = _Scan(stop=stop, spool=spool)
             self._scan(scan, first - 1, lambda params: self._get_page(hook, session, url, params))
-        log.info(
-            "woocommerce %s: %d orders modified in [%s, %s) in %d pages",
-            self._host, len(scan.seen), format_gmt(first), format_gmt(stop), scan.pages,
-        )
-        for key in sorted(scan.seen, key=lambda k: (scan.seen[k][0], k)):
-            yield scan.seen[key][1]
+            log.info(
+                "woocommerce %s: %d orders modified in [%s, %s) in %d pages",
+                self._host, len(scan.seen), format_gmt(first), format_gmt(stop), scan.pages,
+            )
+            yield from scan.kept_rows()
 
     def _scan(self, scan: _Scan, after: int, fetch: Callable[[dict[str, str]], _Page]) -> None:
         while after + 1 < scan.stop:  # (after, stop) still holds a whole second
@@ -362,7 +434,10 @@ class WooCommerceClient(StoreHttp):
             if previous is None:
                 new_ids += 1
             if previous is None or second >= previous[0]:  # a re-read of the same second is fresher
-                scan.seen[order_id] = (second, row)
+                # A JSON Lines row is one line: a newline byte in a row can only be whitespace
+                # between tokens (JSON strings escape theirs), so a space does the same.
+                data = bytes(row)
+                scan.keep(order_id, second, data.replace(b"\n", b" ") if b"\n" in data else data)
             seconds.append(second)
         scan.pages += 1
         if scan.estimate is None and page.total is not None:
@@ -376,20 +451,25 @@ class WooCommerceClient(StoreHttp):
             self.on_page(scan.pages, len(scan.seen), estimate)
         return seconds
 
-    def _row_key(self, row: Any, index: int, after: int, before: int, earlier: list[int]) -> tuple[int, int]:
+    def _row_key(
+        self, row: msgspec.Raw, index: int, after: int, before: int, earlier: list[int]
+    ) -> tuple[int, int]:
         where = f"woocommerce {self._host}: row {index} of the page"
-        if not isinstance(row, dict):
-            raise StorefrontError(f"{where} is a {type(row).__name__}, not an order object")
-        order_id = row.get("id")
+        try:
+            key = _decode_key(row)
+        except msgspec.ValidationError:  # not an object: say what it is
+            raise StorefrontError(
+                f"{where} is a {type(_decode_row(row)).__name__}, not an order object"
+            ) from None
+        order_id = key.id
         if not isinstance(order_id, int) or isinstance(order_id, bool):
             raise StorefrontError(f"{where} has no integer id ({order_id!r}); cannot deduplicate")
-        modified = parse_time(row.get("date_modified_gmt"))
-        if modified is None:
+        second = _modified_second(key.date_modified_gmt)
+        if second is None:
             raise StorefrontError(
                 f"{where} (order {order_id}) has an unusable date_modified_gmt "
-                f"{row.get('date_modified_gmt')!r}; cannot page by modification time"
+                f"{key.date_modified_gmt!r}; cannot page by modification time"
             )
-        second = _floor_epoch(modified)
         if not after < second < before:
             raise StorefrontError(
                 f"{where} (order {order_id}) was modified at {format_gmt(second)}, outside the "
@@ -448,6 +528,17 @@ class WooCommerceClient(StoreHttp):
 
     @staticmethod
     def _decode(response: requests.Response) -> _Page:
+        pages = _total_header(response, "X-WP-TotalPages")
+        try:  # the common case, decoded once: the list into each row's bytes
+            rows = _decode_page(response.content)
+        except msgspec.DecodeError:
+            rows = WooCommerceClient._decode_slowly(response)
+        return _Page(rows=rows, total=_total_header(response), pages=pages)
+
+    @staticmethod
+    def _decode_slowly(response: requests.Response) -> list[msgspec.Raw]:
+        """What msgspec refused: a body that is not a JSON list says why; one that the json
+        module reads (UTF-16/32, a BOM, NaN) is re-encoded as UTF-8 rows."""
         content_type = response.headers.get("Content-Type", "")
         try:
             body = json.loads(response.content)  # bytes: json detects UTF-8/16/32 and a BOM
@@ -461,5 +552,4 @@ class WooCommerceClient(StoreHttp):
                 f"HTTP {response.status_code} with Content-Type {content_type!r} is a JSON "
                 f"{type(body).__name__}, not a list of orders; body starts {snippet(response)!r}"
             )
-        pages = _total_header(response, "X-WP-TotalPages")
-        return _Page(rows=body, total=_total_header(response), pages=pages)
+        return [msgspec.Raw(_encode(row)) for row in body]
