@@ -25,7 +25,7 @@ def iso_z(when) -> str:
     return when.in_timezone("UTC").format("YYYY-MM-DDTHH:mm:ss[Z]")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory):
     """The sandbox store, the ERP simulator and Airflow's four components, as ``make up`` starts them."""
     from sandbox.airflow_services import LEAN_SETTINGS
@@ -43,7 +43,7 @@ def stack(tmp_path_factory):
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium():
     from playwright.sync_api import expect, sync_playwright
 
@@ -71,7 +71,7 @@ def sign_in(page, stack, on_form=None) -> None:
     page.wait_for_load_state("networkidle")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def signed_in(stack, chromium):
     """A browser context that signed in once; every page opened from it is signed in."""
     context = chromium.new_context(viewport=VIEWPORT)
