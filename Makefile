@@ -73,8 +73,10 @@ demo: airflow-db
 API_PORT        ?= 8080
 STOREFRONT_PORT ?= 8081
 SFTP_PORT       ?= 2222
+REALTIME        ?=
 up: install
-	@$(PY) -m sandbox.stack up --api-port $(API_PORT) --storefront-port $(STOREFRONT_PORT) --sftp-port $(SFTP_PORT)
+	@$(PY) -m sandbox.stack up --api-port $(API_PORT) --storefront-port $(STOREFRONT_PORT) --sftp-port $(SFTP_PORT) \
+	  $(if $(REALTIME),--realtime)
 
 down:
 	@$(PY) -m sandbox.stack down

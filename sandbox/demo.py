@@ -326,16 +326,31 @@ def echo_lines(ledger: Ledger, store_id: str, story: MoneyStory, new_files: list
     return out
 
 
-def forget_earlier_runs(store_id: str) -> None:
+def forget_earlier_runs(store_id: str, *, orphaned: bool = False) -> None:
     """Earlier demos' runs of the store's DAGs go with the rest of the demo's state, so each
     demo starts from the same point; this also clears a run that an older demo left at a
     logical date the schedule needs (before 2026-12-04 it ran ``dags test order_export__demo``
-    at window ends), which would block the schedule for good."""
+    at window ends), which would block the schedule for good.
+
+    ``orphaned``: the caller knows nothing runs in this Airflow home (``make up`` checked that no
+    stack is up), so task instances still marked running were left by a stack stopped mid-task
+    (its scheduler and workers are gone): they are marked failed first, since Airflow refuses
+    to delete a DAG with running tasks."""
     from airflow.api.common.delete_dag import delete_dag
     from airflow.exceptions import DagNotFound
 
     # set after the import: importing Airflow sets its loggers up
     logging.getLogger("airflow.api.common.delete_dag").setLevel(logging.WARNING)
+    if orphaned:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import update
+
+        with create_session() as session:
+            session.execute(update(TaskInstance).where(
+                TaskInstance.dag_id.in_(dag_ids(store_id)), TaskInstance.state == TaskInstanceState.RUNNING,
+            ).values(state=TaskInstanceState.FAILED).execution_options(synchronize_session=False))
     for dag_id in dag_ids(store_id):
         with contextlib.suppress(DagNotFound):
             delete_dag(dag_id)

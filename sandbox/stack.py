@@ -9,6 +9,11 @@ unpauses the store's DAGs, prints the URL and the login, and places an order in 
 every few seconds (``--orders-per-minute``) so the schedule has something to do. Ctrl-C (or
 ``make down``, which sends SIGTERM) stops exactly what it started, by process group.
 
+``make up REALTIME=1`` (``--realtime``) runs the store in ``mode: realtime`` (a copy of the store
+config in the state folder): the sandbox sends signed webhooks to the api-server's receiver for
+every order created or changed, and ``order_export_realtime__S`` delivers them within seconds,
+the hourly window still running as the safety net.
+
 The store is reset at each start, like the demo's: seeded orders over the last three hours (two
 broken on purpose, so the quarantine has entries; the bank transfers wait for the ERP to book
 their money), an empty ledger, staging and SFTP folder, and no earlier runs of the store's DAGs.
@@ -18,7 +23,7 @@ their money), an empty ledger, staging and SFTP folder, and no earlier runs of t
 CLI::
 
     python -m sandbox.stack up [--api-port 8080] [--storefront-port 8081] [--sftp-port 2222]
-                               [--orders-per-minute 3] [--erp-interval 30]
+                               [--orders-per-minute 3] [--erp-interval 30] [--realtime]
     python -m sandbox.stack down
 """
 
@@ -58,6 +63,8 @@ SEED_ORDERS = 90
 SEED_HOURS = 3
 #: The storefront's API credentials (a sandbox: not a secret).
 CONSUMER_KEY, CONSUMER_SECRET = "ck_up_0123456789", "cs_up_0123456789"
+#: The secret the sandbox signs its webhooks with in real-time mode (``extra.webhook_secret``).
+WEBHOOK_SECRET = "whsec_up_0123456789"
 
 
 class StackRefused(Exception):
@@ -107,13 +114,18 @@ class Stack:
                  storefront_port: int = 8081, sftp_port: int = 2222, store_id: str = "demo",
                  orders_per_minute: float = 3.0, erp_interval: float = 30.0,
                  env: Mapping[str, str] | None = None, echo: Callable[[str], None] = lambda _line: None,
-                 migrate: bool | None = None, start_timeout: float = 300.0) -> None:
+                 migrate: bool | None = None, start_timeout: float = 300.0, realtime: bool = False) -> None:
         from order_integration.config import load_config
 
         self.airflow_home = Path(airflow_home).resolve()
         self.state_dir = Path(state_dir).resolve()
         self.ports = {"api-server": api_port, "storefront": storefront_port, "sftp": sftp_port}
+        self.realtime = realtime
+        self.config_path: Path | None = None
         self.store = load_config().store(store_id)
+        if realtime:  # the same store in mode realtime: the sandbox's webhooks drive its exports
+            self.config_path = self._realtime_config(store_id)
+            self.store = load_config(self.config_path).store(store_id)
         self.orders_per_minute = orders_per_minute
         self.erp_interval = erp_interval
         self.extra_env = dict(env or {})
@@ -148,6 +160,44 @@ class Stack:
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    def _realtime_config(self, store_id: str) -> Path:
+        """A copy of the store config with this store in ``mode: realtime``, in the state folder."""
+        import yaml
+
+        from order_integration.config import config_path
+
+        document = yaml.safe_load(Path(config_path()).read_text(encoding="utf-8"))
+        for entry in document.get("stores") or []:
+            if isinstance(entry, dict) and entry.get("id") == store_id:
+                entry["mode"] = "realtime"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        target = self.state_dir / "stores.realtime.yaml"
+        target.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        return target
+
+    def _fernet_key(self) -> str:
+        """One Fernet key for every component (the dag-processor encrypts the inbox watcher's
+        trigger arguments, the triggerer decrypts them), the same at every start in this Airflow
+        home: chosen at the first start (the home's ``airflow.cfg`` key, else a new one) and kept
+        beside it. A key that changed between starts would leave the triggerer unable to read
+        the triggers already stored (it exits)."""
+        path = self.airflow_home / "order_integration_fernet.key"
+        if not path.exists():
+            import configparser
+
+            from cryptography.fernet import Fernet
+
+            config = configparser.ConfigParser(interpolation=None)
+            config.read(self.airflow_home / "airflow.cfg", encoding="utf-8")
+            key = config.get("core", "fernet_key", fallback="").strip() or Fernet.generate_key().decode()
+            self.airflow_home.mkdir(parents=True, exist_ok=True)
+            path.write_text(key, encoding="utf-8")
+        return path.read_text(encoding="utf-8").strip()
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.url}/order-integration/webhooks/{self.store.id}"
 
     def dag_ids(self) -> list[str]:
         """The store's DAGs that exist (a batch store has no real-time export)."""
@@ -197,6 +247,9 @@ class Stack:
             "AIRFLOW__CORE__PARALLELISM": self.extra_env.get("AIRFLOW__CORE__PARALLELISM", "4"),
             **self.connections(),
         }
+        env.setdefault("AIRFLOW__CORE__FERNET_KEY", self._fernet_key())
+        if self.config_path is not None:
+            env["ORDER_INTEGRATION_CONFIG"] = str(self.config_path)
         self.services = AirflowServices(self.airflow_home, env, LOCAL_COMPONENTS, dag_ids=self.dag_ids(),
                                         api_port=self.ports["api-server"] or None,
                                         migrate=(self.migrate if self.migrate is not None
@@ -209,6 +262,8 @@ class Stack:
         self.services.api.ensure_pools(pools_for([self.store]))
         for dag_id in self.dag_ids():
             self.services.api.unpause(dag_id)
+        if self.realtime:  # from now on every order created or changed is announced, signed
+            self.shop.send_webhooks(self.webhook_url, WEBHOOK_SECRET)
         if self.orders_per_minute > 0:
             self._feeder = threading.Thread(target=self._feed, name="stack-orders", daemon=True)
             self._feeder.start()
@@ -237,10 +292,12 @@ class Stack:
 
     def connections(self) -> dict[str, str]:
         """``AIRFLOW_CONN_*`` of the storefront and the SFTP server (once they are started)."""
+        storefront: dict[str, Any] = {"conn_type": "http", "host": self.shop.base_url, "login": CONSUMER_KEY,
+                                      "password": CONSUMER_SECRET}
+        if self.realtime:
+            storefront["extra"] = {"webhook_secret": WEBHOOK_SECRET}
         return {
-            f"AIRFLOW_CONN_{self.store.storefront_conn_id.upper()}": json.dumps({
-                "conn_type": "http", "host": self.shop.base_url, "login": CONSUMER_KEY,
-                "password": CONSUMER_SECRET}),
+            f"AIRFLOW_CONN_{self.store.storefront_conn_id.upper()}": json.dumps(storefront),
             f"AIRFLOW_CONN_{self.store.backend_conn_id.upper()}": json.dumps(self.sftp.airflow_connection()),
         }
 
@@ -278,7 +335,9 @@ class Stack:
         return bool(found and found[0])
 
     def _forget_runs(self) -> None:
-        code = f"from sandbox.demo import forget_earlier_runs; forget_earlier_runs({self.store.id!r})"
+        # no stack is up (checked): a task still marked running was left by one stopped mid-task
+        code = (f"from sandbox.demo import forget_earlier_runs; "
+                f"forget_earlier_runs({self.store.id!r}, orphaned=True)")
         database = f"sqlite:///{self.airflow_home / 'airflow.db'}?timeout=60"
         env = {**os.environ, "AIRFLOW_HOME": str(self.airflow_home),
                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database}
@@ -364,6 +423,9 @@ class Stack:
             f"erp simulator polls every {self.erp_interval:g} s  "
             f"(log {_shown(self.log_dir / 'erp-simulator.log')})",
             f"DAGs unpaused {', '.join(self.dag_ids())}",
+            *([f"real time     the storefront sends its webhooks to {self.webhook_url}; each order "
+               f"reaches SFTP through order_export_realtime__{self.store.id} within seconds "
+               f"(config {_shown(self.config_path)})"] if self.config_path is not None else []),
             f"logs          {_shown(self.airflow_home / 'services')}/<component>.log",
         ]
 
@@ -449,7 +511,8 @@ def up(args: argparse.Namespace) -> int:
     home = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
     stack = Stack(home, state_dir, api_port=args.api_port, storefront_port=args.storefront_port,
                   sftp_port=args.sftp_port, orders_per_minute=args.orders_per_minute,
-                  erp_interval=args.erp_interval, echo=lambda line: print(line, flush=True), migrate=True)
+                  erp_interval=args.erp_interval, echo=lambda line: print(line, flush=True), migrate=True,
+                  realtime=args.realtime)
     stack.check_ports()
     signal.signal(signal.SIGTERM, _interrupt)  # make down: the same clean stop as Ctrl-C
     started = time.monotonic()
@@ -518,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--sftp-port", type=int, default=2222)
     up_parser.add_argument("--orders-per-minute", type=float, default=3.0)
     up_parser.add_argument("--erp-interval", type=float, default=30.0)
+    up_parser.add_argument("--realtime", action="store_true",
+                           help="store in mode realtime: the sandbox sends its webhooks to the api-server")
     sub.add_parser("down", help="stop a stack left running in the background")
     args = parser.parse_args(argv)
     try:
