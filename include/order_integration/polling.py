@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 import pendulum
 
 from order_integration.config import StoreConfig
+from order_integration.ids import is_order_id
 from order_integration.ledger import InboxDelivery, PollCursors, WebhookInbox
 from order_integration.storefronts.base import StorefrontClient
 
@@ -107,7 +108,7 @@ class StorefrontPoller:
         for raw in self.client.iter_orders(start, end):
             order = self.client.normalise(raw, store_id)
             orders += 1
-            if not order.order_id.isdigit():
+            if not is_order_id(order.order_id):
                 log.warning("store %s: an order the poll read has no usable id (%r); the scheduled "
                             "window will report it", store_id, order.order_id)
                 continue
