@@ -40,7 +40,12 @@ from order_integration.ledger import WebhookInbox, sqlite_engine
 from order_integration.pools import pools_for
 from sandbox.generator import generate_orders
 from tests.support.airflow_run import migrate_airflow_db, sandbox_stores
-from tests.support.airflow_services import LEAN_SETTINGS, LOCAL_COMPONENTS, AirflowServices, ServicesError
+from tests.support.airflow_services import (
+    LEAN_SETTINGS,
+    LOCAL_COMPONENTS,
+    AirflowServices,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -69,17 +74,6 @@ def _delivery(order: dict, topic: str, delivery_id: str) -> tuple[bytes, dict[st
                   "X-WC-Webhook-Topic": topic, "X-WC-Webhook-Resource": "order",
                   "X-WC-Webhook-Event": topic.split(".")[1], "X-WC-Webhook-ID": "17",
                   "X-WC-Webhook-Delivery-ID": delivery_id}
-
-
-def _wait(condition, timeout: float, what: str, services: AirflowServices, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ServicesError(f"{what}: not within {timeout:.0f}s\n{services.diagnostics()}")
-        time.sleep(poll)
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +119,10 @@ def burst(deployment):
     d = deployment
     services, api, harness = d["services"], d["services"].api, d["harness"]
     triggerer_log = services.log_file("triggerer")
-    _wait(lambda: "watching the webhook inbox" in triggerer_log.read_text(errors="replace"), 180,
+    wait_until(lambda: "watching the webhook inbox" in triggerer_log.read_text(errors="replace"), 180,
           "the triggerer runs the inbox watcher", services)
     # the scheduled DAG's run of the wall clock's last hour (no orders there) settles first
-    _wait(lambda: _settled_runs(api, harness.dag_id), 300, "the scheduled run of the last hour", services)
+    wait_until(lambda: _settled_runs(api, harness.dag_id), 300, "the scheduled run of the last hour", services)
 
     url = f"{services.base_url}/order-integration/webhooks/{harness.store_id}"
     session = requests.Session()
@@ -157,10 +151,10 @@ def burst(deployment):
     assert [a.status_code for a in answers] == [200] * len(deliveries), [a.text for a in answers if a.status_code != 200]
 
     wanted = {str(i) for i in BURST if i in PAID}
-    _wait(lambda: wanted <= set(_ids_in_files(harness)), DELIVERED_WITHIN, "every paid order of the burst on SFTP",
+    wait_until(lambda: wanted <= set(_ids_in_files(harness)), DELIVERED_WITHIN, "every paid order of the burst on SFTP",
           services)
     delivered = time.monotonic()
-    runs = _wait(lambda: _settled_runs(api, d["realtime_dag"]) if not d["inbox"].waiting(harness.store_id)
+    runs = wait_until(lambda: _settled_runs(api, d["realtime_dag"]) if not d["inbox"].waiting(harness.store_id)
                  else None, 300, "the real-time runs settle and the inbox is empty", services)
     print(f"burst: {len(deliveries)} deliveries in 5 waves answered in {answered - started:.1f}s; every paid order on SFTP "
           f"{delivered - answered:.1f}s after the last answer; {len(runs)} real-time run(s)")
@@ -248,7 +242,7 @@ def _realtime_settles(d: dict, since: float, timeout: float = 420) -> list[dict]
             return None
         return _settled_runs(api, d["realtime_dag"])
 
-    runs = _wait(settled, timeout, "the inbox is empty and the real-time runs settled", d["services"])
+    runs = wait_until(settled, timeout, "the inbox is empty and the real-time runs settled", d["services"])
     return [r for r in runs if r["queued_at"] and pendulum.parse(r["queued_at"]).timestamp() >= since]
 
 
@@ -368,7 +362,7 @@ def _start(services, name: str) -> None:
             list(comp.argv), env={**services.env, **comp.env}, cwd=services.airflow_home,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     key = comp.health_key or "metadatabase"
-    _wait(lambda: ((services.health() or {}).get(key) or {}).get("status") == "healthy", 180,
+    wait_until(lambda: ((services.health() or {}).get(key) or {}).get("status") == "healthy", 180,
           f"{name} healthy again", services)
 
 

@@ -27,23 +27,17 @@ from order_integration.ledger import Ledger, sqlite_engine
 from order_integration.pools import pools_for
 from sandbox.generator import generate_orders
 from tests.support.airflow_run import migrate_airflow_db, sandbox_stores
-from tests.support.airflow_services import LEAN_SETTINGS, LOCAL_COMPONENTS, AirflowServices, ServicesError
+from tests.support.airflow_services import (
+    LEAN_SETTINGS,
+    LOCAL_COMPONENTS,
+    AirflowServices,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 EXPORTABLE = {"processing", "on-hold"}
 DELIVERED_WITHIN = 240.0
-
-
-def _wait(condition, timeout: float, what: str, services: AirflowServices, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ServicesError(f"{what}: not within {timeout:.0f}s\n{services.diagnostics()}")
-        time.sleep(poll)
 
 
 def _placed_now(n: int, seed: int, first_id: int) -> list[dict]:
@@ -81,7 +75,7 @@ def test_orders_placed_without_webhooks_reach_sftp_once_through_the_poll(deploym
     d = deployment
     harness, shop, services, api = d["harness"], d["shop"], d["services"], d["services"].api
     triggerer_log = services.log_file("triggerer")
-    _wait(lambda: f"store {harness.store_id}: polling the storefront" in triggerer_log.read_text(errors="replace"),
+    wait_until(lambda: f"store {harness.store_id}: polling the storefront" in triggerer_log.read_text(errors="replace"),
           180, "the triggerer runs the storefront poll", services)
     first = _placed_now(10, seed=43, first_id=8001)
     shop.add_orders(first)
@@ -91,7 +85,7 @@ def test_orders_placed_without_webhooks_reach_sftp_once_through_the_poll(deploym
     placed = first + second
     paid = {str(o["id"]) for o in placed if o["status"] in EXPORTABLE}
     assert paid and len(paid) < len(placed)
-    _wait(lambda: paid <= set(_ids_in_files(harness)), DELIVERED_WITHIN, "every paid order on SFTP", services)
+    wait_until(lambda: paid <= set(_ids_in_files(harness)), DELIVERED_WITHIN, "every paid order on SFTP", services)
 
     inbox = d["ledger"].webhook_inbox
 
@@ -100,7 +94,7 @@ def test_orders_placed_without_webhooks_reach_sftp_once_through_the_poll(deploym
         done = runs and all(r["state"] in ("success", "failed") for r in runs)
         return runs if done and not inbox.waiting(harness.store_id) else None
 
-    runs = _wait(settled, 300, "the real-time runs settle and the inbox is empty", services)
+    runs = wait_until(settled, 300, "the real-time runs settle and the inbox is empty", services)
     assert all(r["state"] == "success" and r["run_type"] == "asset_triggered" for r in runs), runs
     assert len(runs) <= 6, [r["dag_run_id"] for r in runs]
     seen = _ids_in_files(harness)

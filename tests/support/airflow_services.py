@@ -6,6 +6,10 @@ names tests and benchmarks import from here stay (see that module's docstring fo
     from tests.support.airflow_services import AirflowServices, Component, airflow_argv, LOCAL_COMPONENTS
 """
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 from sandbox.airflow_services import (
     API_SERVER,
     BAD_TI_STATES,
@@ -28,5 +32,21 @@ from sandbox.airflow_services import (
 __all__ = [
     "API_SERVER", "BAD_TI_STATES", "DAG_PROCESSOR", "LEAN_SETTINGS", "LOCAL_COMPONENTS", "ROOT", "SCHEDULER",
     "TERMINAL_RUN_STATES", "TRIGGERER", "AirflowApi", "AirflowServices", "Component", "ServicesError",
-    "airflow_argv", "process_running", "tail",
+    "airflow_argv", "process_running", "tail", "wait_until",
 ]
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str, services: AirflowServices,
+               poll: float = 1.0) -> T:
+    """``condition()``'s first truthy value, polled every ``poll`` s; past ``timeout`` a
+    :class:`ServicesError` naming ``what`` with the components' diagnostics."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise ServicesError(f"{what}: not within {timeout:.0f}s\n{services.diagnostics()}")
+        time.sleep(poll)
