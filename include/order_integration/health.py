@@ -558,6 +558,11 @@ def _span(delta: timedelta) -> str:
     return " ".join(parts[:2])
 
 
+def _last_windows(n: int) -> str:
+    """The chart's header: "Last window" for one, "Last 48 windows" for more."""
+    return "Last window" if n == 1 else f"Last {n} windows"
+
+
 def _a(href: str, text: str, **attrs: str) -> str:
     extra = "".join(f' {k.replace("_", "-")}="{html.escape(v)}"' for k, v in attrs.items())
     return f'<a href="{html.escape(href)}" target="_top"{extra}>{html.escape(text)}</a>'
@@ -659,7 +664,7 @@ def _chart(health: StoreHealth, links: Links) -> str:
     if reported is not None:
         run_links.append(_a(links.report(export, reported.run.run_id), f"GX report ({_t(reported.start)})",
                             data_test="gx-report"))
-    return (f"<h3>Last {len(bars)} windows</h3>{''.join(svg)}<div class=\"legend\">{legend}<span>"
+    return (f"<h3>{_last_windows(len(bars))}</h3>{''.join(svg)}<div class=\"legend\">{legend}<span>"
             f'<i style="border:2px solid #c62828"></i>failed run</span></div><p>{" · ".join(run_links)}</p>')
 
 
@@ -716,9 +721,9 @@ def _status_sync(health: StoreHealth, links: Links) -> str:
     return (f'<h3>Status sync</h3><div id="status-sync-{sid}" data-test="status-sync" '
             f'data-files-applied="{applied}" data-files-in-error="{len(files) - applied}">'
             f"<p>Last {SYNC_DAYS} days: "
-            f"{applied} file{'s' * (applied != 1)} applied, {len(files) - applied} in error/; {run}.</p>"
+            f"{applied} file{'s' * (applied != 1)} applied, {len(files) - applied} in the error/ folder; {run}.</p>"
             f"<ul>{_outcomes(lines, 'status-outcome')}</ul>"
-            + (f'<p>Files in error/ (their reasons, as in <code>.errors.json</code>):</p><ul>{errors}</ul>'
+            + (f'<p>Files in the error/ folder (their reasons, as in <code>.errors.json</code>):</p><ul>{errors}</ul>'
                if errors else "") + "</div>")
 
 
@@ -740,6 +745,6 @@ def _stock_sync(health: StoreHealth, links: Links) -> str:
     return (f'<h3>Stock sync</h3><div id="stock-sync-{sid}" data-test="stock-sync" '
             f'data-files="{len(stock.files)}" data-files-in-error="{len(stock.error_files)}">'
             f"<p>Last {len(stock.runs)} runs: {len(stock.files)} file{'s' * (len(stock.files) != 1)}, "
-            f"{len(stock.error_files)} in error/; {run}{levels}.</p>"
+            f"{len(stock.error_files)} in the error/ folder; {run}{levels}.</p>"
             f"<ul>{_outcomes(stock.outcomes, 'stock-outcome')}</ul>"
-            + (f"<p>Files in error/:</p><ul>{errors}</ul>" if errors else "") + "</div>")
+            + (f"<p>Files in the error/ folder:</p><ul>{errors}</ul>" if errors else "") + "</div>")

@@ -230,3 +230,17 @@ def test_a_broken_ledger_is_a_panel_and_the_text_is_escaped():
             "could not be read.</strong> OperationalError: unable to open file</div>") in broken
     assert broken.count('data-test="quarantine-unavailable"') == 2 and "Traceback" not in broken
     assert 'data-outcome="refused"' in broken and "Order 9 is not in quarantine" in broken
+
+
+def test_the_headers_read_as_sentences(ledger):
+    """One window is "Last window", not "Last 1 windows"; the files in the backend's error folder are
+    "in the error/ folder", not "in error/;"."""
+    _seed(ledger)
+    facts = health.read_ledger(ledger.engine, ["shop_a"], NOW)
+    one = [_run("order_export__shop_a", datetime(2026, 12, 5, 11, tzinfo=UTC), summary={"delivered": 1})]
+    page = _page(health.build_view(CONFIG, one, facts, NOW, store_ids=["shop_a"]))
+    assert "<h3>Last window</h3>" in page and "Last 1 windows" not in page
+    assert "1 file applied, 1 in the error/ folder; no runs yet." in page
+    assert "0 files, 0 in the error/ folder; no runs yet" in page and "in error/;" not in page
+    two = one + [_run("order_export__shop_a", datetime(2026, 12, 5, 12, tzinfo=UTC))]
+    assert "<h3>Last 2 windows</h3>" in _page(health.build_view(CONFIG, two, facts, NOW, store_ids=["shop_a"]))
