@@ -4,8 +4,11 @@ Two sources, nothing copied into new state:
 
 * **the ledger** (:func:`read_ledger`): open quarantine (``order_quarantine``), the status sync's
   recent files and their lines by outcome (``status_events``), the stock levels recently applied
-  (``stock_levels``). One set-based query per table family for every store at once, each on an
-  index of schema version 5 (``ledger/schema.py``; plans in bench/README.md);
+  (``stock_levels``), the order versions delivered over the chart's span by the run that delivered
+  them (``delivery_batches`` and their ``delivery_claims``; a real-time run's ``webhook_inbox`` rows
+  say whether webhooks or the storefront poll announced them), the real-time stores' waiting inbox.
+  One set-based query per table family for every store at once, each on an index of schema
+  version 5 or 6 (``ledger/schema.py``; plans in bench/README.md);
 * **Airflow's metadata database** (:func:`read_runs`, through the api-server's own session): the
   last runs of each store's DAGs and the summaries their tasks returned (XCom ``return_value``).
   The export's per-window counts come from there: ``publish`` returns
@@ -14,7 +17,9 @@ Two sources, nothing copied into new state:
   entries, not the orders that were not ready or already delivered, and a quiet window writes
   no file at all — so freshness (the last window done) comes from the runs too. The REST API
   would give the same rows at one request per run's XCom (50 stores x 48 windows: thousands of
-  requests per page); the session gives them in two queries.
+  requests per page); the session gives them in two queries. A delivery whose run the ledger cannot
+  place by itself (an on-demand run: its id is ``manual__…`` like a manual run of the window's DAG)
+  is placed by that run's DAG (:func:`read_run_dags`, one indexed query for those few runs).
 
 Reasons of files in the backend's ``error/`` folders: a status file's are its lines' outcomes in
 ``status_events`` (the same words as its ``.errors.json``); a stock file's per-row reasons are only
@@ -38,13 +43,21 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import quote
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, case, func, literal, or_, select
 
 from order_integration.config import Config, StoreConfig, cron_of
 from order_integration.ids import parse_order_id
 from order_integration.ledger.db import chunks, utc
-from order_integration.ledger.schema import order_quarantine, status_events, stock_levels
+from order_integration.ledger.schema import (
+    delivery_batches,
+    delivery_claims,
+    order_quarantine,
+    status_events,
+    stock_levels,
+    webhook_inbox,
+)
 from order_integration.on_demand import MAX_ORDER_IDS
+from order_integration.polling import TOPIC as POLL_TOPIC
 
 WINDOWS = 48  # windows in the chart
 RECENT_RUNS = 10  # runs of the syncs and the on-demand DAG looked at
@@ -57,9 +70,22 @@ DEFAULT_LATE_MINUTES = 60  # when a store's export_late_after_minutes is 0 (aler
 SUMMARY_TASKS = ("publish", "validate", "sync_files")
 FAILED_KINDS = ("refused", "error")  # status_events outcome kinds that send a file to error/
 
-Kind = Literal["order_export", "order_export_on_demand", "order_status_sync", "inventory_sync"]
+Kind = Literal["order_export", "order_export_on_demand", "order_status_sync", "inventory_sync",
+               "order_export_realtime"]
 KINDS: tuple[Kind, ...] = ("order_export", "order_export_on_demand", "order_status_sync", "inventory_sync")
 BUCKETS = ("delivered", "quarantined", "not_ready", "already_delivered")
+
+#: The paths an order version reaches the backend by, in the view's order; ``other``: a run Airflow
+#: no longer knows (its runs cleaned up), shown only when there is one.
+PATHS = ("window", "realtime_webhook", "realtime_poll", "on_demand")
+PATH_LABELS = {"window": "scheduled window (the safety net)", "realtime_webhook": "real time, webhooks",
+               "realtime_poll": "real time, storefront poll", "on_demand": "on demand (operator)",
+               "other": "a run Airflow no longer has"}
+#: The export DAGs whose runs deliver orders, and the path each is.
+EXPORT_KINDS: tuple[Kind, ...] = ("order_export", "order_export_on_demand", "order_export_realtime")
+#: Run id prefixes only the scheduled export makes (its schedule's runs and backfills): the ledger
+#: places their deliveries without asking Airflow.
+WINDOW_RUN_PREFIXES = ("scheduled__", "backfill__")
 
 
 def dag_id(kind: Kind, store_id: str) -> str:
@@ -158,6 +184,25 @@ class LedgerFacts:
     stock_files: tuple[StockFile, ...] = ()
     stock_levels: int = 0
     stock_last_at: datetime | None = None
+    paths: PathCounts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PathCounts:
+    """The order versions the store delivered since ``since``, by path, as the ledger places them:
+    each delivered version's claim points at its batch (one orders file), the batch names its run.
+
+    ``counts``: path -> versions for the runs the ledger itself places (a scheduled run's id; a
+    real-time run, whose inbox rows it marked done name it, ``topic`` ``poll`` for the polling
+    fallback); ``runs``: run id -> versions for the others (on-demand runs, a manually triggered
+    window, a real-time run that did not get to mark its rows), placed by their DAG in Airflow.
+    ``waiting``/``waiting_since``: orders waiting in the webhook inbox (real-time stores)."""
+
+    since: datetime
+    counts: Mapping[str, int] = field(default_factory=dict)
+    runs: Mapping[str, int] = field(default_factory=dict)
+    waiting: int = 0
+    waiting_since: datetime | None = None
 
 
 def _rules(reasons_json: str) -> tuple[str, ...]:
@@ -170,7 +215,8 @@ def _rules(reasons_json: str) -> tuple[str, ...]:
 
 
 def ledger_queries(store_ids: Sequence[str], since: datetime,
-                   shown: int = QUARANTINE_SHOWN) -> dict[str, Any]:
+                   shown: int = QUARANTINE_SHOWN, *, paths_since: Mapping[str, datetime] | None = None,
+                   realtime: Iterable[str] = ()) -> dict[str, Any]:
     """The view's ledger queries, by name, for every store at once (bench/health_bench.py prints
     their plans), each on an index:
 
@@ -180,9 +226,13 @@ def ledger_queries(store_ids: Sequence[str], since: datetime,
     * ``status_lines``: status lines applied since ``since`` by (store, file, outcome), on
       ``ix_status_events_applied``;
     * ``stock_files``, ``stock_levels``: levels applied since ``since`` by (store, file), and every
-      level per store, on ``ix_stock_levels_applied``."""
+      level per store, on ``ix_stock_levels_applied``;
+    * ``delivery_paths``: the versions each store delivered since its ``paths_since`` (default
+      ``since``) by path (:func:`delivery_paths_query`), on ``ix_delivery_batches_uploaded``;
+    * ``inbox_waiting``: orders waiting in the webhook inbox of the ``realtime`` stores, and since
+      when, on ``ix_webhook_inbox_waiting``."""
     stores = list(store_ids)
-    q, e, s = order_quarantine.c, status_events.c, stock_levels.c
+    q, e, s, w = order_quarantine.c, status_events.c, stock_levels.c, webhook_inbox.c
     is_open = q.released_at.is_(None)
     rank = func.row_number().over(partition_by=q.store_id,
                                   order_by=(q.quarantined_at, q.order_id)).label("rank")
@@ -198,17 +248,63 @@ def ledger_queries(store_ids: Sequence[str], since: datetime,
         .where(s.store_id.in_(stores), s.applied_at >= since).group_by(s.store_id, s.source_file),
         "stock_levels": select(s.store_id, func.count(), func.max(s.applied_at))
         .where(s.store_id.in_(stores)).group_by(s.store_id),
+        "delivery_paths": delivery_paths_query(paths_since or dict.fromkeys(stores, since)),
+        "inbox_waiting": select(w.store_id, func.count(func.distinct(w.order_id)), func.min(w.received_at))
+        .where(w.store_id.in_(list(realtime)), w.done_at.is_(None)).group_by(w.store_id),
     }
 
 
+def delivery_paths_query(since: Mapping[str, datetime]) -> Any:
+    """The order versions each run delivered since its store's time, and the run's path as far as
+    the ledger can tell: one row ``(store_id, run_id, path, versions)`` per run.
+
+    The store's batches uploaded since then (``ix_delivery_batches_uploaded``; one ``IN`` per
+    distinct time: stores sharing a schedule share it), their claims (``batch_id``'s index: a claim
+    of an uploaded batch is a delivered version). The path: ``window`` for a run id only the schedule
+    makes (``scheduled__``, ``backfill__``); else the webhook-inbox rows of its orders that the run
+    marked done (``ix_webhook_inbox_order``): ``realtime_poll`` when they came from the storefront
+    poll, ``realtime_webhook`` otherwise; else NULL, for Airflow to place (:func:`read_run_dags`).
+    Grouped by run only, so the inbox is searched once per delivered version of a non-window run."""
+    b, c, w = delivery_batches.c, delivery_claims.c, webhook_inbox.c
+    by_time: dict[datetime, list[str]] = defaultdict(list)
+    for store_id, at in since.items():
+        by_time[at].append(store_id)
+    in_span = or_(*(and_(b.store_id.in_(ids), b.uploaded_at >= at) for at, ids in by_time.items()))
+    window_run = or_(*(b.run_id.startswith(prefix, autoescape=True) for prefix in WINDOW_RUN_PREFIXES))
+    via_inbox = (select(func.min(case((w.topic == POLL_TOPIC, "realtime_poll"), else_="realtime_webhook")))
+                 .where(w.store_id == c.store_id, w.order_id == c.order_id, w.done_by_run == b.run_id)
+                 .scalar_subquery())
+    path = func.min(case((window_run, literal("window")), else_=via_inbox))
+    return (select(b.store_id, b.run_id, path.label("path"), func.count().label("versions"))
+            .select_from(delivery_batches.join(delivery_claims, c.batch_id == b.batch_id))
+            .where(in_span if by_time else literal(False))
+            .group_by(b.store_id, b.run_id))
+
+
 def read_ledger(engine: Engine, store_ids: Sequence[str], now: datetime, *, days: int = SYNC_DAYS,
-                shown: int = QUARANTINE_SHOWN) -> dict[str, LedgerFacts]:
-    """Every store's ledger facts: the five :func:`ledger_queries` in one connection (five queries
-    for all stores, not five per store)."""
+                shown: int = QUARANTINE_SHOWN, config: Config | None = None) -> dict[str, LedgerFacts]:
+    """Every store's ledger facts: the seven :func:`ledger_queries` in one connection (seven queries
+    for all stores, not seven per store). With ``config``, the deliveries by path cover each store's
+    chart (its last :data:`WINDOWS` windows, :func:`paths_span_start`) and its real-time stores' inbox
+    is read; without, the last :data:`WINDOWS` hours and no inbox."""
     stores = list(store_ids)
-    queries = ledger_queries(stores, now - timedelta(days=days), shown)
+    configs = {s.id: s for s in config.stores} if config is not None else {}
+    paths_since = {sid: (paths_span_start(configs[sid], now) if sid in configs
+                         else now - timedelta(hours=WINDOWS)) for sid in stores}
+    realtime = [sid for sid in stores if sid in configs and configs[sid].mode == "realtime"]
+    queries = ledger_queries(stores, now - timedelta(days=days), shown, paths_since=paths_since,
+                             realtime=realtime)
     with engine.connect() as conn:
         rows = {name: conn.execute(query).all() for name, query in queries.items()}
+    path_counts: dict[str, Counter[str]] = defaultdict(Counter)
+    path_runs: dict[str, Counter[str]] = defaultdict(Counter)
+    for store_id, run_id, path, versions in rows["delivery_paths"]:
+        if path is None:
+            path_runs[store_id][run_id] += int(versions)
+        else:
+            path_counts[store_id][path] += int(versions)
+    waiting = {store_id: (int(n), utc(first) if first else None)
+               for store_id, n, first in rows["inbox_waiting"]}
     open_counts = dict(rows["open_counts"])
     quarantine = _quarantined_orders(rows["open_entries"])
     status_files = _status_files(rows["status_lines"])
@@ -221,9 +317,50 @@ def read_ledger(engine: Engine, store_ids: Sequence[str], now: datetime, *, days
             int(open_counts.get(store_id, 0)), tuple(quarantine.get(store_id, ())),
             tuple(status_files.get(store_id, ())),
             tuple(sorted(stock_files.get(store_id, ()), key=lambda f: f.last_at, reverse=True)),
-            *levels_of.get(store_id, (0, None)))
+            *levels_of.get(store_id, (0, None)),
+            paths=PathCounts(paths_since[store_id], dict(path_counts.get(store_id, {})),
+                             dict(path_runs.get(store_id, {})), *waiting.get(store_id, (0, None))))
         for store_id in stores
     }
+
+
+@lru_cache(maxsize=256)
+def _ticks_back(cron: str, end: datetime, count: int) -> datetime:
+    from croniter import croniter
+
+    it = croniter(cron, end)
+    tick = end
+    for _ in range(count):
+        tick = it.get_prev(datetime)
+    return tick
+
+
+def paths_span_start(store: StoreConfig, now: datetime, windows: int = WINDOWS) -> datetime:
+    """Where the deliveries by path start: the start of the oldest of the store's last ``windows``
+    closed windows (the chart's span, with every window run as scheduled)."""
+    cron = cron_of(store.schedule)
+    return _ticks_back(cron, _last_tick(cron, now), windows)
+
+
+def unplaced_runs(facts: Mapping[str, LedgerFacts] | None) -> dict[str, set[str]]:
+    """Per store, the runs whose deliveries the ledger could not place (:class:`PathCounts`)."""
+    return {store_id: set(f.paths.runs) for store_id, f in (facts or {}).items() if f.paths and f.paths.runs}
+
+
+def read_run_dags(session: Any, runs: Mapping[str, Iterable[str]]) -> dict[tuple[str, str], str]:
+    """``(store, run id) -> dag id`` of those runs among the store's export DAGs (scheduled, on
+    demand, real time), from ``dag_run``'s unique ``(dag_id, run_id)``; a run Airflow no longer
+    has is left out. Few runs: the ledger places scheduled and real-time runs itself."""
+    from airflow.models.dagrun import DagRun
+
+    found: dict[tuple[str, str], str] = {}
+    for store_id, run_ids in runs.items():
+        dags = [dag_id(kind, store_id) for kind in EXPORT_KINDS]
+        for chunk in chunks(sorted(set(run_ids))):
+            for dag, run_id in session.execute(select(DagRun.dag_id, DagRun.run_id).where(
+                    DagRun.dag_id.in_(dags), DagRun.run_id.in_(list(chunk)))):
+                found[(store_id, run_id)] = dag
+    return found
 
 
 def _quarantined_orders(rows: Iterable[Any]) -> dict[str, list[QuarantinedOrder]]:
@@ -327,6 +464,50 @@ class StockSync:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryPaths:
+    """The order versions a store delivered since ``since``, by path, every run placed: ``counts``
+    has each of :data:`PATHS` (and ``other`` when a run is not in Airflow any more). In real-time
+    mode what the scheduled window delivered is what the real-time path missed (a webhook dropped
+    or late, a poll that missed it): the window skips every version a real-time run delivered."""
+
+    since: datetime
+    counts: Mapping[str, int]
+    realtime: bool  # the store is in mode realtime
+    source: str  # its realtime_source: webhooks | polling
+    waiting: int = 0  # orders waiting in the webhook inbox (real-time stores)
+    waiting_since: datetime | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def by_realtime(self) -> int:
+        return self.counts.get("realtime_webhook", 0) + self.counts.get("realtime_poll", 0)
+
+    @property
+    def caught(self) -> int:
+        """Versions the safety-net window delivered (in real-time mode: the real-time path missed them)."""
+        return self.counts.get("window", 0)
+
+
+def delivery_paths(store: StoreConfig, paths: PathCounts, run_dags: Mapping[str, str]) -> DeliveryPaths:
+    """Place the runs the ledger could not by their DAG (``run_dags``: run id -> dag id): the scheduled
+    export is the window (a manual run of it too), the on-demand DAG on demand, the real-time DAG the
+    store's ``realtime_source``."""
+    realtime_path = "realtime_poll" if store.realtime_source == "polling" else "realtime_webhook"
+    path_of = {dag_id("order_export", store.id): "window",
+               dag_id("order_export_on_demand", store.id): "on_demand",
+               dag_id("order_export_realtime", store.id): realtime_path}
+    counts: Counter[str] = Counter(dict.fromkeys(PATHS, 0))
+    counts.update(paths.counts)
+    for run_id, versions in paths.runs.items():
+        counts[path_of.get(run_dags.get(run_id, ""), "other")] += versions
+    return DeliveryPaths(paths.since, dict(counts), store.mode == "realtime", store.realtime_source,
+                         paths.waiting, paths.waiting_since)
+
+
+@dataclass(frozen=True, slots=True)
 class StoreHealth:
     store: StoreConfig
     freshness: Freshness
@@ -335,6 +516,7 @@ class StoreHealth:
     status_runs: tuple[RunRecord, ...]
     stock: StockSync
     releases: tuple[RunRecord, ...]  # the on-demand DAG's last runs
+    paths: DeliveryPaths | None = None  # None: the ledger could not be read
 
     @property
     def has_runs(self) -> bool:
@@ -424,8 +606,11 @@ def stock_sync(runs: Sequence[RunRecord]) -> StockSync:
 
 def build_view(config: Config, runs: Sequence[RunRecord], facts: Mapping[str, LedgerFacts] | None,
                now: datetime, *, ledger_error: str | None = None, airflow_error: str | None = None,
-               store_ids: Iterable[str] | None = None) -> HealthView:
-    """Each store's health from its runs and ledger facts (``facts`` None: the ledger failed)."""
+               store_ids: Iterable[str] | None = None,
+               run_dags: Mapping[tuple[str, str], str] | None = None) -> HealthView:
+    """Each store's health from its runs and ledger facts (``facts`` None: the ledger failed).
+    ``run_dags``: ``(store, run id) -> dag id`` of the runs the ledger could not place
+    (:func:`read_run_dags`); ``runs`` place them too."""
     wanted = set(store_ids) if store_ids is not None else None
     by_dag: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
@@ -440,11 +625,18 @@ def build_view(config: Config, runs: Sequence[RunRecord], facts: Mapping[str, Le
             found = sorted(by_dag.get(dag_id(kind, store_id), []), key=lambda r: r.run_after, reverse=True)
             return tuple(found[:RECENT_RUNS])
 
+        store_facts = None if facts is None else facts.get(store.id, LedgerFacts())
+        paths = None
+        if store_facts is not None:
+            placed = {run.run_id: run.dag_id for kind in EXPORT_KINDS
+                      for run in by_dag.get(dag_id(kind, store.id), ())}
+            placed.update({run_id: dag for (sid, run_id), dag in (run_dags or {}).items() if sid == store.id})
+            counted = store_facts.paths or PathCounts(paths_span_start(store, now))
+            paths = delivery_paths(store, counted, placed)
         stores.append(StoreHealth(
-            store, freshness(store, export_runs, now), window_bars(export_runs),
-            None if facts is None else facts.get(store.id, LedgerFacts()),
+            store, freshness(store, export_runs, now), window_bars(export_runs), store_facts,
             newest("order_status_sync"), stock_sync(newest("inventory_sync")),
-            newest("order_export_on_demand")))
+            newest("order_export_on_demand"), paths))
     return HealthView(tuple(stores), now, ledger_error, airflow_error)
 
 
@@ -598,7 +790,8 @@ def _store(health: StoreHealth, links: Links) -> str:
     sid = health.store.id
     return (f'<section class="store" id="store-{sid}" data-test="store" data-store="{sid}">'
             f"<h2>{sid} <small class=\"muted\">{health.store.platform}, {health.store.schedule}</small></h2>"
-            + _freshness(health, links) + _chart(health, links) + _quarantine(health, links)
+            + _freshness(health, links) + _chart(health, links) + _paths(health, links)
+            + _quarantine(health, links)
             + _status_sync(health, links) + _stock_sync(health, links) + "</section>")
 
 
@@ -668,6 +861,58 @@ def _chart(health: StoreHealth, links: Links) -> str:
             f'<i style="border:2px solid #c62828"></i>failed run</span></div><p>{" · ".join(run_links)}</p>')
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def _paths(health: StoreHealth, links: Links) -> str:
+    """Deliveries by path over the chart's span; in real-time mode what the safety net caught."""
+    sid, paths = health.store.id, health.paths
+    if paths is None:
+        return ('<h3>Deliveries by path</h3><p class="muted" data-test="delivery-paths-unavailable">'
+                "ledger unavailable</p>")
+    dag_of = {"window": "order_export", "realtime_webhook": "order_export_realtime",
+              "realtime_poll": "order_export_realtime", "on_demand": "order_export_on_demand"}
+    counts = paths.counts
+    rows = []
+    for path in (*PATHS, "other"):
+        if path == "other" and not counts.get(path):
+            continue
+        label = PATH_LABELS[path]
+        name = _a(links.dag(dag_id(dag_of[path], sid)), label) if path in dag_of else html.escape(label)
+        rows.append(f'<tr data-test="path" data-path="{path}" data-count="{counts.get(path, 0)}">'
+                    f"<td>{name}</td><td>{counts.get(path, 0)}</td></tr>")
+    data = " ".join(f'data-{p.replace("_", "-")}="{counts.get(p, 0)}"' for p in (*PATHS, "other"))
+    parts = [f'<h3>Deliveries by path</h3><div id="paths-{sid}" data-test="delivery-paths" '
+             f'data-since="{_iso(paths.since)}" data-total="{paths.total}" {data}>'
+             f"<p>{_plural(paths.total, 'order version')} delivered since {_t(paths.since)} (the chart's "
+             f"span), by the path that delivered each:</p><table>{''.join(rows)}</table>"]
+    if paths.realtime:
+        polled = paths.source == "polling"
+        how = "the storefront poll missed them or was late" if polled else "a webhook dropped or late"
+        inbox = "webhook inbox (filled by the storefront poll)" if polled else "webhook inbox"
+        if paths.caught:
+            share = f"{100 * paths.caught / paths.total:.0f} %"
+            caught = (f"The safety-net window caught {_plural(paths.caught, 'order version')} the "
+                      f"real-time path missed ({how}): {share} of all delivered; real time delivered "
+                      f"{paths.by_realtime}.")
+        else:
+            caught = ("The safety-net window caught nothing the real-time path missed; real time delivered "
+                      f"{paths.by_realtime}.")
+        if paths.waiting:
+            waiting = (f" {_plural(paths.waiting, 'order')} waiting in the {inbox}, the oldest since "
+                       f"{_t(paths.waiting_since)}.")
+        else:
+            waiting = f" Nothing waiting in the {inbox}."
+        parts.append(f'<p id="safety-net-{sid}" data-test="safety-net" data-caught="{paths.caught}" '
+                     f'data-realtime="{paths.by_realtime}" data-waiting="{paths.waiting}">'
+                     f"{caught}{waiting}</p>")
+    else:
+        parts.append('<p class="muted">Batch mode: the scheduled window is the path (a store in mode '
+                     "realtime also shows here what its safety net caught).</p>")
+    return "".join(parts) + "</div>"
+
+
 def _quarantine(health: StoreHealth, links: Links) -> str:
     sid, facts = health.store.id, health.facts
     if facts is None:
@@ -721,10 +966,10 @@ def _status_sync(health: StoreHealth, links: Links) -> str:
     return (f'<h3>Status sync</h3><div id="status-sync-{sid}" data-test="status-sync" '
             f'data-files-applied="{applied}" data-files-in-error="{len(files) - applied}">'
             f"<p>Last {SYNC_DAYS} days: "
-            f"{applied} file{'s' * (applied != 1)} applied, {len(files) - applied} in the error/ folder; {run}.</p>"
-            f"<ul>{_outcomes(lines, 'status-outcome')}</ul>"
-            + (f'<p>Files in the error/ folder (their reasons, as in <code>.errors.json</code>):</p><ul>{errors}</ul>'
-               if errors else "") + "</div>")
+            f"{applied} file{'s' * (applied != 1)} applied, {len(files) - applied} in the error/ folder; "
+            f"{run}.</p><ul>{_outcomes(lines, 'status-outcome')}</ul>"
+            + ('<p>Files in the error/ folder (their reasons, as in <code>.errors.json</code>):</p>'
+               f"<ul>{errors}</ul>" if errors else "") + "</div>")
 
 
 def _stock_sync(health: StoreHealth, links: Links) -> str:

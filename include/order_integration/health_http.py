@@ -21,7 +21,9 @@ and on the auth manager's DAG permissions (reading the export DAG; triggering th
 cookie being ``SameSite=Lax``.
 
 Airflow's data is read through the api-server's own metadata session, as its core API does
-(:func:`order_integration.health.read_runs`: two queries for every store's runs and summaries);
+(:func:`order_integration.health.read_runs`: two queries for every store's runs and summaries;
+:func:`order_integration.health.read_run_dags`: the DAG of the few runs whose deliveries the ledger
+cannot place by itself, on-demand runs mostly);
 the release uses Airflow's ``trigger_dag`` (the function behind the REST API's trigger), with
 the user as the run's triggering user. The ledger is the ``order_ledger`` connection's, read-only;
 when it cannot be read (down, behind its schema) the page shows an error panel and Airflow's part.
@@ -118,12 +120,21 @@ def _page(user: Any, notice: Any = None) -> str:
     try:
         engine = _ledger_engine()
         check_schema(engine)
-        facts = health.read_ledger(engine, stores, now)
+        facts = health.read_ledger(engine, stores, now, config=config)
     except Exception as exc:  # a panel, not a 500: the ledger is another database that may be down
         log.warning("health view: the ledger could not be read: %s", _reason(exc))
         ledger_error = _reason(exc)
+    run_dags: dict[Any, str] = {}
+    unplaced = health.unplaced_runs(facts)  # on-demand runs and the like: their DAG says the path
+    if unplaced and airflow_error is None:
+        try:
+            with create_session() as session:
+                run_dags = health.read_run_dags(session, unplaced)
+        except Exception as exc:  # those deliveries show as "a run Airflow no longer has"
+            log.exception("health view: the runs of some deliveries could not be read")
+            airflow_error = _reason(exc)
     view = health.build_view(config, runs, facts, now, ledger_error=ledger_error, airflow_error=airflow_error,
-                             store_ids=stores)
+                             store_ids=stores, run_dags=run_dags)
     return health.render_page(view, _links(), notice)
 
 

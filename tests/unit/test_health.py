@@ -1,6 +1,7 @@
 """The integration-health view's logic (``order_integration.health``) against a real SQLite ledger:
-what the ledger holds comes back per store, the queries use the schema-version-5 indexes, the
-schedule arithmetic of freshness, the chart's windows, the release check's sentences, the page."""
+what the ledger holds comes back per store, the queries use the schema's indexes (versions 5 and 6),
+the schedule arithmetic of freshness, the chart's windows, the deliveries by path (scheduled window,
+real time by webhooks and by polling, on demand), the release check's sentences, the page."""
 
 from __future__ import annotations
 
@@ -14,8 +15,23 @@ from sqlalchemy import insert, inspect, text, update
 from order_integration import health
 from order_integration.config import parse_config
 from order_integration.exceptions import LedgerSchemaError
-from order_integration.ledger import SCHEMA_VERSION, Ledger, migrate, schema_version, sqlite_engine
-from order_integration.ledger.schema import ledger_schema, metadata, order_quarantine, status_events
+from order_integration.ledger import (
+    SCHEMA_VERSION,
+    InboxDelivery,
+    Ledger,
+    migrate,
+    schema_version,
+    sqlite_engine,
+)
+from order_integration.ledger.schema import (
+    delivery_batches,
+    delivery_claims,
+    ledger_schema,
+    metadata,
+    order_deliveries,
+    order_quarantine,
+    status_events,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -85,7 +101,7 @@ def test_the_ledger_facts_are_what_the_ledger_holds_per_store(ledger):
     assert [(f.name, f.levels) for f in a.stock_files] == [("stock_2.csv", 1), ("stock_1.csv", 3)]
     assert a.stock_levels == 4
     assert (facts["shop_b"].quarantine_open, facts["shop_b"].status_files) == (1, ())
-    assert facts["shop_c"] == health.LedgerFacts()
+    assert facts["shop_c"] == health.LedgerFacts(paths=health.PathCounts(NOW - timedelta(hours=health.WINDOWS)))
 
 
 def test_the_open_quarantine_list_is_capped_but_its_count_is_whole(ledger):
@@ -132,13 +148,13 @@ def test_a_version_4_ledger_gains_the_indexes_and_keeps_its_rows(tmp_path):
         Ledger(engine)
     done = migrate(engine)
     assert (done.before, done.after, done.created_tables, done.added_columns, done.created_indexes) == (
-        4, 5, (), (), ("ix_order_quarantine_open", "ix_status_events_applied", "ix_stock_levels_applied"))
+        4, SCHEMA_VERSION, (), (), ("ix_order_quarantine_open", "ix_status_events_applied", "ix_stock_levels_applied"))
     assert "created indexes ix_order_quarantine_open" in done.describe("here")
     indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("order_quarantine")}
     assert indexes["ix_order_quarantine_open"] == ["store_id", "quarantined_at"]
     assert health.read_ledger(engine, ["shop_a"], NOW)["shop_a"].quarantine_open == 1
     again = migrate(engine)
-    assert (again.before, again.created_indexes) == (5, ())
+    assert (again.before, again.created_indexes) == (SCHEMA_VERSION, ())
 
 
 def _run(dag: str, start: datetime | None, state: str = "success", *, run_after: datetime | None = None,
@@ -242,5 +258,171 @@ def test_the_headers_read_as_sentences(ledger):
     assert "<h3>Last window</h3>" in page and "Last 1 windows" not in page
     assert "1 file applied, 1 in the error/ folder; no runs yet." in page
     assert "0 files, 0 in the error/ folder; no runs yet" in page and "in error/;" not in page
-    two = one + [_run("order_export__shop_a", datetime(2026, 12, 5, 12, tzinfo=UTC))]
+    two = [*one, _run("order_export__shop_a", datetime(2026, 12, 5, 12, tzinfo=UTC))]
     assert "<h3>Last 2 windows</h3>" in _page(health.build_view(CONFIG, two, facts, NOW, store_ids=["shop_a"]))
+
+
+# -- deliveries by path --------------------------------------------------------------------------
+PATHS_CONFIG = parse_config({"stores": [
+    {"id": "rt", "storefront_conn_id": "sf", "backend_conn_id": "be", "mode": "realtime"},
+    {"id": "rt_poll", "storefront_conn_id": "sf", "backend_conn_id": "be", "mode": "realtime",
+     "realtime_source": "polling"},
+    {"id": "batch", "storefront_conn_id": "sf", "backend_conn_id": "be"},
+]})
+SPAN = NOW.replace(minute=0) - timedelta(hours=health.WINDOWS)  # the last 48 hourly windows closed by 13:00
+
+
+def _deliver(ledger: Ledger, store: str, run_id: str, order_ids: list[str], at: datetime | None) -> None:
+    """One orders file of ``run_id``: its batch (``uploaded_at`` = ``at``; None: still pending), the
+    claims of its versions and, once uploaded, their deliveries — as ``Deliveries.complete_batch`` leaves them."""
+    batch_id = f"{store}-{run_id}"
+    with ledger.engine.begin() as conn:
+        conn.execute(insert(delivery_batches), {
+            "batch_id": batch_id, "store_id": store, "run_id": run_id, "window_label": "w", "source_path": "s",
+            "file_name": f"orders_{batch_id}.csv", "orders": len(order_ids), "created_at": at or NOW,
+            "uploaded_at": at})
+        conn.execute(insert(delivery_claims), [{"store_id": store, "order_id": o, "order_version": "v1",
+                                                "batch_id": batch_id} for o in order_ids])
+        if at is not None:
+            conn.execute(insert(order_deliveries), [{"store_id": store, "order_id": o, "order_version": "v1",
+                                                     "file_name": f"orders_{batch_id}.csv", "delivered_at": at}
+                                                    for o in order_ids])
+
+
+def _inbox(ledger: Ledger, store: str, order_id: str, topic: str, at: datetime, done_by: str | None = None) -> None:
+    inbox = ledger.webhook_inbox
+    inbox.record(InboxDelivery(store, order_id, topic, f"{topic}:{order_id}:{at.isoformat()}", "d"), received_at=at)
+    if done_by:
+        inbox.mark_done(store, [order_id], done_by, received_before=at)
+
+
+def _seed_paths(ledger: Ledger) -> None:
+    t = NOW - timedelta(hours=3)
+    # rt (webhooks): the window caught 1001, 1002 (their webhooks dropped); a backfill 1010
+    _deliver(ledger, "rt", "scheduled__2026-12-05T09:00:00+00:00", ["1001", "1002"], t)
+    _deliver(ledger, "rt", "backfill__2026-12-05T08:00:00+00:00", ["1010"], t)
+    # real-time runs: one marked its inbox rows (two deliveries of 1005: counted once) ...
+    for order_id, topic in (("1003", "order.created"), ("1004", "order.created"), ("1005", "order.created"),
+                            ("1005", "order.updated")):
+        _inbox(ledger, "rt", order_id, topic, t, done_by="asset_triggered__rt_1")
+    _deliver(ledger, "rt", "asset_triggered__rt_1", ["1003", "1004", "1005"], t + timedelta(seconds=9))
+    # ... one did not get to (its row still waits): Airflow's dag_run places it
+    _inbox(ledger, "rt", "1006", "order.created", t + timedelta(minutes=5))
+    _deliver(ledger, "rt", "asset_triggered__rt_2", ["1006"], t + timedelta(minutes=6))
+    _inbox(ledger, "rt", "1009", "order.updated", NOW - timedelta(minutes=1))  # waiting
+    _deliver(ledger, "rt", "manual__release", ["1007"], t)  # an on-demand release (its RunRecord places it)
+    _deliver(ledger, "rt", "manual__gone", ["1008"], t)  # a run Airflow no longer has
+    _deliver(ledger, "rt", "scheduled__2026-12-01T09:00:00+00:00", ["900"], NOW - timedelta(days=4))  # before
+    _deliver(ledger, "rt", "scheduled__2026-12-05T12:00:00+00:00", ["1011"], None)  # pending: not delivered
+    # rt_poll: the poll's rows (topic poll) and a window catch
+    for order_id in ("2001", "2002"):
+        _inbox(ledger, "rt_poll", order_id, "poll", t, done_by="asset_triggered__p_1")
+    _deliver(ledger, "rt_poll", "asset_triggered__p_1", ["2001", "2002"], t + timedelta(seconds=5))
+    _deliver(ledger, "rt_poll", "scheduled__2026-12-05T10:00:00+00:00", ["2003"], t)
+    # batch: the window, a manual run of the window's DAG, an on-demand run; webhooks recorded, never done
+    _deliver(ledger, "batch", "scheduled__2026-12-05T10:00:00+00:00", ["3001", "3004"], t)
+    _deliver(ledger, "batch", "manual__window", ["3003"], t)
+    _deliver(ledger, "batch", "manual__ids", ["3002"], t)
+    _inbox(ledger, "batch", "3001", "order.created", t)
+
+
+def test_the_ledger_places_each_delivery_by_the_run_that_made_it(ledger):
+    _seed_paths(ledger)
+    facts = health.read_ledger(ledger.engine, ["rt", "rt_poll", "batch"], NOW, config=PATHS_CONFIG)
+    rt = facts["rt"].paths
+    assert rt.since == SPAN
+    assert rt.counts == {"window": 3, "realtime_webhook": 3}  # 1001, 1002, 1010; 1003-1005 (1005 once)
+    assert rt.runs == {"asset_triggered__rt_2": 1, "manual__release": 1, "manual__gone": 1}
+    assert (rt.waiting, rt.waiting_since) == (2, NOW - timedelta(hours=3) + timedelta(minutes=5))  # 1006, 1009
+    poll = facts["rt_poll"].paths
+    assert (poll.counts, poll.runs, poll.waiting) == ({"window": 1, "realtime_poll": 2}, {}, 0)
+    batch = facts["batch"].paths
+    assert (batch.counts, batch.runs) == ({"window": 2}, {"manual__window": 1, "manual__ids": 1})
+    assert batch.waiting == 0  # a batch store's inbox is not read: its rows are never done
+    assert health.unplaced_runs(facts) == {"rt": {"asset_triggered__rt_2", "manual__release", "manual__gone"},
+                                           "batch": {"manual__window", "manual__ids"}}
+    plain = health.read_ledger(ledger.engine, ["rt"], NOW)["rt"].paths  # no config: the last 48 hours
+    assert (plain.since, plain.counts["window"], plain.waiting) == (NOW - timedelta(hours=48), 3, 0)
+
+
+def test_the_view_counts_every_path_and_what_the_safety_net_caught(ledger):
+    _seed_paths(ledger)
+    facts = health.read_ledger(ledger.engine, ["rt", "rt_poll", "batch"], NOW, config=PATHS_CONFIG)
+    runs = [_run("order_export_on_demand__rt", None, run_id="manual__release")]
+    run_dags = {("rt", "asset_triggered__rt_2"): "order_export_realtime__rt",
+                ("batch", "manual__window"): "order_export__batch",
+                ("batch", "manual__ids"): "order_export_on_demand__batch",
+                ("rt_poll", "manual__ids"): "order_export__rt_poll"}  # another store's run of that id: not batch's
+    view = health.build_view(PATHS_CONFIG, runs, facts, NOW, run_dags=run_dags)
+    paths = {s.store.id: s.paths for s in view.stores}
+    assert paths["rt"].counts == {"window": 3, "realtime_webhook": 4, "realtime_poll": 0, "on_demand": 1, "other": 1}
+    assert (paths["rt"].total, paths["rt"].caught, paths["rt"].by_realtime, paths["rt"].realtime) == (9, 3, 4, True)
+    assert paths["rt_poll"].counts == {"window": 1, "realtime_webhook": 0, "realtime_poll": 2, "on_demand": 0}
+    assert paths["batch"].counts == {"window": 3, "realtime_webhook": 0, "realtime_poll": 0, "on_demand": 1}
+    assert not paths["batch"].realtime
+
+    page = _page(view)
+    rt = page[page.index('id="store-rt"'):page.index('id="store-rt_poll"')]
+    assert (f'<div id="paths-rt" data-test="delivery-paths" data-since="{SPAN.isoformat().replace("+00:00", "Z")}" '
+            'data-total="9" data-window="3" data-realtime-webhook="4" data-realtime-poll="0" data-on-demand="1" '
+            'data-other="1">') in rt
+    assert '<tr data-test="path" data-path="window" data-count="3">' in rt
+    assert '<tr data-test="path" data-path="other" data-count="1"><td>a run Airflow no longer has</td>' in rt
+    assert 'href="/dags/order_export_realtime__rt"' in rt and "9 order versions delivered since" in rt
+    assert ('<p id="safety-net-rt" data-test="safety-net" data-caught="3" data-realtime="4" data-waiting="2">'
+            "The safety-net window caught 3 order versions the real-time path missed (a webhook dropped or late): "
+            "33 % of all delivered; real time delivered 4. 2 orders waiting in the webhook inbox, the oldest since "
+            "2026-12-05 10:25 UTC.</p>") in rt
+    poll = page[page.index('id="store-rt_poll"'):page.index('id="store-batch"')]
+    assert "caught 1 order version the real-time path missed (the storefront poll missed them or was late)" in poll
+    assert "Nothing waiting in the webhook inbox (filled by the storefront poll)." in poll
+    assert 'data-path="other"' not in poll
+    batch = page[page.index('id="store-batch"'):]
+    assert 'data-total="4" data-window="3"' in batch and 'data-test="safety-net"' not in batch
+    assert "Batch mode" in batch
+
+
+def test_without_the_ledger_the_paths_are_unavailable():
+    page = _page(health.build_view(PATHS_CONFIG, [], None, NOW, ledger_error="down"))
+    assert page.count('data-test="delivery-paths-unavailable"') == 3 and 'data-test="delivery-paths"' not in page
+
+
+def test_the_paths_query_searches_its_indexes(ledger):
+    _seed_paths(ledger)
+    queries = health.ledger_queries(["rt", "batch"], NOW - timedelta(days=7), realtime=["rt"],
+                                    paths_since={"rt": SPAN, "batch": SPAN - timedelta(hours=1)})
+    plans = _plans(ledger.engine, queries)
+    batches = "SEARCH delivery_batches USING INDEX ix_delivery_batches_uploaded (store_id=? AND uploaded_at>?)"
+    assert plans["delivery_paths"].count(batches) == 2  # one per distinct span start
+    assert "SEARCH delivery_claims USING INDEX ix_delivery_claims_batch_id (batch_id=?)" in plans["delivery_paths"]
+    assert plans["delivery_paths"].count("USING INDEX ix_webhook_inbox_order (store_id=? AND order_id=?)") == 1
+    assert "SEARCH webhook_inbox USING INDEX ix_webhook_inbox_waiting (store_id=? AND done_at=?)" in plans[
+        "inbox_waiting"]
+    assert not any(re.search(r"\bSCAN (delivery_batches|delivery_claims|webhook_inbox)\b", p) for p in plans.values())
+
+
+def test_a_version_5_ledger_gains_the_batches_index(tmp_path):
+    """Version 6 adds one index, ``ix_delivery_batches_uploaded``: a version-5 ledger is refused until
+    migrated; migrating creates that index only and keeps the rows."""
+    engine = sqlite_engine(tmp_path / "v5.db")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_delivery_batches_uploaded"))
+        conn.execute(ledger_schema.insert(), {"version": 5, "migrated_at": NOW})
+    _deliver(_Unchecked(engine), "rt", "scheduled__1", ["1"], NOW)
+    with pytest.raises(LedgerSchemaError, match=r"is at version 5, needs 6"):
+        Ledger(engine)
+    done = migrate(engine)
+    assert (done.before, done.after, done.created_tables, done.added_columns, done.created_indexes) == (
+        5, 6, (), (), ("ix_delivery_batches_uploaded",))
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("delivery_batches")}
+    assert indexes["ix_delivery_batches_uploaded"] == ["store_id", "uploaded_at"]
+    assert health.read_ledger(engine, ["rt"], NOW)["rt"].paths.counts == {"window": 1}
+    assert migrate(engine).created_indexes == ()
+
+
+class _Unchecked:
+    """What ``_deliver`` needs of a ledger (its engine), for a ledger the package would refuse."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine

@@ -115,6 +115,9 @@ delivery_batches = Table(
     Column("orders", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("uploaded_at", DateTime(timezone=True), nullable=True),
+    # Version 6: a store's files by upload time, for the health view's deliveries by path (the span's
+    # batches, then their claims by ``batch_id``); also the load's pending batches (``uploaded_at IS NULL``).
+    Index("ix_delivery_batches_uploaded", "store_id", "uploaded_at"),
 )
 delivery_claims = Table(
     "delivery_claims", metadata,
@@ -190,8 +193,10 @@ ledger_schema = Table(
 #: 5 — indexes for the integration-health view (``health.py``): the open quarantine (partial, on
 #:     ``released_at IS NULL``), ``status_events`` and ``stock_levels`` by (store, applied_at); created by
 #:     ``migrate``'s missing-index step (:func:`_create_missing_indexes`). No table or column changed.
+#: 6 — ``delivery_batches`` by (store, uploaded_at), for the health view's deliveries by path (which
+#:     run, hence which path, delivered each order); created by the same missing-index step.
 #: A later version adds its step to ``migrate``, keyed by this number.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATE_COMMAND = "python -m order_integration ledger migrate"
 
 
