@@ -10,6 +10,7 @@ state set), so the view reads them from Airflow's metadata database as it would 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import pytest
 import requests
 from sqlalchemy import insert
 
-from order_integration.ledger import Ledger, sqlite_engine
+from order_integration.ledger import InboxDelivery, Ledger, sqlite_engine
 from order_integration.ledger.schema import order_quarantine
 from tests.support.airflow_run import ROOT, migrate_airflow_db
 from tests.support.airflow_services import API_SERVER, AirflowServices
@@ -93,6 +94,14 @@ def _export_run(view, logical_date: str, state: str, summary: dict | None) -> di
     return api.run(dag, run_id)
 
 
+def _deliver(view, run_id: str, order_ids: list[str]) -> None:
+    """What a run's load leaves in the ledger: its batch, claims and deliveries (Deliveries' own calls)."""
+    deliveries = Ledger(sqlite_engine(view["home"] / "order_ledger.db")).deliveries
+    batch, _ = deliveries.open_batch("hv", run_id, "w", "staged.jsonl", [(o, "v1") for o in order_ids])
+    deliveries.set_batch_file(batch.batch_id, "staged.csv", f"orders_hv_{run_id}.csv", len(order_ids))
+    deliveries.complete_batch(dataclasses.replace(batch, file_name=f"orders_hv_{run_id}.csv"))
+
+
 def test_unauthenticated_requests_are_refused(view):
     anonymous = view["session"]
     assert anonymous.get(view["url"], timeout=60).status_code == 401
@@ -108,6 +117,14 @@ def test_the_page_shows_what_the_ledger_and_the_runs_hold(view):
     today = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     done = _export_run(view, (today - timedelta(hours=5)).isoformat(), "success", SUMMARY)
     _export_run(view, (today - timedelta(hours=4)).isoformat(), "failed", None)
+    # deliveries by path: the window run's (manual__…: placed by its DAG in Airflow), a real-time
+    # run's (its inbox row names it), and a run Airflow does not have
+    _deliver(view, done["dag_run_id"], ["601", "602"])
+    inbox = Ledger(sqlite_engine(view["home"] / "order_ledger.db")).webhook_inbox
+    inbox.record(InboxDelivery("hv", "604", "order.created", "d-604", "b"))
+    inbox.mark_done("hv", ["604"], "asset_triggered__hv_1")
+    _deliver(view, "asset_triggered__hv_1", ["604"])
+    _deliver(view, "manual__not_in_airflow", ["603"])
     page = browser.get(view["url"], timeout=120)
     assert page.status_code == 200, page.text[:2000]
     hv = page.text[page.text.index('id="store-hv"'):page.text.index('id="store-hv_new"')]
@@ -121,6 +138,9 @@ def test_the_page_shows_what_the_ledger_and_the_runs_hold(view):
     assert '<tr data-test="quarantined-order" data-order-id="501">' in hv and "email_valid" in hv
     assert 'data-order-id="502"' not in hv  # released
     assert 'data-files-applied="0" data-files-in-error="1"' in hv and "refused: order 9 is unknown" in hv
+    assert ('data-total="4" data-window="2" data-realtime-webhook="1" data-realtime-poll="0" data-on-demand="0" '
+            'data-other="1"') in hv
+    assert "<h3>Last 2 windows</h3>" in hv and "1 in the error/ folder" in hv
     new = page.text[page.text.index('id="store-hv_new"'):]
     assert '<span data-test="no-runs">no runs yet</span>' in new and 'data-open="0"' in new
     bearer = view["session"].get(view["url"], headers={"Authorization": f"Bearer {view['api'].token()}"},
