@@ -889,7 +889,7 @@ def _paths(health: StoreHealth, links: Links) -> str:
              f"span), by the path that delivered each:</p><table>{''.join(rows)}</table>"]
     if paths.realtime:
         polled = paths.source == "polling"
-        how = "the storefront poll missed them or was late" if polled else "a webhook dropped or late"
+        how = "the storefront poll missed them or was late" if polled else "webhooks dropped or late"
         inbox = "webhook inbox (filled by the storefront poll)" if polled else "webhook inbox"
         if paths.caught:
             share = f"{100 * paths.caught / paths.total:.0f} %"

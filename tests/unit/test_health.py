@@ -370,7 +370,7 @@ def test_the_view_counts_every_path_and_what_the_safety_net_caught(ledger):
     assert '<tr data-test="path" data-path="other" data-count="1"><td>a run Airflow no longer has</td>' in rt
     assert 'href="/dags/order_export_realtime__rt"' in rt and "9 order versions delivered since" in rt
     assert ('<p id="safety-net-rt" data-test="safety-net" data-caught="3" data-realtime="4" data-waiting="2">'
-            "The safety-net window caught 3 order versions the real-time path missed (a webhook dropped or late): "
+            "The safety-net window caught 3 order versions the real-time path missed (webhooks dropped or late): "
             "33 % of all delivered; real time delivered 4. 2 orders waiting in the webhook inbox, the oldest since "
             "2026-12-05 10:25 UTC.</p>") in rt
     poll = page[page.index('id="store-rt_poll"'):page.index('id="store-batch"')]
