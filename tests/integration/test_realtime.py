@@ -35,6 +35,7 @@ import pendulum
 import pytest
 import requests
 
+from order_integration import health
 from order_integration.config import load_config
 from order_integration.ledger import WebhookInbox, sqlite_engine
 from order_integration.pools import pools_for
@@ -208,6 +209,16 @@ def test_the_scheduled_window_delivers_what_no_webhook_announced_and_nothing_twi
     seen = _ids_in_files(harness)
     assert {i: n for i, n in seen.items() if n != 1} == {}, "an order delivered twice"
     assert set(seen) == {str(i) for i in PAID}
+    # The integration-health view's deliveries by path (docs/health.md), from the same ledger: the
+    # burst's real-time runs placed by their inbox rows, the window run (a manual__ id) by its DAG;
+    # the safety net caught exactly the paid orders no webhook announced.
+    config = load_config(harness.config_path)
+    store = config.store(harness.store_id)
+    facts = health.read_ledger(harness.ledger().engine, [store.id], pendulum.now("UTC"), config=config)
+    paths = health.delivery_paths(store, facts[store.id].paths, {run_id: harness.dag_id})
+    assert paths.counts == {"window": len(DROPPED), "realtime_webhook": len(PAID) - len(DROPPED),
+                            "realtime_poll": 0, "on_demand": 0}
+    assert (paths.realtime, paths.caught, paths.waiting) == (True, len(DROPPED), 0)
 
 
 # -- the sandbox sends the webhooks (issue 15, item 6) -------------------------------------------
