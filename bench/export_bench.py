@@ -194,9 +194,12 @@ def _terminate(proc: subprocess.Popen) -> None:
 class StorefrontProcess:
     """``python -m sandbox.storefront`` generating and serving N orders on a free port."""
 
-    def __init__(self, orders: int, seed: int, start: Any, end: Any) -> None:
+    def __init__(self, orders: int, seed: int, start: Any, end: Any, gen_chunk: int = 0) -> None:
+        # gen_chunk > 0: bench/sandbox_serve.py generates the orders that many at a time (1M orders).
+        server = ["-m", "sandbox.storefront"] if gen_chunk <= 0 else [
+            str(ROOT / "bench" / "sandbox_serve.py"), "--chunk", str(gen_chunk)]
         self.args = [
-            sys.executable, "-m", "sandbox.storefront", "--port", "0", "--orders", str(orders),
+            sys.executable, *server, "--port", "0", "--orders", str(orders),
             "--seed", str(seed), "--start", start.isoformat(), "--end", end.isoformat(),
             "--key", KEY, "--secret", SECRET,
         ]
@@ -464,8 +467,9 @@ def _time_imports() -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def _servers(n: int, seed: int, start: Any, end: Any, work: Path) -> Iterator[StorefrontProcess]:
-    shop = StorefrontProcess(n, seed, start, end)
+def _servers(n: int, seed: int, start: Any, end: Any, work: Path,
+             gen_chunk: int = 0) -> Iterator[StorefrontProcess]:
+    shop = StorefrontProcess(n, seed, start, end, gen_chunk)
     sftp = SftpProcess(work)
     try:
         began = time.perf_counter()
@@ -491,7 +495,7 @@ def bench_n(n: int, args: argparse.Namespace, work: Path, window: Any) -> dict[s
     assert params is not None
     runs: list[dict[str, Measured]] = []
     extra: dict[str, Any] = {}
-    with _servers(n, args.seed, window.start, window.end, work / f"servers_{n}") as shop:
+    with _servers(n, args.seed, window.start, window.end, work / f"servers_{n}", args.gen_chunk) as shop:
         passes: list[tuple[str, bool, set[str]]] = [("timing", False, set())] * args.repeat
         if args.tracemalloc:
             passes.append(("tracemalloc", True, set()))
@@ -621,6 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gc-off", action="store_true",
                         help="what-if: disable the cyclic garbage collector during every step (floor too)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    parser.add_argument("--gen-chunk", type=int, default=0, metavar="K",
+                        help="serve through bench/sandbox_serve.py, generating K orders at a time "
+                             "(needed for 1M orders: the module builds all N first, ~13 GB at 1M); "
+                             "K >= N serves the same orders as the default")
     args = parser.parse_args(argv)
     args.stamp = time.strftime("%Y%m%dT%H%M%S")
     # SIGTERM (and SIGINT, which a shell's background job ignores) must still stop the servers.
