@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
@@ -26,7 +28,7 @@ from order_integration.backend.formats import write_orders
 from order_integration.config import StoreConfig
 from order_integration.exceptions import InvariantViolation, QuarantineRatioExceeded
 from order_integration.failpoints import failpoint
-from order_integration.model import Order, status_free_version
+from order_integration.model import Order, Problem, status_free_version
 from order_integration.quarantine import quarantine_table
 from order_integration.storefronts.base import write_window_jsonl
 from order_integration.windows import Window
@@ -44,6 +46,12 @@ RAW_FILE = "raw_orders.jsonl"
 DELIVERABLE_FILE = "deliverable.jsonl"
 QUARANTINE_FILE = "quarantine.json"
 VALIDATION_FILE = "validation_result.json"
+#: Orders normalised, classified and validated at a time: the validate task holds one chunk's
+#: orders, records, frames and GX result, not the window's. Measured on a 100k window in a fresh
+#: process (bench/README.md, issue 18): growth +158 MB at 5k, +286 MB at 10k, +561 MB at 20k,
+#: +1.9 GB unchunked; each chunk costs GX about 0.2 s of CPU more (one validation call per
+#: frame, on the run's one GX context). The run still reads as one: see ``SuiteRun``.
+VALIDATE_CHUNK = 5_000
 #: Quarantined ids a run's summary names (XCom, run note); the ledger and the report have all.
 MAX_IDS_REPORTED = 20
 #: Of those, the ones the one-line summary shows before "+N more".
@@ -151,14 +159,102 @@ def validate(
     * an order never delivered whose status is not in ``export_statuses`` is ``not_ready``;
     * everything else is validated; invalid orders go to quarantine with every reason.
 
+    The window is read in chunks of :data:`VALIDATE_CHUNK` orders (memory stays bounded); the
+    staged files and counts are those of one run over all of them (see ``SuiteRun``).
+
     The quarantine is recorded before the circuit breaker may fail the run (see
     :func:`_check_breaker`). A ``dry_run`` writes nothing to the ledger and only warns where
     the breaker would fail the run. ``window`` and ``run_id`` name the HTML report."""
-    from order_integration.validation.gx_runner import validate_orders
+    from order_integration.validation.gx_runner import SuiteRun, merge_problems
 
     counts = ValidateCounts()
-    orders = [normaliser.normalise(raw, store.id) for raw in _read_jsonl(raw_path)]
-    counts.extracted = len(orders)
+    run = SuiteRun()  # one GX run over every chunk
+    encode = msgspec.json.Encoder().encode
+    # Invalid in their chunk, by position among the validated orders: (order_id, version,
+    # parse problems, failed rules). The others' records wait in a local spool until the rules
+    # that need the whole run (order_id_unique) have run; staged after the quarantine is.
+    suspects: dict[int, tuple[str, str, Sequence[Problem], list[Any]]] = {}
+    spooled = 0
+    with tempfile.TemporaryFile() as spool:
+        for raws in _chunks(_read_jsonl(raw_path), VALIDATE_CHUNK):
+            orders = [normaliser.normalise(raw, store.id) for raw in raws]
+            del raws
+            counts.extracted += len(orders)
+            candidates, records = _classify(store, orders, ledger, counts, resend=resend)
+            del orders
+            first = counts.validated
+            counts.validated += len(candidates)
+            for position, (order, found) in enumerate(
+                    zip(candidates, run.validate_chunk(candidates), strict=True), start=first):
+                record = records[id(order)]
+                if order.parse_problems or found:
+                    suspects[position] = (order.order_id, record["order_version"],
+                                          order.parse_problems, found)
+                else:
+                    spool.write(encode(record) + b"\n")
+                    spooled += 1
+            del candidates, records
+        late, gx_result = run.finish()
+        # Valid in their chunk but failing a rule of the whole run: read back from the spool.
+        spool.seek(0)
+        caught = _spooled_versions(spool, suspects, set(late) - set(suspects))
+        entries: list[tuple[str, str, list[dict[str, str]]]] = []
+        for position in sorted({*suspects, *late}):
+            oid, ver, parse_problems, found = suspects.get(position) or (*caught[position][:2], (), [])
+            problems = merge_problems(parse_problems, found, late.get(position, ()))
+            entries.append((oid, ver, [p.as_dict() for p in problems]))
+        deliverable = spooled - len(caught)
+        if deliverable + len(entries) != counts.validated:
+            raise InvariantViolation(f"store {store.id}: validation returned {deliverable} valid + "
+                                     f"{len(entries)} invalid of {counts.validated} orders")
+        before = ledger.quarantine.unreleased_versions(store.id, (oid for oid, _ver, _why in entries))
+        if not dry_run:
+            ledger.quarantine.record(store.id, entries)
+            failpoint("validate.after_quarantine", store=store.id)
+        counts.quarantined = len(entries)
+        counts.newly_quarantined = sum(1 for oid, ver, _ in entries if (oid, ver) not in before)
+
+        deliverable_path = staging / DELIVERABLE_FILE
+        spool.seek(0)
+        counts.deliverable = _copy_lines(spool, deliverable_path, skip={line for *_, line in caught.values()})
+    if counts.deliverable != deliverable:
+        raise InvariantViolation(f"store {store.id}: staged {counts.deliverable} deliverable orders "
+                                 f"of {deliverable} valid")
+    quarantine_path = staging / QUARANTINE_FILE
+    quarantine_path.write_text(json.dumps(
+        [{"order_id": oid, "order_version": ver, "reasons": reasons} for oid, ver, reasons in entries],
+        ensure_ascii=False, indent=1,
+    ))
+    (staging / VALIDATION_FILE).write_text(json.dumps(gx_result, default=str, indent=1))
+    report_path = _write_report(store, staging, window, run_id, counts.validated, entries,
+                                gx_result.get("expectations", []), by_ids=by_ids)
+    if entries:
+        log.warning("store %s: %d order(s) %squarantined:\n%s", store.id, len(entries),
+                    "would be " if dry_run else "", quarantine_table(
+                        {"order_id": oid, "order_version": ver, "reasons": reasons}
+                        for oid, ver, reasons in entries))
+    log.info("store %s: %s", store.id, ", ".join(f"{k}={v}" for k, v in asdict(counts).items()))
+    log.info("store %s: validation report (HTML): %s", store.id, report_path)
+
+    _check_breaker(store, counts, by_ids=by_ids, dry_run=dry_run)
+    quarantined_ids = sorted({oid for oid, _ver, _reasons in entries if oid}, key=lambda i: (len(i), i))
+    return {"deliverable_path": str(deliverable_path), "quarantine_path": str(quarantine_path),
+            "report_paths": [report_path], "quarantined_ids": quarantined_ids[:MAX_IDS_REPORTED],
+            **asdict(counts)}
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last one shorter); nothing for no items."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, max(size, 1))):
+        yield chunk
+
+
+def _classify(
+    store: StoreConfig, orders: list[Order], ledger: Ledger, counts: ValidateCounts, *, resend: bool,
+) -> tuple[list[Order], dict[int, dict[str, Any]]]:
+    """The orders of a chunk to validate, and their records (by ``id(order)``); counts the
+    ``not_ready`` and ``already_delivered`` ones (see :func:`validate`)."""
     claimed = ledger.deliveries.claimed_versions(store.id, (o.order_id for o in orders))
     exportable = set(store.export_statuses)
     records: dict[int, dict[str, Any]] = {}
@@ -176,47 +272,38 @@ def validate(
             records[id(order)] = record
             changed.append(order)
     candidates = changed if resend else _drop_echoes(store.id, changed, records, ledger, counts)
-    counts.validated = len(candidates)
+    return candidates, records
 
-    outcome = validate_orders(candidates)
-    if len(outcome.valid) + len(outcome.invalid_orders) != len(candidates):
-        raise InvariantViolation(f"store {store.id}: validation returned {len(outcome.valid)} valid + "
-                             f"{len(outcome.invalid_orders)} invalid of {len(candidates)} orders")
-    before = ledger.quarantine.unreleased_versions(
-        store.id, (bad.order.order_id for bad in outcome.invalid_orders))
-    entries = [
-        (bad.order.order_id, records[id(bad.order)]["order_version"], [p.as_dict() for p in bad.problems])
-        for bad in outcome.invalid_orders
-    ]
-    if not dry_run:
-        ledger.quarantine.record(store.id, entries)
-        failpoint("validate.after_quarantine", store=store.id)
-    counts.quarantined = len(entries)
-    counts.newly_quarantined = sum(1 for oid, ver, _ in entries if (oid, ver) not in before)
 
-    deliverable_path = staging / DELIVERABLE_FILE
-    counts.deliverable = _write_jsonl(deliverable_path, (records[id(o)] for o in outcome.valid))
-    quarantine_path = staging / QUARANTINE_FILE
-    quarantine_path.write_text(json.dumps(
-        [{"order_id": oid, "order_version": ver, "reasons": reasons} for oid, ver, reasons in entries],
-        ensure_ascii=False, indent=1,
-    ))
-    (staging / VALIDATION_FILE).write_text(json.dumps(outcome.gx_result, default=str, indent=1))
-    report_path = _write_report(store, staging, window, run_id, counts.validated, entries,
-                                outcome.gx_result.get("expectations", []), by_ids=by_ids)
-    if entries:
-        log.warning("store %s: %d order(s) %squarantined:\n%s", store.id, len(entries),
-                    "would be " if dry_run else "", quarantine_table(
-                        {"order_id": oid, "order_version": ver, "reasons": reasons}
-                        for oid, ver, reasons in entries))
-    log.info("store %s: %s", store.id, ", ".join(f"{k}={v}" for k, v in asdict(counts).items()))
-    log.info("store %s: validation report (HTML): %s", store.id, report_path)
+def _spooled_versions(
+    spool: IO[bytes], suspects: Mapping[int, Any], wanted: set[int],
+) -> dict[int, tuple[str, str, int]]:
+    """Position -> (order_id, order_version, line in the spool) of the ``wanted`` positions,
+    whose records are in ``spool`` (one line per validated position not in ``suspects``)."""
+    found: dict[int, tuple[str, str, int]] = {}
+    if not wanted:
+        return found
+    decode = msgspec.json.Decoder().decode
+    position = 0
+    for line_number, line in enumerate(spool):
+        while position in suspects:
+            position += 1
+        if position in wanted:
+            record = decode(line)
+            found[position] = (record["order_id"], record["order_version"], line_number)
+        position += 1
+    return found
 
-    _check_breaker(store, counts, by_ids=by_ids, dry_run=dry_run)
-    quarantined_ids = sorted({oid for oid, _ver, _reasons in entries if oid}, key=lambda i: (len(i), i))
-    return {"deliverable_path": str(deliverable_path), "quarantine_path": str(quarantine_path),
-            "report_paths": [report_path], "quarantined_ids": quarantined_ids[:MAX_IDS_REPORTED],
-            **asdict(counts)}
+
+def _copy_lines(source: IO[bytes], target: ObjectStoragePath, *, skip: set[int]) -> int:
+    """Copy the lines of ``source`` to ``target`` but those numbered in ``skip``; returns how many."""
+    count = 0
+    with target.open("wb") as fh:
+        for number, line in enumerate(source):
+            if number not in skip:
+                fh.write(line)
+                count += 1
+    return count
 
 
 def _check_breaker(store: StoreConfig, counts: ValidateCounts, *, by_ids: bool, dry_run: bool) -> None:

@@ -4,6 +4,8 @@
 * the **line frame**: one row per line item, ``line_key`` = the row's position in the frame and
   ``row_key`` pointing back at its order.
 
+Built per chunk of a run, both keys count from the chunk's offsets (positions in the run).
+
 Money is turned into exact integer minor units (nullable ``Int64``) exactly as
 :func:`order_integration.currency.to_minor` does (half-up to the currency's decimals), so "adds
 up" is an integer comparison, never a float one. An order whose currency is not ISO 4217 is
@@ -116,11 +118,13 @@ def _present(value: str | None) -> str | None:
     return value
 
 
-def build_frames(orders: Sequence[Order]) -> OrderFrames:
+def build_frames(orders: Sequence[Order], *, row_offset: int = 0, line_offset: int = 0) -> OrderFrames:
     """Build the order frame and the line frame for ``orders``.
 
     One pass over the orders fills plain Python column lists (cheap); pandas then builds each
     column once and the totals arithmetic runs vectorised on the ``Int64`` columns.
+    ``row_offset`` / ``line_offset``: the first ``row_key`` / ``line_key``, when ``orders`` is a
+    chunk of a run (the keys then count across chunks).
     """
     import pandas as pd
 
@@ -128,8 +132,8 @@ def build_frames(orders: Sequence[Order]) -> OrderFrames:
     money: dict[str, list[int | None]] = {f"{name}_minor": [] for name, _ in ORDER_MONEY}
     lcols: dict[str, list[Any]] = {name: [] for name in LINE_FRAME_COLUMNS}
     quanta: dict[int, Decimal] = {}
-    line_key = 0
-    for row_key, order in enumerate(orders):
+    line_key = line_offset
+    for row_key, order in enumerate(orders, start=row_offset):
         currency = order.currency if isinstance(order.currency, str) else ""
         decimals = decimals_of(currency)
         quantum = quanta.get(decimals)

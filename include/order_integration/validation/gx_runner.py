@@ -3,9 +3,15 @@
 The expectation suite is data (``suite.yaml`` next to this module, editable by operators): each
 entry names a rule id, a row-level GX expectation class, its kwargs and a detail template. The
 orders are flattened into an order frame and a line frame (:mod:`.frames`), each frame is
-validated in one GX run on an ephemeral context with ``COMPLETE`` results keyed by a positional
-column, and every unexpected row is mapped back to its order. An invalid order gets EVERY failed
-rule (its ``parse_problems`` first), each with a detail naming the value.
+validated by GX on an ephemeral context with ``COMPLETE`` results keyed by a positional column,
+and every unexpected row is mapped back to its order. An invalid order gets EVERY failed rule
+(its ``parse_problems`` first), each with a detail naming the value.
+
+A run may come in chunks (:class:`SuiteRun`, so a large window is never held whole): rules
+whose verdict on a row depends on that row alone (:data:`ROW_LOCAL_EXPECTATIONS`) run on each
+chunk; every other rule (``order_id_unique``, anything with ``mostly``) runs once at the end on
+the run's whole column(s) it needs. Row keys count across chunks, and the per-rule figures are
+summed, so the result reads as one run over all orders.
 
 GX and pandas are imported inside the functions: the library is imported at DAG parse time.
 """
@@ -27,7 +33,6 @@ from order_integration.model import Order, Problem
 from order_integration.validation.frames import (
     LINE_FRAME_COLUMNS,
     ORDER_FRAME_COLUMNS,
-    OrderFrames,
     build_frames,
     detail_context,
     template_fields,
@@ -42,6 +47,23 @@ FRAMES: dict[str, tuple[tuple[str, ...], str]] = {
     "orders": (ORDER_FRAME_COLUMNS, "row_key"),
     "lines": (LINE_FRAME_COLUMNS, "line_key"),
 }
+
+#: Row-level expectations whose verdict on a row depends on that row alone (no column
+#: statistic, no other row): run per chunk. Any other expectation (uniqueness, monotony,
+#: z-scores, type checks that pandas answers per column) runs once on the whole run's columns.
+ROW_LOCAL_EXPECTATIONS: frozenset[str] = frozenset({
+    "ExpectColumnPairValuesAToBeGreaterThanB", "ExpectColumnPairValuesToBeEqual",
+    "ExpectColumnPairValuesToBeInSet", "ExpectColumnValueLengthsToBeBetween",
+    "ExpectColumnValueLengthsToEqual", "ExpectColumnValuesToBeBetween",
+    "ExpectColumnValuesToBeDateutilParseable", "ExpectColumnValuesToBeInSet",
+    "ExpectColumnValuesToBeJsonParseable", "ExpectColumnValuesToBeNull",
+    "ExpectColumnValuesToMatchJsonSchema", "ExpectColumnValuesToMatchRegex",
+    "ExpectColumnValuesToMatchRegexList", "ExpectColumnValuesToMatchStrftimeFormat",
+    "ExpectColumnValuesToNotBeInSet", "ExpectColumnValuesToNotBeNull",
+    "ExpectColumnValuesToNotMatchRegex", "ExpectColumnValuesToNotMatchRegexList",
+    "ExpectMulticolumnSumToEqual", "ExpectMulticolumnValuesToBeEqual",
+    "ExpectSelectColumnValuesToBeUniqueWithinRecord",
+})
 
 #: Value sets every suite may reference by name without defining them.
 BUILTIN_VALUE_SETS: dict[str, tuple[str, ...]] = {
@@ -77,6 +99,43 @@ class RuleSpec:
         if self.row_condition is not None:
             extra["row_condition"] = self.row_condition
         return cls(**self.kwargs, **extra)
+
+    @property
+    def row_local(self) -> bool:
+        """Whether each row's verdict depends on that row alone (the rule may run per chunk).
+        ``mostly`` makes the verdict a share of the whole run: not row-local."""
+        return self.expectation in ROW_LOCAL_EXPECTATIONS and "mostly" not in self.kwargs
+
+    def columns(self, all_columns: Sequence[str]) -> tuple[str, ...]:
+        """The frame columns the rule reads (its kwargs, row condition and detail template);
+        all of them when the row condition cannot be read."""
+        named = [self.kwargs[k] for k in _COLUMN_KWARGS if k in self.kwargs]
+        named += list(self.kwargs.get("column_list") or [])
+        for name in self.fields:
+            named.append(name if name in all_columns else f"{name}_minor")
+        if self.row_condition is not None:
+            found = _condition_columns(self.row_condition)
+            if found is None:
+                return tuple(all_columns)
+            named += found
+        return tuple(c for c in all_columns if c in set(named))
+
+
+def _condition_columns(condition: Any) -> list[str] | None:
+    """Columns a GX row condition reads, or ``None`` when its shape is not known here."""
+    column = getattr(condition, "column", None)
+    if column is not None and isinstance(getattr(column, "name", None), str):
+        return [column.name]
+    parts = getattr(condition, "conditions", None)
+    if isinstance(parts, (list, tuple)) and parts:
+        found: list[str] = []
+        for part in parts:
+            cols = _condition_columns(part)
+            if cols is None:
+                return None
+            found += cols
+        return found
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,42 +367,22 @@ def _row_condition(raw: Any, columns: Sequence[str], frame: str, where: str) -> 
 
 
 def validate_orders(orders: Sequence[Order], *, suite_path: Path | None = None) -> ValidationOutcome:
-    """Split ``orders`` into valid ones and invalid ones with every failed rule.
+    """Split ``orders`` into valid ones and invalid ones with every failed rule (one chunk of a
+    :class:`SuiteRun`).
 
     Raises :class:`ConfigError` when the suite is broken (bad YAML, unknown expectation, an
     expectation that errors while running): retrying cannot fix it.
     """
-    specs = load_suite(suite_path)
-    started = time.perf_counter()
-    frames = build_frames(orders)
-    frames_seconds = time.perf_counter() - started
-
-    started = time.perf_counter()
-    failures, gx_result = _run_gx(frames, specs)
-    gx_seconds = time.perf_counter() - started
-    gx_result["suite"] = str(suite_path or DEFAULT_SUITE_PATH)
-
-    # position -> problems found by GX, in suite order (line rules by line order).
-    found: dict[int, list[Problem]] = {}
-    for index, spec in enumerate(specs):
-        positions = failures.get(index)
-        if not positions:
-            continue
-        frame = frames.orders if spec.frame == "orders" else frames.lines
-        contexts = detail_context(frame, positions, spec.fields)
-        if spec.frame == "lines":
-            owners = frame["row_key"].to_numpy()[list(positions)].tolist()
-        else:
-            owners = list(positions)
-        for owner, ctx in zip(owners, contexts, strict=True):
-            found.setdefault(int(owner), []).append(Problem(spec.rule, spec.detail.format_map(ctx)))
+    run = SuiteRun(suite_path)
+    found = run.validate_chunk(orders)
+    late, gx_result = run.finish()
 
     valid: list[Order] = []
     invalid: dict[str, list[Problem]] = {}
     invalid_orders: list[InvalidOrder] = []
     orders_by_rule: dict[str, int] = {}
     for position, order in enumerate(orders):
-        problems = _unique([*order.parse_problems, *found.get(position, ())])
+        problems = merge_problems(order.parse_problems, found[position], late.get(position, ()))
         if not problems:
             valid.append(order)
             continue
@@ -355,75 +394,188 @@ def validate_orders(orders: Sequence[Order], *, suite_path: Path | None = None) 
 
     statistics = {
         "orders": len(orders),
-        "lines": len(frames.lines),
+        "lines": run.rows["lines"],
         "valid": len(valid),
         "invalid": len(invalid_orders),
         "problems": sum(len(i.problems) for i in invalid_orders),
         "orders_by_rule": dict(sorted(orders_by_rule.items())),
-        "expectations": len(specs),
-        "build_frames_seconds": round(frames_seconds, 3),
-        "gx_seconds": round(gx_seconds, 3),
+        "expectations": len(run.specs),
+        "build_frames_seconds": round(run.frames_seconds, 3),
+        "gx_seconds": round(run.gx_seconds, 3),
     }
     return ValidationOutcome(valid, invalid, statistics, gx_result, invalid_orders)
 
 
-def _unique(problems: Sequence[Problem]) -> list[Problem]:
-    return list(dict.fromkeys(problems))
+#: One failed rule of an order: (the rule's index in the suite, the problem).
+Found = tuple[int, Problem]
 
 
-def _run_gx(
-    frames: OrderFrames, specs: Sequence[RuleSpec]
-) -> tuple[dict[int, list[int]], dict[str, Any]]:
-    """Run the suite; returns spec index -> failing row positions of its frame, and a summary."""
-    quiet_gx()
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def merge_problems(
+    parse_problems: Sequence[Problem], found: Sequence[Found], late: Sequence[Found] = ()
+) -> list[Problem]:
+    """An order's problems as one run reports them: parse problems first, then the failed
+    rules in suite order (a line rule by line order), each once."""
+    ordered = sorted([*found, *late], key=lambda item: item[0]) if late else found
+    return _unique([*parse_problems, *(problem for _index, problem in ordered)])
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas("order_validation")
 
-    failures: dict[int, list[int]] = {}
-    summary: dict[str, Any] = {
-        "success": True, "gx_version": gx.__version__, "frames": {}, "expectations": [],
-    }
-    for frame_name, (_columns, key) in FRAMES.items():
-        frame = frames.orders if frame_name == "orders" else frames.lines
-        indexed = [(i, s) for i, s in enumerate(specs) if s.frame == frame_name]
-        if not indexed or frame.empty:
-            summary["frames"][frame_name] = {"rows": len(frame), "success": True, "skipped": True}
-            for i, s in indexed:
-                summary["expectations"].append(_summary_row(i, s, success=True, elements=0, unexpected=0))
-            continue
-        batch = (
-            source.add_dataframe_asset(frame_name)
-            .add_batch_definition_whole_dataframe("whole_batch")
-            .get_batch(batch_parameters={"dataframe": frame})
-        )
-        suite = gx.ExpectationSuite(
-            name=f"order_validation_{frame_name}", expectations=[s.build(i) for i, s in indexed]
-        )
+class SuiteRun:
+    """One validation run, fed in chunks; reads as one run over all the chunks' orders.
+
+    :meth:`validate_chunk` returns each order's failed row-local rules; :meth:`finish` runs
+    the other rules on the whole run's columns they need and returns the merged GX summary
+    (per rule: element and unexpected counts summed, ``success`` the conjunction). The GX
+    context, its pandas asset and the expectations are built once per run, not per chunk.
+    """
+
+    def __init__(self, suite_path: Path | None = None) -> None:
+        self.specs = load_suite(suite_path)
+        self.suite_path = suite_path
+        self.rows = dict.fromkeys(FRAMES, 0)  # rows seen so far: the next chunk's first key
+        self.frames_seconds = 0.0
+        self.gx_seconds = 0.0
+        self._local = {f: [(i, s) for i, s in enumerate(self.specs) if s.frame == f and s.row_local]
+                       for f in FRAMES}
+        self._late = {f: [(i, s) for i, s in enumerate(self.specs) if s.frame == f and not s.row_local]
+                      for f in FRAMES}
+        # Columns the late rules read, kept from each chunk (plus the keys and decimals).
+        self._late_columns: dict[str, tuple[str, ...]] = {}
+        for frame_name, indexed in self._late.items():
+            if indexed:
+                columns, key = FRAMES[frame_name]
+                wanted = {key, "row_key", "decimals"}
+                for _i, spec in indexed:
+                    wanted.update(spec.columns(columns))
+                self._late_columns[frame_name] = tuple(c for c in columns if c in wanted)
+        self._late_parts: dict[str, list[Any]] = {f: [] for f in self._late_columns}
+        # per rule index: [success, element_count, unexpected_count]
+        self._totals = {i: [True, 0, 0] for i in range(len(self.specs))}
+        self._gx: Any = None
+        self._finished = False
+
+    # -- GX, built once
+    def _engine(self) -> Any:
+        if self._gx is None:
+            quiet_gx()
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            context = gx.get_context(mode="ephemeral")
+            context.variables.progress_bars = ProgressBarsConfig(globally=False)
+            source = context.data_sources.add_pandas("order_validation")
+            batches = {
+                name: source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole_batch")
+                for name in FRAMES
+            }
+            suites = {
+                (name, part): gx.ExpectationSuite(name=f"order_validation_{name}_{part}",
+                                                  expectations=[s.build(i) for i, s in indexed])
+                for part, groups in (("chunk", self._local), ("run", self._late))
+                for name, indexed in groups.items() if indexed
+            }
+            self._gx = (batches, suites)
+        return self._gx
+
+    def _validate(self, frame_name: str, part: str, frame: Any) -> list[tuple[int, list[int]]]:
+        """Run one frame's rules of ``part`` on ``frame``; (rule index, failing keys) per rule,
+        figures added to the run's totals."""
+        batches, suites = self._engine()
+        key = FRAMES[frame_name][1]
+        started = time.perf_counter()
+        batch = batches[frame_name].get_batch(batch_parameters={"dataframe": frame})
         result = batch.validate(
-            suite,
+            suites[(frame_name, part)],
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [key]},
         )
-        summary["frames"][frame_name] = {"rows": len(frame), "success": bool(result.success)}
-        summary["success"] = summary["success"] and bool(result.success)
+        self.gx_seconds += time.perf_counter() - started
+        out: list[tuple[int, list[int]]] = []
         for res in result.results:
             index = int(res.expectation_config.meta["index"])
-            spec = specs[index]
+            spec = self.specs[index]
             _raise_on_exception(res, spec)
-            positions = _positions(res.result, key, spec)
-            if positions:
-                failures[index] = positions
-            summary["expectations"].append(
-                _summary_row(
-                    index, spec, success=bool(res.success),
-                    elements=int(res.result.get("element_count") or 0), unexpected=len(positions),
-                )
-            )
-    summary["expectations"].sort(key=lambda row: row["index"])
-    return failures, summary
+            keys = _positions(res.result, key, spec)
+            totals = self._totals[index]
+            totals[0] = totals[0] and bool(res.success)
+            totals[1] += int(res.result.get("element_count") or 0)
+            totals[2] += len(keys)
+            if keys:
+                out.append((index, keys))
+        return sorted(out, key=lambda item: item[0])
+
+    def validate_chunk(self, orders: Sequence[Order]) -> list[list[Found]]:
+        """The row-local rules each order of ``orders`` fails, in suite order (parse problems
+        not included); the rows are keyed after the previous chunks' rows."""
+        if self._finished:
+            raise RuntimeError("SuiteRun.validate_chunk after finish")
+        started = time.perf_counter()
+        frames = build_frames(orders, row_offset=self.rows["orders"], line_offset=self.rows["lines"])
+        self.frames_seconds += time.perf_counter() - started
+        found: list[list[Found]] = [[] for _ in orders]
+        failed: list[tuple[int, str, list[int]]] = []
+        for frame_name in FRAMES:
+            frame = frames.orders if frame_name == "orders" else frames.lines
+            if self._local[frame_name] and not frame.empty:
+                failed += [(i, frame_name, keys) for i, keys in self._validate(frame_name, "chunk", frame)]
+            if frame_name in self._late_parts:
+                self._late_parts[frame_name].append(frame[list(self._late_columns[frame_name])])
+        for index, frame_name, keys in sorted(failed, key=lambda item: item[0]):
+            frame = frames.orders if frame_name == "orders" else frames.lines
+            offset = self.rows[frame_name]
+            for owner, problem in self._problems(index, frame, [k - offset for k in keys]):
+                found[owner - self.rows["orders"]].append((index, problem))
+        self.rows["orders"] += len(frames.orders)
+        self.rows["lines"] += len(frames.lines)
+        return found
+
+    def _problems(self, index: int, frame: Any, positions: list[int]) -> list[tuple[int, Problem]]:
+        """(owning order's row key, problem) for the failing rows at ``positions`` of ``frame``."""
+        spec = self.specs[index]
+        contexts = detail_context(frame, positions, spec.fields)
+        owners = frame["row_key"].to_numpy()[positions].tolist()  # lines point at their order
+        return [(int(owner), Problem(spec.rule, spec.detail.format_map(ctx)))
+                for owner, ctx in zip(owners, contexts, strict=True)]
+
+    def finish(self) -> tuple[dict[int, list[Found]], dict[str, Any]]:
+        """Run the rules that need the whole run; returns order position (in the run) -> their
+        failures, and the run's GX summary."""
+        import great_expectations as gx
+        import pandas as pd
+
+        self._finished = True
+        late: dict[int, list[Found]] = {}
+        for frame_name, parts in self._late_parts.items():
+            if not parts or not self.rows[frame_name]:
+                continue
+            frame = pd.concat(parts, ignore_index=True)
+            parts.clear()
+            for index, keys in self._validate(frame_name, "run", frame):
+                for owner, problem in self._problems(index, frame, keys):
+                    late.setdefault(owner, []).append((index, problem))
+        summary: dict[str, Any] = {
+            "success": True, "gx_version": gx.__version__, "frames": {}, "expectations": [],
+        }
+        for frame_name in FRAMES:
+            indexed = [(i, s) for i, s in enumerate(self.specs) if s.frame == frame_name]
+            rows = self.rows[frame_name]
+            if not indexed or not rows:
+                summary["frames"][frame_name] = {"rows": rows, "success": True, "skipped": True}
+                for i, s in indexed:
+                    summary["expectations"].append(_summary_row(i, s, success=True, elements=0, unexpected=0))
+                continue
+            success = all(self._totals[i][0] for i, _s in indexed)
+            summary["frames"][frame_name] = {"rows": rows, "success": success}
+            summary["success"] = summary["success"] and success
+            for i, s in indexed:
+                ok, elements, unexpected = self._totals[i]
+                summary["expectations"].append(
+                    _summary_row(i, s, success=ok, elements=elements, unexpected=unexpected))
+        summary["expectations"].sort(key=lambda row: row["index"])
+        summary["suite"] = str(self.suite_path or DEFAULT_SUITE_PATH)
+        return late, summary
+
+
+def _unique(problems: Sequence[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
 
 
 def _summary_row(

@@ -1,0 +1,148 @@
+"""Validation in chunks (issue 18): a window larger than a chunk reads as one run.
+
+The same orders are validated once in one chunk and once in chunks of 3 (monkeypatched), each
+with its own ledger and staging; every staged file (deliverable records, quarantine, the GX
+summary, the HTML report) and every count must be the same, byte for byte. Duplicated order ids
+sit in different chunks, so ``order_id_unique`` (a rule of the whole run) is checked across them.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from order_integration import export
+from order_integration.config import parse_config
+from order_integration.ledger import Ledger, sqlite_engine
+from order_integration.model import Address, Order, Problem
+from order_integration.validation import gx_runner
+from tests.support.orders import make_order
+
+pytestmark = pytest.mark.unit
+
+CHUNK = 3
+
+
+def _orders() -> list[Order]:
+    bad = [
+        make_order("2001", currency="EURO"),
+        make_order("2002", customer_email="nobody"),
+        make_order("2003", shipping=Address(country="Germany")),
+        make_order("2004", total=Decimal("1.00")),
+        make_order("2005", lines=()),
+        make_order("2006", total=None, parse_problems=(Problem("total_not_a_number", "total 'x'"),)),
+        make_order(""),  # missing id: its detail names its position in the whole run
+    ]
+    good = [make_order(str(1000 + i)) for i in range(20)]
+    orders = [make_order("3000", customer_email="first@example.de")]  # duplicated far below
+    for i, order in enumerate(good):
+        orders.append(order)
+        if i < len(bad):
+            orders.append(bad[i])
+    orders.append(make_order("9000", status="pending"))  # not ready
+    orders.append(make_order("3000", customer_email="second@example.de"))
+    return orders
+
+
+ORDERS = _orders()
+_VALIDATE_CHUNK = gx_runner.SuiteRun.validate_chunk
+
+
+class _ByIndex:
+    """A normaliser over the test's orders: each raw row is ``{"i": index}``."""
+
+    platform = "test"
+
+    @staticmethod
+    def normalise(raw: dict[str, Any], store_id: str) -> Order:
+        return ORDERS[raw["i"]]
+
+
+def _validate(tmp: Path, name: str, monkeypatch: pytest.MonkeyPatch, chunk: int) -> dict[str, Any]:
+    from airflow.sdk import ObjectStoragePath
+
+    store = parse_config({"stores": [{
+        "id": "demo", "storefront_conn_id": "sf", "backend_conn_id": "be",
+        "export_statuses": ["processing"], "validation": {"max_quarantine_ratio": 1.0},
+    }]}).store("demo")
+    folder = tmp / name
+    folder.mkdir()
+    raw = folder / "raw_orders.jsonl"
+    raw.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(len(ORDERS))))
+    staging = ObjectStoragePath(f"file://{folder / 'staging'}")
+    staging.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(export, "VALIDATE_CHUNK", chunk)
+    chunks: list[int] = []
+
+    def counting(self: gx_runner.SuiteRun, orders: Any) -> Any:
+        chunks.append(len(orders))
+        return _VALIDATE_CHUNK(self, orders)
+
+    monkeypatch.setattr(gx_runner.SuiteRun, "validate_chunk", counting)
+    result = export.validate(store, staging, ObjectStoragePath(f"file://{raw}"), _ByIndex(),
+                             Ledger(sqlite_engine(folder / "ledger.db"), create=True),
+                             run_id="manual__chunks")
+    files = {p.name: p.read_bytes() for p in (folder / "staging").iterdir()}
+    paths = {k: result.pop(k) for k in ("deliverable_path", "quarantine_path", "report_paths")}
+    assert paths["deliverable_path"].endswith(export.DELIVERABLE_FILE)
+    return {"result": result, "files": files, "chunks": chunks}
+
+
+def test_a_window_larger_than_a_chunk_validates_as_one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = _validate(tmp_path, "whole", monkeypatch, 10_000)
+    chunked = _validate(tmp_path, "chunked", monkeypatch, CHUNK)
+
+    assert len(whole["chunks"]) == 1
+    assert len(chunked["chunks"]) > 5 and sum(chunked["chunks"]) == sum(whole["chunks"])
+    assert chunked["result"] == whole["result"]
+    assert sorted(chunked["files"]) == sorted(whole["files"])
+    for name, content in whole["files"].items():
+        assert chunked["files"][name] == content, name
+
+    # ... and that one run is right, so a chunk lost or counted twice on both sides fails too.
+    counts = whole["result"]
+    assert counts["extracted"] == len(ORDERS)
+    assert counts["not_ready"] == 1
+    assert counts["validated"] == len(ORDERS) - 1
+    assert counts["deliverable"] == 20 and counts["quarantined"] == 9
+    deliverable = [json.loads(line) for line in whole["files"][export.DELIVERABLE_FILE].splitlines()]
+    assert [r["order_id"] for r in deliverable] == [str(1000 + i) for i in range(20)]
+    quarantine = json.loads(whole["files"][export.QUARANTINE_FILE])
+    rules = {(e["order_id"], tuple(r["rule"] for r in e["reasons"])) for e in quarantine}
+    assert rules == {
+        ("3000", ("order_id_unique",)), ("2001", ("currency_iso4217",)), ("2002", ("email_valid",)),
+        ("2003", ("ship_country_iso3166_alpha2",)), ("2004", ("order_adds_up",)),
+        ("2005", ("has_lines",)), ("2006", ("total_not_a_number",)), ("", ("order_id_present",)),
+    }
+    assert quarantine[0]["order_id"] == "3000" and quarantine[-1]["order_id"] == "3000"
+    missing = next(e for e in quarantine if e["order_id"] == "")
+    position = next(i for i, o in enumerate(o for o in ORDERS if o.status == "processing") if not o.order_id)
+    assert missing["reasons"][0]["detail"] == (
+        f"order_id is missing or empty (order at position {position} of the batch)")
+    summary = json.loads(whole["files"][export.VALIDATION_FILE])
+    rows = {(e["rule"], e["column"]): e for e in summary["expectations"]}
+    assert summary["frames"]["orders"]["rows"] == counts["validated"]
+    assert rows[("order_id_unique", "order_id")]["element_count"] == counts["validated"]
+    assert rows[("order_id_unique", "order_id")]["unexpected_count"] == 2
+    assert rows[("email_valid", "customer_email")]["element_count"] == counts["validated"]
+    assert summary["success"] is False
+    report = whole["files"][next(n for n in whole["files"] if n.startswith("validation_report_"))].decode()
+    assert f"{counts['validated']} order(s) validated, 9 quarantined." in report
+
+
+def test_a_suite_run_in_chunks_equals_one_run() -> None:
+    """The runner alone: chunks of 4 give each order the same problems and the same summary."""
+    orders = [o for o in ORDERS if o.status == "processing"]
+    one = gx_runner.validate_orders(orders)
+    run = gx_runner.SuiteRun()
+    found = [f for start in range(0, len(orders), 4) for f in run.validate_chunk(orders[start:start + 4])]
+    late, summary = run.finish()
+    problems = [gx_runner.merge_problems(o.parse_problems, found[i], late.get(i, ()))
+                for i, o in enumerate(orders)]
+    assert summary == one.gx_result
+    assert [tuple(p) for p in problems if p] == [bad.problems for bad in one.invalid_orders]
+    assert run.rows["orders"] == len(orders)
