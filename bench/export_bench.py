@@ -519,6 +519,8 @@ def bench_n(n: int, args: argparse.Namespace, work: Path, window: Any) -> dict[s
             if trace:
                 tracemalloc.stop()
             _check(n, measured)
+            if args.save_staging and kind == "timing" and not runs:  # the first timing pass's files
+                shutil.copytree(Path(run.staging.path), Path(args.save_staging) / f"n{n}", dirs_exist_ok=True)
             shutil.rmtree(work / label, ignore_errors=True)
             walls = ", ".join(f"{s} {m.wall_s:.2f}s" for s, m in measured.items())
             print(f"   {kind} pass: {walls}", flush=True)
@@ -629,6 +631,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve through bench/sandbox_serve.py, generating K orders at a time "
                              "(needed for 1M orders: the module builds all N first, ~13 GB at 1M); "
                              "K >= N serves the same orders as the default")
+    parser.add_argument("--save-staging", metavar="DIR", default="",
+                        help="copy the first timing pass's staging folder to DIR/n<N> (to compare runs)")
     args = parser.parse_args(argv)
     args.stamp = time.strftime("%Y%m%dT%H%M%S")
     # SIGTERM (and SIGINT, which a shell's background job ignores) must still stop the servers.
