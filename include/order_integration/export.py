@@ -12,7 +12,6 @@ Every order the storefront returns ends in exactly one bucket, and the summary p
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import logging
@@ -380,21 +379,24 @@ def load(
     then the versions still unclaimed are claimed, rendered, uploaded and recorded. With
     ``resend``, versions delivered before go out again too, recorded in ``order_resends``.
     A ``dry_run`` only renders the file into staging: no upload, no ledger write."""
-    records = list(_read_jsonl(deliverable_path))
-    versions = [(r["order_id"], r["order_version"]) for r in records]
     if dry_run:
-        return _dry_run(store, window, staging, records)
+        return _dry_run(store, window, staging, deliverable_path)
+    # One streaming pass keeps only each record's keys; the file is rendered from the staged
+    # records in a second pass, so memory does not grow with the window's orders.
+    bases: dict[tuple[str, str], str] = {}
+    for record in _read_jsonl(deliverable_path):
+        bases[(record["order_id"], record["order_version"])] = status_free_version(record)
+    versions = list(bases)
     with backend.session() as sftp:
         for batch in deliveries.pending_batches(store.id):
             log.info("store %s: finishing batch %s left by run %s", store.id, batch.batch_id, batch.run_id)
             _finish_batch(store, staging, deliveries, sftp, batch)
         if versions:
-            bases = {(r["order_id"], r["order_version"]): status_free_version(r) for r in records}
             batch, _won = deliveries.open_batch(
                 store.id, run_id, window.label, str(deliverable_path), versions, bases, resend=resend
             )
             failpoint("load.after_claim", store=store.id)
-            _finish_batch(store, staging, deliveries, sftp, batch, records)
+            _finish_batch(store, staging, deliveries, sftp, batch)
     # Counted from the ledger, so a retry after a crash reports what the run delivered in all.
     owners = deliveries.claim_runs(store.id, versions)
     resent = deliveries.run_resends(store.id, run_id) & set(versions) if resend else set()
@@ -408,32 +410,34 @@ def load(
 
 
 def _dry_run(
-    store: StoreConfig, window: Window, staging: ObjectStoragePath, records: list[dict[str, Any]]
+    store: StoreConfig, window: Window, staging: ObjectStoragePath, deliverable_path: ObjectStoragePath
 ) -> dict[str, Any]:
     """Render what a real run would upload, under ``dry_run/`` in staging, and say where."""
     fmt = store.backend.format
-    if not records:
-        log.info("store %s: dry run: nothing would be delivered; no file", store.id)
-        return {"delivered": 0, "would_deliver": 0, "already_delivered": 0, "files": [], "dry_run_file": None}
     folder = staging / "dry_run"
     folder.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()  # the name carries the content's digest: render first, then write once
-    written = write_orders(records, fmt, buffer)
+    # The name carries the content's digest: render to a working name, then name it.
+    rendering = folder / f"rendering.{fmt}"
+    with rendering.open("wb") as fh:
+        written = write_orders(_read_jsonl(deliverable_path), fmt, fh)
+    if not written.orders:
+        rendering.unlink()
+        log.info("store %s: dry run: nothing would be delivered; no file", store.id)
+        return {"delivered": 0, "would_deliver": 0, "already_delivered": 0, "files": [], "dry_run_file": None}
     target = folder / f"orders_{store.id}_{window.label}_{written.digest}.{fmt}"
-    target.write_bytes(buffer.getvalue())
+    rendering.rename(target)
     log.warning("store %s: DRY RUN: %d orders would be delivered; nothing uploaded, nothing recorded. "
                 "The file is in staging: %s", store.id, written.orders, target)
-    return {"delivered": 0, "would_deliver": len(records), "already_delivered": 0, "files": [],
+    return {"delivered": 0, "would_deliver": written.orders, "already_delivered": 0, "files": [],
             "dry_run_file": str(target)}
 
 
 def _finish_batch(
     store: StoreConfig, staging: ObjectStoragePath, deliveries: Deliveries, sftp: Any,
-    batch: Batch, source: list[dict[str, Any]] | None = None,
+    batch: Batch,
 ) -> None:
-    """Render (if not yet), upload and record one batch; an empty batch is dropped.
-
-    ``source``: the batch's source records when the caller has them already in memory."""
+    """Render (if not yet), upload and record one batch; an empty batch is dropped. The file is
+    rendered from the batch's staged source records, streamed."""
     path = type(staging)  # the staging path's class makes the batch's other paths (file://, s3://)
     claims = deliveries.batch_claims(batch.batch_id)
     if not claims:
@@ -442,7 +446,7 @@ def _finish_batch(
     fmt = store.backend.format
     if batch.staged_path is None or batch.file_name is None:
         staged = staging / f"batch-{batch.batch_id}.{fmt}"
-        rows = source if source is not None else _read_jsonl(path(batch.source_path))
+        rows = _read_jsonl(path(batch.source_path))
         records = (r for r in rows if (r["order_id"], r["order_version"]) in claims)
         with staged.open("wb") as fh:
             written = write_orders(records, fmt, fh)

@@ -138,3 +138,23 @@ def test_nothing_to_deliver_writes_no_file(env):
     assert _load(store, ledger, run, path, "run_empty") == {
         "delivered": 0, "resent": 0, "already_delivered": 0, "files": []}
     assert not inbound.exists() or list(inbound.iterdir()) == []
+
+
+def test_a_dry_run_renders_the_very_file_a_real_load_uploads_and_records_nothing(env):
+    store, ledger, stage, inbound = env
+    run, path = stage([make_order(str(i)) for i in range(1, 4)], "run_dry")
+    sftp = SftpBackend(store.backend_conn_id)
+    dry = export.load(store, WINDOW, "run_dry", run, path, ledger.deliveries, sftp, dry_run=True)
+    assert (dry["delivered"], dry["would_deliver"], dry["files"]) == (0, 3, []), dry
+    assert not inbound.exists() or list(inbound.iterdir()) == []
+    assert ledger.deliveries.delivered(store.id) == [] and _batches(ledger, store.id) == []
+    rendered = type(run)(dry["dry_run_file"])
+    assert [p.name for p in (run / "dry_run").iterdir()] == [rendered.name]  # no working file left
+
+    real = _load(store, ledger, run, path, "run_dry")
+    assert real["files"] == [rendered.name] and real["delivered"] == 3
+    assert (inbound / rendered.name).read_bytes() == rendered.read_bytes()
+
+    empty_run, empty = stage([], "run_dry_empty")
+    nothing = export.load(store, WINDOW, "run_dry_empty", empty_run, empty, ledger.deliveries, sftp, dry_run=True)
+    assert nothing["dry_run_file"] is None and list((empty_run / "dry_run").iterdir()) == []
