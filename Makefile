@@ -81,8 +81,12 @@ up: install
 down:
 	@$(PY) -m sandbox.stack down
 
+# Test modules run in TEST_WORKERS parallel processes (pytest-xdist, a module to a worker; most
+# of the long modules wait on Airflow's scheduler and on retry back-offs, so 3 fit 2 cores).
+# TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 3
 test: install system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 test-unit: install
 	$(PY) -m pytest -m "unit or dags"

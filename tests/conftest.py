@@ -15,6 +15,54 @@ os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
+# `make test` runs modules in parallel workers (pytest-xdist): each worker gets an Airflow home of
+# its own, so no two processes write one airflow.cfg or SQLite database at once.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["AIRFLOW_HOME"] = str(Path(os.environ["AIRFLOW_HOME"]) / f"pytest-{worker}")
+
+
+# The modules that take minutes (each starts Airflow deployments or runs many `airflow dags test`),
+# longest first: started first, they overlap each other and the many short modules fill the gaps.
+LONG_MODULES = (
+    "tests/integration/test_export_dag.py",
+    "tests/distributed/test_celery.py",
+    "tests/integration/test_realtime.py",
+    "tests/integration/test_scheduler.py",
+    "tests/ui",
+    "tests/integration/test_after_demo.py",
+    "tests/faults/test_crash_recovery.py",
+    "tests/integration/test_two_way.py",
+    "tests/integration/test_on_demand.py",
+    "tests/integration/test_payments.py",
+    "tests/faults/test_randomized_faults.py",
+    "tests/integration/test_realtime_polling.py",
+)
+
+
+def _scope(nodeid: str) -> str:
+    """The unit a worker takes whole: the module, or ``tests/ui`` (its stack and browser are
+    package-scoped)."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/ui" if path.startswith("tests/ui/") else path
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {scope: i for i, scope in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(_scope(item.nodeid), len(rank)))  # stable: order kept within
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Whole scopes (``_scope``) go to one worker, so a module's deployment starts once, in the
+    collection order above rather than xdist's most-tests-first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False
+
+    class ScopeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return ScopeScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
