@@ -989,7 +989,7 @@ def _stock_sync(health: StoreHealth, links: Links) -> str:
               f" in the last {SYNC_DAYS} days)")
     return (f'<h3>Stock sync</h3><div id="stock-sync-{sid}" data-test="stock-sync" '
             f'data-files="{len(stock.files)}" data-files-in-error="{len(stock.error_files)}">'
-            f"<p>Last {len(stock.runs)} runs: {len(stock.files)} file{'s' * (len(stock.files) != 1)}, "
+            f"<p>{'Last run' if len(stock.runs) == 1 else f'Last {len(stock.runs)} runs'}: {len(stock.files)} file{'s' * (len(stock.files) != 1)}, "
             f"{len(stock.error_files)} in the error/ folder; {run}{levels}.</p>"
             f"<ul>{_outcomes(stock.outcomes, 'stock-outcome')}</ul>"
             + (f"<p>Files in the error/ folder:</p><ul>{errors}</ul>" if errors else "") + "</div>")
