@@ -640,13 +640,14 @@ class AirflowServices:
         if dry_run:
             args.append("--dry-run")
         before = {b["id"] for b in self.api.backfills(dag_id)}
-        for attempt in range(2):
+        attempts = 4  # a loaded machine (parallel test workers) holds SQLite's write lock longer
+        for attempt in range(1, attempts + 1):
             proc = self.cli(*args, check=False)
-            if proc.returncode == 0 or attempt or "database is locked" not in proc.stderr:
+            if proc.returncode == 0 or attempt == attempts or "database is locked" not in proc.stderr:
                 break
             if any(b["id"] not in before for b in self.api.backfills(dag_id)):
                 break  # a half-made backfill: report it, a retry would be refused anyway
-            time.sleep(2)  # SQLite: another component held the write lock; nothing was created
+            time.sleep(2 * attempt)  # SQLite: another component held the write lock; nothing was created
         if proc.returncode != 0:
             raise ServicesError(f"airflow {' '.join(args)} -> {proc.returncode}\n"
                                 f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")

@@ -21,34 +21,49 @@ if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["AIRFLOW_HOME"] = str(Path(os.environ["AIRFLOW_HOME"]) / f"pytest-{worker}")
 
 
-# The modules that take minutes (each starts Airflow deployments or runs many `airflow dags test`),
-# longest first: started first, they overlap each other and the many short modules fill the gaps.
+# The units that take minutes, longest first: started first, they overlap each other and the
+# many short modules fill the gaps. Modules with a deployment of their own (module- or
+# package-scoped) are one unit each; the ones in SPLIT_MODULES build everything per test
+# (`export_harness`), so each of their tests is a unit of its own and they spread over workers.
 LONG_MODULES = (
-    "tests/integration/test_export_dag.py",
     "tests/distributed/test_celery.py",
     "tests/integration/test_realtime.py",
     "tests/integration/test_scheduler.py",
-    "tests/ui",
-    "tests/integration/test_after_demo.py",
     "tests/faults/test_crash_recovery.py",
+    "tests/integration/test_after_demo.py",
+    "tests/ui",
+    "tests/integration/test_export_dag.py",
     "tests/integration/test_two_way.py",
-    "tests/integration/test_on_demand.py",
     "tests/integration/test_payments.py",
+    "tests/integration/test_on_demand.py",
     "tests/faults/test_randomized_faults.py",
     "tests/integration/test_realtime_polling.py",
 )
+SPLIT_MODULES = frozenset({
+    "tests/integration/test_export_dag.py",
+    "tests/integration/test_two_way.py",
+    "tests/integration/test_payments.py",
+    "tests/integration/test_on_demand.py",
+    "tests/integration/test_alerts_dag.py",
+    "tests/integration/test_inventory_sync.py",
+})
 
 
-def _scope(nodeid: str) -> str:
-    """The unit a worker takes whole: the module, or ``tests/ui`` (its stack and browser are
-    package-scoped)."""
+def _module(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
     return "tests/ui" if path.startswith("tests/ui/") else path
 
 
+def _scope(nodeid: str) -> str:
+    """The unit a worker takes whole: the test in SPLIT_MODULES, else the module, or
+    ``tests/ui`` (its stack and browser are package-scoped)."""
+    module = _module(nodeid)
+    return nodeid if module in SPLIT_MODULES else module
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {scope: i for i, scope in enumerate(LONG_MODULES)}
-    items.sort(key=lambda item: rank.get(_scope(item.nodeid), len(rank)))  # stable: order kept within
+    items.sort(key=lambda item: rank.get(_module(item.nodeid), len(rank)))  # stable: order kept within
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -987,9 +987,10 @@ def _stock_sync(health: StoreHealth, links: Links) -> str:
               f"; the ledger holds {facts.stock_levels} level{'s' * (facts.stock_levels != 1)}, last applied "
               f"{_t(facts.stock_last_at)} ({len(facts.stock_files)} file{'s' * (len(facts.stock_files) != 1)}"
               f" in the last {SYNC_DAYS} days)")
+    last_runs = "Last run" if len(stock.runs) == 1 else f"Last {len(stock.runs)} runs"
     return (f'<h3>Stock sync</h3><div id="stock-sync-{sid}" data-test="stock-sync" '
             f'data-files="{len(stock.files)}" data-files-in-error="{len(stock.error_files)}">'
-            f"<p>{'Last run' if len(stock.runs) == 1 else f'Last {len(stock.runs)} runs'}: {len(stock.files)} file{'s' * (len(stock.files) != 1)}, "
+            f"<p>{last_runs}: {len(stock.files)} file{'s' * (len(stock.files) != 1)}, "
             f"{len(stock.error_files)} in the error/ folder; {run}{levels}.</p>"
             f"<ul>{_outcomes(stock.outcomes, 'stock-outcome')}</ul>"
             + (f"<p>Files in the error/ folder:</p><ul>{errors}</ul>" if errors else "") + "</div>")

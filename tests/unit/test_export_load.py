@@ -51,8 +51,9 @@ def test_a_batch_without_its_rendered_file_stops_the_load_with_a_sentence(tmp_pa
     ``TypeError`` on ``None``), and an ``AssertionError`` Airflow retries to no end."""
     batch = Batch("b-1", "demo", "manual__1", "20261102T100000Z_20261102T110000Z",
                   str(tmp_path / "source.jsonl"), None, None, None)
+    (tmp_path / "source.jsonl").write_text("")  # the batch's staged records (none here)
     deliveries = ForgetfulDeliveries(batch)
     with pytest.raises(InvariantViolation, match=r"store demo: batch b-1 .* has no rendered file") as raised:
-        export._finish_batch(STORE, tmp_path, deliveries, RefusingSftp(), batch, source=[])  # type: ignore[arg-type]
+        export._finish_batch(STORE, tmp_path, deliveries, RefusingSftp(), batch)  # type: ignore[arg-type]
     assert isinstance(raised.value, PermanentError)
     assert deliveries.completed == []
