@@ -81,9 +81,9 @@ up: install
 down:
 	@$(PY) -m sandbox.stack down
 
-# Test modules run in TEST_WORKERS parallel processes (pytest-xdist, a module to a worker; most
-# of the long modules wait on Airflow's scheduler and on retry back-offs, so 3 fit 2 cores).
-# TEST_WORKERS=0 runs them in this one process.
+# Tests run in TEST_WORKERS parallel processes (pytest-xdist; how units are split and ordered:
+# tests/conftest.py, docs/testing.md). Most long tests wait on Airflow's scheduler and on retry
+# back-offs, so 3 fit 2 cores. TEST_WORKERS=0 runs them in this one process.
 TEST_WORKERS ?= 3
 test: install system-deps
 	$(PY) -m pytest -n $(TEST_WORKERS)

@@ -15,7 +15,7 @@ os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
-# `make test` runs modules in parallel workers (pytest-xdist): each worker gets an Airflow home of
+# `make test` runs the tests in parallel workers (pytest-xdist): each worker gets an Airflow home of
 # its own, so no two processes write one airflow.cfg or SQLite database at once.
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["AIRFLOW_HOME"] = str(Path(os.environ["AIRFLOW_HOME"]) / f"pytest-{worker}")
@@ -66,6 +66,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(_module(item.nodeid), len(rank)))  # stable: order kept within
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: `-p no:xdist` must still run the suite
 def pytest_xdist_make_scheduler(config, log):
     """Whole scopes (``_scope``) go to one worker, so a module's deployment starts once, in the
     collection order above rather than xdist's most-tests-first."""
