@@ -83,9 +83,8 @@ down:
 
 # Tests run in TEST_WORKERS parallel processes (pytest-xdist; how units are split and ordered:
 # tests/conftest.py, docs/testing.md). Most long tests wait on Airflow's scheduler and on retry
-# back-offs, so 3 fit 2 cores. Default 0 (one process) until the SQLite lock that the reprocess
-# backfill in tests/integration/test_scheduler.py hits under 3 workers is fixed (docs/testing.md).
-TEST_WORKERS ?= 0
+# back-offs, so 3 fit 2 cores. TEST_WORKERS=0 runs one process.
+TEST_WORKERS ?= 3
 test: install system-deps
 	$(PY) -m pytest -n $(TEST_WORKERS)
 

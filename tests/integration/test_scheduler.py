@@ -1,5 +1,11 @@
 """A real Airflow deployment driven like an operator: api-server, scheduler, dag-processor and
-triggerer (LocalExecutor, SQLite) on loopback, against the sandbox storefront and OpenSSH.
+triggerer (LocalExecutor) on loopback, against the sandbox storefront and OpenSSH, with the
+metadata database on PostgreSQL as in production (the ledger stays in its default SQLite file).
+
+Why not SQLite, as the other single-machine deployments use: ``airflow backfill create
+--reprocess-behavior completed`` clears task instances in one long transaction while the
+scheduler writes every second; on a loaded machine (parallel test workers) SQLite's lock upgrade
+then fails at once with "database is locked" — no busy timeout helps (2 of 4 parallel runs).
 
 The components start once per module (``tests.support.airflow_services``). The operator's
 moves come in two phases, each a module fixture, so every test sees the same history in
@@ -39,7 +45,7 @@ from order_integration.config import load_config
 from order_integration.pools import pools_for
 from sandbox.generator import generate_orders
 from sandbox.storefront import SandboxStorefront
-from tests.support.airflow_run import ROOT, ExportHarness, migrate_airflow_db, sandbox_stores
+from tests.support.airflow_run import ROOT, ExportHarness, migrate_ledger_db, sandbox_stores
 from tests.support.airflow_services import (
     LEAN_SETTINGS,
     LOCAL_COMPONENTS,
@@ -153,19 +159,20 @@ class PhaseOne:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, sshd):
+def deployment(tmp_path_factory, sshd, postgres):
     home = tmp_path_factory.mktemp("scheduler_home")
-    migrate_airflow_db(home)
+    migrate_ledger_db(home)
     with sandbox_stores(home, sshd, tmp_path_factory.mktemp("scheduler_stores")) as make:
         harness, shop = make(ORDERS + HELD)
         # Only what differs from this process's environment (the harness adds its own defaults).
         env = {k: v for k, v in harness.env().items() if os.environ.get(k) != v}
         env.update(LEAN_SETTINGS)
         env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"  # see the module docstring
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = postgres.create_database("airflow_scheduler_test")
         dag_ids = [harness.dag_id, f"order_status_sync__{harness.store_id}"]
         if ON_DEMAND_FILE.exists():
             dag_ids.append(f"order_export_on_demand__{harness.store_id}")
-        with AirflowServices(home, env, LOCAL_COMPONENTS, dag_ids=dag_ids) as services:
+        with AirflowServices(home, env, LOCAL_COMPONENTS, dag_ids=dag_ids, migrate=True) as services:
             # The pools `python -m order_integration pools | airflow pools import` would create.
             services.api.ensure_pools(pools_for(load_config(harness.config_path).stores))
             for dag_id in dag_ids:
@@ -184,8 +191,8 @@ def phase_one(deployment):
     lines += [f"{o['id']},accepted,2026-11-02T06:30:00Z,,,,,,accepted by the ERP" for o in HELD]
     (outbound / STATUS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    # The backfill goes first, while nothing runs yet: on SQLite, `backfill create` fails when
-    # other writers (task state updates) keep the database locked; API requests wait and retry.
+    # The backfill goes first, while nothing runs yet (as it did when this deployment ran on
+    # SQLite, where `backfill create` failed while task state updates held the lock).
     backfill = _attempt(lambda: d.services.backfill(d.export_dag, _iso(_hour(9)), _iso(_hour(10))))
     backfill_id = None if backfill.error else backfill.value["id"]
     status_dag = f"order_status_sync__{d.store}"

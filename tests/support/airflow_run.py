@@ -58,6 +58,13 @@ def migrate_airflow_db(airflow_home: Path) -> None:
             raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         _migrated_template = template / "airflow.db"
     shutil.copyfile(_migrated_template, airflow_home / "airflow.db")
+    migrate_ledger_db(airflow_home)
+
+
+def migrate_ledger_db(airflow_home: Path) -> None:
+    """The ledger's schema in its default SQLite file in ``airflow_home`` (``make airflow-db``'s
+    ledger half; a deployment whose metadata database is elsewhere needs only this)."""
+    airflow_home.mkdir(parents=True, exist_ok=True)
     migrate(sqlite_engine(airflow_home / "order_ledger.db"))
 
 
