@@ -26,6 +26,10 @@ MINOR_UNITS: dict[str, int] = {
 }
 
 
+#: The smallest unit of each code as a Decimal exponent (``Decimal("0.01")``), made once.
+_QUANTUM: dict[str, Decimal] = {code: Decimal(1).scaleb(-units) for code, units in MINOR_UNITS.items()}
+
+
 def is_valid_currency(code: object) -> bool:
     """True for an active ISO 4217 alphabetic code (upper case, as platforms send it)."""
     return isinstance(code, str) and code in MINOR_UNITS
@@ -38,7 +42,7 @@ def minor_units(code: str) -> int:
 
 def quantize(amount: Decimal, code: str) -> Decimal:
     """``amount`` rounded half-up to the currency's minor units."""
-    return amount.quantize(Decimal(1).scaleb(-MINOR_UNITS[code]), rounding=ROUND_HALF_UP)
+    return amount.quantize(_QUANTUM[code], rounding=ROUND_HALF_UP)
 
 
 def format_money(amount: Decimal, code: str) -> str:

@@ -47,10 +47,12 @@ QUARANTINE_FILE = "quarantine.json"
 VALIDATION_FILE = "validation_result.json"
 #: Orders normalised, classified and validated at a time: the validate task holds one chunk's
 #: orders, records, frames and GX result, not the window's. Measured on a 100k window in a fresh
-#: process (bench/README.md, issue 18): growth +158 MB at 5k, +286 MB at 10k, +561 MB at 20k,
-#: +1.9 GB unchunked; each chunk costs GX about 0.2 s of CPU more (one validation call per
-#: frame, on the run's one GX context). The run still reads as one: see ``SuiteRun``.
-VALIDATE_CHUNK = 5_000
+#: process (bench/README.md, issue 18), raw orders dropped as soon as they are normalised:
+#: growth +70 MB at 5k, +118 MB at 10k, +211 MB at 20k (each raw order held until its chunk was
+#: normalised, it was +158 MB at 5k, +1.9 GB unchunked); each chunk costs GX about 0.2 s of CPU
+#: (one validation call per frame, on the run's one GX context): validate's CPU at 100k is 25.5 s
+#: at 10k, 22.9 s at 20k. The run still reads as one: see ``SuiteRun``.
+VALIDATE_CHUNK = 10_000
 #: Quarantined ids a run's summary names (XCom, run note); the ledger and the report have all.
 MAX_IDS_REPORTED = 20
 #: Of those, the ones the one-line summary shows before "+N more".
@@ -175,9 +177,9 @@ def validate(
     suspects: dict[int, tuple[str, str, Sequence[Problem], list[Any]]] = {}
     spooled = 0
     with tempfile.TemporaryFile() as spool:
-        for raws in _chunks(_read_jsonl(raw_path), VALIDATE_CHUNK):
-            orders = [normaliser.normalise(raw, store.id) for raw in raws]
-            del raws
+        # each raw order is dropped as soon as it is normalised: a chunk holds Orders, not raws
+        normalised = (normaliser.normalise(raw, store.id) for raw in _read_jsonl(raw_path))
+        for orders in _chunks(normalised, VALIDATE_CHUNK):
             counts.extracted += len(orders)
             candidates, records = _classify(store, orders, ledger, counts, resend=resend)
             del orders
@@ -298,6 +300,11 @@ def _copy_lines(source: IO[bytes], target: ObjectStoragePath, *, skip: set[int])
     """Copy the lines of ``source`` to ``target`` but those numbered in ``skip``; returns how many."""
     count = 0
     with target.open("wb") as fh:
+        if not skip:  # the usual case: copy in blocks, count the lines
+            while block := source.read(1 << 20):
+                fh.write(block)
+                count += block.count(b"\n")
+            return count
         for number, line in enumerate(source):
             if number not in skip:
                 fh.write(line)

@@ -128,7 +128,9 @@ def format_time(value: pendulum.DateTime | None) -> str:
     """UTC ISO 8601 with ``Z`` (``2026-11-02T10:15:00Z``); empty for ``None``."""
     if value is None:
         return ""
-    return value.in_timezone("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is not pendulum.UTC:  # a normalised order's times already are
+        value = value.in_timezone("UTC")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _money(amount: Decimal | None, currency: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -26,6 +26,7 @@ MAX_DIGITS = 15
 #: Money as stores write it: a plain decimal. An exponent (``1e2``) or a decimal comma
 #: (``29,99``) means a plugin or locale broke the format: refused.
 PLAIN_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_ZERO = timedelta(0)
 #: No real order was created before this; 1970-01-01 is an unset (zero) date.
 EARLIEST = pendulum.datetime(2000, 1, 1, tz="UTC")
 #: Characters no text may carry to the backend: control characters other than tab, LF and CR
@@ -66,7 +67,12 @@ def parse_iso(value: object) -> datetime | None:
 def parse_time(value: object) -> pendulum.DateTime | None:
     """ISO 8601 → aware UTC; a value without offset is taken as UTC. ``None`` if it does not parse."""
     parsed = parse_iso(value)
-    return None if parsed is None else pendulum.instance(parsed).in_timezone("UTC")
+    if parsed is None:
+        return None
+    if parsed.utcoffset() == _ZERO:  # the usual case (``*_gmt`` fields): 10x cheaper than instance()
+        return pendulum.DateTime(parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute,
+                                 parsed.second, parsed.microsecond, tzinfo=pendulum.UTC)
+    return pendulum.instance(parsed).in_timezone("UTC")
 
 
 def time_field(raw: Mapping[str, Any], key: str, problems: Problems) -> pendulum.DateTime | None:
@@ -105,6 +111,8 @@ def decimal_or_none(value: object) -> Decimal | None:
 def money(value: object, label: str, problems: Problems, *, required: bool = True) -> Decimal | None:
     """A plain decimal amount (``12.30``; a JSON number too) as ``Decimal``; else a problem
     (``parseable_money``) naming ``label`` and the value."""
+    if type(value) is str and len(value) <= MAX_DIGITS and PLAIN_DECIMAL.fullmatch(value):
+        return Decimal(value)  # the usual case: a short plain decimal needs none of the checks below
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             problems.add("parseable_money", f"{label} is missing")

@@ -142,7 +142,7 @@ def _normalise(raw: Mapping[str, Any], store_id: str, problems: Problems) -> Ord
     )
     check_dates(order, problems, "date_created_gmt", "date_modified_gmt")
     check_text(order, problems, ADDRESS_KEYS)
-    return replace(order, parse_problems=tuple(problems.items))
+    return replace(order, parse_problems=tuple(problems.items)) if problems.items else order
 
 
 def normalise_order(raw: dict[str, Any], store_id: str) -> Order:
