@@ -202,3 +202,98 @@ def test_a_client_without_raw_rows_is_encoded_from_its_dicts() -> None:
     out = io.BytesIO()
     assert write_window_jsonl(DictClient(), T0, T0.add(hours=1), out) == 2  # type: ignore[arg-type]
     assert out.getvalue() == b'{"id":2,"total":"1.50"}\n{"id":1,"note":"caf\xc3\xa9"}\n'
+
+
+# -- the compact index (issue 18): same rows, same order, same counts as the dict it replaced --
+
+
+class StampedOrders(FakeOrders):
+    """Each row also says which request carried it, so a re-read row is told from the first."""
+
+    def body(self, order_id: int) -> bytes:
+        return super().body(order_id)[:-1] + f', "request": {self.requests}}}'.encode()
+
+
+def test_an_id_re_read_on_the_next_page_comes_once_as_its_latest_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pages of 3: the last second of each page (START + 1, then START + 3) is read again
+    seconds = {1: START, 2: START + 1, 3: START + 1, 4: START + 2, 5: START + 3, 6: START + 3, 7: START + 4}
+    fake = StampedOrders(seconds)
+    pages: list[tuple[int, int]] = []
+    c = make_client(monkeypatch, fake, per_page=3)
+    c.on_page = lambda number, orders, _estimate: pages.append((number, orders))
+    count, lines = staged(c, T0.add(minutes=1))
+    rows = [msgspec.json.decode(line) for line in lines]
+    assert count == 7 and [r["id"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+    # pages of 3 from the cursor: 1 2 3 | 2 3 4 (re-reads START + 1) | 4 5 6 | 5 6 7 | 7 (short)
+    assert [r["request"] for r in rows] == [1, 2, 2, 3, 4, 4, 5]
+    assert pages == [(1, 3), (2, 4), (3, 6), (4, 7), (5, 7)]  # distinct orders after each page
+
+
+def test_order_is_modified_then_id_also_for_ids_above_two_to_the_63(monkeypatch: pytest.MonkeyPatch) -> None:
+    big = 2**64 - 1
+    seconds = {big: START + 1, 2**63: START + 1, 2**63 - 1: START + 1, 5: START + 1, big - 1: START,
+               7: START + 2, 2**63 + 7: START + 2}
+    fake = StampedOrders(seconds)
+    count, lines = staged(make_client(monkeypatch, fake, per_page=2), T0.add(minutes=1))
+    rows = [msgspec.json.decode(line) for line in lines]
+    assert count == 7
+    assert [r["id"] for r in rows] == [big - 1, 5, 2**63 - 1, 2**63, big, 7, 2**63 + 7]
+    assert len({r["id"] for r in rows}) == 7
+
+
+class _DictScan:
+    """The index as it was before issue 18's compact one: ``_absorb``'s ``seen.get`` + ``keep``."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[int, bytes]] = {}
+
+    def offer(self, order_id: int, second: int, row: bytes) -> bool:
+        previous = self.seen.get(order_id)
+        if previous is None or second >= previous[0]:
+            self.seen[order_id] = (second, row.replace(b"\n", b" "))
+        return previous is None
+
+    def kept_rows(self) -> list[bytes]:
+        return [self.seen[k][1] for k in sorted(self.seen, key=lambda k: (self.seen[k][0], k))]
+
+
+@pytest.mark.parametrize("in_order", [True, False], ids=["seconds-ascending", "seconds-shuffled"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_compact_index_keeps_what_the_dict_kept(seed: int, in_order: bool) -> None:
+    """Random offers (strided and huge ids, ids no store sends, re-reads, older versions) give
+    the same new-id answers, counts and rows, in the same order, as the dict it replaced."""
+    import random
+
+    from order_integration.storefronts.woocommerce import _Scan
+
+    rng = random.Random(seed)
+    pool = ([i << 20 for i in range(1, 3000)] + [2**64 - i for i in range(1, 400)]
+            + [2**63 + i for i in range(-200, 200)] + [0, -1, -(2**70), 2**64, 2**80])
+    offers = []
+    for _ in range(12_000):
+        order_id = rng.choice(pool)
+        second = rng.randrange(START, START + 500)
+        offers.append((order_id, second, f'{{"id": {order_id},\n"n": {len(offers)}}}'.encode()))
+    if in_order:
+        offers.sort(key=lambda offer: offer[1])
+    reference = _DictScan()
+    with tempfile.TemporaryFile() as spool:
+        scan = _Scan(stop=START + 500, spool=spool)
+        for number, (order_id, second, row) in enumerate(offers):
+            assert scan.offer(order_id, second, msgspec.Raw(row)) == reference.offer(order_id, second, row)
+            assert scan.orders == len(reference.seen)
+            if number == 50:
+                scan.reserve(10)  # smaller than what is there: changes nothing
+        assert scan._bits > 10  # the table grew (no reserve for the lot)
+        assert list(scan.kept_rows()) == reference.kept_rows()
+
+
+def test_reserve_sizes_the_index_once_and_caps_a_store_s_total() -> None:
+    from order_integration.storefronts.woocommerce import _RESERVE_MAX, _Scan
+
+    with tempfile.TemporaryFile() as spool:
+        scan = _Scan(stop=START + 10, spool=spool)
+        scan.reserve(100_000)
+        assert scan._bits == 18 and len(scan._ids) == 125_000  # 70% of 262,144 slots; 1.25 rows an id
+        scan.reserve(10**12)  # X-WP-Total can say anything: the reserve stops at _RESERVE_MAX
+        assert scan._bits == 21 and len(scan._ids) == _RESERVE_MAX * 5 // 4

@@ -53,11 +53,12 @@ An order modified during the scan moves to a later second: it is read again late
 scan (and the newer version wins) if that second is still inside the window, otherwise it
 belongs to a later window, which will carry its latest version. Either way nothing is lost.
 
-Each order is handed on exactly once: the scan keeps ``id -> (modification second, offset,
-length)`` (the latest ``date_modified_gmt`` wins, a re-read of the same second replaces the older
-copy) while every row's raw JSON bytes, as the page carried them, are appended to an anonymous
-temporary file (the *spool*); only after the whole window was read are the kept rows read back,
-sorted by (modified, id). Memory is one small index entry per order of the window, whatever the
+Each order is handed on exactly once: the scan keeps where each id's latest row lies (the latest
+``date_modified_gmt`` wins, a re-read of the same second replaces the older copy; flat arrays of
+id, modification second and length per row, and a hash table id -> row) while every row's raw
+JSON bytes, as the page carried them, are appended to an anonymous temporary file (the
+*spool*); only after the whole window was read are the kept rows read back, sorted by
+(modified, id). Memory is one small index entry per order of the window, whatever the
 orders' size; the rows themselves stay on disk until the end. A side benefit: a failure
 mid-scan hands nothing on, so a partial window can never pass for a complete one, and the
 spool (unlinked from its creation) disappears with the failure.
@@ -88,11 +89,14 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import tempfile
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate, compress, groupby, islice
 from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
@@ -238,31 +242,183 @@ def _check_complete(page: _Page, params: Mapping[str, str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+#: Fibonacci hashing (2**64 / golden ratio, odd): an id's home slot is the top bits of
+#: ``id * _MIX mod 2**64``, which spreads consecutive and strided ids alike.
+_MIX = 0x9E3779B97F4A7C15
+_U64 = 2**64 - 1
+#: Hash table entries (1 + a row number): 4 bytes where the platform has them.
+_ROW = "I" if array("I").itemsize >= 4 else "L"
+#: The most ids :meth:`_Scan.reserve` makes room for ahead (a table of 2**21 slots, 8 MB, and
+#: columns of 1.75 million rows, 44 MB); beyond that the index grows as ids come, whatever a
+#: store's ``X-WP-Total`` says.
+_RESERVE_MAX = 1_400_000
+_KEPT = bytes([1, 0]) + bytes(254)  # bytes.translate table: superseded 0/1 -> kept 1/0
+
+
+def _zeros(typecode: str, size: int) -> array[int]:
+    """An array of ``size`` zeros, built in place (a temporary ``bytes`` of its size would make
+    the allocator keep later arrays of that size in its heap, where growing them leaves holes)."""
+    return array(typecode, (0,)) * size
+
+
 @dataclass(slots=True)
 class _Scan:
-    """State of one window scan: where each order's latest row lies in the spool, and the
-    page counter. ``seen`` maps id -> (modification second, offset, length)."""
+    """State of one window scan: where each order's latest row lies in the spool, how many
+    distinct orders were seen, and the page counter.
+
+    The index is flat arrays, about 40 bytes an order at 1M (issue 18; the dict of tuples of
+    Python ints it replaces took about 270). Each kept row takes the next entry (``rows``
+    so far) of fixed-width columns: ``_ids``, ``_seconds`` (modification second), ``_lengths``
+    (a row's offset in the spool is the sum of the lengths before it) and ``_superseded`` (1
+    once a later row of the same id was kept). The columns are sized ahead (:meth:`reserve`)
+    and doubled when full rather than appended to, so that growing does not fragment the heap.
+    An open-addressing hash table, ``_table`` (1 + the number of an id's latest row, 0 for a
+    free slot; the id is that row's in ``_ids``; linear probing, at most 70% full), says whether
+    an id was seen and where its kept row is. Ids outside ``1 .. 2**64 - 1`` do not fit
+    ``_ids`` (no store sends them; normalisation quarantines them): ``_other`` maps them to
+    their latest row, and their rows hold 0 in ``_ids`` (``_other_ids``: row -> id)."""
 
     stop: int
     spool: IO[bytes]
-    seen: dict[int, tuple[int, int, int]] = field(default_factory=dict)
-    end: int = 0  # bytes written to the spool so far
+    orders: int = 0  # distinct ids seen so far
     pages: int = 0
     estimate: int | None = None
+    rows: int = 0  # rows kept so far (the columns' used entries)
+    _ids: array[int] = field(default_factory=lambda: _zeros("Q", 1024))
+    _seconds: array[int] = field(default_factory=lambda: _zeros("q", 1024))
+    _lengths: array[int] = field(default_factory=lambda: _zeros("q", 1024))
+    _superseded: bytearray = field(default_factory=lambda: bytearray(1024))
+    _bits: int = 10  # the table has 2 ** _bits slots ...
+    _room: int = 7 * (1 << 10) // 10  # ... and takes this many more ids before it doubles
+    _table: array[int] = field(default_factory=lambda: _zeros(_ROW, 1 << 10))
+    _other: dict[int, int] = field(default_factory=dict)
+    _other_ids: dict[int, int] = field(default_factory=dict)
 
-    def keep(self, order_id: int, second: int, row: bytes) -> None:
-        self.spool.write(row)
-        self.seen[order_id] = (second, self.end, len(row))
-        self.end += len(row)
+    def offer(self, order_id: int, second: int, row: msgspec.Raw | bytes) -> bool:
+        """Keep ``row`` as ``order_id``'s latest version unless the row kept for it is of a
+        later second (a re-read of the same second is fresher and replaces it); return whether
+        ``order_id`` is new to the scan."""
+        if not 0 < order_id <= _U64:
+            return self._offer_other(order_id, second, row)
+        table, ids, seconds = self._table, self._ids, self._seconds
+        mask = len(table) - 1
+        slot = ((order_id * _MIX) & _U64) >> (64 - self._bits)  # its home slot
+        while (entry := table[slot]) and ids[entry - 1] != order_id:
+            slot = (slot + 1) & mask
+        if entry and second < seconds[entry - 1]:
+            return False
+        # _append, inline (the scan's per-row work). A JSON Lines row is one line: a newline
+        # byte in a row can only be whitespace between tokens (JSON strings escape theirs), so a
+        # space does the same.
+        data = bytes(row)
+        if b"\n" in data:
+            data = data.replace(b"\n", b" ")
+        self.spool.write(data)
+        number = self.rows
+        if number == len(ids):
+            self._widen(2 * number)  # in place: `ids` and `seconds` are still the columns
+        ids[number] = order_id
+        seconds[number] = second
+        self._lengths[number] = len(data)
+        table[slot] = self.rows = number + 1  # a table entry is 1 + the row's number
+        if entry:
+            self._superseded[entry - 1] = 1
+            return False
+        self.orders += 1
+        self._room -= 1
+        if not self._room:
+            self._rehash(self._bits + 1)
+        return True
+
+    def _offer_other(self, order_id: int, second: int, row: msgspec.Raw | bytes) -> bool:
+        previous = self._other.get(order_id, -1)
+        if previous >= 0 and second < self._seconds[previous]:
+            return False
+        number = self._other[order_id] = self._append(0, second, row)
+        self._other_ids[number] = order_id
+        if previous >= 0:
+            self._superseded[previous] = 1
+            return False
+        self.orders += 1
+        return True
+
+    def _append(self, order_id: int, second: int, row: msgspec.Raw | bytes) -> int:
+        """Write ``row`` to the spool and its entry to the columns; return its row number.
+        (:meth:`offer` does the same inline.)"""
+        data = bytes(row)
+        if b"\n" in data:
+            data = data.replace(b"\n", b" ")
+        self.spool.write(data)
+        number = self.rows
+        if number == len(self._lengths):
+            self._widen(2 * number)
+        self._ids[number] = order_id
+        self._seconds[number] = second
+        self._lengths[number] = len(data)
+        self.rows = number + 1
+        return number
+
+    def _widen(self, size: int) -> None:
+        """Make the columns ``size`` entries long (what lies past ``rows`` is never read)."""
+        more = size - len(self._lengths)
+        self._ids.extend(_zeros("Q", more))
+        self._seconds.extend(_zeros("q", more))
+        self._lengths.extend(_zeros("q", more))
+        self._superseded.extend(bytes(more))
+
+    def reserve(self, orders: int) -> None:
+        """Make room for ``orders`` ids (at most ``_RESERVE_MAX``) and their re-reads at once,
+        sparing the index its doublings; called with the window's ``X-WP-Total``."""
+        orders = min(orders, _RESERVE_MAX)
+        if orders * 5 // 4 > len(self._lengths):  # a scan re-reads about 17% of its rows
+            self._widen(orders * 5 // 4)
+        bits = self._bits
+        while orders * 10 > (7 << bits):
+            bits += 1
+        if bits > self._bits:
+            self._rehash(bits)
+
+    def _rehash(self, bits: int) -> None:
+        """Move the hash table to one of ``2 ** bits`` slots."""
+        old, ids = self._table, self._ids
+        self._room += 7 * ((1 << bits) - len(old)) // 10
+        self._bits = bits
+        self._table = table = _zeros(_ROW, 1 << bits)
+        shift, mask = 64 - bits, len(table) - 1
+        for entry in old:
+            if entry:
+                slot = ((ids[entry - 1] * _MIX) & _U64) >> shift
+                while table[slot]:
+                    slot = (slot + 1) & mask
+                table[slot] = entry
 
     def kept_rows(self) -> Iterator[bytes]:
         """The kept rows' bytes in (modified, id) order."""
         self.spool.flush()
-        seen = self.seen
-        for key in sorted(seen, key=lambda k: (seen[k][0], k)):
-            _second, offset, length = seen[key]
+        for offset, length in self._kept_order():
             self.spool.seek(offset)
             yield self.spool.read(length)
+
+    def _kept_order(self) -> Iterator[tuple[int, int]]:
+        """(offset, length) of the kept rows in (modified, id) order."""
+        rows, seconds, lengths = self.rows, self._seconds, self._lengths
+        ids = map(self._id, range(rows)) if self._other_ids else self._ids
+        offsets = accumulate(lengths, initial=0)
+        kept = compress(zip(seconds, ids, offsets, lengths, strict=False),  # the mask: `rows` long
+                        self._superseded[:rows].translate(_KEPT))
+        if not all(map(operator.le, islice(seconds, rows), islice(seconds, 1, rows))):
+            yield from (entry[2:] for entry in sorted(kept))  # never after checked pages
+            return
+        # Seconds never decrease in write order: sort each second's rows by id when they do not
+        # come in id order already (as the store sorts them, they mostly do).
+        for _second, group in groupby(kept, key=operator.itemgetter(0)):
+            entries = list(group)
+            if not all(map(operator.lt, entries, islice(entries, 1, None))):
+                entries.sort()
+            yield from (entry[2:] for entry in entries)
+
+    def _id(self, number: int) -> int:
+        return self._ids[number] or self._other_ids[number]
 
 
 class WooCommerceClient(StoreHttp):
@@ -378,7 +534,7 @@ class WooCommerceClient(StoreHttp):
             self._scan(scan, first - 1, lambda params: self._get_page(hook, session, url, params))
             log.info(
                 "woocommerce %s: %d orders modified in [%s, %s) in %d pages",
-                self._host, len(scan.seen), format_gmt(first), format_gmt(stop), scan.pages,
+                self._host, scan.orders, format_gmt(first), format_gmt(stop), scan.pages,
             )
             yield from scan.kept_rows()
 
@@ -400,11 +556,11 @@ class WooCommerceClient(StoreHttp):
         number = 2
         while True:
             page = fetch(self._params(second - 1, before, number))
-            known = len(scan.seen)
+            known = scan.orders
             self._absorb(scan, page, second - 1, before, cursor=second - 1, page_number=number)
             if len(page.rows) < self.per_page:
                 return
-            if len(scan.seen) == known:
+            if scan.orders == known:
                 raise StorefrontError(
                     f"woocommerce {self._host}: page {number} of the orders modified at "
                     f"{format_gmt(second)} brought no new order; the store does not honour 'page'"
@@ -430,25 +586,19 @@ class WooCommerceClient(StoreHttp):
         new_ids = 0
         for index, row in enumerate(page.rows, start=1):
             order_id, second = self._row_key(row, index, after, before, seconds)
-            previous = scan.seen.get(order_id)
-            if previous is None:
-                new_ids += 1
-            if previous is None or second >= previous[0]:  # a re-read of the same second is fresher
-                # A JSON Lines row is one line: a newline byte in a row can only be whitespace
-                # between tokens (JSON strings escape theirs), so a space does the same.
-                data = bytes(row)
-                scan.keep(order_id, second, data.replace(b"\n", b" ") if b"\n" in data else data)
+            new_ids += scan.offer(order_id, second, row)
             seconds.append(second)
         scan.pages += 1
         if scan.estimate is None and page.total is not None:
             scan.estimate = page.total
-        estimate = None if scan.estimate is None else max(scan.estimate, len(scan.seen))
+            scan.reserve(page.total)
+        estimate = None if scan.estimate is None else max(scan.estimate, scan.orders)
         log.debug(
             "woocommerce %s: page %d (offset page %d) rows=%d new_ids=%d cursor=%s",
             self._host, scan.pages, page_number, len(page.rows), new_ids, format_gmt(cursor),
         )
         if self.on_page is not None:
-            self.on_page(scan.pages, len(scan.seen), estimate)
+            self.on_page(scan.pages, scan.orders, estimate)
         return seconds
 
     def _row_key(
