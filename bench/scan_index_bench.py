@@ -18,7 +18,7 @@ Both read ``len(seen)`` / ``orders`` after every page, as ``_absorb`` does. Figu
 growth (``VmHWM`` after resetting it through ``/proc/self/clear_refs``, minus ``VmRSS`` once
 the stream was built) and CPU seconds (``process_time``) of the rows' ``keep`` and of reading
 every kept row back; the digest of the rows read back must be the same for old and new.
-Linux only (``/proc``). Cheap: about 20 s for 100k and 1M, both structures.
+Linux only (``/proc``). Cheap: about 15 s for 100k and 1M, both structures.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--child", kind, str(n)],
                                  check=True, capture_output=True, text=True).stdout
             results.append(json.loads(out))
-    print("| N orders | rows kept (re-read) | index | peak RSS growth MB | CPU s keep "
+    print("| N orders | rows offered (re-read) | index | peak RSS growth MB | CPU s keep "
           "| CPU s read back | CPU s total |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     for r in results:
