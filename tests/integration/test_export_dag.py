@@ -116,7 +116,9 @@ def test_a_changed_order_is_delivered_again_but_a_bare_touch_is_not(export_harne
 def test_faults_while_paging_deliver_the_same_set_as_a_clean_run(export_harness):
     orders = _orders(n=400, seed=3)
     clean, _ = export_harness(orders)
-    faulty, shop = export_harness(orders)
+    # The six faults outlast the client's six attempts on the first page, so Airflow retries the
+    # extract task: after 5 s here (the default retry delay, 60 s, would only make the test wait).
+    faulty, shop = export_harness(orders, retry_delay_seconds=5)
     shop.inject_faults([
         {"type": "429", "retry_after": 1},
         {"type": "500", "times": 2},
@@ -128,6 +130,7 @@ def test_faults_while_paging_deliver_the_same_set_as_a_clean_run(export_harness)
     date = "2026-11-02T11:00:00+00:00"
     a, b = clean.run(date), faulty.run(date)
     assert a.ok and b.ok, (a.output + b.output)[-4000:]
+    assert "giving up after 6 attempts" in b.output and "up_for_retry" in b.output, b.output[-4000:]
     # store ids differ (so do versions) and drift bumps updated_at: compare the rest
     def rows(h):
         return sorted(tuple(v for k, v in r.items() if k not in ("store_id", "order_version", "updated_at"))
