@@ -169,6 +169,9 @@ class FakeStore:
     fail_from: tuple[int, Fault] | None = None  # this fault for every request from n on
     before_request: dict[int, Callable[[FakeStore], None]] = field(default_factory=dict)
     ignore_filter: bool = False
+    ignore_page: bool = False  # always answer page 1
+    send_totals: bool = True  # X-WP-Total / X-WP-TotalPages headers
+    on_params: Callable[[FakeStore, dict[str, str]], None] | None = None  # before each answer
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -190,6 +193,8 @@ class FakeStore:
             return dt.datetime.fromisoformat(text)
 
         assert params.get("dates_are_gmt") == "true"
+        if self.on_params is not None:
+            self.on_params(self, params)
         rows = list(self.orders.values())
         if not self.ignore_filter:
             if "modified_after" in params:
@@ -199,6 +204,8 @@ class FakeStore:
         assert (params.get("orderby"), params.get("order")) == ("modified", "asc")
         rows.sort(key=lambda o: (o["date_modified_gmt"], o["id"]))
         per_page, page = int(params.get("per_page", 10)), int(params.get("page", 1))
+        if self.ignore_page:
+            page = 1
         total = len(rows)
         pages = -(-total // per_page)
         return rows[(page - 1) * per_page: page * per_page], total, pages
@@ -229,8 +236,9 @@ def make_handler(store: FakeStore) -> type[BaseHTTPRequestHandler]:
             body = json.dumps(rows).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("X-WP-Total", str(total))
-            self.send_header("X-WP-TotalPages", str(pages))
+            if store.send_totals:
+                self.send_header("X-WP-Total", str(total))
+                self.send_header("X-WP-TotalPages", str(pages))
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -376,20 +384,21 @@ def test_more_orders_in_one_second_than_a_page(store: FakeStore, sleeps: list[fl
     rows = scan(client(sleeps, per_page=5))
 
     assert ids(rows) == [100, *range(1, 13), 50, 51]
-    offset_pages = [r.params for r in store.requests if r.params["page"] != "1"]
-    assert [(p["modified_after"], p["modified_before"], p["page"]) for p in offset_pages] == [
+    in_the_second = [r.params for r in store.requests if r.params["modified_before"] != "2026-11-29T11:00:00"]
+    assert [(p["modified_after"], p["modified_before"], p["page"]) for p in in_the_second] == [
+        ("2026-11-29T10:00:01", "2026-11-29T10:00:03", "1"),  # one pass over 10:00:02 by offset
         ("2026-11-29T10:00:01", "2026-11-29T10:00:03", "2"),
         ("2026-11-29T10:00:01", "2026-11-29T10:00:03", "3"),
     ]
     assert store.requests[-1].params["modified_after"] == "2026-11-29T10:00:02"  # past that second
-    assert len(store.requests) == 5
+    assert len(store.requests) == 6
 
 
 def test_a_whole_window_in_one_second_multiple_of_page(store: FakeStore, sleeps: list[float]) -> None:
     for n in range(1, 11):  # exactly two full pages in one second, then an empty page
         store.put(n, "10:59:59")
     assert ids(scan(client(sleeps, per_page=5))) == list(range(1, 11))
-    assert [r.params["page"] for r in store.requests] == ["1", "2", "3"]
+    assert [r.params["page"] for r in store.requests] == ["1", "1", "2", "3"]  # the window, one pass
 
 
 def test_drift_mid_scan_loses_nothing_and_duplicates_nothing(store: FakeStore, sleeps: list[float]) -> None:
@@ -415,6 +424,115 @@ def test_drift_mid_scan_loses_nothing_and_duplicates_nothing(store: FakeStore, s
     assert by_id[2]["status"] == "completed" and by_id[2]["date_modified_gmt"] == "2026-11-29T10:40:00"
     assert by_id[8]["status"] == "completed"
     assert by_id[3]["status"] == "processing"
+
+
+# A bulk edit saves more than a page of orders in one second: the scan reads that second by
+# offset, in passes, until one pass saw it hold still (see the module docstring).
+
+BULK = "10:00:05"  # the bulk edit's second
+
+
+def _bulk(store: FakeStore, count: int) -> None:
+    for n in range(1, count + 1):
+        store.put(n, BULK)
+
+
+def _plan(store: FakeStore) -> list[tuple[str, str, str]]:
+    """(modified_after, modified_before, page) of every request, times without the date."""
+    return [(r.params["modified_after"][11:], r.params["modified_before"][11:], r.params["page"])
+            for r in store.requests]
+
+
+def _leave_at_page_2(times: int) -> Callable[[FakeStore, dict[str, str]], None]:
+    """Before each of the first ``times`` requests for page 2, one more order of page 1 (5, then
+    6, ...) is edited again: it leaves the bulk second for a later one inside the window."""
+    moved: list[int] = []
+
+    def leave(store: FakeStore, params: dict[str, str]) -> None:
+        if params["page"] == "2" and len(moved) < times:
+            order_id = 5 + len(moved)
+            store.put(order_id, f"10:30:{len(moved):02d}", status="completed")
+            moved.append(order_id)
+
+    return leave
+
+
+def test_an_order_leaving_a_crowded_second_mid_read_loses_no_other(store: FakeStore, sleeps: list[float],
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # 150 orders in one second, pages of 100. Order 5 (on the first page) is edited after that
+    # page was read: the remaining 149 shift down by one, so offset 100 is now order 102 and a
+    # plain offset walk never reads order 101.
+    _bulk(store, 150)
+    store.on_params = _leave_at_page_2(1)
+
+    with caplog.at_level("INFO", logger="order_integration.storefronts.woocommerce"):
+        rows = scan(client(sleeps, per_page=100))
+
+    got = ids(rows)
+    assert sorted(got) == list(range(1, 151)) and len(got) == 150  # each once, 101 included
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[5]["status"] == "completed" and by_id[5]["date_modified_gmt"] == "2026-11-29T10:30:00"
+    assert got[-1] == 5  # its new second is the latest
+    assert _plan(store) == [
+        ("09:59:59", "11:00:00", "1"),
+        ("10:00:04", "10:00:06", "1"), ("10:00:04", "10:00:06", "2"),  # pass 1: 150, then 149
+        ("10:00:04", "10:00:06", "1"), ("10:00:04", "10:00:06", "2"),  # pass 2: 149 throughout
+        ("10:00:05", "11:00:00", "1"),
+    ]
+    assert any("2026-11-29T10:00:05" in m and "2 passes" in m for m in caplog.messages)
+
+
+def test_a_second_that_keeps_changing_fails_the_scan(store: FakeStore, sleeps: list[float]) -> None:
+    _bulk(store, 150)
+    store.on_params = _leave_at_page_2(100)  # an order leaves during every pass
+    yielded: list[dict] = []
+
+    with pytest.raises(StorefrontError, match=r"2026-11-29T10:00:05.*kept changing.*retry") as raised:
+        yielded.extend(client(sleeps, per_page=100).iter_orders(T0, T0.add(hours=1)))
+
+    assert yielded == []  # nothing handed on
+    assert not isinstance(raised.value, PermanentError)  # Airflow retries the task
+    assert len(store.requests) == 1 + 5 * 2  # the window's first page, then 5 passes of 2 pages
+
+
+def test_a_quiet_crowded_second_is_read_in_one_pass(store: FakeStore, sleeps: list[float],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    _bulk(store, 250)
+    store.put(300, "10:00:06")
+
+    with caplog.at_level("INFO", logger="order_integration.storefronts.woocommerce"):
+        got = ids(scan(client(sleeps, per_page=100)))
+
+    assert got == [*range(1, 251), 300]
+    assert _plan(store) == [
+        ("09:59:59", "11:00:00", "1"),  # 100 rows, all of 10:00:05
+        ("10:00:04", "10:00:06", "1"), ("10:00:04", "10:00:06", "2"), ("10:00:04", "10:00:06", "3"),
+        ("10:00:05", "11:00:00", "1"),  # past that second: order 300, a short page
+    ]
+    assert not any("passes" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(("leaves", "passes"), [(0, 2), (1, 3)])
+def test_without_x_wp_total_two_identical_passes_complete_a_second(store: FakeStore, sleeps: list[float],
+                                                                   leaves: int, passes: int) -> None:
+    store.send_totals = False
+    _bulk(store, 150)
+    store.on_params = _leave_at_page_2(leaves)
+
+    got = ids(scan(client(sleeps, per_page=100)))
+
+    assert sorted(got) == list(range(1, 151)) and len(got) == 150
+    drain = [page for after, _before, page in _plan(store) if after == "10:00:04"]
+    assert drain == ["1", "2"] * passes
+    assert len(store.requests) == 1 + 2 * passes + 1
+
+
+def test_a_store_ignoring_page_inside_a_crowded_second_is_an_error(store: FakeStore,
+                                                                   sleeps: list[float]) -> None:
+    _bulk(store, 150)
+    store.ignore_page = True
+    with pytest.raises(StorefrontError, match="does not honour 'page'"):
+        scan(client(sleeps, per_page=100))
 
 
 def test_window_bounds_at_the_store(store: FakeStore, sleeps: list[float]) -> None:

@@ -43,11 +43,24 @@ order, so every order modified before ``h`` was in it; second ``h`` itself may h
 the page size, so it is read again (re-read rows are deduplicated by id). The cursor strictly
 advances (the page's first row is ``> cursor`` and ``h`` is later than that row), so the scan
 ends. If a full page is one single second ``t`` (more than ``per_page`` orders modified in the
-same second) the cursor cannot advance that way; we then page by offset *inside that second
-only* (``modified_after = t - 1s``, ``modified_before = t + 1s``, ``page = 2, 3, ...``) until a
-short page, and continue with ``modified_after = t``. Offsets inside a past second are stable:
-an order can only leave it (by being modified again, to a later second that the scan or a
-later window will read), never enter it. The scan stops at the first short page.
+same second: a bulk edit in the admin) the cursor cannot advance that way; we then read that
+second alone by offset (``modified_after = t - 1s``, ``modified_before = t + 1s``,
+``page = 1, 2, ...`` until a short page) and continue with ``modified_after = t``. Offsets inside
+a past second are *not* stable: no order enters it, but one can leave it (modified again, to a
+later second that the scan or a later window reads), and a leave moves every later order of
+``t`` one offset down, so the next page would skip one that nothing else reads. So second ``t``
+is read in *passes*, each from page 1 of its own query: a pass is complete when every page of it
+counted the same ``X-WP-Total`` and its rows add up to exactly that total (nothing left ``t``
+during the pass, so its offsets held and it saw every order of ``t``), or when it read the same
+ids in the same order as the pass before (an order that left behind a pass's position was read
+by that pass and is missing from the next; this is how a store that sends no count completes,
+in two passes at least). Otherwise ``t`` is read again; after 5 passes the scan raises
+``StorefrontError`` (it hands nothing on; the task's retry reads the window again). Every pass's
+rows are kept like any other row (the later second wins), and a quiet second costs one request
+more than its pages. (A second still running at the store can also *gain* orders; a gain
+changes the count too, unless a gain and a leave cancel out between two pages. Like the cursor,
+which never returns to a second behind it, the passes rely on ``t`` being past.) The scan stops
+at the first short page.
 
 An order modified during the scan moves to a later second: it is read again later in this
 scan (and the newer version wins) if that second is still inside the window, otherwise it
@@ -131,6 +144,8 @@ log = logging.getLogger(__name__)
 ORDERS_ENDPOINT = "wp-json/wc/v3/orders"
 #: WooCommerce's maximum ``per_page``.
 MAX_PER_PAGE = 100
+#: Passes over one crowded second (more orders than a page) before the scan gives up.
+_MAX_PASSES = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,7 +556,7 @@ class WooCommerceClient(StoreHttp):
     def _scan(self, scan: _Scan, after: int, fetch: Callable[[dict[str, str]], _Page]) -> None:
         while after + 1 < scan.stop:  # (after, stop) still holds a whole second
             page = fetch(self._params(after, scan.stop, 1))
-            modified = self._absorb(scan, page, after, scan.stop, cursor=after)
+            modified, _ids = self._absorb(scan, page, after, scan.stop, cursor=after)
             if len(page.rows) < self.per_page:
                 return  # a short page: nothing of (after, stop) is left unread
             low, high = modified[0], modified[-1]
@@ -552,19 +567,56 @@ class WooCommerceClient(StoreHttp):
                 after = high - 1
 
     def _drain_second(self, scan: _Scan, second: int, fetch: Callable[[dict[str, str]], _Page]) -> None:
-        before = min(second + 1, scan.stop)
-        number = 2
-        while True:
-            page = fetch(self._params(second - 1, before, number))
-            known = scan.orders
-            self._absorb(scan, page, second - 1, before, cursor=second - 1, page_number=number)
-            if len(page.rows) < self.per_page:
+        """Read every order modified at ``second`` by offset, in passes, until one pass is
+        known to have seen the second hold still (see "Keyset paging" in the module docstring)."""
+        previous: list[int] | None = None
+        for passes in range(1, _MAX_PASSES + 1):
+            ids, totals = self._drain_pass(scan, second, fetch)
+            # Complete: every page counted the same total and the pass brought exactly that many
+            # rows (nothing left or entered during the pass), or, whatever the counts, the pass
+            # read the same ids in the same order as the one before (a leave behind a pass's
+            # position takes a row that pass had read out of the next one).
+            steady = len(totals) == 1 and None not in totals and len(ids) == next(iter(totals))
+            if steady or ids == previous:
+                minimum = 1 if None not in totals else 2  # without a count, two passes at least
+                if passes > minimum:
+                    log.info(
+                        "woocommerce %s: the %d orders modified at %s changed while being read; "
+                        "%d passes",
+                        self._host, len(ids), format_gmt(second), passes,
+                    )
                 return
-            if scan.orders == known:
+            previous = ids
+        raise StorefrontError(
+            f"woocommerce {self._host}: the orders modified at {format_gmt(second)} (more than a "
+            f"page of them) kept changing during the read: {_MAX_PASSES} passes by offset over "
+            "that second each saw it change, so none is known complete; the task will retry"
+        )
+
+    def _drain_pass(
+        self, scan: _Scan, second: int, fetch: Callable[[dict[str, str]], _Page]
+    ) -> tuple[list[int], set[int | None]]:
+        """One pass over ``second``: its pages 1, 2, ... by offset until a short page, each row
+        absorbed; return the ids in the order read and the totals the pages counted."""
+        ids: list[int] = []
+        totals: set[int | None] = set()
+        last: list[int] = []
+        number = 1
+        while True:
+            page = fetch(self._params(second - 1, second + 1, number))
+            _seconds, page_ids = self._absorb(scan, page, second - 1, second + 1, cursor=second - 1,
+                                              page_number=number)
+            ids += page_ids
+            totals.add(page.total)
+            if len(page.rows) < self.per_page:
+                return ids, totals
+            if number > 1 and set(page_ids) <= set(last):
                 raise StorefrontError(
                     f"woocommerce {self._host}: page {number} of the orders modified at "
-                    f"{format_gmt(second)} brought no new order; the store does not honour 'page'"
+                    f"{format_gmt(second)} brought no order that page {number - 1} had not; the "
+                    "store does not honour 'page'"
                 )
+            last = page_ids
             number += 1
 
     def _params(self, after: int, before: int, page: int) -> dict[str, str]:
@@ -580,14 +632,17 @@ class WooCommerceClient(StoreHttp):
 
     def _absorb(
         self, scan: _Scan, page: _Page, after: int, before: int, *, cursor: int, page_number: int = 1
-    ) -> list[int]:
-        """Check the page's rows, keep the latest version of each; return their seconds in order."""
+    ) -> tuple[list[int], list[int]]:
+        """Check the page's rows, keep the latest version of each; return their modification
+        seconds and their ids, in page order."""
         seconds: list[int] = []
+        ids: list[int] = []
         new_ids = 0
         for index, row in enumerate(page.rows, start=1):
             order_id, second = self._row_key(row, index, after, before, seconds)
             new_ids += scan.offer(order_id, second, row)
             seconds.append(second)
+            ids.append(order_id)
         scan.pages += 1
         if scan.estimate is None and page.total is not None:
             scan.estimate = page.total
@@ -599,7 +654,7 @@ class WooCommerceClient(StoreHttp):
         )
         if self.on_page is not None:
             self.on_page(scan.pages, scan.orders, estimate)
-        return seconds
+        return seconds, ids
 
     def _row_key(
         self, row: msgspec.Raw, index: int, after: int, before: int, earlier: list[int]
