@@ -58,3 +58,14 @@ def test_delivery_releases_every_open_quarantine_entry_of_the_order(ledger):
     assert sorted(q["order_version"] for q in released) == ["bad1", "bad2"]
     assert len(ledger.quarantine.entries("other")) == 1, "another store's entry with the same id stays"
     assert ledger.quarantine.unreleased_versions("demo", ["1", "2"]) == {("2", "bad")}
+
+
+def test_a_deliberate_resend_also_releases_the_orders_quarantine_entry(ledger):
+    reasons = [{"rule": "r", "detail": "d"}]
+    _deliver(ledger, "sched", [("1", "v1")], name="first.csv")
+    ledger.quarantine.record("demo", [("1", "bad", reasons)])  # a later, broken version of order 1
+    batch, count = _deliver(ledger, "manual", [("1", "v1")], resend=True, name="again.csv")
+    assert count == 1 and ledger.deliveries.batch_claims(batch.batch_id) == {("1", "v1")}
+    assert ledger.quarantine.entries("demo") == [], "the resent order reached the backend: released"
+    [delivery] = ledger.deliveries.delivered("demo")
+    assert delivery["file_name"] == "first.csv" and delivery["delivered_at"] is not None

@@ -8,6 +8,7 @@ database; :func:`chunks` keeps ``IN (...)`` lists under every database's paramet
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,11 +89,13 @@ def insert_ignore_stmt(bind: Engine | Connection, table: Table) -> Any:
             .returning(c.order_id))
 
 
-def insert_ignore(engine: Engine, table: Table, rows: list[dict[str, Any]]) -> int:
+def insert_ignore(engine: Engine, table: Table, rows: Iterable[dict[str, Any]]) -> int:
     """Insert rows, skipping those that hit the (store_id, order_id, order_version) key;
-    returns how many were new. One ``INSERT … ON CONFLICT DO NOTHING`` per chunk."""
+    returns how many were new. One ``INSERT … ON CONFLICT DO NOTHING`` per chunk; ``rows`` is
+    consumed a chunk at a time (a generator keeps a million-order window's rows out of memory)."""
     inserted = 0
-    for chunk in chunks(rows):
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, CHUNK)):
         with engine.begin() as conn:
-            inserted += len(conn.execute(insert_ignore_stmt(conn, table), list(chunk)).all())
+            inserted += len(conn.execute(insert_ignore_stmt(conn, table), chunk).all())
     return inserted

@@ -24,10 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, literal, select, union, update
 
 from order_integration.failpoints import failpoint
-from order_integration.ledger.db import OrderVersion, chunks, insert_ignore, insert_ignore_stmt, now
+from order_integration.ledger.db import OrderVersion, chunks, dialect_insert, insert_ignore, now
 from order_integration.ledger.quarantine import release_delivered
 from order_integration.ledger.schema import delivery_batches, delivery_claims, order_deliveries, order_resends
 
@@ -172,12 +172,12 @@ class Deliveries:
                     window_label=window_label, source_path=source_path, created_at=now(),
                 )
             )
-        rows = [
+        base_of = (bases or {}).get
+        insert_ignore(self.engine, delivery_claims, (  # rows made a chunk at a time
             {"store_id": store_id, "order_id": oid, "order_version": ver, "batch_id": batch.batch_id,
-             "base_version": (bases or {}).get((oid, ver))}
+             "base_version": base_of((oid, ver))}
             for oid, ver in versions
-        ]
-        insert_ignore(self.engine, delivery_claims, rows)
+        ))
         if resend:
             won = self.batch_claims(batch.batch_id)
             repeats = [
@@ -209,18 +209,19 @@ class Deliveries:
         if batch.file_name is None:
             raise ValueError(f"batch {batch.batch_id} has no file yet")
         at = now()
-        c = delivery_claims.c
+        c, d = delivery_claims.c, order_deliveries.c
         with self.engine.begin() as conn:
-            claims = conn.execute(
-                select(c.store_id, c.order_id, c.order_version).where(c.batch_id == batch.batch_id)
-            ).all()
-            rows = [
-                {"store_id": s, "order_id": o, "order_version": v,
-                 "file_name": batch.file_name, "delivered_at": at}
-                for s, o, v in claims
-            ]
-            if rows:  # a concurrent completion of the same batch may have recorded them: skip those
-                conn.execute(insert_ignore_stmt(conn, order_deliveries), rows)
+            claimed = conn.execute(
+                select(func.count()).select_from(delivery_claims).where(c.batch_id == batch.batch_id)
+            ).scalar_one()
+            if claimed:  # a concurrent completion of the same batch may have recorded them: skip those
+                # INSERT … SELECT: the database copies the claims, none of them passes through Python
+                conn.execute(dialect_insert(conn, order_deliveries).from_select(
+                    ["store_id", "order_id", "order_version", "file_name", "delivered_at"],
+                    select(c.store_id, c.order_id, c.order_version,
+                           literal(batch.file_name, d.file_name.type), literal(at, d.delivered_at.type))
+                    .where(c.batch_id == batch.batch_id),
+                ).on_conflict_do_nothing(index_elements=["store_id", "order_id", "order_version"]))
             failpoint("ledger.complete_batch.mid", store=batch.store_id)
             resent = conn.execute(
                 update(order_resends)
@@ -232,10 +233,9 @@ class Deliveries:
                 .where(delivery_batches.c.batch_id == batch.batch_id)
                 .values(uploaded_at=at)
             )
-            order_ids = {o for _, o, _ in claims} | {
-                o for (o,) in conn.execute(
-                    select(order_resends.c.order_id).where(order_resends.c.batch_id == batch.batch_id))
-            }
-            release_delivered(conn, batch.store_id, order_ids, at)
-        return len(claims) + resent
+            r = order_resends.c
+            delivered_ids = union(select(c.order_id).where(c.batch_id == batch.batch_id),
+                                  select(r.order_id).where(r.batch_id == batch.batch_id))
+            release_delivered(conn, batch.store_id, select(delivered_ids.subquery().c.order_id), at)
+        return claimed + resent
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, select, update
+from sqlalchemy import Connection, Engine, Select, and_, select, update
 
 from order_integration.ledger.db import OrderVersion, chunks, insert_ignore, now
 from order_integration.ledger.schema import order_quarantine
@@ -66,19 +66,19 @@ class Quarantine:
         return insert_ignore(self.engine, order_quarantine, rows)
 
 
-def release_delivered(conn: Connection, store_id: str, order_ids: Iterable[str], at: datetime) -> int:
+def release_delivered(conn: Connection, store_id: str, order_ids: Select[Any], at: datetime) -> int:
     """An order that reached the backend leaves quarantine: its open entries (any
     version, the fixed one superseding the bad ones) get ``released_at``.
 
-    ``conn``: the transaction that records the delivery, so both happen or neither."""
+    ``order_ids``: a one-column SELECT of the delivered orders' ids (a batch's claims and
+    resends), so the database matches them, however many. ``conn``: the transaction that
+    records the delivery, so both happen or neither."""
     q = order_quarantine.c
-    released = 0
-    for chunk in chunks(sorted(order_ids)):
-        released += conn.execute(
-            update(order_quarantine)
-            .where(q.store_id == store_id, q.order_id.in_(chunk), q.released_at.is_(None))
-            .values(released_at=at)
-        ).rowcount
+    released = conn.execute(
+        update(order_quarantine)
+        .where(q.store_id == store_id, q.released_at.is_(None), q.order_id.in_(order_ids))
+        .values(released_at=at)
+    ).rowcount
     if released:
         log.info("ledger: %d quarantine entr%s of store %s released (delivered now)",
                  released, "y" if released == 1 else "ies", store_id)
