@@ -1,0 +1,98 @@
+"""Validate alone, in a fresh process, on a staged ``raw_orders.jsonl`` (issue 18).
+
+The export bench runs every step in one process, so a step's "RSS +" depends on the heap the
+steps before it freed. This runs ``export.validate`` as the validate task does, in a process
+that has imported what a task process imports (Airflow's SDK, pandas, GX, the package), and
+prints its CPU time and peak RSS growth. Get a staged file with
+``bench/export_bench.py --orders 100000 --no-tracemalloc --save-staging DIR``::
+
+    .venv/bin/python bench/validate_bench.py DIR/n100000/raw_orders.jsonl --chunk 5000 10000 20000
+
+Each chunk size runs in its own child process; the deliverable files are compared (they must
+be byte-identical whatever the chunk size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError(field)
+
+
+def child(raw: str, chunk: int) -> None:
+    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+    os.environ.setdefault("AIRFLOW_CONN_BENCH_STOREFRONT", json.dumps(
+        {"conn_type": "http", "host": "http://127.0.0.1:9", "login": "k", "password": "s"}))
+    import airflow.sdk  # noqa: F401 - what a task process has imported
+    import great_expectations  # noqa: F401
+    import pandas  # noqa: F401
+    from airflow.sdk import ObjectStoragePath
+    from export_bench import _store_config
+
+    from order_integration import export
+    from order_integration.ledger import Ledger, sqlite_engine
+    from order_integration.storefronts import get_client
+
+    export.VALIDATE_CHUNK = chunk
+    store = _store_config()
+    with tempfile.TemporaryDirectory() as tmp:
+        client = get_client(store.platform, store.storefront_conn_id)
+        ledger = Ledger(sqlite_engine(f"{tmp}/ledger.db"), create=True)
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on
+        start = _status("VmRSS")
+        cpu = time.process_time()
+        out = export.validate(store, ObjectStoragePath(f"file://{tmp}/"), ObjectStoragePath(f"file://{raw}"),
+                              client, ledger)
+        cpu = time.process_time() - cpu
+        peak = _status("VmHWM")
+        digest = hashlib.sha256(Path(tmp, "deliverable.jsonl").read_bytes()).hexdigest()[:12]
+    print(json.dumps({"chunk": chunk, "cpu_s": round(cpu, 2), "rss_start_mb": start, "rss_peak_mb": peak,
+                      "growth_mb": peak - start, "deliverable": out["deliverable"],
+                      "not_ready": out["not_ready"], "digest": digest}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("raw", help="a staged raw_orders.jsonl")
+    parser.add_argument("--chunk", type=int, nargs="+", default=[10_000])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    raw = str(Path(args.raw).resolve())
+    if args.child:
+        child(raw, args.chunk[0])
+        return
+    print(f"validate bench {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average "
+          f"{os.getloadavg()[0]:.2f}; {raw}")
+    print(f"{'chunk':>7} {'CPU s':>7} {'RSS start MB':>13} {'RSS peak MB':>12} {'growth MB':>10} "
+          f"{'deliverable':>12} {'digest':>13}")
+    digests = set()
+    for chunk in args.chunk:
+        proc = subprocess.run([sys.executable, __file__, raw, "--chunk", str(chunk), "--child"],
+                              capture_output=True, text=True, check=True)
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        digests.add(r["digest"])
+        print(f"{r['chunk']:>7} {r['cpu_s']:>7.2f} {r['rss_start_mb']:>13} {r['rss_peak_mb']:>12} "
+              f"{r['growth_mb']:>10} {r['deliverable']:>12} {r['digest']:>13}")
+    print("deliverable identical for every chunk size" if len(digests) == 1
+          else f"DELIVERABLE DIFFERS between chunk sizes: {sorted(digests)}")
+    if len(digests) != 1:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
