@@ -50,8 +50,9 @@ VALIDATION_FILE = "validation_result.json"
 #: process (bench/README.md, issue 18), raw orders dropped as soon as they are normalised:
 #: growth +70 MB at 5k, +118 MB at 10k, +211 MB at 20k (each raw order held until its chunk was
 #: normalised, it was +158 MB at 5k, +1.9 GB unchunked); each chunk costs GX about 0.2 s of CPU
-#: (one validation call per frame, on the run's one GX context): validate's CPU at 100k is 25.5 s
-#: at 10k, 22.9 s at 20k. The run still reads as one: see ``SuiteRun``.
+#: (one validation call per frame, on the run's one GX context): validate's CPU at 100k is 21.4 s
+#: at 5k, 16.5 s at 10k, 17.2 s at 20k (``bench/validate_bench.py``). The run still reads as one:
+#: see ``SuiteRun``.
 VALIDATE_CHUNK = 10_000
 #: Quarantined ids a run's summary names (XCom, run note); the ledger and the report have all.
 MAX_IDS_REPORTED = 20
