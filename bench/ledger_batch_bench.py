@@ -21,15 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) // 1024
-    raise RuntimeError(field)
-
 
 def child(n: int) -> None:
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+    from export_bench import _reset_rss_peak, _status_kb
+
     from order_integration.ledger import Ledger, sqlite_engine
 
     versions = [(str(1_000_000 + i), f"{i:016x}") for i in range(n)]
@@ -37,8 +33,8 @@ def child(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(sqlite_engine(f"{tmp}/ledger.db"), create=True)
         deliveries = ledger.deliveries
-        Path("/proc/self/clear_refs").write_text("5")
-        start, cpu = _status("VmRSS"), time.process_time()
+        _reset_rss_peak()
+        start, cpu = _status_kb("VmRSS") // 1024, time.process_time()
         batch, won = deliveries.open_batch("bench", "run", "W", "file:///src", versions, bases)
         del won
         deliveries.set_batch_file(batch.batch_id, "file:///staged", "f.csv", n)
@@ -48,7 +44,7 @@ def child(n: int) -> None:
         owners = deliveries.claim_runs("bench", versions)
         counted = sum(1 for v in versions if owners.get(v) == "run")
         cpu = time.process_time() - cpu
-        peak = _status("VmHWM")
+        peak = _status_kb("VmHWM") // 1024
     if delivered != n or counted != n:
         raise SystemExit(f"wrong counts: delivered {delivered}, counted {counted}, of {n}")
     print(json.dumps({"versions": n, "cpu_s": round(cpu, 2), "growth_mb": peak - start}))

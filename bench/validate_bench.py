@@ -27,12 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) // 1024
-    raise RuntimeError(field)
-
 
 def child(raw: str, chunk: int) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -42,7 +36,7 @@ def child(raw: str, chunk: int) -> None:
     import great_expectations  # noqa: F401
     import pandas  # noqa: F401
     from airflow.sdk import ObjectStoragePath
-    from export_bench import _store_config
+    from export_bench import _reset_rss_peak, _status_kb, _store_config
 
     from order_integration import export
     from order_integration.ledger import Ledger, sqlite_engine
@@ -53,13 +47,13 @@ def child(raw: str, chunk: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         client = get_client(store.platform, store.storefront_conn_id)
         ledger = Ledger(sqlite_engine(f"{tmp}/ledger.db"), create=True)
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on
-        start = _status("VmRSS")
+        _reset_rss_peak()  # VmHWM from here on
+        start = _status_kb("VmRSS") // 1024
         cpu = time.process_time()
         out = export.validate(store, ObjectStoragePath(f"file://{tmp}/"), ObjectStoragePath(f"file://{raw}"),
                               client, ledger)
         cpu = time.process_time() - cpu
-        peak = _status("VmHWM")
+        peak = _status_kb("VmHWM") // 1024
         digest = hashlib.sha256(Path(tmp, "deliverable.jsonl").read_bytes()).hexdigest()[:12]
     print(json.dumps({"chunk": chunk, "cpu_s": round(cpu, 2), "rss_start_mb": start, "rss_peak_mb": peak,
                       "growth_mb": peak - start, "deliverable": out["deliverable"],
