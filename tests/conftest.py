@@ -128,3 +128,51 @@ def postgres(tmp_path_factory):
 
     with Postgres(tmp_path_factory.mktemp("postgres")).start() as server:
         yield server
+
+
+# -- CPU per test (docs/testing.md) ---------------------------------------------------------------
+# The suite is CPU-bound on 2 cores, so wall-clock durations alone do not say what to cut. Each
+# phase's CPU is this process's plus that of the child processes it reaped meanwhile (an
+# `airflow dags test`, a deployment's components at the teardown that stops them), recorded
+# in the item's user properties (xdist carries them to the controller) and summed per test.
+CPU_REPORTED = 30
+_cpu_by_test: dict[str, float] = {}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _phase_cpu(phase: str):
+    @pytest.hookimpl(wrapper=True)
+    def hook(item):
+        start = _cpu_seconds()
+        try:
+            return (yield)
+        finally:
+            item.user_properties.append((f"cpu_{phase}", round(_cpu_seconds() - start, 3)))
+    return hook
+
+
+pytest_runtest_setup = _phase_cpu("setup")
+pytest_runtest_call = _phase_cpu("call")
+pytest_runtest_teardown = _phase_cpu("teardown")
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        cpu = sum(v for k, v in report.user_properties if str(k).startswith("cpu_"))
+        _cpu_by_test[report.nodeid] = _cpu_by_test.get(report.nodeid, 0.0) + cpu
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _cpu_by_test:
+        return
+    total = sum(_cpu_by_test.values())
+    terminalreporter.write_sep("=", f"most CPU {CPU_REPORTED} (this process + reaped children; "
+                                    f"{total:.0f} s over {len(_cpu_by_test)} tests)")
+    for nodeid, cpu in sorted(_cpu_by_test.items(), key=lambda kv: -kv[1])[:CPU_REPORTED]:
+        terminalreporter.write_line(f"{cpu:8.2f}s  {nodeid}")
