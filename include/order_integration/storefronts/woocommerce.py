@@ -322,20 +322,7 @@ class _Scan:
             slot = (slot + 1) & mask
         if entry and second < seconds[entry - 1]:
             return False
-        # _append, inline (the scan's per-row work). A JSON Lines row is one line: a newline
-        # byte in a row can only be whitespace between tokens (JSON strings escape theirs), so a
-        # space does the same.
-        data = bytes(row)
-        if b"\n" in data:
-            data = data.replace(b"\n", b" ")
-        self.spool.write(data)
-        number = self.rows
-        if number == len(ids):
-            self._widen(2 * number)  # in place: `ids` and `seconds` are still the columns
-        ids[number] = order_id
-        seconds[number] = second
-        self._lengths[number] = len(data)
-        table[slot] = self.rows = number + 1  # a table entry is 1 + the row's number
+        table[slot] = self._append(order_id, second, row) + 1  # a table entry is 1 + the row's number
         if entry:
             self._superseded[entry - 1] = 1
             return False
@@ -358,8 +345,9 @@ class _Scan:
         return True
 
     def _append(self, order_id: int, second: int, row: msgspec.Raw | bytes) -> int:
-        """Write ``row`` to the spool and its entry to the columns; return its row number.
-        (:meth:`offer` does the same inline.)"""
+        """Write ``row`` to the spool and its entry to the columns; return its row number. A
+        JSON Lines row is one line: a newline byte in a row can only be whitespace between
+        tokens (JSON strings escape theirs), so a space does the same."""
         data = bytes(row)
         if b"\n" in data:
             data = data.replace(b"\n", b" ")
