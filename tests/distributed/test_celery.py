@@ -28,6 +28,7 @@ from order_integration.ledger import Ledger
 from sandbox.erp_simulator import ErpSimulator
 from sandbox.generator import generate_orders
 from sandbox.storefront import SandboxStorefront
+from tests.support.airflow_services import descendants, preloaded
 from tests.support.infra import FAST_RETRY_POLICY, STAGING_BUCKET, STAGING_PREFIX, loopback_cluster
 
 pytestmark = pytest.mark.distributed
@@ -116,6 +117,15 @@ def test_backfill_delivers_every_eligible_order_once_on_both_workers(cluster):
     staged = cluster.s3.keys(STAGING_BUCKET, f"{STAGING_PREFIX}/{STORE}/")
     assert any(k.endswith("raw_orders.jsonl") for k in staged), staged  # staging really went to s3://
     assert not list((cluster.sshd.root / "inbound").glob(".*")), "a .part file was left behind"
+
+
+def test_each_worker_imported_gx_and_pandas_before_forking_its_pool(cluster):
+    """docker-compose.yaml's Celery settings (order_integration.celery_config): the worker and its
+    pool processes, which the task processes fork from, already hold GX and pandas."""
+    for worker in WORKERS:
+        main = cluster.services.procs[worker].pid
+        pool = descendants(main)
+        assert pool and preloaded(main) and all(preloaded(pid) for pid in pool), (worker, pool)
 
 
 def test_status_sync_applies_the_erp_answers(cluster, monkeypatch):

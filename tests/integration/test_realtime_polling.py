@@ -31,6 +31,8 @@ from tests.support.airflow_services import (
     LEAN_SETTINGS,
     LOCAL_COMPONENTS,
     AirflowServices,
+    descendants,
+    preloaded,
     wait_until,
 )
 
@@ -109,3 +111,12 @@ def test_orders_placed_without_webhooks_reach_sftp_once_through_the_poll(deploym
     assert worked and all(n.startswith("realtime: ") and "order(s) from the storefront poll; order export" in n
                           for n in worked), notes
     print(f"polling: {len(placed)} orders placed in two waves, {len(paid)} paid on SFTP once, {len(runs)} run(s)")
+
+    # the tasks forked from workers that hold the package's preload (GX, pandas), so none of
+    # them imported GX itself (sandbox/airflow_services.py: forkserver + preload)
+    scheduler = services.procs["scheduler"].pid
+    workers = [pid for pid in descendants(scheduler)
+               if b"LocalExecutor" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert workers and all(preloaded(pid) for pid in workers), workers
+    assert not preloaded(scheduler), "the scheduler itself stays light: only its forkserver imports"
+

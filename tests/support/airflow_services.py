@@ -8,6 +8,7 @@ names tests and benchmarks import from here stay (see that module's docstring fo
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from sandbox.airflow_services import (
@@ -25,6 +26,7 @@ from sandbox.airflow_services import (
     Component,
     ServicesError,
     airflow_argv,
+    descendants,
     process_running,
     tail,
 )
@@ -32,7 +34,7 @@ from sandbox.airflow_services import (
 __all__ = [
     "API_SERVER", "BAD_TI_STATES", "DAG_PROCESSOR", "LEAN_SETTINGS", "LOCAL_COMPONENTS", "ROOT", "SCHEDULER",
     "TERMINAL_RUN_STATES", "TRIGGERER", "AirflowApi", "AirflowServices", "Component", "ServicesError",
-    "airflow_argv", "process_running", "tail", "wait_until",
+    "airflow_argv", "descendants", "preloaded", "process_running", "tail", "wait_until",
 ]
 
 T = TypeVar("T")
@@ -50,3 +52,12 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, services: 
         if time.monotonic() > deadline:
             raise ServicesError(f"{what}: not within {timeout:.0f}s\n{services.diagnostics()}")
         time.sleep(poll)
+
+
+def preloaded(pid: int) -> bool:
+    """Whether process ``pid`` holds ``order_integration.preload``'s imports (pandas' compiled
+    libraries are mapped into it), so that the task processes forked from it inherit them."""
+    try:
+        return "/pandas/_libs/" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
