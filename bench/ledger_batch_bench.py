@@ -1,8 +1,9 @@
-"""What the ledger's writes for one big batch cost (issue 18): ``open_batch`` (claims),
-``batch_claims``, ``complete_batch`` (deliveries, quarantine release) and ``claim_runs``, as
-``export.load`` calls them, for N order versions on a fresh SQLite ledger, each N in a fresh
-process. Prints CPU time and peak RSS growth (the versions and their digests are allocated
-before the measurement, as load holds them)::
+"""What the ledger's writes for one big batch cost (issue 18), as ``export.load`` makes them:
+``claim`` (the claims, from a generator), ``batch_size`` and ``in_batch`` (which staged records
+go in the file, asked a chunk at a time), ``complete_batch`` (deliveries, quarantine release)
+and ``run_counts`` (what the run delivered), for N order versions on a fresh SQLite ledger,
+each N in a fresh process. Prints CPU time and peak RSS growth; the versions are generated as
+the staged file is read, never held as a list (as load reads them)::
 
     .venv/bin/python bench/ledger_batch_bench.py --versions 75000 750000
 """
@@ -27,26 +28,28 @@ def child(n: int) -> None:
     from export_bench import _reset_rss_peak, _status_kb
 
     from order_integration.ledger import Ledger, sqlite_engine
+    from order_integration.ledger.db import chunks
 
-    versions = [(str(1_000_000 + i), f"{i:016x}") for i in range(n)]
-    bases = {v: f"{i:015x}b" for i, v in enumerate(versions)}
+    def versions():
+        return ((str(1_000_000 + i), f"{i:016x}") for i in range(n))
+
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(sqlite_engine(f"{tmp}/ledger.db"), create=True)
         deliveries = ledger.deliveries
         _reset_rss_peak()
         start, cpu = _status_kb("VmRSS") // 1024, time.process_time()
-        batch, won = deliveries.open_batch("bench", "run", "W", "file:///src", versions, bases)
-        del won
+        batch = deliveries.claim("bench", "run", "W", "file:///src",
+                                 ((oid, ver, ver[1:] + "b") for oid, ver in versions()))
         deliveries.set_batch_file(batch.batch_id, "file:///staged", "f.csv", n)
-        claims = deliveries.batch_claims(batch.batch_id)
-        del claims
+        assert deliveries.batch_size(batch.batch_id) == n
+        rendered = sum(len(deliveries.in_batch(batch, chunk)) for chunk in chunks(versions(), 5_000))
         delivered = deliveries.complete_batch(deliveries.batch(batch.batch_id))
-        owners = deliveries.claim_runs("bench", versions)
-        counted = sum(1 for v in versions if owners.get(v) == "run")
+        counted, _resent, total = deliveries.run_counts("bench", "run", versions())
         cpu = time.process_time() - cpu
         peak = _status_kb("VmHWM") // 1024
-    if delivered != n or counted != n:
-        raise SystemExit(f"wrong counts: delivered {delivered}, counted {counted}, of {n}")
+    if not delivered == counted == total == rendered == n:
+        raise SystemExit(f"wrong counts: delivered {delivered}, counted {counted} of {total}, "
+                         f"rendered {rendered}, of {n}")
     print(json.dumps({"versions": n, "cpu_s": round(cpu, 2), "growth_mb": peak - start}))
 
 

@@ -27,6 +27,7 @@ from order_integration.backend.formats import write_orders
 from order_integration.config import StoreConfig
 from order_integration.exceptions import InvariantViolation, QuarantineRatioExceeded
 from order_integration.failpoints import failpoint
+from order_integration.ledger.db import chunks
 from order_integration.model import Order, Problem, status_free_version
 from order_integration.quarantine import quarantine_table
 from order_integration.storefronts.base import write_window_jsonl
@@ -180,7 +181,7 @@ def validate(
     with tempfile.TemporaryFile() as spool:
         # each raw order is dropped as soon as it is normalised: a chunk holds Orders, not raws
         normalised = (normaliser.normalise(raw, store.id) for raw in _read_jsonl(raw_path))
-        for orders in _chunks(normalised, VALIDATE_CHUNK):
+        for orders in chunks(normalised, VALIDATE_CHUNK):
             counts.extracted += len(orders)
             candidates, records = _classify(store, orders, ledger, counts, resend=resend)
             del orders
@@ -243,13 +244,6 @@ def validate(
     return {"deliverable_path": str(deliverable_path), "quarantine_path": str(quarantine_path),
             "report_paths": [report_path], "quarantined_ids": quarantined_ids[:MAX_IDS_REPORTED],
             **asdict(counts)}
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """``items`` in lists of ``size`` (the last one shorter); nothing for no items."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, max(size, 1))):
-        yield chunk
 
 
 def _classify(
@@ -389,32 +383,44 @@ def load(
     A ``dry_run`` only renders the file into staging: no upload, no ledger write."""
     if dry_run:
         return _dry_run(store, window, staging, deliverable_path)
-    # One streaming pass keeps only each record's keys; the file is rendered from the staged
-    # records in a second pass, so memory does not grow with the window's orders.
-    bases: dict[tuple[str, str], str] = {}
-    for record in _read_jsonl(deliverable_path):
-        bases[(record["order_id"], record["order_version"])] = status_free_version(record)
-    versions = list(bases)
+    # The staged records are streamed, never held: one pass claims their keys a chunk at a
+    # time, one renders the file, one counts (memory does not grow with the window's orders).
     with backend.session() as sftp:
         for batch in deliveries.pending_batches(store.id):
             log.info("store %s: finishing batch %s left by run %s", store.id, batch.batch_id, batch.run_id)
             _finish_batch(store, staging, deliveries, sftp, batch)
-        if versions:
-            batch, _won = deliveries.open_batch(
-                store.id, run_id, window.label, str(deliverable_path), versions, bases, resend=resend
-            )
+        keys = ((r["order_id"], r["order_version"], status_free_version(r))
+                for r in _read_jsonl(deliverable_path))
+        first = next(keys, None)
+        if first is not None:
+            batch = deliveries.claim(store.id, run_id, window.label, str(deliverable_path),
+                                     itertools.chain([first], keys), resend=resend)
             failpoint("load.after_claim", store=store.id)
             _finish_batch(store, staging, deliveries, sftp, batch)
     # Counted from the ledger, so a retry after a crash reports what the run delivered in all.
-    owners = deliveries.claim_runs(store.id, versions)
-    resent = deliveries.run_resends(store.id, run_id) & set(versions) if resend else set()
-    delivered = sum(1 for v in versions if owners.get(v) == run_id or v in resent)
+    delivered, resent, total = deliveries.run_counts(store.id, run_id, _versions(deliverable_path))
     files = deliveries.run_files(store.id, run_id)
     log.info("store %s: delivered %d orders (%d of them sent again on request) in %s; "
-             "%d were delivered by other runs", store.id, delivered, len(resent),
-             ", ".join(files) or "no file", len(versions) - delivered)
-    return {"delivered": delivered, "resent": len(resent), "already_delivered": len(versions) - delivered,
-            "files": files}
+             "%d were delivered by other runs", store.id, delivered, resent,
+             ", ".join(files) or "no file", total - delivered)
+    return {"delivered": delivered, "resent": resent, "already_delivered": total - delivered, "files": files}
+
+
+def _versions(path: ObjectStoragePath) -> Iterator[tuple[str, str]]:
+    """(order_id, order_version) of each staged record of ``path``, decoding nothing else."""
+    decode = msgspec.json.Decoder(_RecordKey).decode
+    with path.open("rb") as fh:
+        for line in fh:
+            if line.strip():
+                key = decode(line)
+                yield key.order_id, key.order_version
+
+
+class _RecordKey(msgspec.Struct):
+    """The two fields of a staged record that name its version (the others are skipped)."""
+
+    order_id: str
+    order_version: str
 
 
 def _dry_run(
@@ -447,15 +453,13 @@ def _finish_batch(
     """Render (if not yet), upload and record one batch; an empty batch is dropped. The file is
     rendered from the batch's staged source records, streamed."""
     path = type(staging)  # the staging path's class makes the batch's other paths (file://, s3://)
-    claims = deliveries.batch_claims(batch.batch_id)
-    if not claims:
+    if not deliveries.batch_size(batch.batch_id):
         deliveries.drop_batch(batch.batch_id)
         return
     fmt = store.backend.format
     if batch.staged_path is None or batch.file_name is None:
         staged = staging / f"batch-{batch.batch_id}.{fmt}"
-        rows = _read_jsonl(path(batch.source_path))
-        records = (r for r in rows if (r["order_id"], r["order_version"]) in claims)
+        records = _in_batch(deliveries, batch, _read_jsonl(path(batch.source_path)))
         with staged.open("wb") as fh:
             written = write_orders(records, fmt, fh)
         # The batch's own window names the file, whichever run finishes it.
@@ -476,6 +480,16 @@ def _finish_batch(
     failpoint("load.after_upload", store=store.id)
     count = deliveries.complete_batch(batch)
     log.info("store %s: uploaded %s (%d orders)", store.id, remote, count)
+
+
+def _in_batch(
+    deliveries: Deliveries, batch: Batch, rows: Iterable[dict[str, Any]],
+) -> Iterator[dict[str, Any]]:
+    """The records of ``rows`` that go out in ``batch``, in their order; the ledger is asked
+    about a chunk of them at a time (a big batch's claims are never held in memory)."""
+    for chunk in chunks(rows):
+        members = deliveries.in_batch(batch, [(r["order_id"], r["order_version"]) for r in chunk])
+        yield from (r for r in chunk if (r["order_id"], r["order_version"]) in members)
 
 
 # -- summary -------------------------------------------------------------------------------

@@ -24,8 +24,11 @@ class ForgetfulDeliveries:
         self._batch = batch
         self.completed: list[Batch] = []
 
-    def batch_claims(self, batch_id: str) -> set[tuple[str, str]]:
-        return {("1001", "v1")}
+    def batch_size(self, batch_id: str) -> int:
+        return 1  # order 1001, version v1
+
+    def in_batch(self, batch: Batch, versions: Any) -> set[tuple[str, str]]:
+        return {("1001", "v1")} & set(versions)
 
     def set_batch_file(self, batch_id: str, staged_path: str, file_name: str, orders: int) -> None:
         pass  # lost: another process reset the row, or the write went nowhere

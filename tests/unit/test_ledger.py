@@ -49,7 +49,10 @@ def test_claims_decide_overlapping_batches(ledger):
     _, won4 = ledger.deliveries.open_batch("other", "run3", "W", "file:///c", [("1", "v1")])
     assert won3 == {("1", "v2")} and won4 == {("1", "v1")}
     assert ledger.deliveries.claimed_versions("demo", ["1", "2", "9"]) == {"1": {"v1", "v2"}, "2": {"v1"}}
-    assert ledger.deliveries.claim_runs("demo", [("1", "v1"), ("3", "v1")]) == {("1", "v1"): "run1", ("3", "v1"): "run2"}
+    # (delivered by the run, of them resent, asked): each run counts the versions its batch won
+    assert ledger.deliveries.run_counts("demo", "run1", [("1", "v1"), ("3", "v1")]) == (1, 0, 2)
+    assert ledger.deliveries.run_counts("demo", "run2", [("1", "v1"), ("3", "v1")]) == (1, 0, 2)
+    assert ledger.deliveries.run_counts("demo", "run9", [("1", "v1"), ("3", "v1")]) == (0, 0, 2)
 
 
 def test_batch_lifecycle_records_deliveries_once(ledger):

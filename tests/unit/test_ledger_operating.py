@@ -69,3 +69,38 @@ def test_a_deliberate_resend_also_releases_the_orders_quarantine_entry(ledger):
     assert ledger.quarantine.entries("demo") == [], "the resent order reached the backend: released"
     [delivery] = ledger.deliveries.delivered("demo")
     assert delivery["file_name"] == "first.csv" and delivery["delivered_at"] is not None
+
+
+def test_a_window_of_versions_is_claimed_and_counted_a_chunk_at_a_time(ledger):
+    """``claim`` takes a generator (a million-order window is never a list), ``in_batch`` and
+    ``run_counts`` ask a chunk at a time: the same answers as the whole-set reads, across chunk
+    borders (CHUNK = 500), with repeats and a version listed twice."""
+    from order_integration.ledger.db import CHUNK
+
+    n = 2 * CHUNK + 37
+    versions = [(str(10_000 + i), f"v{i}") for i in range(n)]
+    _deliver(ledger, "sched", versions[CHUNK - 3:CHUNK + 3])  # six across the first border
+    listed_twice = versions[7]
+    rows = ((oid, ver, f"b{oid}") for oid, ver in [*versions, listed_twice])
+    batch = ledger.deliveries.claim("demo", "manual", "W", "file:///src", rows, resend=True)
+
+    whole = ledger.deliveries.batch_claims(batch.batch_id)
+    assert whole == set(versions) and ledger.deliveries.batch_size(batch.batch_id) == n
+    asked = [*versions[::2], ("999", "v0"), ("10001", "other")]  # two it does not hold
+    assert ledger.deliveries.in_batch(batch, asked) == set(versions[::2])
+    assert len(ledger.deliveries.resends("demo")) == 6, "the six delivered before are repeats, once each"
+
+    ledger.deliveries.set_batch_file(batch.batch_id, "file:///staged", "again.csv", n)
+    ledger.deliveries.complete_batch(ledger.deliveries.batch(batch.batch_id))
+    assert ledger.deliveries.run_counts("demo", "manual", versions) == (n, 6, n)
+    assert ledger.deliveries.run_counts("demo", "sched", versions) == (6, 0, n)
+    last = versions[-1][0]
+    assert ledger.deliveries.claimed_bases("demo", [last]) == {last: {f"b{last}"}}, "bases stored with the claims"
+
+
+def test_a_batch_of_a_version_claimed_elsewhere_is_empty(ledger):
+    _deliver(ledger, "sched", [("1", "v1")])
+    batch = ledger.deliveries.claim("demo", "late", "W", "file:///src", iter([("1", "v1", None)]))
+    assert ledger.deliveries.batch_size(batch.batch_id) == 0
+    assert ledger.deliveries.in_batch(batch, [("1", "v1")]) == set()
+    assert ledger.deliveries.run_counts("demo", "late", [("1", "v1")]) == (0, 0, 1)

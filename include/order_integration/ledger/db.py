@@ -9,7 +9,7 @@ database; :func:`chunks` keeps ``IN (...)`` lists under every database's paramet
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,12 @@ def utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), CHUNK):
-        yield items[i : i + CHUNK]
+def chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last one shorter), consumed a list at a time: a
+    generator of a million rows is never held whole."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, max(size, 1))):
+        yield chunk
 
 
 def dialect_insert(bind: Engine | Connection, table: Table) -> Any:
@@ -94,8 +97,7 @@ def insert_ignore(engine: Engine, table: Table, rows: Iterable[dict[str, Any]]) 
     returns how many were new. One ``INSERT … ON CONFLICT DO NOTHING`` per chunk; ``rows`` is
     consumed a chunk at a time (a generator keeps a million-order window's rows out of memory)."""
     inserted = 0
-    iterator = iter(rows)
-    while chunk := list(itertools.islice(iterator, CHUNK)):
+    for chunk in chunks(rows):
         with engine.begin() as conn:
             inserted += len(conn.execute(insert_ignore_stmt(conn, table), chunk).all())
     return inserted

@@ -20,14 +20,14 @@ name), so nothing is lost or doubled.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, literal, select, union, update
 
 from order_integration.failpoints import failpoint
-from order_integration.ledger.db import OrderVersion, chunks, dialect_insert, insert_ignore, now
+from order_integration.ledger.db import OrderVersion, chunks, dialect_insert, insert_ignore_stmt, now
 from order_integration.ledger.quarantine import release_delivered
 from order_integration.ledger.schema import delivery_batches, delivery_claims, order_deliveries, order_resends
 
@@ -106,21 +106,6 @@ class Deliveries:
                     found.setdefault(order_id, set()).add(base)
         return found
 
-    def claim_runs(self, store_id: str, versions: Sequence[OrderVersion]) -> dict[OrderVersion, str]:
-        """(order_id, version) -> run id of the batch that claimed it."""
-        c, b = delivery_claims.c, delivery_batches.c
-        wanted = set(versions)
-        found: dict[OrderVersion, str] = {}
-        with self.engine.connect() as conn:
-            for chunk in chunks(sorted({oid for oid, _ in wanted})):
-                rows = conn.execute(
-                    select(c.order_id, c.order_version, b.run_id)
-                    .join(delivery_batches, b.batch_id == c.batch_id)
-                    .where(c.store_id == store_id, c.order_id.in_(chunk))
-                )
-                found.update(((o, v), run) for o, v, run in rows if (o, v) in wanted)
-        return found
-
     def run_files(self, store_id: str, run_id: str) -> list[str]:
         """Names of the files a run has delivered (completed batches), oldest first."""
         b = delivery_batches.c
@@ -140,6 +125,53 @@ class Deliveries:
             resent = conn.execute(select(r.order_id, r.order_version).where(r.batch_id == batch_id))
             return {(row[0], row[1]) for row in rows} | {(row[0], row[1]) for row in resent}
 
+    def batch_size(self, batch_id: str) -> int:
+        """How many versions go out in this batch (its claims and its deliberate resends)."""
+        with self.engine.connect() as conn:
+            return sum(conn.execute(select(func.count()).select_from(table)
+                                    .where(table.c.batch_id == batch_id)).scalar_one()
+                       for table in (delivery_claims, order_resends))
+
+    def in_batch(self, batch: Batch, versions: Iterable[OrderVersion]) -> set[OrderVersion]:
+        """Those of ``versions`` that go out in ``batch`` (:meth:`batch_claims`, asked about a
+        few versions at a time instead of holding a big batch's whole set)."""
+        c, r = delivery_claims.c, order_resends.c
+        found: set[OrderVersion] = set()
+        with self.engine.connect() as conn:
+            for chunk in chunks(versions):
+                wanted, ids = set(chunk), {oid for oid, _ver in chunk}
+                # by (store, order id), the claims' unique key: the batch_id index would scan the whole batch
+                claimed = conn.execute(select(c.order_id, c.order_version, c.batch_id).where(
+                    c.store_id == batch.store_id, c.order_id.in_(ids))).tuples()
+                found.update((o, v) for o, v, b in claimed if b == batch.batch_id and (o, v) in wanted)
+                resent = conn.execute(select(r.order_id, r.order_version).where(
+                    r.batch_id == batch.batch_id, r.order_id.in_(ids))).tuples()
+                found.update(v for v in resent if v in wanted)
+        return found
+
+    def run_counts(
+        self, store_id: str, run_id: str, versions: Iterable[OrderVersion],
+    ) -> tuple[int, int, int]:
+        """Of ``versions`` (distinct), ``(delivered, resent, total)``: how many the run's batches
+        claimed or the run sent again on purpose in files that reached the server, how many of
+        those were deliberate repeats, and how many there are; asked a chunk at a time."""
+        c, b, r = delivery_claims.c, delivery_batches.c, order_resends.c
+        delivered = resent = total = 0
+        with self.engine.connect() as conn:
+            for chunk in chunks(versions):
+                ids = {oid for oid, _ver in chunk}
+                owners = dict(((o, v), run) for o, v, run in conn.execute(
+                    select(c.order_id, c.order_version, b.run_id)
+                    .join(delivery_batches, b.batch_id == c.batch_id)
+                    .where(c.store_id == store_id, c.order_id.in_(ids))).tuples())
+                repeats = set(conn.execute(select(r.order_id, r.order_version).where(
+                    r.store_id == store_id, r.run_id == run_id, r.resent_at.is_not(None),
+                    r.order_id.in_(ids))).tuples())
+                total += len(chunk)
+                resent += sum(1 for v in chunk if v in repeats)
+                delivered += sum(1 for v in chunk if owners.get(v) == run_id or v in repeats)
+        return delivered, resent, total
+
     def run_resends(self, store_id: str, run_id: str) -> set[OrderVersion]:
         """Versions a run sent again on purpose, in files that reached the server."""
         r = order_resends.c
@@ -154,16 +186,16 @@ class Deliveries:
             return [dict(row) for row in rows.mappings()]
 
     # -- writes --------------------------------------------------------------------------
-    def open_batch(
+    def claim(
         self, store_id: str, run_id: str, window_label: str, source_path: str,
-        versions: Sequence[OrderVersion], bases: Mapping[OrderVersion, str] | None = None,
-        *, resend: bool = False,
-    ) -> tuple[Batch, set[OrderVersion]]:
-        """Create a batch and claim ``versions`` for it; returns the versions it won.
+        versions: Iterable[tuple[str, str, str | None]], *, resend: bool = False,
+    ) -> Batch:
+        """Create a batch and claim each ``(order_id, order_version, base_version)`` of
+        ``versions`` for it, a chunk at a time (an iterator of a million versions is never held).
 
         A version claimed by another batch (an overlapping run) is not claimed again — unless
         ``resend``: then it joins this batch as a deliberate repeat (``order_resends``).
-        ``bases``: each version's status-free digest (see ``model.status_free_version``)."""
+        ``base_version``: the version's status-free digest (see ``model.status_free_version``)."""
         batch = Batch(str(uuid.uuid4()), store_id, run_id, window_label, source_path, None, None, None)
         with self.engine.begin() as conn:
             conn.execute(
@@ -172,22 +204,37 @@ class Deliveries:
                     window_label=window_label, source_path=source_path, created_at=now(),
                 )
             )
-        base_of = (bases or {}).get
-        insert_ignore(self.engine, delivery_claims, (  # rows made a chunk at a time
-            {"store_id": store_id, "order_id": oid, "order_version": ver, "batch_id": batch.batch_id,
-             "base_version": base_of((oid, ver))}
-            for oid, ver in versions
-        ))
-        if resend:
-            won = self.batch_claims(batch.batch_id)
-            repeats = [
-                {"store_id": store_id, "order_id": oid, "order_version": ver,
-                 "batch_id": batch.batch_id, "run_id": run_id}
-                for oid, ver in dict.fromkeys(versions) if (oid, ver) not in won
-            ]
+        c = delivery_claims.c
+        for chunk in chunks(versions):
             with self.engine.begin() as conn:
-                for chunk in chunks(repeats):
-                    conn.execute(insert(order_resends), list(chunk))
+                conn.execute(insert_ignore_stmt(conn, delivery_claims), [
+                    {"store_id": store_id, "order_id": oid, "order_version": ver, "batch_id": batch.batch_id,
+                     "base_version": base} for oid, ver, base in chunk])
+                if not resend:
+                    continue
+                ids = {oid for oid, _ver, _base in chunk}
+                claimed = conn.execute(select(c.order_id, c.order_version, c.batch_id).where(
+                    c.store_id == store_id, c.order_id.in_(ids))).tuples()
+                won = {(o, v) for o, v, b in claimed if b == batch.batch_id}
+                repeats = [{"store_id": store_id, "order_id": oid, "order_version": ver,
+                            "batch_id": batch.batch_id, "run_id": run_id}
+                           for oid, ver in dict.fromkeys((oid, ver) for oid, ver, _base in chunk)
+                           if (oid, ver) not in won]
+                if repeats:  # a version listed twice is one repeat (the key of order_resends)
+                    conn.execute(dialect_insert(conn, order_resends).on_conflict_do_nothing(
+                        index_elements=["batch_id", "order_id", "order_version"]), repeats)
+        return batch
+
+    def open_batch(
+        self, store_id: str, run_id: str, window_label: str, source_path: str,
+        versions: Iterable[OrderVersion], bases: Mapping[OrderVersion, str] | None = None,
+        *, resend: bool = False,
+    ) -> tuple[Batch, set[OrderVersion]]:
+        """:meth:`claim` for a few versions given as pairs (``bases``: their status-free
+        digests); returns the batch and the versions it holds (:meth:`batch_claims`)."""
+        base_of = (bases or {}).get
+        batch = self.claim(store_id, run_id, window_label, source_path,
+                           ((oid, ver, base_of((oid, ver))) for oid, ver in versions), resend=resend)
         return batch, self.batch_claims(batch.batch_id)
 
     def set_batch_file(self, batch_id: str, staged_path: str, file_name: str, orders: int) -> None:
