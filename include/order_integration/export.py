@@ -27,7 +27,7 @@ from order_integration.backend.formats import write_orders
 from order_integration.config import StoreConfig
 from order_integration.exceptions import InvariantViolation, QuarantineRatioExceeded
 from order_integration.failpoints import failpoint
-from order_integration.ledger.db import chunks
+from order_integration.ledger.db import ROWS_PER_TRANSACTION, chunks
 from order_integration.model import Order, Problem, status_free_version
 from order_integration.quarantine import quarantine_table
 from order_integration.storefronts.base import write_window_jsonl
@@ -487,7 +487,7 @@ def _in_batch(
 ) -> Iterator[dict[str, Any]]:
     """The records of ``rows`` that go out in ``batch``, in their order; the ledger is asked
     about a chunk of them at a time (a big batch's claims are never held in memory)."""
-    for chunk in chunks(rows):
+    for chunk in chunks(rows, ROWS_PER_TRANSACTION):
         members = deliveries.in_batch(batch, [(r["order_id"], r["order_version"]) for r in chunk])
         yield from (r for r in chunk if (r["order_id"], r["order_version"]) in members)
 

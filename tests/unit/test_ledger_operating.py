@@ -73,15 +73,17 @@ def test_a_deliberate_resend_also_releases_the_orders_quarantine_entry(ledger):
 
 def test_a_window_of_versions_is_claimed_and_counted_a_chunk_at_a_time(ledger):
     """``claim`` takes a generator (a million-order window is never a list), ``in_batch`` and
-    ``run_counts`` ask a chunk at a time: the same answers as the whole-set reads, across chunk
-    borders (CHUNK = 500), with repeats and a version listed twice."""
-    from order_integration.ledger.db import CHUNK
+    ``run_counts`` ask a chunk at a time: the same answers as the whole-set reads, across the
+    borders of transactions (ROWS_PER_TRANSACTION) and of queries (CHUNK), with repeats, and a
+    claimed version and a repeated one listed twice."""
+    from order_integration.ledger.db import CHUNK, ROWS_PER_TRANSACTION
 
-    n = 2 * CHUNK + 37
+    n = ROWS_PER_TRANSACTION + CHUNK + 37
     versions = [(str(10_000 + i), f"v{i}") for i in range(n)]
-    _deliver(ledger, "sched", versions[CHUNK - 3:CHUNK + 3])  # six across the first border
-    listed_twice = versions[7]
-    rows = ((oid, ver, f"b{oid}") for oid, ver in [*versions, listed_twice])
+    border = ROWS_PER_TRANSACTION
+    _deliver(ledger, "sched", versions[border - 3:border + 3])  # six across a transaction's border
+    listed_twice = [versions[7], versions[border]]
+    rows = ((oid, ver, f"b{oid}") for oid, ver in [*versions, *listed_twice])
     batch = ledger.deliveries.claim("demo", "manual", "W", "file:///src", rows, resend=True)
 
     whole = ledger.deliveries.batch_claims(batch.batch_id)

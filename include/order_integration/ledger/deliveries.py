@@ -20,14 +20,14 @@ name), so nothing is lost or doubled.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, literal, select, union, update
+from sqlalchemy import Connection, Engine, func, insert, literal, select, union, update
 
 from order_integration.failpoints import failpoint
-from order_integration.ledger.db import OrderVersion, chunks, dialect_insert, insert_ignore_stmt, now
+from order_integration.ledger.db import ROWS_PER_TRANSACTION, OrderVersion, chunks, dialect_insert, now
 from order_integration.ledger.quarantine import release_delivered
 from order_integration.ledger.schema import delivery_batches, delivery_claims, order_deliveries, order_resends
 
@@ -135,19 +135,8 @@ class Deliveries:
     def in_batch(self, batch: Batch, versions: Iterable[OrderVersion]) -> set[OrderVersion]:
         """Those of ``versions`` that go out in ``batch`` (:meth:`batch_claims`, asked about a
         few versions at a time instead of holding a big batch's whole set)."""
-        c, r = delivery_claims.c, order_resends.c
-        found: set[OrderVersion] = set()
         with self.engine.connect() as conn:
-            for chunk in chunks(versions):
-                wanted, ids = set(chunk), {oid for oid, _ver in chunk}
-                # by (store, order id), the claims' unique key: the batch_id index would scan the whole batch
-                claimed = conn.execute(select(c.order_id, c.order_version, c.batch_id).where(
-                    c.store_id == batch.store_id, c.order_id.in_(ids))).tuples()
-                found.update((o, v) for o, v, b in claimed if b == batch.batch_id and (o, v) in wanted)
-                resent = conn.execute(select(r.order_id, r.order_version).where(
-                    r.batch_id == batch.batch_id, r.order_id.in_(ids))).tuples()
-                found.update(v for v in resent if v in wanted)
-        return found
+            return set().union(*(_held(conn, batch, chunk) for chunk in chunks(versions)))
 
     def run_counts(
         self, store_id: str, run_id: str, versions: Iterable[OrderVersion],
@@ -204,25 +193,24 @@ class Deliveries:
                     window_label=window_label, source_path=source_path, created_at=now(),
                 )
             )
-        c = delivery_claims.c
-        for chunk in chunks(versions):
+        claim = dialect_insert(self.engine, delivery_claims).on_conflict_do_nothing(
+            index_elements=["store_id", "order_id", "order_version"])
+        repeat = dialect_insert(self.engine, order_resends).on_conflict_do_nothing(
+            index_elements=["batch_id", "order_id", "order_version"])
+        for chunk in chunks(versions, ROWS_PER_TRANSACTION):
             with self.engine.begin() as conn:
-                conn.execute(insert_ignore_stmt(conn, delivery_claims), [
-                    {"store_id": store_id, "order_id": oid, "order_version": ver, "batch_id": batch.batch_id,
-                     "base_version": base} for oid, ver, base in chunk])
+                conn.execute(claim, [{"store_id": store_id, "order_id": oid, "order_version": ver,
+                                      "batch_id": batch.batch_id, "base_version": base}
+                                     for oid, ver, base in chunk])
                 if not resend:
                     continue
-                ids = {oid for oid, _ver, _base in chunk}
-                claimed = conn.execute(select(c.order_id, c.order_version, c.batch_id).where(
-                    c.store_id == store_id, c.order_id.in_(ids))).tuples()
-                won = {(o, v) for o, v, b in claimed if b == batch.batch_id}
+                listed = list(dict.fromkeys((oid, ver) for oid, ver, _base in chunk))
+                held = set().union(*(_held(conn, batch, part) for part in chunks(listed)))
                 repeats = [{"store_id": store_id, "order_id": oid, "order_version": ver,
                             "batch_id": batch.batch_id, "run_id": run_id}
-                           for oid, ver in dict.fromkeys((oid, ver) for oid, ver, _base in chunk)
-                           if (oid, ver) not in won]
-                if repeats:  # a version listed twice is one repeat (the key of order_resends)
-                    conn.execute(dialect_insert(conn, order_resends).on_conflict_do_nothing(
-                        index_elements=["batch_id", "order_id", "order_version"]), repeats)
+                           for oid, ver in listed if (oid, ver) not in held]
+                if repeats:  # claimed by another batch: sent again on purpose, once per version
+                    conn.execute(repeat, repeats)
         return batch
 
     def open_batch(
@@ -286,3 +274,16 @@ class Deliveries:
             release_delivered(conn, batch.store_id, select(delivered_ids.subquery().c.order_id), at)
         return claimed + resent
 
+
+def _held(conn: Connection, batch: Batch, versions: Sequence[OrderVersion]) -> set[OrderVersion]:
+    """Those of ``versions`` (at most ``CHUNK``) that ``batch`` claimed or sends again. Claims
+    are found by (store, order id), their unique key: by ``batch_id`` the database would walk
+    the whole batch for every chunk asked."""
+    c, r = delivery_claims.c, order_resends.c
+    wanted, ids = set(versions), {oid for oid, _ver in versions}
+    claimed = conn.execute(select(c.order_id, c.order_version, c.batch_id).where(
+        c.store_id == batch.store_id, c.order_id.in_(ids))).tuples()
+    found = {(o, v) for o, v, b in claimed if b == batch.batch_id and (o, v) in wanted}
+    resent = conn.execute(select(r.order_id, r.order_version).where(
+        r.batch_id == batch.batch_id, r.order_id.in_(ids))).tuples()
+    return found | {v for v in resent if v in wanted}
