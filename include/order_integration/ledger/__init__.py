@@ -11,7 +11,7 @@
   (how far real-time mode's polling fallback has read each storefront).
 
 :class:`Ledger` checks the schema once and holds the stores over one engine; a caller
-uses the store it needs (``ledger.deliveries.open_batch(…)``), and a function that needs one
+uses the store it needs (``ledger.deliveries.claim(…)``), and a function that needs one
 store takes only that store. Operators, see docs/ledger.md.
 """
 
