@@ -115,7 +115,29 @@ def run_sync(env: dict[str, str], dag_id: str, log_dir: Path) -> str:
     return _dags_test(env, dag_id, log_dir, pattern)
 
 
+def stack_in_the_way(state_dir: Path | None = None) -> str | None:
+    """One sentence when a ``make up`` stack is running, else None. The demo resets the demo
+    store's ledger and runs in the Airflow home that stack's scheduler works in: both at once
+    would race (the scheduler running the very windows the demo is exporting)."""
+    from sandbox import stack
+
+    up = stack.running_stack(state_dir or stack.STATE)
+    if up is None:
+        return None
+    return (f"make demo: a `make up` stack is running (pid {up['pid']}, {up['url']}, since {up['since']}); "
+            "the demo resets the demo store's ledger and runs in the Airflow home its scheduler uses. "
+            "Stop it first with `make down`, then run `make demo` again.")
+
+
 def main() -> int:
+    """``make demo``: the story below, unless a ``make up`` stack is in the way."""
+    if (refused := stack_in_the_way()) is not None:
+        print(refused, file=sys.stderr)
+        return 1
+    return _demo()
+
+
+def _demo() -> int:
     # The demo prints its own story; library and SSH chatter stays in the task logs.
     for noisy in ("paramiko", "sandbox", "order_integration", "asyncssh"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
