@@ -10,6 +10,11 @@ prints its CPU time and peak RSS growth. Get a staged file with
 
 Each chunk size runs in its own child process; the deliverable files are compared (they must
 be byte-identical whatever the chunk size).
+
+``--forked`` runs validate as a deployment with the preload does (README "Task start-up"): the
+child imports ``order_integration.preload`` and forks the task from it, so the imported modules
+are shared copy-on-write. Besides RSS (which counts shared pages in full) it prints the task's
+PSS and USS (its own pages) at the end of the step, from ``/proc/self/smaps_rollup``.
 """
 
 from __future__ import annotations
@@ -28,13 +33,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 
-def child(raw: str, chunk: int) -> None:
+def _smaps_mb() -> tuple[int, int]:
+    """(PSS, USS) of this process in MB, from ``/proc/self/smaps_rollup``."""
+    fields = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0])
+    return fields["Pss"] // 1024, (fields["Private_Clean"] + fields["Private_Dirty"]) // 1024
+
+
+def child(raw: str, chunk: int, *, forked: bool = False) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     os.environ.setdefault("AIRFLOW_CONN_BENCH_STOREFRONT", json.dumps(
         {"conn_type": "http", "host": "http://127.0.0.1:9", "login": "k", "password": "s"}))
     import airflow.sdk  # noqa: F401 - what a task process has imported
     import great_expectations  # noqa: F401
     import pandas  # noqa: F401
+    if forked:  # the process tasks fork from in a deployment with the preload
+        import order_integration.preload  # noqa: F401
+
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid:
+            _, status = os.waitpid(pid, 0)
+            sys.exit(os.waitstatus_to_exitcode(status))
     from airflow.sdk import ObjectStoragePath
     from export_bench import _reset_rss_peak, _status_kb, _store_config
 
@@ -54,34 +76,40 @@ def child(raw: str, chunk: int) -> None:
                               client, ledger)
         cpu = time.process_time() - cpu
         peak = _status_kb("VmHWM") // 1024
+        pss, uss = _smaps_mb()  # at the step's end: CPython rarely gives its heap back, so near its peak
         digest = hashlib.sha256(Path(tmp, "deliverable.jsonl").read_bytes()).hexdigest()[:12]
     print(json.dumps({"chunk": chunk, "cpu_s": round(cpu, 2), "rss_start_mb": start, "rss_peak_mb": peak,
-                      "growth_mb": peak - start, "deliverable": out["deliverable"],
-                      "not_ready": out["not_ready"], "digest": digest}))
+                      "growth_mb": peak - start, "pss_end_mb": pss, "uss_end_mb": uss,
+                      "deliverable": out["deliverable"], "not_ready": out["not_ready"], "digest": digest}),
+          flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("raw", help="a staged raw_orders.jsonl")
     parser.add_argument("--chunk", type=int, nargs="+", default=[10_000])
+    parser.add_argument("--forked", action="store_true",
+                        help="fork the task from a process that imported order_integration.preload")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     raw = str(Path(args.raw).resolve())
     if args.child:
-        child(raw, args.chunk[0])
+        child(raw, args.chunk[0], forked=args.forked)
         return
     print(f"validate bench {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average "
-          f"{os.getloadavg()[0]:.2f}; {raw}")
+          f"{os.getloadavg()[0]:.2f}; {raw}{' (forked from a preloaded process)' if args.forked else ''}")
     print(f"{'chunk':>7} {'CPU s':>7} {'RSS start MB':>13} {'RSS peak MB':>12} {'growth MB':>10} "
-          f"{'deliverable':>12} {'digest':>13}")
+          f"{'PSS end MB':>11} {'USS end MB':>11} {'deliverable':>12} {'digest':>13}")
     digests = set()
     for chunk in args.chunk:
-        proc = subprocess.run([sys.executable, __file__, raw, "--chunk", str(chunk), "--child"],
+        proc = subprocess.run([sys.executable, __file__, raw, "--chunk", str(chunk), "--child",
+                               *(["--forked"] if args.forked else [])],
                               capture_output=True, text=True, check=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         digests.add(r["digest"])
         print(f"{r['chunk']:>7} {r['cpu_s']:>7.2f} {r['rss_start_mb']:>13} {r['rss_peak_mb']:>12} "
-              f"{r['growth_mb']:>10} {r['deliverable']:>12} {r['digest']:>13}")
+              f"{r['growth_mb']:>10} {r['pss_end_mb']:>11} {r['uss_end_mb']:>11} {r['deliverable']:>12} "
+              f"{r['digest']:>13}")
     print("deliverable identical for every chunk size" if len(digests) == 1
           else f"DELIVERABLE DIFFERS between chunk sizes: {sorted(digests)}")
     if len(digests) != 1:

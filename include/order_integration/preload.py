@@ -37,7 +37,13 @@ MODULES: tuple[str, ...] = (
 
 def preload() -> None:
     """Import :data:`MODULES` (GX through :func:`~order_integration.validation.gx_runner.quiet_gx`,
-    so the importing process logs none of GX's import-time bookkeeping)."""
+    so the importing process logs none of GX's import-time bookkeeping), then ``gc.freeze()``.
+
+    Freezing moves every object alive now out of the cyclic collector's reach, so a forked task's
+    collections never write to the shared pages that hold them (each such write copies a page):
+    ``bench/validate_bench.py --forked`` at 100k, the task's own memory (USS) 251 -> 174 MB and
+    CPU 16.1 -> 14.6 s. These are module-level objects that live as long as the process anyway."""
+    import gc
     import importlib
 
     from order_integration.validation.gx_runner import quiet_gx
@@ -45,6 +51,7 @@ def preload() -> None:
     quiet_gx()
     for name in MODULES:
         importlib.import_module(name)
+    gc.freeze()
 
 
 preload()

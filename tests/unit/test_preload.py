@@ -18,11 +18,13 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_preload_imports_gx_and_pandas_without_gx_import_chatter():
     # airflow.sdk first: its logging set-up is what made GX's INFO bookkeeping visible
-    proc = _run("import sys, airflow.sdk, order_integration.preload as p\n"
+    proc = _run("import gc, sys, airflow.sdk, order_integration.preload as p\n"
                 "missing = [m for m in p.MODULES if m not in sys.modules]\n"
-                "print('missing', missing)")
+                "print('missing', missing)\n"
+                "print('frozen', gc.get_freeze_count() > 100_000)")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "missing []" in proc.stdout
+    assert "frozen True" in proc.stdout, "what the preload imported is out of the collector's reach"
     output = proc.stdout + proc.stderr
     assert "Skipping registering" not in output and "[info" not in output, output[-2000:]
 
