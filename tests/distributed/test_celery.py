@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import time
-from pathlib import Path
 
 import pendulum
 import pytest
@@ -29,7 +28,7 @@ from order_integration.ledger import Ledger
 from sandbox.erp_simulator import ErpSimulator
 from sandbox.generator import generate_orders
 from sandbox.storefront import SandboxStorefront
-from tests.support.airflow_services import descendants, preloaded
+from tests.support.airflow_services import cmdline, descendants, preloaded
 from tests.support.infra import FAST_RETRY_POLICY, STAGING_BUCKET, STAGING_PREFIX, loopback_cluster
 
 pytestmark = pytest.mark.distributed
@@ -123,17 +122,11 @@ def test_backfill_delivers_every_eligible_order_once_on_both_workers(cluster):
 def test_each_worker_imported_gx_and_pandas_before_forking_its_pool(cluster):
     """docker-compose.yaml's Celery settings (order_integration.celery_config): the worker and its
     pool processes, which the task processes fork from, already hold GX and pandas."""
-    def title(pid: int) -> bytes:
-        try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return b""
-
     for worker in WORKERS:
         main = cluster.services.procs[worker].pid
         # the prefork pool (an idle one is "ForkPoolWorker-N", one that ran a task keeps its
         # "airflow supervisor: ..." title); not Airflow's helper the worker starts before Celery
-        pool = [pid for pid in descendants(main) if b"ForkPoolWorker" in title(pid) or b"supervisor" in title(pid)]
+        pool = [pid for pid in descendants(main) if b"ForkPoolWorker" in cmdline(pid) or b"supervisor" in cmdline(pid)]
         assert pool and preloaded(main) and all(preloaded(pid) for pid in pool), (worker, pool)
 
 

@@ -31,6 +31,7 @@ from tests.support.airflow_services import (
     LEAN_SETTINGS,
     LOCAL_COMPONENTS,
     AirflowServices,
+    cmdline,
     descendants,
     preloaded,
     wait_until,
@@ -116,7 +117,7 @@ def test_orders_placed_without_webhooks_reach_sftp_once_through_the_poll(deploym
     # them imported GX itself (sandbox/airflow_services.py: forkserver + preload)
     scheduler = services.procs["scheduler"].pid
     workers = [pid for pid in descendants(scheduler)
-               if b"LocalExecutor" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+               if b"LocalExecutor" in cmdline(pid)]
     assert workers and all(preloaded(pid) for pid in workers), workers
     assert not preloaded(scheduler), "the scheduler itself stays light: only its forkserver imports"
 

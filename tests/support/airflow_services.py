@@ -34,7 +34,7 @@ from sandbox.airflow_services import (
 __all__ = [
     "API_SERVER", "BAD_TI_STATES", "DAG_PROCESSOR", "LEAN_SETTINGS", "LOCAL_COMPONENTS", "ROOT", "SCHEDULER",
     "TERMINAL_RUN_STATES", "TRIGGERER", "AirflowApi", "AirflowServices", "Component", "ServicesError",
-    "airflow_argv", "descendants", "preloaded", "process_running", "tail", "wait_until",
+    "airflow_argv", "cmdline", "descendants", "preloaded", "process_running", "tail", "wait_until",
 ]
 
 T = TypeVar("T")
@@ -52,6 +52,15 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, services: 
         if time.monotonic() > deadline:
             raise ServicesError(f"{what}: not within {timeout:.0f}s\n{services.diagnostics()}")
         time.sleep(poll)
+
+
+def cmdline(pid: int) -> bytes:
+    """Process ``pid``'s command line as its title shows it (``setproctitle`` rewrites it), or
+    ``b""`` once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def preloaded(pid: int) -> bool:
