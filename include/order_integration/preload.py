@@ -20,8 +20,8 @@ Nothing here connects to anything or reads the configuration: importing it only 
 
 from __future__ import annotations
 
-#: The modules imported, heaviest first (``tests/unit/test_preload.py`` keeps the list honest:
-#: each of them is something a task really imports).
+#: The modules imported, heaviest first: what the export's tasks import (``tests/unit/test_preload.py``
+#: checks that every one of them is loaded after the preload).
 MODULES: tuple[str, ...] = (
     "great_expectations",
     "great_expectations.expectations",
