@@ -20,6 +20,7 @@ PSS and USS (its own pages) at the end of the step, from ``/proc/self/smaps_roll
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
 import json
 import os
@@ -42,7 +43,7 @@ def _smaps_mb() -> tuple[int, int]:
     return fields["Pss"] // 1024, (fields["Private_Clean"] + fields["Private_Dirty"]) // 1024
 
 
-def child(raw: str, chunk: int, *, forked: bool = False) -> None:
+def child(raw: str, chunk: int, *, forked: bool = False, profile: str = "") -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     os.environ.setdefault("AIRFLOW_CONN_BENCH_STOREFRONT", json.dumps(
         {"conn_type": "http", "host": "http://127.0.0.1:9", "login": "k", "password": "s"}))
@@ -71,10 +72,17 @@ def child(raw: str, chunk: int, *, forked: bool = False) -> None:
         ledger = Ledger(sqlite_engine(f"{tmp}/ledger.db"), create=True)
         _reset_rss_peak()  # VmHWM from here on
         start = _status_kb("VmRSS") // 1024
+        profiler = cProfile.Profile() if profile else None
         cpu = time.process_time()
+        if profiler is not None:
+            profiler.enable()
         out = export.validate(store, ObjectStoragePath(f"file://{tmp}/"), ObjectStoragePath(f"file://{raw}"),
                               client, ledger)
+        if profiler is not None:
+            profiler.disable()
         cpu = time.process_time() - cpu
+        if profiler is not None:
+            profiler.dump_stats(profile)
         peak = _status_kb("VmHWM") // 1024
         pss, uss = _smaps_mb()  # at the step's end: CPython rarely gives its heap back, so near its peak
         digest = hashlib.sha256(Path(tmp, "deliverable.jsonl").read_bytes()).hexdigest()[:12]
@@ -90,11 +98,13 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, nargs="+", default=[10_000])
     parser.add_argument("--forked", action="store_true",
                         help="fork the task from a process that imported order_integration.preload")
+    parser.add_argument("--profile", metavar="FILE", default="",
+                        help="run under cProfile, stats to FILE (one chunk size; CPU inflated)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     raw = str(Path(args.raw).resolve())
     if args.child:
-        child(raw, args.chunk[0], forked=args.forked)
+        child(raw, args.chunk[0], forked=args.forked, profile=args.profile)
         return
     print(f"validate bench {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average "
           f"{os.getloadavg()[0]:.2f}; {raw}{' (forked from a preloaded process)' if args.forked else ''}")
@@ -103,7 +113,8 @@ def main() -> None:
     digests = set()
     for chunk in args.chunk:
         proc = subprocess.run([sys.executable, __file__, raw, "--chunk", str(chunk), "--child",
-                               *(["--forked"] if args.forked else [])],
+                               *(["--forked"] if args.forked else []),
+                               *(["--profile", str(Path(args.profile).resolve())] if args.profile else [])],
                               capture_output=True, text=True, check=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         digests.add(r["digest"])

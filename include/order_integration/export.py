@@ -86,10 +86,15 @@ def _read_jsonl(path: ObjectStoragePath, as_type: Any = Any) -> Iterator[Any]:
     """Each non-blank line of ``path`` decoded (as ``as_type``: a msgspec Struct decodes only its
     fields and skips the rest)."""
     decode = msgspec.json.Decoder(as_type).decode
+    return (decode(line) for line in _jsonl_lines(path))
+
+
+def _jsonl_lines(path: ObjectStoragePath) -> Iterator[bytes]:
+    """Each non-blank line of ``path``, as bytes."""
     with path.open("rb") as fh:
         for line in fh:
             if line.strip():
-                yield decode(line)
+                yield line
 
 
 def _write_jsonl(path: ObjectStoragePath, items: Iterable[Any]) -> int:
@@ -181,11 +186,8 @@ def validate(
     suspects: dict[int, tuple[str, str, Sequence[Problem], list[Any]]] = {}
     spooled = 0
     with tempfile.TemporaryFile() as spool:
-        # each raw order is dropped as soon as it is normalised: a chunk holds Orders, not raws
-        normalised = (normaliser.normalise(raw, store.id) for raw in _read_jsonl(raw_path))
-        for orders in chunks(normalised, VALIDATE_CHUNK):
-            counts.extracted += len(orders)
-            candidates, records = _classify(store, orders, ledger, counts, resend=resend)
+        for orders, claimed in _normalised(store, raw_path, normaliser, ledger, counts):
+            candidates, records = _classify(store, orders, claimed, ledger, counts, resend=resend)
             del orders
             first = counts.validated
             counts.validated += len(candidates)
@@ -248,20 +250,69 @@ def validate(
             **asdict(counts)}
 
 
+@dataclass(frozen=True, slots=True)
+class _SetAside:
+    """A staged order whose status is not exported, kept unnormalised (its line) until the
+    ledger says whether a version of it was claimed before: only then is it normalised."""
+
+    order_id: str
+    status: str
+    line: bytes
+
+
+def _normalised(
+    store: StoreConfig, raw_path: ObjectStoragePath, normaliser: Normaliser, ledger: Ledger,
+    counts: ValidateCounts,
+) -> Iterator[tuple[list[Order], Mapping[str, set[str]]]]:
+    """The staged orders, :data:`VALIDATE_CHUNK` at a time: normalised, with the versions of
+    them the ledger holds as claimed. An order not ready (never claimed, its status not
+    exported; a quarter of an hour's orders in the bench) is counted and never normalised:
+    its id and status are all it needs (``Normaliser.identify``). Each raw order is dropped
+    as soon as it is normalised or set aside: a chunk holds Orders and lines, not raw dicts."""
+    exportable = set(store.export_statuses)
+    decode = msgspec.json.Decoder().decode
+
+    def read() -> Iterator[Order | _SetAside]:
+        for line in _jsonl_lines(raw_path):
+            raw = decode(line)
+            order_id, status = normaliser.identify(raw)
+            yield (normaliser.normalise(raw, store.id) if status in exportable
+                   else _SetAside(order_id, status, line))
+
+    for chunk in chunks(read(), VALIDATE_CHUNK):
+        counts.extracted += len(chunk)
+        claimed = ledger.deliveries.claimed_versions(store.id, (item.order_id for item in chunk))
+        orders = []
+        for item in chunk:
+            if not isinstance(item, _SetAside):
+                orders.append(item)
+            elif claimed.get(item.order_id):  # delivered before: its new status is a change to send
+                orders.append(normaliser.normalise(decode(item.line), store.id))
+            else:
+                _not_ready(counts, item.status)
+        del chunk
+        yield orders, claimed
+
+
+def _not_ready(counts: ValidateCounts, status: str) -> None:
+    counts.not_ready += 1
+    counts.not_ready_by_status[status] = counts.not_ready_by_status.get(status, 0) + 1
+
+
 def _classify(
-    store: StoreConfig, orders: list[Order], ledger: Ledger, counts: ValidateCounts, *, resend: bool,
+    store: StoreConfig, orders: list[Order], claimed: Mapping[str, set[str]], ledger: Ledger,
+    counts: ValidateCounts, *, resend: bool,
 ) -> tuple[list[Order], dict[int, dict[str, Any]]]:
     """The orders of a chunk to validate, and their records (by ``id(order)``); counts the
-    ``not_ready`` and ``already_delivered`` ones (see :func:`validate`)."""
-    claimed = ledger.deliveries.claimed_versions(store.id, (o.order_id for o in orders))
+    ``not_ready`` and ``already_delivered`` ones (see :func:`validate`). ``claimed``: the
+    versions of them the ledger holds as claimed (``Deliveries.claimed_versions``)."""
     exportable = set(store.export_statuses)
     records: dict[int, dict[str, Any]] = {}
     changed = []
     for order in orders:
         versions = claimed.get(order.order_id)
         if not versions and order.status not in exportable:
-            counts.not_ready += 1
-            counts.not_ready_by_status[order.status] = counts.not_ready_by_status.get(order.status, 0) + 1
+            _not_ready(counts, order.status)
             continue
         record = order.record()  # only now: rendering the content is the costly part
         if versions and record["order_version"] in versions and not resend:

@@ -33,6 +33,7 @@ from order_integration.exceptions import StorefrontError
 from order_integration.ledger import Ledger, sqlite_engine
 from order_integration.status_sync import ERRORS_SUFFIX, sync_file
 from order_integration.storefronts.woocommerce import WooCommerceClient, normalise_order
+from order_integration.storefronts.woocommerce_normalise import identify
 from order_integration.storefronts.woocommerce_writes import WooCommerceWriter
 from order_integration.validation.gx_runner import validate_orders
 from order_integration.windows import Window
@@ -200,6 +201,18 @@ def test_case_through_the_library(library: Library, case: dict[str, Any]) -> Non
         edited["date_modified_gmt"] = "2026-11-29T11:30:00"
         before, after = normalise_order(raw, STORE), normalise_order(edited, STORE)
         assert (before.version != after.version) == case["edit_is_new_version"], name
+
+
+def test_identify_gives_the_id_and_status_normalise_gives_for_every_case() -> None:
+    """The export sets an order aside as not ready from ``identify`` alone, never normalising
+    it: for every bad input, the two must agree, or an order would change bucket."""
+    for index, case in enumerate(CASES):
+        raw = build_raw(case, index)
+        order = normalise_order(copy.deepcopy(raw), STORE)
+        assert identify(raw) == (order.order_id, order.status), case["id"]
+    for odd in (None, [], "order", 7):
+        order = normalise_order(odd, STORE)  # type: ignore[arg-type]
+        assert identify(odd) == (order.order_id, order.status) == ("", "")
 
 
 def test_the_written_file_holds_only_the_valid_orders(library: Library) -> None:

@@ -61,6 +61,10 @@ class _ByIndex:
     def normalise(raw: dict[str, Any], store_id: str) -> Order:
         return ORDERS[raw["i"]]
 
+    @staticmethod
+    def identify(raw: dict[str, Any]) -> tuple[str, str]:
+        return ORDERS[raw["i"]].order_id, ORDERS[raw["i"]].status
+
 
 def _validate(tmp: Path, name: str, monkeypatch: pytest.MonkeyPatch, chunk: int) -> dict[str, Any]:
     from airflow.sdk import ObjectStoragePath
@@ -146,3 +150,47 @@ def test_a_suite_run_in_chunks_equals_one_run() -> None:
     assert summary == one.gx_result
     assert [tuple(p) for p in problems if p] == [bad.problems for bad in one.invalid_orders]
     assert run.rows["orders"] == len(orders)
+
+
+def test_an_order_not_ready_is_never_normalised_unless_a_version_of_it_went_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``identify`` sets a not-exported status aside; the ledger decides per chunk: never
+    claimed -> not_ready, unnormalised; claimed before -> normalised and validated (its new
+    status is a change the backend must get)."""
+    from airflow.sdk import ObjectStoragePath
+
+    orders = [make_order("4000", status="cancelled"), make_order("4001", status="cancelled"),
+              make_order("4002"), make_order("4003", status="pending"), make_order("4004")]
+    normalised: list[str] = []
+
+    class Counting:
+        platform = "test"
+
+        @staticmethod
+        def normalise(raw: dict[str, Any], store_id: str) -> Order:
+            normalised.append(orders[raw["i"]].order_id)
+            return orders[raw["i"]]
+
+        @staticmethod
+        def identify(raw: dict[str, Any]) -> tuple[str, str]:
+            return orders[raw["i"]].order_id, orders[raw["i"]].status
+
+    store = parse_config({"stores": [{"id": "demo", "storefront_conn_id": "sf", "backend_conn_id": "be",
+                                      "export_statuses": ["processing"]}]}).store("demo")
+    ledger = Ledger(sqlite_engine(tmp_path / "ledger.db"), create=True)
+    delivered = make_order("4000").record()  # 4000 went out while processing
+    ledger.deliveries.claim("demo", "earlier", "w", "src", [("4000", delivered["order_version"], None)])
+    raw = tmp_path / "raw_orders.jsonl"
+    raw.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(len(orders))))
+    staging = ObjectStoragePath(f"file://{tmp_path / 'staging'}")
+    staging.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(export, "VALIDATE_CHUNK", 2)  # 4000 and 4001 share a chunk, 4003 is in another
+
+    result = export.validate(store, staging, ObjectStoragePath(f"file://{raw}"), Counting(), ledger)
+
+    assert normalised == ["4000", "4002", "4004"]  # 4000 once the ledger knew; 4001 and 4003 never
+    assert result["not_ready"] == 2 and result["not_ready_by_status"] == {"cancelled": 1, "pending": 1}
+    assert result["deliverable"] == 3 and result["extracted"] == 5
+    staged = [json.loads(line) for line in (tmp_path / "staging" / export.DELIVERABLE_FILE).read_text().splitlines()]
+    assert [(r["order_id"], r["order_status"]) for r in staged] == [
+        ("4000", "cancelled"), ("4002", "processing"), ("4004", "processing")]

@@ -13,7 +13,7 @@ import pytest
 from order_integration.config import parse_config
 from order_integration.storefronts import shopify as sc
 from order_integration.storefronts.shopify_graphql import Throttle, check_shop_url, throttle_wait
-from order_integration.storefronts.shopify_normalise import gid_number, normalise_order, order_gid
+from order_integration.storefronts.shopify_normalise import gid_number, identify, normalise_order, order_gid
 from tests.support.shopify_schema import validate_against_shopify
 
 pytestmark = pytest.mark.unit
@@ -65,6 +65,19 @@ def test_the_status_syncs_marker_lines_are_not_the_customers_note():
     assert marked.customer_note == "Leave at the door" and marked.version == plain.version
     staff = normalise_order(copy.deepcopy(ORDER) | {"note": "Leave at the door\nCall first"}, "shop")
     assert staff.version != plain.version, "a person's edit of the note is a change"
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"cancelledAt": "2026-12-01T11:00:00Z"}, {"displayFinancialStatus": None},
+    {"displayFinancialStatus": "Pending "}, {"legacyResourceId": None}, {"legacyResourceId": "55O1"},
+    {"id": "gid://shopify/Order/5502"}, {"id": None}, {"displayFinancialStatus": 7},
+    {"lineItems": "broken", "totalPriceSet": "x"},
+])
+def test_identify_gives_the_id_and_status_normalise_gives(changes):
+    raw = copy.deepcopy(ORDER) | changes
+    order = normalise_order(copy.deepcopy(raw), "shop")
+    assert identify(raw) == (order.order_id, order.status)
+    assert identify([]) == (normalise_order([], "shop").order_id, normalise_order([], "shop").status) == ("", "")
 
 
 def test_a_shopify_order_becomes_the_canonical_order():

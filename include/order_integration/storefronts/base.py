@@ -76,6 +76,11 @@ class StorefrontClient(Protocol):
         """The canonical order; never raises, malformed values become ``parse_problems``."""
         ...
 
+    def identify(self, raw: dict[str, Any]) -> tuple[str, str]:
+        """``(order_id, status)`` exactly as :meth:`normalise` gives them, without normalising
+        the rest (the export sets orders that are not ready aside unnormalised); never raises."""
+        ...
+
 
 @runtime_checkable
 class RawOrderWriter(Protocol):
@@ -114,6 +119,11 @@ class Normaliser(Protocol):
 
     def normalise(self, raw: dict[str, Any], store_id: str) -> Order:
         """The canonical order; never raises, malformed values become ``parse_problems``."""
+        ...
+
+    def identify(self, raw: dict[str, Any]) -> tuple[str, str]:
+        """``(order_id, status)`` exactly as :meth:`normalise` gives them, without normalising
+        the rest (the export sets orders that are not ready aside unnormalised); never raises."""
         ...
 
 

@@ -99,7 +99,7 @@ from order_integration.storefronts.shopify_graphql import (
     ShopifyGraphQL,
     _codes,
 )
-from order_integration.storefronts.shopify_normalise import gid_number, normalise_order, order_gid
+from order_integration.storefronts.shopify_normalise import gid_number, identify, normalise_order, order_gid
 from order_integration.storefronts.window import format_gmt, window_seconds
 
 __all__ = ["BULK_QUERY_TEMPLATE", "ShopifyClient", "details_query", "window_filter"]
@@ -325,6 +325,10 @@ class ShopifyClient(ShopifyGraphQL):
     def normalise(self, raw: dict[str, Any], store_id: str) -> Order:
         """See :func:`~.shopify_normalise.normalise_order`."""
         return normalise_order(raw, store_id)
+
+    def identify(self, raw: dict[str, Any]) -> tuple[str, str]:
+        """See :func:`~.shopify_normalise.identify`."""
+        return identify(raw)
 
     def iter_orders(
         self, modified_from: pendulum.DateTime, modified_to: pendulum.DateTime

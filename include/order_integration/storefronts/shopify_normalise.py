@@ -90,7 +90,7 @@ from order_integration.storefronts.normalise import (
     unnormalisable,
 )
 
-__all__ = ["ShopifyNormaliser", "gid_number", "normalise_order", "order_gid", "order_status"]
+__all__ = ["ShopifyNormaliser", "gid_number", "identify", "normalise_order", "order_gid", "order_status"]
 
 log = logging.getLogger(__name__)
 
@@ -486,6 +486,13 @@ def normalise_order(raw: dict[str, Any], store_id: str) -> Order:
         )
 
 
+def identify(raw: object) -> tuple[str, str]:
+    """``(order_id, status)`` of a raw order as :func:`normalise_order` gives them, the rest unread."""
+    if not isinstance(raw, dict):
+        return "", ""
+    return _order_id(raw, Problems()), order_status(raw)
+
+
 class ShopifyNormaliser:
     """The normaliser alone (what validation needs), without a client or a connection."""
 
@@ -494,3 +501,7 @@ class ShopifyNormaliser:
     @staticmethod
     def normalise(raw: dict[str, Any], store_id: str) -> Order:
         return normalise_order(raw, store_id)
+
+    @staticmethod
+    def identify(raw: dict[str, Any]) -> tuple[str, str]:
+        return identify(raw)

@@ -132,7 +132,7 @@ from order_integration.storefronts.window import (
     format_gmt,
     window_seconds,
 )
-from order_integration.storefronts.woocommerce_normalise import normalise_order
+from order_integration.storefronts.woocommerce_normalise import identify, normalise_order
 
 if TYPE_CHECKING:
     from airflow.providers.http.hooks.http import HttpHook
@@ -461,6 +461,10 @@ class WooCommerceClient(StoreHttp):
     def normalise(self, raw: dict[str, Any], store_id: str) -> Order:
         """See :func:`normalise_order`."""
         return normalise_order(raw, store_id)
+
+    def identify(self, raw: dict[str, Any]) -> tuple[str, str]:
+        """See :func:`identify`."""
+        return identify(raw)
 
     def iter_orders(
         self, modified_from: pendulum.DateTime, modified_to: pendulum.DateTime

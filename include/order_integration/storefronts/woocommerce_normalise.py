@@ -42,7 +42,7 @@ from order_integration.storefronts.normalise import (
     unnormalisable,
 )
 
-__all__ = ["MAX_TEXT_LENGTH", "WooCommerceNormaliser", "normalise_order"]
+__all__ = ["MAX_TEXT_LENGTH", "WooCommerceNormaliser", "identify", "normalise_order"]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,13 @@ def normalise_order(raw: dict[str, Any], store_id: str) -> Order:
                               currency=text(raw.get("currency")))
 
 
+def identify(raw: object) -> tuple[str, str]:
+    """``(order_id, status)`` of a raw order as :func:`normalise_order` gives them, the rest unread."""
+    if not isinstance(raw, dict):
+        return "", ""
+    return _order_id(raw.get("id"), Problems()), text(raw.get("status"))
+
+
 class WooCommerceNormaliser:
     """The normaliser alone (what validation needs), without a client or a connection."""
 
@@ -183,3 +190,7 @@ class WooCommerceNormaliser:
     @staticmethod
     def normalise(raw: dict[str, Any], store_id: str) -> Order:
         return normalise_order(raw, store_id)
+
+    @staticmethod
+    def identify(raw: dict[str, Any]) -> tuple[str, str]:
+        return identify(raw)
