@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -43,7 +44,7 @@ def _smaps_mb() -> tuple[int, int]:
     return fields["Pss"] // 1024, (fields["Private_Clean"] + fields["Private_Dirty"]) // 1024
 
 
-def child(raw: str, chunk: int, *, forked: bool = False, profile: str = "") -> None:
+def child(raw: str, chunk: int, *, forked: bool = False, profile: str = "", gx_rows: int = 0) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     os.environ.setdefault("AIRFLOW_CONN_BENCH_STOREFRONT", json.dumps(
         {"conn_type": "http", "host": "http://127.0.0.1:9", "login": "k", "password": "s"}))
@@ -66,6 +67,10 @@ def child(raw: str, chunk: int, *, forked: bool = False, profile: str = "") -> N
     from order_integration.storefronts import get_client
 
     export.VALIDATE_CHUNK = chunk
+    if gx_rows:
+        from order_integration.validation import gx_runner
+
+        gx_runner.GX_ROWS = gx_rows
     store = _store_config()
     with tempfile.TemporaryDirectory() as tmp:
         client = get_client(store.platform, store.storefront_conn_id)
@@ -86,7 +91,10 @@ def child(raw: str, chunk: int, *, forked: bool = False, profile: str = "") -> N
         peak = _status_kb("VmHWM") // 1024
         pss, uss = _smaps_mb()  # at the step's end: CPython rarely gives its heap back, so near its peak
         digest = hashlib.sha256(Path(tmp, "deliverable.jsonl").read_bytes()).hexdigest()[:12]
-    print(json.dumps({"chunk": chunk, "cpu_s": round(cpu, 2), "rss_start_mb": start, "rss_peak_mb": peak,
+    from order_integration.validation import gx_runner
+
+    print(json.dumps({"chunk": chunk, "gx_rows": gx_runner.GX_ROWS, "cpu_s": round(cpu, 2),
+                      "rss_start_mb": start, "rss_peak_mb": peak,
                       "growth_mb": peak - start, "pss_end_mb": pss, "uss_end_mb": uss,
                       "deliverable": out["deliverable"], "not_ready": out["not_ready"], "digest": digest}),
           flush=True)
@@ -100,29 +108,32 @@ def main() -> None:
                         help="fork the task from a process that imported order_integration.preload")
     parser.add_argument("--profile", metavar="FILE", default="",
                         help="run under cProfile, stats to FILE (one chunk size; CPU inflated)")
+    parser.add_argument("--gx-rows", type=int, nargs="+", default=[0],
+                        help="orders GX validates at a time (gx_runner.GX_ROWS; 0: the default)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     raw = str(Path(args.raw).resolve())
     if args.child:
-        child(raw, args.chunk[0], forked=args.forked, profile=args.profile)
+        child(raw, args.chunk[0], forked=args.forked, profile=args.profile, gx_rows=args.gx_rows[0])
         return
     print(f"validate bench {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average "
           f"{os.getloadavg()[0]:.2f}; {raw}{' (forked from a preloaded process)' if args.forked else ''}")
-    print(f"{'chunk':>7} {'CPU s':>7} {'RSS start MB':>13} {'RSS peak MB':>12} {'growth MB':>10} "
-          f"{'PSS end MB':>11} {'USS end MB':>11} {'deliverable':>12} {'digest':>13}")
+    print(f"{'chunk':>7} {'GX rows':>8} {'CPU s':>7} {'RSS start MB':>13} {'RSS peak MB':>12} "
+          f"{'growth MB':>10} {'PSS end MB':>11} {'USS end MB':>11} {'deliverable':>12} {'digest':>13}")
     digests = set()
-    for chunk in args.chunk:
-        proc = subprocess.run([sys.executable, __file__, raw, "--chunk", str(chunk), "--child",
+    for chunk, gx_rows in itertools.product(args.chunk, args.gx_rows):
+        proc = subprocess.run([sys.executable, __file__, raw, "--chunk", str(chunk),
+                               "--gx-rows", str(gx_rows), "--child",
                                *(["--forked"] if args.forked else []),
                                *(["--profile", str(Path(args.profile).resolve())] if args.profile else [])],
                               capture_output=True, text=True, check=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         digests.add(r["digest"])
-        print(f"{r['chunk']:>7} {r['cpu_s']:>7.2f} {r['rss_start_mb']:>13} {r['rss_peak_mb']:>12} "
-              f"{r['growth_mb']:>10} {r['pss_end_mb']:>11} {r['uss_end_mb']:>11} {r['deliverable']:>12} "
-              f"{r['digest']:>13}")
-    print("deliverable identical for every chunk size" if len(digests) == 1
-          else f"DELIVERABLE DIFFERS between chunk sizes: {sorted(digests)}")
+        print(f"{r['chunk']:>7} {r['gx_rows']:>8} {r['cpu_s']:>7.2f} {r['rss_start_mb']:>13} "
+              f"{r['rss_peak_mb']:>12} {r['growth_mb']:>10} {r['pss_end_mb']:>11} {r['uss_end_mb']:>11} "
+              f"{r['deliverable']:>12} {r['digest']:>13}")
+    print("deliverable identical for every chunk size and GX rows" if len(digests) == 1
+          else f"DELIVERABLE DIFFERS between chunk sizes or GX rows: {sorted(digests)}")
     if len(digests) != 1:
         sys.exit(1)
 

@@ -175,40 +175,41 @@ def validate(
     The quarantine is recorded before the circuit breaker may fail the run (see
     :func:`_check_breaker`). A ``dry_run`` writes nothing to the ledger and only warns where
     the breaker would fail the run. ``window`` and ``run_id`` name the HTML report."""
-    from order_integration.validation.gx_runner import SuiteRun, merge_problems
+    from order_integration.validation.gx_runner import Found, SuiteRun, merge_problems
 
     counts = ValidateCounts()
     run = SuiteRun()  # one GX run over every chunk
     encode = msgspec.json.Encoder().encode
-    # Invalid in their chunk, by position among the validated orders: (order_id, version,
-    # parse problems, failed rules). The others' records wait in a local spool until the rules
-    # that need the whole run (order_id_unique) have run; staged after the quarantine is.
-    suspects: dict[int, tuple[str, str, Sequence[Problem], list[Any]]] = {}
+    # By position among the validated orders: those with parse problems (order_id, version,
+    # problems), never spooled; and the rules any order failed, as the run reports them. The
+    # records of the others wait in a local spool until every rule has run (GX validates
+    # several chunks at once, and order_id_unique needs the whole run); an order a rule failed
+    # is then taken back out. Staged after the quarantine is recorded.
+    unparsed: dict[int, tuple[str, str, Sequence[Problem]]] = {}
+    failed: dict[int, list[Found]] = {}
     spooled = 0
     with tempfile.TemporaryFile() as spool:
         for orders, claimed in _normalised(store, raw_path, normaliser, ledger, counts):
             candidates, records = _classify(store, orders, claimed, ledger, counts, resend=resend)
             del orders
-            first = counts.validated
-            counts.validated += len(candidates)
-            for position, (order, found) in enumerate(
-                    zip(candidates, run.validate_chunk(candidates), strict=True), start=first):
+            for position, order in enumerate(candidates, start=counts.validated):
                 record = records[id(order)]
-                if order.parse_problems or found:
-                    suspects[position] = (order.order_id, record["order_version"],
-                                          order.parse_problems, found)
+                if order.parse_problems:
+                    unparsed[position] = (order.order_id, record["order_version"], order.parse_problems)
                 else:
                     spool.write(encode(record) + b"\n")
                     spooled += 1
+            counts.validated += len(candidates)
+            _add_failures(failed, run.validate_chunk(candidates))
             del candidates, records
-        late, gx_result = run.finish()
-        # Valid in their chunk but failing a rule of the whole run: read back from the spool.
+        rest, gx_result = run.finish()
+        _add_failures(failed, rest)
         spool.seek(0)
-        caught = _spooled_versions(spool, suspects, set(late) - set(suspects))
+        caught = _spooled_versions(spool, unparsed, set(failed) - set(unparsed))
         entries: list[tuple[str, str, list[dict[str, str]]]] = []
-        for position in sorted({*suspects, *late}):
-            oid, ver, parse_problems, found = suspects.get(position) or (*caught[position][:2], (), [])
-            problems = merge_problems(parse_problems, found, late.get(position, ()))
+        for position in sorted({*unparsed, *failed}):
+            oid, ver, parse_problems = unparsed.get(position) or (*caught[position][:2], ())
+            problems = merge_problems(parse_problems, failed.get(position, ()))
             entries.append((oid, ver, [p.as_dict() for p in problems]))
         deliverable = spooled - len(caught)
         if deliverable + len(entries) != counts.validated:
@@ -324,18 +325,23 @@ def _classify(
     return candidates, records
 
 
+def _add_failures(failed: dict[int, list[Any]], more: Mapping[int, list[Any]]) -> None:
+    for position, found in more.items():
+        failed.setdefault(position, []).extend(found)
+
+
 def _spooled_versions(
-    spool: IO[bytes], suspects: Mapping[int, Any], wanted: set[int],
+    spool: IO[bytes], unspooled: Mapping[int, Any], wanted: set[int],
 ) -> dict[int, tuple[str, str, int]]:
     """Position -> (order_id, order_version, line in the spool) of the ``wanted`` positions,
-    whose records are in ``spool`` (one line per validated position not in ``suspects``)."""
+    whose records are in ``spool`` (one line per validated position not in ``unspooled``)."""
     found: dict[int, tuple[str, str, int]] = {}
     if not wanted:
         return found
     decode = msgspec.json.Decoder().decode
     position = 0
     for line_number, line in enumerate(spool):
-        while position in suspects:
+        while position in unspooled:
             position += 1
         if position in wanted:
             record = decode(line)

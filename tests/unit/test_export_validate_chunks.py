@@ -80,6 +80,7 @@ def _validate(tmp: Path, name: str, monkeypatch: pytest.MonkeyPatch, chunk: int)
     staging = ObjectStoragePath(f"file://{folder / 'staging'}")
     staging.mkdir(parents=True, exist_ok=True)
     monkeypatch.setattr(export, "VALIDATE_CHUNK", chunk)
+    monkeypatch.setattr(gx_runner, "GX_ROWS", 2 * chunk + 1)  # GX over three chunks' frames at a time
     chunks: list[int] = []
 
     def counting(self: gx_runner.SuiteRun, orders: Any) -> Any:
@@ -138,18 +139,35 @@ def test_a_window_larger_than_a_chunk_validates_as_one_run(tmp_path: Path, monke
     assert f"{counts['validated']} order(s) validated, 9 quarantined." in report
 
 
-def test_a_suite_run_in_chunks_equals_one_run() -> None:
-    """The runner alone: chunks of 4 give each order the same problems and the same summary."""
+@pytest.mark.parametrize("gx_rows", [1, 6, 10_000])
+def test_a_suite_run_in_chunks_equals_one_run(gx_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner alone: chunks of 4, GX run on every chunk, on the frames of two chunks (the
+    second call returns the first chunk's failures too) or once at the end, give each order
+    the same problems and the same summary."""
     orders = [o for o in ORDERS if o.status == "processing"]
     one = gx_runner.validate_orders(orders)
+    monkeypatch.setattr(gx_runner, "GX_ROWS", gx_rows)
     run = gx_runner.SuiteRun()
-    found = [f for start in range(0, len(orders), 4) for f in run.validate_chunk(orders[start:start + 4])]
-    late, summary = run.finish()
-    problems = [gx_runner.merge_problems(o.parse_problems, found[i], late.get(i, ()))
+    found: dict[int, list[Any]] = {}
+    returned = []
+    for start in range(0, len(orders), 4):
+        failures = run.validate_chunk(orders[start:start + 4])
+        returned.append(sorted(failures))
+        for position, failed in failures.items():
+            assert position not in found  # each failure is returned once
+            found[position] = failed
+    rest, summary = run.finish()
+    problems = [gx_runner.merge_problems(o.parse_problems, found.get(i, ()), rest.get(i, ()))
                 for i, o in enumerate(orders)]
     assert summary == one.gx_result
     assert [tuple(p) for p in problems if p] == [bad.problems for bad in one.invalid_orders]
     assert run.rows["orders"] == len(orders)
+    if gx_rows == 1:  # each call validates its own chunk
+        assert any(returned) and all(4 * call <= p < 4 * call + 4 for call, r in enumerate(returned) for p in r)
+    if gx_rows == 6:  # every second call validates two chunks
+        assert returned[0] == [] and any(p < 4 for p in returned[1])
+    if gx_rows == 10_000:
+        assert not any(returned) and rest
 
 
 def test_an_order_not_ready_is_never_normalised_unless_a_version_of_it_went_out(
