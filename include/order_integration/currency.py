@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 _ZERO = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
@@ -48,6 +48,12 @@ def quantize(amount: Decimal, code: str) -> Decimal:
 def format_money(amount: Decimal, code: str) -> str:
     """Exact decimal string with the currency's minor units: ``12.30``, JPY ``1200``, KWD ``12.300``."""
     return f"{quantize(amount, code):f}"
+
+
+def money_formatter(code: str) -> Callable[[Decimal], str]:
+    """:func:`format_money` for one currency, its quantum looked up once (an order's amounts)."""
+    quantum = _QUANTUM[code]
+    return lambda amount: f"{amount.quantize(quantum, rounding=ROUND_HALF_UP):f}"
 
 
 def to_minor(amount: Decimal, code: str) -> int:

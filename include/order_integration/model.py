@@ -9,6 +9,7 @@ reason while the rest of the batch goes on.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import msgspec
 import pendulum
 
-from order_integration.currency import format_money, is_valid_currency
+from order_integration.currency import is_valid_currency, money_formatter
 
 #: Canonical JSON for digests: sorted keys, compact, UTF-8 (msgspec: ~6x faster than json).
 _SORTED_JSON = msgspec.json.Encoder(order="sorted")
@@ -133,12 +134,11 @@ def format_time(value: pendulum.DateTime | None) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _money(amount: Decimal | None, currency: str) -> str:
-    if amount is None:
-        return ""
-    if is_valid_currency(currency):
-        return format_money(amount, currency)
-    return f"{amount:f}"  # only invalid (quarantined) orders get here
+def _money_of(currency: str) -> Callable[[Decimal | None], str]:
+    """How an order in ``currency`` writes an amount: exact, the currency's minor units, ``""``
+    for ``None``; an invalid currency (only quarantined orders have one) as the amount is."""
+    formatted = money_formatter(currency) if is_valid_currency(currency) else (lambda a: f"{a:f}")
+    return lambda amount: "" if amount is None else formatted(amount)
 
 
 def exported_content(order: Order) -> dict[str, Any]:
@@ -147,6 +147,7 @@ def exported_content(order: Order) -> dict[str, Any]:
     One place defines the content, so the CSV and JSONL writers and the order version agree.
     """
     cur = order.currency
+    money = _money_of(cur)
     ship = order.shipping
     return {
         "store_id": order.store_id,
@@ -173,17 +174,17 @@ def exported_content(order: Order) -> dict[str, Any]:
                 "sku": line.sku,
                 "product_name": line.product_name,
                 "quantity": "" if line.quantity is None else str(line.quantity),
-                "unit_price": _money(line.unit_price, cur),
-                "line_total": _money(line.line_total, cur),
+                "unit_price": money(line.unit_price),
+                "line_total": money(line.line_total),
             }
             for line in order.lines
         ],
-        "order_subtotal": _money(order.subtotal, cur),
-        "order_discount": _money(order.discount, cur),
-        "order_shipping": _money(order.shipping_total, cur),
-        "order_fees": _money(order.fees, cur),
-        "order_tax": _money(order.tax, cur),
-        "order_total": _money(order.total, cur),
+        "order_subtotal": money(order.subtotal),
+        "order_discount": money(order.discount),
+        "order_shipping": money(order.shipping_total),
+        "order_fees": money(order.fees),
+        "order_tax": money(order.tax),
+        "order_total": money(order.total),
         "customer_note": order.customer_note,
     }
 

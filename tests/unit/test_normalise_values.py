@@ -58,3 +58,27 @@ def test_a_time_in_another_zone_is_written_in_utc():
     assert format_time(pendulum.datetime(2026, 1, 1, 10, tz="Europe/Berlin")) == "2026-01-01T09:00:00Z"
     assert format_time(pendulum.parse("2026-01-01T10:00:00+00:00")) == "2026-01-01T10:00:00Z"
     assert parse_time("yesterday") is None and parse_time("") is None and parse_time(None) is None
+
+
+def test_address_keys_name_the_address_fields_in_their_order():
+    """A platform's normaliser builds an Address positionally from its ADDRESS_KEYS."""
+    from dataclasses import fields
+
+    from order_integration.model import Address
+    from order_integration.storefronts import woocommerce_normalise
+    from order_integration.storefronts.normalise import ADDRESS_ATTRS
+
+    assert tuple(f.name for f in fields(Address)) == ADDRESS_ATTRS
+    assert len(woocommerce_normalise.ADDRESS_KEYS) == len(ADDRESS_ATTRS)
+    raw = dict(zip(woocommerce_normalise.ADDRESS_KEYS, ADDRESS_ATTRS, strict=True)) | {"phone": 49}
+    address = woocommerce_normalise._address(raw, "billing", Problems())
+    assert address.first_name == "first_name" and address.address1 == "address1"
+    assert address.region == "region" and address.email == "email" and address.phone == "49"
+
+
+@pytest.mark.parametrize("code", ["EUR", "JPY", "KWD", "USD"])
+@pytest.mark.parametrize("amount", ["12.345", "12.3", "-0.005", "0", "1234567890.9999", "7"])
+def test_the_formatter_of_a_currency_formats_as_format_money(code, amount):
+    from order_integration.currency import format_money, money_formatter
+
+    assert money_formatter(code)(Decimal(amount)) == format_money(Decimal(amount), code)

@@ -57,12 +57,8 @@ def _address(value: object, label: str, problems: Problems) -> Address:
     if not isinstance(value, dict):
         problems.add("parseable_address", f"{label} is a {type(value).__name__}, not an object")
         return Address()
-    first, last, company, address1, address2, city, region, postcode, country, phone, email = (
-        text(value.get(key)) for key in ADDRESS_KEYS
-    )
-    return Address(first_name=first, last_name=last, company=company, address1=address1,
-                   address2=address2, city=city, region=region, postcode=postcode, country=country,
-                   phone=phone, email=email)
+    # ADDRESS_KEYS are in the order of Address's fields; a string (the usual value) is as sent
+    return Address(*[v if type(v) is str else text(v) for v in map(value.get, ADDRESS_KEYS)])
 
 
 def _list(raw: Mapping[str, Any], key: str, problems: Problems) -> list[Any]:
