@@ -21,7 +21,9 @@ process, all threads); server CPU (the storefront process, psutil); pages reques
 it is attributable); ``tracemalloc`` peak per step (Python allocations only, in a separate
 pass because tracing slows allocation-heavy code); ``ru_maxrss`` of the whole process at the end.
 One-off imports (GX, pandas, the hooks) are timed first, outside the steps: a real task pays
-them once per task process.
+them once per task process (none, with the preload). Then the bench imports
+``order_integration.preload`` as a deployment's task processes have (README "Task start-up":
+GX, pandas and the task modules imported, then ``gc.freeze()``), unless ``--no-preload``.
 
 Results: a table on stdout and JSON under ``bench/results/`` (git-ignored).
 """
@@ -626,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="one extra pass with cProfile around these steps (.prof in bench/results)")
     parser.add_argument("--gc-off", action="store_true",
                         help="what-if: disable the cyclic garbage collector during every step (floor too)")
+    parser.add_argument("--no-preload", dest="preload", action="store_false",
+                        help="do not import order_integration.preload (which freezes the imported "
+                             "objects out of the cyclic GC, as in a deployment's task processes)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     parser.add_argument("--gen-chunk", type=int, default=0, metavar="K",
                         help="serve through bench/sandbox_serve.py, generating K orders at a time "
@@ -658,6 +663,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load before: {load_before}", flush=True)
     _quiet()
     imports = _time_imports()
+    if args.preload:  # as a deployment's task processes are (README "Task start-up")
+        import gc
+
+        importlib.import_module("order_integration.preload")
+        print(f"preloaded order_integration.preload: {gc.get_freeze_count():,} objects frozen", flush=True)
     _quiet()  # again: GX sets its loggers' levels when imported
 
     import pendulum

@@ -66,7 +66,9 @@ class Address:
 
     @property
     def name(self) -> str:
-        return " ".join(p for p in (self.first_name.strip(), self.last_name.strip()) if p)
+        """First and last name, each stripped, joined by one space; either alone if the other is blank."""
+        first, last = self.first_name.strip(), self.last_name.strip()
+        return f"{first} {last}" if first and last else first or last
 
     def is_empty(self) -> bool:
         return not any((self.first_name, self.last_name, self.address1, self.city, self.country))

@@ -82,3 +82,13 @@ def test_the_formatter_of_a_currency_formats_as_format_money(code, amount):
     from order_integration.currency import format_money, money_formatter
 
     assert money_formatter(code)(Decimal(amount)) == format_money(Decimal(amount), code)
+
+
+@pytest.mark.parametrize("first, last, name", [
+    ("Ada", "Lovelace", "Ada Lovelace"), (" Ada ", " Lovelace ", "Ada Lovelace"), ("Ada", "", "Ada"),
+    ("", "Lovelace", "Lovelace"), (" ", "\tLovelace", "Lovelace"), ("", "", ""), ("  ", " ", ""),
+])
+def test_an_address_name_is_its_stripped_names_joined_by_one_space(first, last, name):
+    from order_integration.model import Address
+
+    assert Address(first_name=first, last_name=last).name == name
