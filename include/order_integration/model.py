@@ -191,9 +191,13 @@ def exported_content(order: Order) -> dict[str, Any]:
     }
 
 
-def content_version(content: dict[str, Any]) -> str:
+#: Fields no version digest covers: a bare ``updated_at`` bump is no new version.
+_UNVERSIONED = ("updated_at", "order_version")
+
+
+def content_version(content: dict[str, Any], *, without: tuple[str, ...] = _UNVERSIONED) -> str:
     """Short digest of exported content without ``updated_at`` (and without a version field)."""
-    stable = {k: v for k, v in content.items() if k not in ("updated_at", "order_version")}
+    stable = {k: v for k, v in content.items() if k not in without}
     return hashlib.sha256(_SORTED_JSON.encode(stable)).hexdigest()[:16]
 
 
@@ -208,4 +212,4 @@ def status_free_version(record: dict[str, Any]) -> str:
     """Digest of a record without ``order_status`` (nor ``updated_at``): two versions with the
     same status-free digest differ only in their status. The export uses it to recognise the
     echo of a status this package wrote back itself, which must not go out again."""
-    return content_version({k: v for k, v in record.items() if k != "order_status"})
+    return content_version(record, without=(*_UNVERSIONED, "order_status"))
