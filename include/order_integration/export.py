@@ -267,7 +267,7 @@ def _normalised(
 ) -> Iterator[tuple[list[Order], Mapping[str, set[str]]]]:
     """The staged orders, :data:`VALIDATE_CHUNK` at a time: normalised, with the versions of
     them the ledger holds as claimed. An order not ready (never claimed, its status not
-    exported; a quarter of an hour's orders in the bench) is counted and never normalised:
+    exported; a quarter of the bench's orders) is counted and never normalised:
     its id and status are all it needs (``Normaliser.identify``). Each raw order is dropped
     as soon as it is normalised or set aside: a chunk holds Orders and lines, not raw dicts."""
     exportable = set(store.export_statuses)

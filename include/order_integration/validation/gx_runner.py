@@ -9,9 +9,10 @@ and every unexpected row is mapped back to its order. An invalid order gets EVER
 
 A run may come in chunks (:class:`SuiteRun`, so a large window is never held whole): rules
 whose verdict on a row depends on that row alone (:data:`ROW_LOCAL_EXPECTATIONS`) run on the
-frames of :data:`GX_ROWS` orders at a time (several chunks'); every other rule (``order_id_unique``, anything with ``mostly``) runs once at the end on
-the run's whole column(s) it needs. Row keys count across chunks, and the per-rule figures are
-summed, so the result reads as one run over all orders.
+frames of :data:`GX_ROWS` orders at a time (several chunks'); every other rule
+(``order_id_unique``, anything with ``mostly``) runs once at the end on the run's whole
+column(s) it needs. Row keys count across chunks, and the per-rule figures are summed, so the
+result reads as one run over all orders.
 
 GX and pandas are imported inside the functions: the library is imported at DAG parse time.
 """
