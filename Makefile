@@ -86,6 +86,7 @@ down:
 # back-offs, so 3 fit 2 cores. TEST_WORKERS=0 runs one process.
 TEST_WORKERS ?= 3
 test: install system-deps
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(TEST_WORKERS)
 
 test-unit: install
