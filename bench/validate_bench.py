@@ -65,11 +65,10 @@ def child(raw: str, chunk: int, *, forked: bool = False, profile: str = "", gx_r
     from order_integration import export
     from order_integration.ledger import Ledger, sqlite_engine
     from order_integration.storefronts import get_client
+    from order_integration.validation import gx_runner
 
     export.VALIDATE_CHUNK = chunk
     if gx_rows:
-        from order_integration.validation import gx_runner
-
         gx_runner.GX_ROWS = gx_rows
     store = _store_config()
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,8 +90,6 @@ def child(raw: str, chunk: int, *, forked: bool = False, profile: str = "", gx_r
         peak = _status_kb("VmHWM") // 1024
         pss, uss = _smaps_mb()  # at the step's end: CPython rarely gives its heap back, so near its peak
         digest = hashlib.sha256(Path(tmp, "deliverable.jsonl").read_bytes()).hexdigest()[:12]
-    from order_integration.validation import gx_runner
-
     print(json.dumps({"chunk": chunk, "gx_rows": gx_runner.GX_ROWS, "cpu_s": round(cpu, 2),
                       "rss_start_mb": start, "rss_peak_mb": peak,
                       "growth_mb": peak - start, "pss_end_mb": pss, "uss_end_mb": uss,

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from order_integration.backend.sftp import SftpBackend
     from order_integration.ledger import Batch, Deliveries, Ledger
     from order_integration.storefronts.base import Normaliser, StorefrontClient
+    from order_integration.validation.gx_runner import Found
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def validate(
     The quarantine is recorded before the circuit breaker may fail the run (see
     :func:`_check_breaker`). A ``dry_run`` writes nothing to the ledger and only warns where
     the breaker would fail the run. ``window`` and ``run_id`` name the HTML report."""
-    from order_integration.validation.gx_runner import Found, SuiteRun, merge_problems
+    from order_integration.validation.gx_runner import SuiteRun, merge_problems
 
     counts = ValidateCounts()
     run = SuiteRun()  # one GX run over every chunk
@@ -312,6 +313,8 @@ def _classify(
     changed = []
     for order in orders:
         versions = claimed.get(order.order_id)
+        # The rule itself, on the normalised order: _normalised only spares the normalising of
+        # the orders whose identify() already says so (the two are tested to agree).
         if not versions and order.status not in exportable:
             _not_ready(counts, order.status)
             continue
@@ -325,7 +328,8 @@ def _classify(
     return candidates, records
 
 
-def _add_failures(failed: dict[int, list[Any]], more: Mapping[int, list[Any]]) -> None:
+def _add_failures(failed: dict[int, list[Found]], more: Mapping[int, list[Found]]) -> None:
+    """Add the rules orders failed (by run position) that a GX call returned to ``failed``."""
     for position, found in more.items():
         failed.setdefault(position, []).extend(found)
 
