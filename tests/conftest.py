@@ -20,6 +20,10 @@ os.environ["GX_ANALYTICS_ENABLED"] = "False"
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["AIRFLOW_HOME"] = str(Path(os.environ["AIRFLOW_HOME"]) / f"pytest-{worker}")
 
+# Airflow's first import configures logging and replaces the root logger's handlers. Imported here,
+# before any test starts, so that a test which is the first to touch Airflow keeps the handler
+# pytest's `caplog` put on the root logger (run alone, such a test saw no log records).
+import airflow.sdk  # noqa: E402, F401
 
 # The units that take minutes, longest first: started first, they overlap each other and the
 # many short modules fill the gaps. Modules with a deployment of their own (module- or

@@ -535,6 +535,88 @@ def test_a_store_ignoring_page_inside_a_crowded_second_is_an_error(store: FakeSt
         scan(client(sleeps, per_page=100))
 
 
+# A store taking orders faster than a page a second (a sale: 1M an hour is ~280 a second) has
+# every second crowded. After two crowded seconds in a row the scan reads the next second by
+# passes at once, without the keyset page that would only have found it crowded.
+
+
+def _crowd(store: FakeStore, seconds: dict[str, int]) -> list[int]:
+    """``count`` orders at each ``second`` (ids ascending with time); return the ids in order."""
+    put: list[int] = []
+    for second, count in seconds.items():
+        for _ in range(count):
+            put.append(len(put) + 1)
+            store.put(put[-1], second)
+    return put
+
+
+def test_a_run_of_crowded_seconds_is_read_without_keyset_pages(store: FakeStore, sleeps: list[float]) -> None:
+    expected = _crowd(store, {"10:00:01": 12, "10:00:02": 12, "10:00:03": 12, "10:00:04": 10,
+                              "10:00:05": 3, "10:00:07": 1})
+
+    assert ids(scan(client(sleeps, per_page=5))) == expected
+
+    three = ["1", "2", "3"]
+    assert _plan(store) == [
+        ("09:59:59", "11:00:00", "1"),  # all of 10:00:01
+        *[("10:00:00", "10:00:02", p) for p in three],
+        ("10:00:01", "11:00:00", "1"),  # all of 10:00:02: the second crowded second in a row
+        *[("10:00:01", "10:00:03", p) for p in three],
+        *[("10:00:02", "10:00:04", p) for p in three],  # 10:00:03 at once, no keyset page
+        *[("10:00:03", "10:00:05", p) for p in three],  # 10:00:04: two full pages, then none
+        ("10:00:04", "10:00:06", "1"),  # 10:00:05 holds 3, less than a page: the run is over
+        ("10:00:05", "11:00:00", "1"),  # keyset pages again
+    ]
+
+
+def test_a_leave_during_a_crowded_run_loses_no_other(store: FakeStore, sleeps: list[float]) -> None:
+    expected = _crowd(store, {"10:00:01": 7, "10:00:02": 7, "10:00:03": 7, "10:00:04": 2})
+    moved: list[str] = []
+
+    def leave(s: FakeStore, params: dict[str, str]) -> None:
+        # while 10:00:03 is read at once, an order of its first page is edited again: the rest
+        # of the second shifts down one offset
+        if params["modified_after"].endswith("10:00:02") and params["page"] == "2" and not moved:
+            s.put(15, "10:30:00", status="completed")
+            moved.append("15")
+
+    store.on_params = leave
+
+    rows = scan(client(sleeps, per_page=5))
+
+    got = ids(rows)
+    assert sorted(got) == expected and len(got) == len(expected)
+    assert got[-1] == 15 and rows[-1]["status"] == "completed"
+    crowded_3 = [page for after, before, page in _plan(store) if (after, before) == ("10:00:02", "10:00:04")]
+    assert crowded_3 == ["1", "2", "1", "2"]  # pass 1 saw 7 then 6: read again
+    assert ("10:00:02", "11:00:00", "1") not in _plan(store)  # 10:00:03 was read at once
+
+
+def test_a_crowded_run_ending_in_an_empty_second_or_the_window_end(store: FakeStore,
+                                                                   sleeps: list[float]) -> None:
+    expected = _crowd(store, {"10:00:01": 6, "10:00:02": 6, "10:00:03": 6,
+                              "10:59:57": 6, "10:59:58": 6, "10:59:59": 6})
+
+    assert ids(scan(client(sleeps, per_page=5))) == expected
+
+    plan = _plan(store)
+    assert ("10:00:03", "10:00:05", "1") in plan  # 10:00:04 read at once: empty, the run ends
+    assert plan[plan.index(("10:00:03", "10:00:05", "1")) + 1] == ("10:00:04", "11:00:00", "1")
+    assert plan[-2:] == [("10:59:58", "11:00:00", "1"), ("10:59:58", "11:00:00", "2")]  # nothing past
+    assert all(before <= "11:00:00" for _after, before, _page in plan)
+
+
+def test_without_x_wp_total_every_crowded_second_is_found_by_a_keyset_page(store: FakeStore,
+                                                                           sleeps: list[float]) -> None:
+    store.send_totals = False  # an uncounted second takes two passes: never read one on a guess
+    expected = _crowd(store, {"10:00:01": 6, "10:00:02": 6, "10:00:03": 6, "10:00:04": 6})
+
+    assert ids(scan(client(sleeps, per_page=5))) == expected
+
+    keyset = [after for after, before, _page in _plan(store) if before == "11:00:00"]
+    assert keyset == ["09:59:59", "10:00:01", "10:00:02", "10:00:03", "10:00:04"]
+
+
 def test_window_bounds_at_the_store(store: FakeStore, sleeps: list[float]) -> None:
     for n, second in enumerate(range(0, 12), start=1):
         store.put(n, f"10:00:{second:02d}")

@@ -57,10 +57,15 @@ by that pass and is missing from the next; this is how a store that sends no cou
 in two passes at least). Otherwise ``t`` is read again; after 5 passes the scan raises
 ``StorefrontError`` (it hands nothing on; the task's retry reads the window again). Every pass's
 rows are kept like any other row (the later second wins), and a quiet second costs one request
-more than its pages. (A second still running at the store can also *gain* orders; a gain
-changes the count too, unless a gain and a leave cancel out between two pages. Like the cursor,
-which never returns to a second behind it, the passes rely on ``t`` being past.) The scan stops
-at the first short page.
+more than its pages: the keyset page that found it. When orders come faster than a page a second
+(a busy sale: 1M orders an hour are about 280 a second) every second is crowded and that keyset
+page would be one request in four; so after two crowded seconds in a row, each counted by the
+store, the scan reads the next second by passes at once (its first page is the rows the keyset
+page would have carried), and goes back to keyset pages after the first second that holds less
+than a page (read whole by that one short page). (A second still running at the store can also
+*gain* orders; a gain changes the count too, unless a gain and a leave cancel out between two
+pages. Like the cursor, which never returns to a second behind it, the passes rely on ``t``
+being past.) The scan stops at the first short page.
 
 An order modified during the scan moves to a later second: it is read again later in this
 scan (and the newer version wins) if that second is still inside the window, otherwise it
@@ -146,6 +151,9 @@ ORDERS_ENDPOINT = "wp-json/wc/v3/orders"
 MAX_PER_PAGE = 100
 #: Passes over one crowded second (more orders than a page) before the scan gives up.
 _MAX_PASSES = 5
+#: After this many crowded seconds in a row (each counted by the store), the next second is
+#: read as a crowded one straight away, without the keyset page that would only find it so.
+_CROWDED_RUN = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,21 +554,34 @@ class WooCommerceClient(StoreHttp):
             yield from scan.kept_rows()
 
     def _scan(self, scan: _Scan, after: int, fetch: Callable[[dict[str, str]], _Page]) -> None:
+        crowded = 0  # how many seconds in a row, ending at ``after``, held a page or more
         while after + 1 < scan.stop:  # (after, stop) still holds a whole second
+            if crowded >= _CROWDED_RUN:
+                # Orders come faster than a page a second: the keyset page would be the first
+                # page of the next second's own pass, so read that second by offset at once.
+                full, counted = self._drain_second(scan, after + 1, fetch)
+                after += 1
+                crowded = crowded + 1 if full and counted else 0
+                continue
             page = fetch(self._params(after, scan.stop, 1))
             modified, _ids = self._absorb(scan, page, after, scan.stop, cursor=after)
             if len(page.rows) < self.per_page:
                 return  # a short page: nothing of (after, stop) is left unread
             low, high = modified[0], modified[-1]
             if low == high:  # a whole page in one second: offset-page inside that second
-                self._drain_second(scan, high, fetch)
+                _full, counted = self._drain_second(scan, high, fetch)
+                crowded = crowded + 1 if high == after + 1 and counted else int(counted)
                 after = high
             else:  # re-read the last second: the page size may have cut it
+                crowded = 0
                 after = high - 1
 
-    def _drain_second(self, scan: _Scan, second: int, fetch: Callable[[dict[str, str]], _Page]) -> None:
+    def _drain_second(
+        self, scan: _Scan, second: int, fetch: Callable[[dict[str, str]], _Page]
+    ) -> tuple[bool, bool]:
         """Read every order modified at ``second`` by offset, in passes, until one pass is
-        known to have seen the second hold still (see "Keyset paging" in the module docstring)."""
+        known to have seen the second hold still (see "Keyset paging" in the module docstring).
+        Return whether the second held a page or more, and whether the store counted it."""
         previous: list[int] | None = None
         for passes in range(1, _MAX_PASSES + 1):
             ids, totals = self._drain_pass(scan, second, fetch)
@@ -577,7 +598,7 @@ class WooCommerceClient(StoreHttp):
                         "%d passes",
                         self._host, len(ids), format_gmt(second), passes,
                     )
-                return
+                return len(ids) >= self.per_page, None not in totals
             previous = ids
         raise StorefrontError(
             f"woocommerce {self._host}: the orders modified at {format_gmt(second)} (more than a "
