@@ -42,8 +42,9 @@ def _quarantine_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entries, default=str, ensure_ascii=False, indent=1))
         return 0
-    what = "entries (released included)" if args.all else "open entries"
-    print(f"store {args.store}: {len(entries)} quarantine {what}")
+    noun = "entry" if len(entries) == 1 else "entries"
+    what = f"quarantine {noun} (released included)" if args.all else f"open quarantine {noun}"
+    print(f"store {args.store}: {len(entries)} {what}")
     if entries:
         print(quarantine_table(entries))
         open_ids = sorted({e["order_id"] for e in entries if e.get("released_at") is None}, key=_order_key)

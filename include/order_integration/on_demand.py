@@ -18,7 +18,7 @@ import pendulum
 
 from order_integration.exceptions import PermanentError
 from order_integration.ids import MAX_ORDER_ID, parse_order_id
-from order_integration.windows import Window, stamp
+from order_integration.windows import Window
 
 MAX_ORDER_IDS = 500  # one run; a larger repair is a window run or a backfill
 MAX_WINDOW_DAYS = 31  # wider windows belong to a backfill, which runs them one by one
@@ -92,8 +92,8 @@ def parse_request(params: Mapping[str, Any], *, run_after: pendulum.DateTime) ->
     window_start, window_end = _time("start", start), _time("end", end)
     if window_end <= window_start:
         raise RequestRefused(
-            f"the window is empty or reversed: end {stamp(window_end)} is not after "
-            f"start {stamp(window_start)}"
+            f"the window is empty or reversed: end {_shown(window_end)} is not after "
+            f"start {_shown(window_start)}"
         )
     if window_end - window_start > pendulum.duration(days=MAX_WINDOW_DAYS):
         raise RequestRefused(
@@ -101,10 +101,15 @@ def parse_request(params: Mapping[str, Any], *, run_after: pendulum.DateTime) ->
         )
     if window_end > run_after:
         raise RequestRefused(
-            f"the window ends at {stamp(window_end)}, after the run started ({stamp(run_after)}); orders "
+            f"the window ends at {_shown(window_end)}, after the run started ({_shown(run_after)}); orders "
             "modified later would be missed by this run and by nothing else — end it in the past"
         )
     return ExportRequest(Window(window_start, window_end), (), resend, dry_run)
+
+
+def _shown(moment: pendulum.DateTime) -> str:
+    """A time as the form takes it (``2026-11-02T10:00:00Z``), not as file names carry it."""
+    return moment.in_timezone("UTC").to_iso8601_string()
 
 
 def _blank(value: Any) -> Any:

@@ -46,7 +46,7 @@ def test_fixed_orders_are_released_by_id_and_unknown_ids_reported(export_harness
     assert scheduled.ok, scheduled.output[-4000:]
     assert scheduled.summary["quarantined"] == 1
     listing = _quarantine_cli(harness, "list")
-    assert "1 quarantine open entries" in listing and str(bad_id) in listing, listing
+    assert "1 open quarantine entry" in listing and str(bad_id) in listing, listing
     assert "non_negative_quantity" in listing or "quantity" in listing, listing
 
     # The shop fixes the order (a new modification); the operator releases it by id.
@@ -64,7 +64,7 @@ def test_fixed_orders_are_released_by_id_and_unknown_ids_reported(export_harness
     [entry] = ledger.quarantine.entries(harness.store_id, include_released=True)
     assert entry["order_id"] == str(bad_id) and entry["released_at"] is not None
     assert ledger.quarantine.entries(harness.store_id) == []
-    assert "0 quarantine open entries" in _quarantine_cli(harness, "list")
+    assert "0 open quarantine entries" in _quarantine_cli(harness, "list")
     delivered = [oid for oid, _ in harness.delivered_versions()]
     assert delivered.count(str(bad_id)) == 1, "the fixed order goes out exactly once"
     id_file = Path(harness.inbound_dir, result.summary["files"][0])

@@ -57,12 +57,14 @@ def test_the_request_survives_xcom():
      "either a window (start, end) or order_ids, not both"),
     ({"start": "2026-11-29T09:00:00Z"}, "needs both start and end"),
     ({"start": "2026-11-29T10:00:00Z", "end": "2026-11-29T10:00:00Z"}, "empty or reversed"),
-    ({"start": "2026-11-29T11:00:00Z", "end": "2026-11-29T10:00:00Z"}, "empty or reversed"),
+    ({"start": "2026-11-29T11:00:00Z", "end": "2026-11-29T10:00:00Z"},  # times as the form takes them
+     "empty or reversed: end 2026-11-29T10:00:00Z is not after start 2026-11-29T11:00:00Z"),
     ({"start": "yesterday", "end": "2026-11-29T10:00:00Z"}, "start 'yesterday' is not an ISO 8601 date-time"),
     ({"start": "2026-11-29", "end": "2026-11-29T10:00:00Z"}, "a date or time alone"),
     ({"start": 1700000000, "end": "2026-11-29T10:00:00Z"}, "start must be an ISO 8601 date-time string"),
     ({"start": "2026-10-01T00:00:00Z", "end": "2026-11-29T00:00:00Z"}, "more than 31 days; backfill"),
-    ({"start": "2026-11-29T12:00:00Z", "end": "2026-11-29T13:00:00Z"}, "after the run started"),
+    ({"start": "2026-11-29T12:00:00Z", "end": "2026-11-29T14:00:00+01:00"},
+     "the window ends at 2026-11-29T13:00:00Z, after the run started (2026-11-29T12:30:15.123456Z)"),
     ({"order_ids": [1, -2, "x", 1.5, True]}, "refused: -2, 'x', 1.5, True"),
     # str.isdigit() takes these; int() then fails on '²' and reads '٣' as order 3
     ({"order_ids": ["²", "٣", "１２", "9" * 21]}, "refused: '²', '٣', '１２', '999999999999999999999'"),

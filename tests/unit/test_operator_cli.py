@@ -42,7 +42,7 @@ def test_quarantine_list_shows_open_entries_with_reasons_and_the_release_command
     proc = _cli(tmp_path, "quarantine", "list", "--store", "demo", "--ledger-url", f"sqlite:///{db}")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "store demo: 2 quarantine open entries" in out
+    assert "store demo: 2 open quarantine entries" in out
     assert "quantity_positive: line 1 quantity -1" in out
     assert "currency_known: currency ''; totals_add_up: off by 0.01" in out
     assert "release --store demo 77 1002" in out, "ids sorted numerically"
@@ -52,6 +52,10 @@ def test_quarantine_list_shows_open_entries_with_reasons_and_the_release_command
     entries = json.loads(as_json.stdout)
     assert {e["order_id"] for e in entries} == {"1002", "77"}
     assert entries[0]["reasons"][0]["rule"]
+
+    every = _cli(tmp_path, "quarantine", "list", "--store", "other", "--all", "--ledger-url", f"sqlite:///{db}",
+                 stores=[_store("demo"), _store("other")])
+    assert every.stdout.startswith("store other: 1 quarantine entry (released included)\n"), every.stdout
 
 
 def test_an_unknown_store_is_an_error_not_an_empty_list(tmp_path):
@@ -111,7 +115,7 @@ def test_quarantine_list_prints_for_people_not_log_lines(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "order_integration", "quarantine", "list", "--store", "demo"],
                           env=env, capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("store demo: 1 quarantine open entries"), proc.stdout[:300]
+    assert proc.stdout.startswith("store demo: 1 open quarantine entry"), proc.stdout[:300]
     assert "ledger is SQLite" not in proc.stdout + proc.stderr
 
 
