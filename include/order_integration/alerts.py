@@ -43,10 +43,18 @@ def alert_event(kind: str, store_id: str, context: Mapping[str, Any], **extra: A
         "run_id": getattr(dag_run, "run_id", None) or getattr(ti, "run_id", None),
         "task_id": getattr(ti, "task_id", None),
         "try_number": getattr(ti, "try_number", None),
-        "error": None if exception is None else f"{type(exception).__name__}: {exception}"[:2000],
+        "error": None if exception is None else _error_text(exception)[:2000],
         **extra,
     }
     return {k: v for k, v in event.items() if v is not None}
+
+
+def _error_text(exception: BaseException) -> str:
+    """``Type: message``; a task that ended itself with a sentence (``tasks.Refused``, a
+    ``SystemExit`` whose code is its text) gives that sentence alone."""
+    if isinstance(exception, SystemExit) and isinstance(exception.code, str):
+        return exception.code
+    return f"{type(exception).__name__}: {exception}"
 
 
 def emit(store: StoreConfig, event: Mapping[str, Any]) -> bool:

@@ -74,6 +74,14 @@ def test_without_a_connection_the_alert_is_one_structured_log_line(caplog):
                      "error": "RuntimeError: SFTP upload refused"}
 
 
+def test_a_refused_request_is_alerted_as_its_sentence():
+    from order_integration.tasks import Refused
+
+    refused = alert_event("task_failed", "demo", _context(Refused("refused: the window is empty or reversed")))
+    assert refused["error"] == "refused: the window is empty or reversed"
+    assert alert_event("task_failed", "demo", _context(SystemExit(3)))["error"] == "SystemExit: 3"
+
+
 def test_smtp_alert_is_delivered_by_the_smtp_provider(smtp_server, monkeypatch, caplog):
     controller, handler = smtp_server
     monkeypatch.setenv("AIRFLOW_CONN_ALERTS_MAIL", json.dumps({
