@@ -553,9 +553,11 @@ def _in_batch(
 # -- summary -------------------------------------------------------------------------------
 def summarise(
     store_id: str, window: Window, validated: dict[str, Any], loaded: dict[str, Any],
-    unknown_ids: Sequence[str] = (),
+    unknown_ids: Sequence[str] = (), order_ids: Sequence[int | str] = (),
 ) -> dict[str, Any]:
-    """The run's counts; raises if they do not add up (that would be a lost or doubled order)."""
+    """The run's counts; raises if they do not add up (that would be a lost or doubled order).
+    ``order_ids``: the ids an operator asked for (an on-demand run by ids; its ``window`` is only
+    the trigger second that names its files)."""
     summary = {
         "store_id": store_id,
         "window_start": window.start.to_iso8601_string(),
@@ -568,6 +570,7 @@ def summarise(
         "files": loaded["files"],
         "resent": loaded.get("resent", 0),
         "unknown_ids": list(unknown_ids),
+        "order_ids": [str(i) for i in order_ids],
         "dry_run_file": loaded.get("dry_run_file"),
         "would_deliver": loaded.get("would_deliver", 0),
         "report_paths": validated.get("report_paths", []),
@@ -597,6 +600,10 @@ def summary_line(summary: dict[str, Any]) -> str:
         shown = summary["quarantined_ids"][:IDS_IN_LINE]
         more = summary["quarantined"] - len(shown)
         line += f"; quarantined_ids={','.join(shown)}" + (f" +{more} more" if more > 0 else "")
+    if summary.get("order_ids"):
+        asked = summary["order_ids"]
+        more = len(asked) - IDS_IN_LINE
+        line += f"; order_ids={','.join(asked[:IDS_IN_LINE])}" + (f" +{more} more" if more > 0 else "")
     if summary.get("unknown_ids"):
         line += f"; unknown_ids={','.join(summary['unknown_ids'])}"
     if summary.get("quarantined") and summary.get("report_paths"):

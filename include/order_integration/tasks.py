@@ -178,7 +178,7 @@ def publish(
 
     req = _request(context, request)
     summary = export.summarise(store_id, req.window, dict(validated), dict(loaded),
-                               unknown_ids=extracted.get("unknown_ids") or ())
+                               unknown_ids=extracted.get("unknown_ids") or (), order_ids=req.order_ids)
     line = export.summary_line(summary)
     log.info("%s", line)
     print(line)  # the one line operators grep for; also in `airflow dags test` output

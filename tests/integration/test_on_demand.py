@@ -57,7 +57,7 @@ def test_fixed_orders_are_released_by_id_and_unknown_ids_reported(export_harness
     result = harness.run_on_demand({"order_ids": [bad_id, unknown]})
     assert result.ok, result.output[-4000:]
     assert result.summary["extracted"] == 1 and result.summary["delivered"] == 1, result.summary
-    assert f"unknown_ids={unknown}" in result.output
+    assert f"order_ids={bad_id},{unknown}; unknown_ids={unknown}" in result.output  # the line names the ids asked for
     assert "not found in the storefront" in result.output
 
     ledger = harness.ledger()

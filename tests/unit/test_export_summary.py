@@ -27,3 +27,17 @@ def test_counts_that_do_not_add_up_fail_loudly():
 def test_no_file_is_shown_as_a_dash():
     s = summarise("demo", W, {**VALIDATED, "extracted": 6}, {"delivered": 0, "already_delivered": 0, "files": []})
     assert summary_line(s).endswith("files=-")
+
+
+def test_a_run_by_ids_names_them_after_the_counts():
+    second = Window.parse("2026-12-06T21:29:58Z", "2026-12-06T21:29:59Z")  # the trigger second
+    s = summarise("demo", second, {**VALIDATED, "extracted": 6}, {"delivered": 0, "already_delivered": 0,
+                                                                  "files": []}, order_ids=[1001, 1002])
+    assert s["order_ids"] == ["1001", "1002"]
+    assert summary_line(s).endswith("files=-; order_ids=1001,1002")
+    many = summarise("demo", second, {**VALIDATED, "extracted": 6}, {"delivered": 0, "already_delivered": 0,
+                                                                     "files": []}, order_ids=range(1, 9))
+    assert summary_line(many).endswith("; order_ids=1,2,3,4,5 +3 more")
+    assert "order_ids" not in summary_line(summarise("demo", W, VALIDATED, {"delivered": 3, "already_delivered": 1,
+                                                                             "files": ["f.csv"]}))
+
