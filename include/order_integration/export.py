@@ -584,6 +584,13 @@ def summarise(
     return summary
 
 
+def _first_ids(ids: Sequence[str], count: int) -> str:
+    """The first :data:`IDS_IN_LINE` of ``count`` ids, then ``+N more``."""
+    shown = ids[:IDS_IN_LINE]
+    more = count - len(shown)
+    return ",".join(shown) + (f" +{more} more" if more > 0 else "")
+
+
 def summary_line(summary: dict[str, Any]) -> str:
     """``order export S [start, end): extracted=N = delivered=… + quarantined=… + …; files=…``"""
     dry = summary.get("dry_run_file") is not None or summary.get("would_deliver")
@@ -597,13 +604,9 @@ def summary_line(summary: dict[str, Any]) -> str:
     if summary.get("resent"):
         line += f"; resent={summary['resent']}"
     if summary.get("quarantined") and summary.get("quarantined_ids"):
-        shown = summary["quarantined_ids"][:IDS_IN_LINE]
-        more = summary["quarantined"] - len(shown)
-        line += f"; quarantined_ids={','.join(shown)}" + (f" +{more} more" if more > 0 else "")
+        line += f"; quarantined_ids={_first_ids(summary['quarantined_ids'], summary['quarantined'])}"
     if summary.get("order_ids"):
-        asked = summary["order_ids"]
-        more = len(asked) - IDS_IN_LINE
-        line += f"; order_ids={','.join(asked[:IDS_IN_LINE])}" + (f" +{more} more" if more > 0 else "")
+        line += f"; order_ids={_first_ids(summary['order_ids'], len(summary['order_ids']))}"
     if summary.get("unknown_ids"):
         line += f"; unknown_ids={','.join(summary['unknown_ids'])}"
     if summary.get("quarantined") and summary.get("report_paths"):
