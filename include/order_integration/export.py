@@ -556,7 +556,7 @@ def summarise(
     unknown_ids: Sequence[str] = (), order_ids: Sequence[int | str] = (),
 ) -> dict[str, Any]:
     """The run's counts; raises if they do not add up (that would be a lost or doubled order).
-    ``order_ids``: the ids an operator asked for (an on-demand run by ids; its ``window`` is only
+    ``order_ids``: the ids a run by ids was given (on demand or real time; its ``window`` is only
     the trigger second that names its files)."""
     summary = {
         "store_id": store_id,

@@ -84,7 +84,7 @@ def deployment(tmp_path_factory, sshd):
     with sandbox_stores(home, sshd, tmp_path_factory.mktemp("realtime_stores")) as make:
         # Retries 5 s apart: a real-time task that was starting when the kill test stopped the
         # api-server fails and is retried; the default delay (60 s, doubling) only made the suite
-        # wait (CI 2026-12-06: that test took 170 s under load, 29 s alone).
+        # wait (a clean-clone run of 2026-12-06: that test took 170 s under load, 29 s alone).
         harness, shop = make(ORDERS, mode="realtime", realtime_poll_seconds=2, retry_delay_seconds=5)
         env = {k: v for k, v in harness.env().items() if os.environ.get(k) != v}
         env[f"AIRFLOW_CONN_STOREFRONT_{harness.store_id.upper()}"] = json.dumps(
