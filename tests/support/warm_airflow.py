@@ -128,7 +128,9 @@ class _Server:
     def run(self, args: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, str]:
         with self.lock:
             if not self.ready:  # the warm-up (imports) counts against no run's timeout
-                assert self._answer(None) == {"ready": True}
+                ready = self._answer(None)
+                assert ready["ready"] is True, ready
+                _add_cpu(ready)  # the warm-up's, counted to the first run's test
                 self.ready = True
             self.runs += 1
             out, err = self.dir / f"run_{self.runs}.out", self.dir / f"run_{self.runs}.err"
@@ -139,13 +141,14 @@ class _Server:
             stdin.flush()
             pid = self._answer(time.monotonic() + 60)["pid"]
             try:
-                code = self._answer(time.monotonic() + timeout)["returncode"]
+                answer = self._answer(time.monotonic() + timeout)
             except TimeoutError:
                 os.kill(pid, 9)
-                self._answer(None)
+                _add_cpu(self._answer(None))
                 raise subprocess.TimeoutExpired(["airflow", *args], timeout, _read(out), _read(err)) from None
+            _add_cpu(answer)
             try:
-                return code, _read(out), _read(err)
+                return answer["returncode"], _read(out), _read(err)
             finally:
                 out.unlink(missing_ok=True)
                 err.unlink(missing_ok=True)
@@ -161,6 +164,17 @@ class _Server:
         self.log.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.dir.rmdir()
+
+
+#: CPU seconds of the runs that ended so far (user + system, each run's reaped children
+#: included): they are the servers' children, not this process's, so ``RUSAGE_CHILDREN`` misses
+#: them until a server stops. The suite's "most CPU" list adds them to the test that ran them.
+runs_cpu = 0.0
+
+
+def _add_cpu(answer: dict[str, Any]) -> None:
+    global runs_cpu
+    runs_cpu += answer.get("cpu", 0.0)
 
 
 def _read(path: Path) -> str:
@@ -269,7 +283,10 @@ def _serve() -> None:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints of the server go to its log, never into the answers
     _warm_up()
-    answers.write(json.dumps({"ready": True}) + "\n")
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    answers.write(json.dumps({"ready": True, "cpu": own.ru_utime + own.ru_stime}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
         sys.stdout.flush()
@@ -279,8 +296,9 @@ def _serve() -> None:
             answers.close()
             _child(request)
         answers.write(json.dumps({"pid": pid}) + "\n")
-        _, status = os.waitpid(pid, 0)
-        answers.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        _, status, usage = os.wait4(pid, 0)  # the run's CPU, its own reaped children's included
+        answers.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status),
+                                  "cpu": usage.ru_utime + usage.ru_stime}) + "\n")
 
 
 if __name__ == "__main__":
