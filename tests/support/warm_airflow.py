@@ -226,7 +226,11 @@ def _warm_up() -> None:
         importlib.import_module(name)
     from airflow.sdk.execution_time.supervisor import in_process_api_server
 
-    in_process_api_server().app  # noqa: B018 - built (Cadwyn) once per process, before the first task
+    app = in_process_api_server().app  # built once per process, before the first task
+    # Cadwyn generates the versioned routers on the app's first request, not when it is built:
+    # about 4 s of CPU, which every run would otherwise pay again in its own child.
+    if not app._cadwyn_initialized:
+        app._cadwyn_initialize()
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in PACKAGE_MODULES and m != "tests.support.warm_airflow"
                     and m not in ("tests", "tests.support"))
     if loaded:
