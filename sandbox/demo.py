@@ -12,7 +12,9 @@ orders as the customer sees them, and the payments and refunds as the storefront
 them; one more export shows that our own status write-backs (payments and refunds included)
 are not sent to the backend again. Last, the ERP drops a stock snapshot and a small update,
 ``inventory_sync__demo`` applies them, and the demo shows stock levels before and after for a
-few SKUs. It stops what it started.
+few SKUs. It stops what it started. Each ``airflow dags test`` is a process of its own, forked
+from one that imported Airflow, pandas and GX once (``sandbox.warm_airflow``; set
+``SANDBOX_COLD_AIRFLOW=1`` to start each from scratch instead).
 
 No run it starts takes a logical date that a scheduled run or a backfill needs (see
 :func:`_dags_test`), so a scheduler started on the same Airflow home afterwards runs
@@ -31,7 +33,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ from sandbox.erp_simulator import ErpReport, ErpSimulator, MoneyPolicy, StatusEv
 from sandbox.generator import generate_orders, make_invalid
 from sandbox.sftp_server import EmbeddedSftpServer
 from sandbox.storefront import SandboxStorefront, default_products
+from sandbox.warm_airflow import run_airflow
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".sandbox"
@@ -58,6 +60,9 @@ SUMMARY = re.compile(r"order export \S+ \[[^'\"\n]*")
 STATUS_SUMMARY = re.compile(r"status sync \S+: files=[^'\"\n]*")
 INVENTORY_SUMMARY = re.compile(r"inventory sync \S+: files=[^'\"\n]*")
 HOURS = 3
+#: Longest one ``airflow dags test`` of the demo may take (they take seconds): a hung run ends
+#: the demo with its log's tail instead of holding the terminal.
+RUN_TIMEOUT = 600.0
 #: The demo's ERP: every bank transfer is paid at its next poll; a third of the orders it
 #: shipped are refunded at the poll after the shipment, half of those by one line.
 DEMO_MONEY = MoneyPolicy(payment_share=1.0, payment_delay_runs=1, refund_share=0.3, line_refund_share=0.5,
@@ -81,18 +86,17 @@ def _dags_test(env: dict[str, str], dag_id: str, log_dir: Path, summary: re.Patt
     now = pendulum.now("UTC")
     when = now.add(microseconds=1) if now.second == 0 and now.microsecond == 0 else now
     log_file = log_dir / f"{dag_id}_{when.strftime('%Y%m%dT%H%M%S%fZ')}.log"
-    argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, when.isoformat()]
+    args = ["dags", "test", dag_id, when.isoformat()]
     if conf is not None:
-        argv += ["--conf", json.dumps(conf)]
+        args += ["--conf", json.dumps(conf)]
     started = time.monotonic()
-    with log_file.open("w") as fh:
-        proc = subprocess.run(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    text = log_file.read_text(errors="replace")
+    # a process of its own, forked from one that imported Airflow, pandas and GX once
+    code, text = run_airflow(args, env, RUN_TIMEOUT, log=log_file)
     found = summary.findall(text)
     took = time.monotonic() - started
-    if proc.returncode != 0 or not found:
+    if code != 0 or not found:
         tail = "\n".join(text.splitlines()[-25:])
-        raise SystemExit(f"{dag_id} failed (exit {proc.returncode}); log: {log_file}\n{tail}")
+        raise SystemExit(f"{dag_id} failed (exit {code}); log: {log_file}\n{tail}")
     return f"{found[-1]}  ({took:.0f}s, log {_shown_path(log_file)})"
 
 

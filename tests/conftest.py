@@ -147,7 +147,7 @@ _cpu_by_test: dict[str, float] = {}
 def _cpu_seconds() -> float:
     import resource
 
-    from tests.support import warm_airflow
+    from sandbox import warm_airflow
 
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + warm_airflow.runs_cpu

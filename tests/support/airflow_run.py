@@ -1,5 +1,5 @@
 """Run the real export DAG with ``airflow dags test`` against sandbox servers, for tests (each run
-its own process, forked from a warm runner: ``tests.support.warm_airflow``)."""
+its own process, forked from a warm runner: ``sandbox.warm_airflow``)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from order_integration.ledger import Ledger, migrate, sqlite_engine
+from sandbox.warm_airflow import run_airflow
 from tests.support.platforms import PLATFORMS
-from tests.support.warm_airflow import run_airflow
 
 ROOT = Path(__file__).resolve().parents[2]
 # A summary line holds no quotes: stopping at one keeps the XCom repr of a run's note (which

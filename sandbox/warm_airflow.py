@@ -1,5 +1,7 @@
-"""``python -m airflow ARGS`` for the tests, each run in its own process, without importing
-Airflow, pandas and Great Expectations from scratch each time: a warm runner that forks.
+"""``python -m airflow ARGS`` for ``make demo`` and the tests, each run in its own process,
+without importing Airflow, pandas and Great Expectations from scratch each time: a warm runner
+that forks. (``make demo``'s seven ``airflow dags test`` runs took about 16 s each, almost all of
+it the start-up below.)
 
 Why a forking runner, not ``dag.test()`` in the pytest process
 --------------------------------------------------------------
@@ -45,8 +47,8 @@ secrets backend looks them up per call —, ``ORDER_INTEGRATION_*`` — the pack
 only in the child — and ``PYTEST_CURRENT_TEST``). A run whose environment differs in anything
 else (another ``AIRFLOW_HOME``, an ``AIRFLOW__…`` setting) gets a server of its own.
 
-``TESTS_COLD_AIRFLOW=1`` runs every command as a plain ``subprocess.run`` instead (the old
-way; for comparing timings or ruling the runner out when a test fails).
+``SANDBOX_COLD_AIRFLOW=1`` runs every command as a plain ``subprocess.run`` instead (the old
+way; for comparing timings or ruling the runner out when a run fails).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-COLD_ENV = "TESTS_COLD_AIRFLOW"
+COLD_ENV = "SANDBOX_COLD_AIRFLOW"
 #: Read at run time, never while the server warms up (see the module docstring).
 RUN_TIME_PREFIXES = ("AIRFLOW_CONN_", "ORDER_INTEGRATION_")
 RUN_TIME_NAMES = frozenset({"PYTEST_CURRENT_TEST"})
@@ -96,7 +98,7 @@ def _server_key(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# client side (the pytest process)
+# client side (the demo's or pytest's process)
 
 
 class _Server:
@@ -108,8 +110,8 @@ class _Server:
         self.lock = threading.Lock()
         self.runs = 0
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.warm_airflow"],
-                                         env=env, cwd=Path(__file__).resolve().parents[2],
+            self.proc = subprocess.Popen([sys.executable, "-m", "sandbox.warm_airflow"],
+                                         env=env, cwd=Path(__file__).resolve().parents[1],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         self.ready = False
 
@@ -125,7 +127,8 @@ class _Server:
                                f"{self.log.read_text(errors='replace')[-4000:]}")
         return json.loads(line)
 
-    def run(self, args: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, str]:
+    def run(self, args: list[str], env: dict[str, str], timeout: float,
+            log: Path | None = None) -> tuple[int, str, str]:
         with self.lock:
             if not self.ready:  # the warm-up (imports) counts against no run's timeout
                 ready = self._answer(None)
@@ -133,7 +136,8 @@ class _Server:
                 _add_cpu(ready)  # the warm-up's, counted to the first run's test
                 self.ready = True
             self.runs += 1
-            out, err = self.dir / f"run_{self.runs}.out", self.dir / f"run_{self.runs}.err"
+            out, err = (log, log) if log else (self.dir / f"run_{self.runs}.out",
+                                               self.dir / f"run_{self.runs}.err")
             request = {"args": args, "env": env, "cwd": os.getcwd(), "stdout": str(out), "stderr": str(err)}
             stdin: IO[bytes] | None = self.proc.stdin
             assert stdin is not None
@@ -145,8 +149,11 @@ class _Server:
             except TimeoutError:
                 os.kill(pid, 9)
                 _add_cpu(self._answer(None))
-                raise subprocess.TimeoutExpired(["airflow", *args], timeout, _read(out), _read(err)) from None
+                raise subprocess.TimeoutExpired(["airflow", *args], timeout, _read(out),
+                                                None if log else _read(err)) from None
             _add_cpu(answer)
+            if log:
+                return answer["returncode"], _read(log), ""
             try:
                 return answer["returncode"], _read(out), _read(err)
             finally:
@@ -195,11 +202,19 @@ def _stop_servers() -> None:
     _servers.clear()
 
 
-def run_airflow(args: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
+def run_airflow(args: list[str], env: dict[str, str], timeout: float, *,
+                log: Path | None = None) -> tuple[int, str]:
     """``python -m airflow ARGS`` with ``env``: ``(returncode, stdout + stderr)``, like
     ``subprocess.run(..., capture_output=True, text=True, timeout=timeout)`` (which is what
-    runs when ``TESTS_COLD_AIRFLOW`` is set); raises ``subprocess.TimeoutExpired`` likewise."""
+    runs when ``SANDBOX_COLD_AIRFLOW`` is set); raises ``subprocess.TimeoutExpired`` likewise.
+    With ``log``, stdout and stderr go to that file as the run writes them, interleaved as on a
+    terminal, and the text returned is the file's."""
     if os.environ.get(COLD_ENV):
+        if log:
+            with log.open("w") as fh:
+                proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, stdout=fh,
+                                      stderr=subprocess.STDOUT, check=False, timeout=timeout)
+            return proc.returncode, _read(log)
         proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True,
                               text=True, check=False, timeout=timeout)
         return proc.returncode, proc.stdout + proc.stderr
@@ -208,12 +223,12 @@ def run_airflow(args: list[str], env: dict[str, str], timeout: float) -> tuple[i
         server = _servers.get(key)
         if server is None or server.proc.poll() is not None:
             server = _servers[key] = _Server(dict(key))
-    code, out, err = server.run(args, env, timeout)
+    code, out, err = server.run(args, env, timeout, log)
     return code, out + err
 
 
 # ---------------------------------------------------------------------------------------------
-# server side (python -m tests.support.warm_airflow)
+# server side (python -m sandbox.warm_airflow)
 
 
 def _warm_up() -> None:
@@ -231,8 +246,8 @@ def _warm_up() -> None:
     # about 4 s of CPU, which every run would otherwise pay again in its own child.
     if not app._cadwyn_initialized:
         app._cadwyn_initialize()
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in PACKAGE_MODULES and m != "tests.support.warm_airflow"
-                    and m not in ("tests", "tests.support"))
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in PACKAGE_MODULES
+                    and m not in ("sandbox", "sandbox.warm_airflow"))
     if loaded:
         raise RuntimeError(f"the warm-up imported the package under test or its DAGs: {loaded}")
     if threading.active_count() != 1:
@@ -245,8 +260,10 @@ def _child(request: dict[str, Any]) -> None:
     try:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+        out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, 1)  # one file for both (a log) is one open file: interleaved, not overwritten
+        os.dup2(out if request["stderr"] == request["stdout"] else
+                os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
@@ -261,6 +278,9 @@ def _child(request: dict[str, Any]) -> None:
         import runpy
 
         sys.argv = ["airflow", *request["args"]]
+        # imported by the warm-up (its imports are what is kept); left in sys.modules, runpy
+        # would warn at the top of every run's output that it is executed a second time
+        sys.modules.pop("airflow.__main__", None)
         try:
             runpy.run_module("airflow", run_name="__main__", alter_sys=True)
             code = 0

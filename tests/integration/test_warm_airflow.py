@@ -1,0 +1,44 @@
+"""``sandbox.warm_airflow.run_airflow`` with a ``log`` (what ``make demo`` uses): the run's stdout
+and stderr both land in that one file, and its text is what comes back, forked from the warm
+runner or started from scratch (``SANDBOX_COLD_AIRFLOW``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from sandbox import warm_airflow
+from sandbox.warm_airflow import run_airflow
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("way", ["warm", "cold"])
+def test_a_runs_stdout_and_stderr_both_reach_its_log(airflow_home, tmp_path, monkeypatch, way):
+    if way == "cold":
+        monkeypatch.setenv(warm_airflow.COLD_ENV, "1")
+    else:
+        monkeypatch.delenv(warm_airflow.COLD_ENV, raising=False)
+    # the export harness's settings: a warm server this worker already has is used again
+    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "GX_ANALYTICS_ENABLED": "False"}
+    log = tmp_path / "run.log"
+
+    code, text = run_airflow(["version"], env, 300, log=log)
+    assert code == 0, text
+    assert text == log.read_text()
+    assert re.search(r"^3\.\d+\.\d+$", text, re.M), text
+
+    # argparse: the usage goes to stdout, the refusal to stderr; the log is the new run's alone
+    code, text = run_airflow(["no-such-command"], env, 300, log=log)
+    assert code == 2, text
+    assert text == log.read_text()
+    assert "Usage: airflow" in text
+    assert "invalid choice: 'no-such-command'" in text
+    assert not re.search(r"^3\.\d+\.\d+$", text, re.M), "the earlier run's output was left in the log"
