@@ -260,10 +260,12 @@ def _child(request: dict[str, Any]) -> None:
     try:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # 0o666 less the umask, as open() creates files: a demo's log is as readable as the
+        # shell's would be; a test's files are in the server's private (0700) folder
+        out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         os.dup2(out, 1)  # one file for both (a log) is one open file: interleaved, not overwritten
         os.dup2(out if request["stderr"] == request["stdout"] else
-                os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+                os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), 2)
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])

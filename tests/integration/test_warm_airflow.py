@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,9 @@ def test_a_runs_stdout_and_stderr_both_reach_its_log(airflow_home, tmp_path, mon
     assert code == 0, text
     assert text == log.read_text()
     assert re.search(r"^3\.\d+\.\d+$", text, re.M), text
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o666 & ~umask, "the log is created as open() creates a file"
 
     # argparse: the usage goes to stdout, the refusal to stderr; the log is the new run's alone
     code, text = run_airflow(["no-such-command"], env, 300, log=log)
