@@ -210,13 +210,16 @@ def run_airflow(args: list[str], env: dict[str, str], timeout: float, *,
     With ``log``, stdout and stderr go to that file as the run writes them, interleaved as on a
     terminal, and the text returned is the file's."""
     if os.environ.get(COLD_ENV):
+        # here, not at the top: the server (this module run as ``__main__``) imports no sandbox module
+        from sandbox.airflow_services import airflow_argv
+
+        argv = list(airflow_argv(*args))
         if log:
             with log.open("w") as fh:
-                proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, stdout=fh,
-                                      stderr=subprocess.STDOUT, check=False, timeout=timeout)
+                proc = subprocess.run(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False,
+                                      timeout=timeout)
             return proc.returncode, _read(log)
-        proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True,
-                              text=True, check=False, timeout=timeout)
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout)
         return proc.returncode, proc.stdout + proc.stderr
     key = _server_key(env)
     with _servers_lock:

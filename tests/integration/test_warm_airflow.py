@@ -7,16 +7,14 @@ from __future__ import annotations
 import os
 import re
 import stat
-from pathlib import Path
 
 import pytest
 
 from sandbox import warm_airflow
 from sandbox.warm_airflow import run_airflow
+from tests.support.airflow_run import airflow_env
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("way", ["warm", "cold"])
@@ -25,10 +23,7 @@ def test_a_runs_stdout_and_stderr_both_reach_its_log(airflow_home, tmp_path, mon
         monkeypatch.setenv(warm_airflow.COLD_ENV, "1")
     else:
         monkeypatch.delenv(warm_airflow.COLD_ENV, raising=False)
-    # the export harness's settings: a warm server this worker already has is used again
-    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "GX_ANALYTICS_ENABLED": "False"}
+    env = airflow_env(airflow_home)  # the export harness's: a warm server this worker has is used again
     log = tmp_path / "run.log"
 
     code, text = run_airflow(["version"], env, 300, log=log)

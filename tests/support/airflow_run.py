@@ -133,12 +133,7 @@ class ExportHarness:
 
     def env(self) -> dict[str, str]:
         return {
-            **os.environ,
-            "AIRFLOW_HOME": str(self.airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "GX_ANALYTICS_ENABLED": "False",
+            **airflow_env(self.airflow_home),
             "ORDER_INTEGRATION_CONFIG": str(self.config_path),
             "ORDER_INTEGRATION_STAGING": f"file://{self.work_dir / 'staging'}",
             f"AIRFLOW_CONN_STOREFRONT_{self.store_id.upper()}": json.dumps(self.storefront_connection()),
@@ -224,6 +219,20 @@ class ExportHarness:
             rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
             seen.extend({(r["order_id"], r["order_version"]) for r in rows})
         return seen
+
+
+def airflow_env(airflow_home: Path) -> dict[str, str]:
+    """The environment of every ``airflow dags test`` on ``airflow_home``, without a store's
+    config and connections (which the warm runner's server is not keyed by): runs with it share
+    one warm server."""
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "GX_ANALYTICS_ENABLED": "False",
+    }
 
 
 #: Store ids ``it_<n>`` are unique per test session, so stores sharing an Airflow home, a ledger
